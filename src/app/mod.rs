@@ -1,0 +1,4 @@
+//! Ready-made handlers behind `ringnet serve MODE`.
+
+pub mod echo;
+pub mod http;

@@ -1,0 +1,228 @@
+//! Engine configuration: addresses, workers, ring and buffer sizes.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Which kernel interface a worker runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// io_uring: multishot accept and recv over provided buffer rings.
+    Uring,
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Backend::Uring => "io_uring",
+        })
+    }
+}
+
+/// How the workers share the listening address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerMode {
+    /// One listening socket; every worker arms its own multishot accept on
+    /// it and the kernel wakes one waiter per connection.
+    Shared,
+    /// One listening socket per worker, all bound with `SO_REUSEPORT`; the
+    /// kernel spreads connections over them by hashing the 4-tuple.
+    ReusePort,
+}
+
+/// Where a connection's multishot recv takes its buffers from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BufferMode {
+    /// One provided-buffer ring per worker, shared by all its connections.
+    /// An idle connection owns no buffer memory at all.
+    Shared,
+    /// Each connection gets its own small buffer ring (from a pool of
+    /// registered rings that is recycled as connections close), so a client
+    /// that floods cannot take the buffers others need. Costs a ring of
+    /// `conn_buf_count` buffers per open connection.
+    PerConnection,
+}
+
+/// Everything the engine can be told. Build with [`Config::default`] and
+/// struct update syntax.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address to listen on (port 0 asks the OS for a free port).
+    pub addr: SocketAddr,
+    /// Worker threads, one ring each. 0 means the number of available CPUs.
+    pub workers: usize,
+    /// How workers share the listener.
+    pub listener: ListenerMode,
+    /// `listen(2)` backlog (the kernel caps it at `net.core.somaxconn`).
+    pub backlog: i32,
+    /// Submission queue entries per ring (a power of two is used).
+    pub sq_entries: u32,
+    /// Completion queue entries per ring; must exceed `sq_entries`. A full CQ
+    /// ends multishot operations, so keep it generous.
+    pub cq_entries: u32,
+    /// Where recv buffers come from.
+    pub buffers: BufferMode,
+    /// Buffers in the worker's shared ring (power of two, at most 32768).
+    pub buf_count: u16,
+    /// Size of every provided buffer, in bytes.
+    pub buf_size: u32,
+    /// Buffers in each connection's own ring in [`BufferMode::PerConnection`]
+    /// (power of two).
+    pub conn_buf_count: u16,
+    /// Idle per-connection rings kept registered for reuse; beyond this a
+    /// ring freed by a closing connection is unregistered and unmapped.
+    pub group_pool_max: usize,
+    /// Set `TCP_NODELAY` on every accepted stream.
+    pub nodelay: bool,
+    /// Bytes a handler may leave unconsumed on one connection before the
+    /// engine closes it with [`crate::CloseReason::InputLimit`].
+    pub max_unconsumed: usize,
+    /// Pause before re-arming accept after EMFILE, ENFILE or ENOMEM.
+    pub accept_backoff: Duration,
+    /// How long a shutdown waits for queued output to drain before it
+    /// closes the remaining connections regardless.
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            addr: SocketAddr::from(([127, 0, 0, 1], 7000)),
+            workers: 0,
+            listener: ListenerMode::Shared,
+            backlog: 1024,
+            sq_entries: 256,
+            cq_entries: 4096,
+            buffers: BufferMode::Shared,
+            buf_count: 512,
+            buf_size: 4096,
+            conn_buf_count: 8,
+            group_pool_max: 256,
+            nodelay: true,
+            max_unconsumed: 16 << 20,
+            accept_backoff: Duration::from_millis(100),
+            shutdown_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Config {
+    /// The worker count with 0 resolved to the available parallelism.
+    pub fn worker_count(&self) -> usize {
+        if self.workers == 0 {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        } else {
+            self.workers
+        }
+    }
+
+    /// Check the values that the kernel would otherwise reject later, with a
+    /// message naming the field.
+    pub fn validate(&self) -> Result<(), crate::Error> {
+        let bad = |msg: String| Err(crate::Error::Config(msg));
+        let workers = self.worker_count();
+        if workers == 0 || workers > 256 {
+            return bad(format!("workers must be 1..=256, got {workers}"));
+        }
+        for (name, n) in [
+            ("buf_count", self.buf_count),
+            ("conn_buf_count", self.conn_buf_count),
+        ] {
+            if n == 0 || !n.is_power_of_two() || n > 32768 {
+                return bad(format!(
+                    "{name} must be a power of two in 1..=32768, got {n}"
+                ));
+            }
+        }
+        if self.buf_size == 0 || self.buf_size > (1 << 20) {
+            return bad(format!(
+                "buf_size must be 1..=1048576, got {}",
+                self.buf_size
+            ));
+        }
+        if self.sq_entries == 0 || self.sq_entries > 32768 {
+            return bad(format!(
+                "sq_entries must be 1..=32768, got {}",
+                self.sq_entries
+            ));
+        }
+        if self.cq_entries <= self.sq_entries || self.cq_entries > 65536 {
+            return bad(format!(
+                "cq_entries must exceed sq_entries ({}) and be at most 65536, got {}",
+                self.sq_entries, self.cq_entries
+            ));
+        }
+        if self.backlog <= 0 {
+            return bad(format!("backlog must be positive, got {}", self.backlog));
+        }
+        if self.max_unconsumed == 0 {
+            return bad("max_unconsumed must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default()
+            .validate()
+            .expect("default config is valid");
+    }
+
+    #[test]
+    fn bad_values_name_their_field() {
+        let cases = [
+            (
+                Config {
+                    buf_count: 3,
+                    ..Config::default()
+                },
+                "buf_count",
+            ),
+            (
+                Config {
+                    conn_buf_count: 0,
+                    ..Config::default()
+                },
+                "conn_buf_count",
+            ),
+            (
+                Config {
+                    buf_size: 0,
+                    ..Config::default()
+                },
+                "buf_size",
+            ),
+            (
+                Config {
+                    cq_entries: 128,
+                    ..Config::default()
+                },
+                "cq_entries",
+            ),
+            (
+                Config {
+                    workers: 300,
+                    ..Config::default()
+                },
+                "workers",
+            ),
+            (
+                Config {
+                    backlog: 0,
+                    ..Config::default()
+                },
+                "backlog",
+            ),
+        ];
+        for (cfg, field) in cases {
+            let err = cfg.validate().expect_err(field).to_string();
+            assert!(err.contains(field), "{err} should name {field}");
+        }
+    }
+}

@@ -1,0 +1,46 @@
+//! The crate's error type.
+
+use std::io;
+use std::net::SocketAddr;
+
+/// Errors from starting or running the engine.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// io_uring cannot be set up here (the reason names the errno and cause).
+    #[error("io_uring unavailable: {0}")]
+    UringUnavailable(String),
+    /// The kernel lacks a feature the backend needs.
+    #[error("kernel lacks {feature}: {detail}")]
+    Unsupported {
+        /// The missing feature.
+        feature: &'static str,
+        /// What the setup attempt returned.
+        detail: String,
+    },
+    /// The listening address is taken by another socket.
+    #[error("address {0} is already in use")]
+    AddressInUse(SocketAddr),
+    /// Any other failure to bind or listen.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// What the kernel said.
+        source: io::Error,
+    },
+    /// A configuration value is out of range.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// A worker thread failed.
+    #[error("worker {worker}: {source}")]
+    Worker {
+        /// The worker index.
+        worker: usize,
+        /// What failed.
+        source: io::Error,
+    },
+    /// Any other I/O error.
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}

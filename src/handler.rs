@@ -1,0 +1,298 @@
+//! The handler API: what user code implements, and the contract every backend
+//! keeps with it.
+//!
+//! # The contract
+//!
+//! * **One handler per worker.** The engine calls the factory given to
+//!   [`crate::Engine::start`] once on each worker thread; that instance serves
+//!   every connection of its worker and is only ever called from that thread,
+//!   so it needs no locks (and need not be `Send`).
+//! * **Order of calls.** For each connection: [`Handler::on_open`] once, then
+//!   [`Handler::on_data`] any number of times, then [`Handler::on_close`] once.
+//!   Nothing is called for a connection after `on_close`.
+//! * **Received bytes are lent, not copied.** `data` points straight into the
+//!   provided buffer the kernel filled. It is valid only during the call; the
+//!   buffer goes back to the kernel as soon as `on_data` returns.
+//! * **Partial consumption.** `on_data` returns how many bytes it consumed
+//!   (values above `data.len()` count as `data.len()`). The engine keeps the
+//!   rest and presents it again, in front of the next bytes that arrive, so a
+//!   frame split across reads is seen whole. It does not call again until
+//!   more bytes arrive, so a handler should consume every complete frame it
+//!   can in one call. If more than [`crate::Config::max_unconsumed`] bytes
+//!   pile up, the connection is closed with [`CloseReason::InputLimit`].
+//! * **Sending.** [`Conn::send`] queues bytes; the engine sends queued bytes in
+//!   order, resubmitting the remainder of a short send, with at most one send
+//!   in flight per connection. `send` never blocks and never fails: a peer
+//!   that has gone shows up as `on_close` with an error reason.
+//! * **Closing.** [`Conn::close`] stops delivery of further input and closes
+//!   the connection once everything queued has been sent. A peer that shuts
+//!   down its write side (end of stream) gets the same treatment: queued
+//!   output is flushed, then the connection closes with
+//!   [`CloseReason::PeerClosed`].
+//! * **Identity.** [`Conn::id`] is stable for the life of the connection and
+//!   not reused by a later connection (see [`ConnId`]).
+
+use std::io;
+use std::net::SocketAddr;
+
+use socket2::Socket;
+
+use crate::config::Backend;
+use crate::token::ConnId;
+
+/// Why a connection closed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// The peer ended its side of the stream (recv returned 0).
+    PeerClosed,
+    /// The handler called [`Conn::close`].
+    Local,
+    /// The engine is shutting down.
+    Shutdown,
+    /// The handler left more than `limit` bytes unconsumed.
+    InputLimit {
+        /// The configured [`crate::Config::max_unconsumed`].
+        limit: usize,
+    },
+    /// A receive or send failed with this OS error (for example ECONNRESET
+    /// or EPIPE).
+    Error(i32),
+}
+
+impl std::fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CloseReason::PeerClosed => f.write_str("peer closed"),
+            CloseReason::Local => f.write_str("closed by handler"),
+            CloseReason::Shutdown => f.write_str("server shutting down"),
+            CloseReason::InputLimit { limit } => {
+                write!(f, "more than {limit} unconsumed input bytes")
+            }
+            CloseReason::Error(errno) => {
+                write!(f, "{}", io::Error::from_raw_os_error(*errno))
+            }
+        }
+    }
+}
+
+/// User code that serves connections. See the module docs for the contract.
+pub trait Handler {
+    /// A connection was accepted. May send a greeting or close at once.
+    fn on_open(&mut self, conn: &mut Conn<'_>) {
+        let _ = conn;
+    }
+
+    /// Bytes arrived (with any earlier unconsumed bytes in front). Returns how
+    /// many were consumed; the rest is presented again with the next bytes.
+    fn on_data(&mut self, conn: &mut Conn<'_>, data: &[u8]) -> usize;
+
+    /// The connection is closed; `id` will not be seen again.
+    fn on_close(&mut self, id: ConnId, reason: &CloseReason) {
+        let _ = (id, reason);
+    }
+}
+
+/// The part of a connection both backends share: its socket, its queued
+/// output and its held-back input.
+#[derive(Debug)]
+pub(crate) struct ConnCore {
+    pub(crate) id: ConnId,
+    pub(crate) sock: Socket,
+    pub(crate) backend: Backend,
+    /// Bytes queued by the handler and not yet handed to the kernel.
+    pub(crate) out: Vec<u8>,
+    /// Bytes presented to the handler and not consumed.
+    pub(crate) held: Vec<u8>,
+    /// The handler asked to close (or the peer ended the stream): deliver no
+    /// more input, close once `out` is flushed.
+    pub(crate) closing: Option<CloseReason>,
+}
+
+/// Buffers larger than this are released rather than kept for reuse once
+/// they are empty, so one large transfer does not pin memory for the life of
+/// an otherwise idle connection.
+pub(crate) const KEEP_CAPACITY: usize = 64 << 10;
+
+impl ConnCore {
+    pub(crate) fn new(id: ConnId, sock: Socket, backend: Backend) -> ConnCore {
+        ConnCore {
+            id,
+            sock,
+            backend,
+            out: Vec::new(),
+            held: Vec::new(),
+            closing: None,
+        }
+    }
+
+    /// Present `data` to the handler (after any held-back bytes) and keep
+    /// what it did not consume. Returns the close reason if the held-back
+    /// bytes exceed `limit`.
+    pub(crate) fn deliver<H: Handler + ?Sized>(
+        &mut self,
+        handler: &mut H,
+        data: &[u8],
+        limit: usize,
+    ) -> Result<(), CloseReason> {
+        if self.closing.is_some() {
+            return Ok(());
+        }
+        if self.held.is_empty() {
+            // Fast path: hand the kernel's buffer over as it is.
+            let n = handler
+                .on_data(&mut Conn { core: self }, data)
+                .min(data.len());
+            if n < data.len() {
+                self.held.extend_from_slice(&data[n..]);
+            }
+        } else {
+            let mut buf = std::mem::take(&mut self.held);
+            buf.extend_from_slice(data);
+            let n = handler
+                .on_data(&mut Conn { core: self }, &buf)
+                .min(buf.len());
+            buf.drain(..n);
+            if buf.is_empty() && buf.capacity() > KEEP_CAPACITY {
+                buf = Vec::new();
+            }
+            self.held = buf;
+        }
+        if self.held.len() > limit {
+            return Err(CloseReason::InputLimit { limit });
+        }
+        Ok(())
+    }
+}
+
+/// A handle on one connection, lent to the handler during a callback.
+pub struct Conn<'a> {
+    pub(crate) core: &'a mut ConnCore,
+}
+
+impl Conn<'_> {
+    /// The connection's stable id.
+    pub fn id(&self) -> ConnId {
+        self.core.id
+    }
+
+    /// Queue bytes to send, in order after everything queued before. Ignored
+    /// once the connection is closing.
+    pub fn send(&mut self, data: &[u8]) {
+        if self.core.closing.is_none() {
+            self.core.out.extend_from_slice(data);
+        }
+    }
+
+    /// Close after everything queued has been sent; no more input is
+    /// delivered.
+    pub fn close(&mut self) {
+        if self.core.closing.is_none() {
+            self.core.closing = Some(CloseReason::Local);
+        }
+    }
+
+    /// Whether [`Conn::close`] was called (or the peer ended the stream).
+    pub fn is_closing(&self) -> bool {
+        self.core.closing.is_some()
+    }
+
+    /// Bytes queued by the handler and not yet handed to the kernel.
+    pub fn queued(&self) -> usize {
+        self.core.out.len()
+    }
+
+    /// The peer's address (`getpeername(2)`).
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        sock_addr(self.core.sock.peer_addr()?)
+    }
+
+    /// The local address of the connection (`getsockname(2)`).
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        sock_addr(self.core.sock.local_addr()?)
+    }
+
+    /// The backend serving this connection.
+    pub fn backend(&self) -> Backend {
+        self.core.backend
+    }
+}
+
+fn sock_addr(a: socket2::SockAddr) -> io::Result<SocketAddr> {
+    a.as_socket()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "not an IP socket address"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Consumes whole 4-byte frames only and records them.
+    struct Frames(Vec<Vec<u8>>);
+
+    impl Handler for Frames {
+        fn on_data(&mut self, _conn: &mut Conn<'_>, data: &[u8]) -> usize {
+            let whole = data.len() / 4 * 4;
+            for f in data[..whole].chunks(4) {
+                self.0.push(f.to_vec());
+            }
+            whole
+        }
+    }
+
+    fn core() -> ConnCore {
+        let sock = Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+        ConnCore::new(ConnId::new(0, 1, 1), sock, Backend::Uring)
+    }
+
+    #[test]
+    fn frames_split_across_reads_are_seen_whole() {
+        let stream: Vec<u8> = (0u8..40).collect();
+        for split in 1..stream.len() {
+            let mut c = core();
+            let mut h = Frames(Vec::new());
+            for chunk in stream.chunks(split) {
+                c.deliver(&mut h, chunk, 1024).expect("under limit");
+            }
+            let got: Vec<u8> = h.0.concat();
+            assert_eq!(got, stream, "split {split}");
+            assert!(c.held.is_empty());
+        }
+    }
+
+    #[test]
+    fn too_much_unconsumed_input_closes() {
+        struct Never;
+        impl Handler for Never {
+            fn on_data(&mut self, _c: &mut Conn<'_>, _d: &[u8]) -> usize {
+                0
+            }
+        }
+        let mut c = core();
+        c.deliver(&mut Never, &[0; 8], 10).expect("8 <= 10");
+        assert_eq!(
+            c.deliver(&mut Never, &[0; 8], 10),
+            Err(CloseReason::InputLimit { limit: 10 })
+        );
+    }
+
+    #[test]
+    fn over_consumption_is_clamped_and_closing_drops_input() {
+        struct Greedy;
+        impl Handler for Greedy {
+            fn on_data(&mut self, c: &mut Conn<'_>, d: &[u8]) -> usize {
+                c.send(d);
+                usize::MAX
+            }
+        }
+        let mut c = core();
+        c.deliver(&mut Greedy, b"abc", 10).expect("ok");
+        assert_eq!(c.out, b"abc");
+        assert!(c.held.is_empty());
+        Conn { core: &mut c }.close();
+        c.deliver(&mut Greedy, b"def", 10).expect("ok");
+        assert_eq!(c.out, b"abc", "no delivery after close");
+        Conn { core: &mut c }.send(b"x");
+        assert_eq!(c.out, b"abc", "send after close is ignored");
+    }
+}

@@ -1,0 +1,60 @@
+//! ringnet: a Linux-only TCP server engine on io_uring.
+//!
+//! One worker thread per ring. Each worker keeps a multishot accept on the
+//! listening socket and one multishot recv per connection, with buffers
+//! taken from provided buffer rings; connections live in a slab, and every
+//! completion is matched to its connection by a [`Token`](token::Token)
+//! carrying the slab key and a generation. User code implements
+//! [`Handler`]; see the [`handler`] module for the contract.
+//!
+//! ```no_run
+//! use ringnet::{Config, Conn, Engine, Handler};
+//!
+//! struct Echo;
+//! impl Handler for Echo {
+//!     fn on_data(&mut self, conn: &mut Conn<'_>, data: &[u8]) -> usize {
+//!         conn.send(data);
+//!         data.len()
+//!     }
+//! }
+//!
+//! let engine = Engine::start(Config::default(), |_worker| Echo)?;
+//! println!("listening on {}", engine.local_addr());
+//! engine.shutdown()?;
+//! # Ok::<(), ringnet::Error>(())
+//! ```
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod app;
+mod config;
+mod engine;
+mod error;
+pub mod handler;
+mod listener;
+mod stats;
+#[allow(unsafe_code)]
+mod sys;
+pub mod token;
+#[allow(unsafe_code)]
+pub mod uring;
+
+pub use config::{Backend, BufferMode, Config, ListenerMode};
+pub use engine::Engine;
+pub use error::Error;
+pub use handler::{CloseReason, Conn, Handler};
+pub use stats::Stats;
+pub use token::ConnId;
+
+/// Block SIGINT and SIGTERM in this thread and wait for one of them; call
+/// before starting the engine so its threads inherit the mask. Returns the
+/// signal number.
+pub fn wait_for_stop_signal() -> std::io::Result<i32> {
+    sys::wait_for_stop_signal()
+}
+
+/// Block SIGINT and SIGTERM in the calling thread and the threads it starts
+/// afterwards, so that [`wait_for_stop_signal`] receives them.
+pub fn block_stop_signals() -> std::io::Result<()> {
+    sys::block_stop_signals()
+}

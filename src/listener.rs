@@ -1,0 +1,84 @@
+//! Listening sockets, made with socket2.
+//!
+//! `SO_REUSEADDR` is set before every bind so a restarted server does not wait
+//! out TIME_WAIT; `SO_REUSEPORT` on request; a port that is taken is reported
+//! as [`Error::AddressInUse`], distinct from other bind failures.
+
+use std::io;
+use std::net::SocketAddr;
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::error::Error;
+
+/// Options for one listening socket.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ListenOpts {
+    pub(crate) reuseport: bool,
+    pub(crate) backlog: i32,
+}
+
+/// Create, configure, bind and listen. The socket is left blocking: io_uring
+/// waits on it by polling, and a blocking socket never hands an operation
+/// back with EAGAIN.
+pub(crate) fn listen(addr: SocketAddr, opts: ListenOpts) -> Result<Socket, Error> {
+    let bind_err = |source: io::Error| {
+        if source.kind() == io::ErrorKind::AddrInUse {
+            Error::AddressInUse(addr)
+        } else {
+            Error::Bind { addr, source }
+        }
+    };
+    let sock = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM.cloexec(),
+        Some(Protocol::TCP),
+    )
+    .map_err(bind_err)?;
+    sock.set_reuse_address(true).map_err(bind_err)?;
+    if opts.reuseport {
+        sock.set_reuse_port(true).map_err(bind_err)?;
+    }
+    sock.bind(&addr.into()).map_err(bind_err)?;
+    sock.listen(opts.backlog).map_err(bind_err)?;
+    Ok(sock)
+}
+
+/// The address a socket is bound to (with the real port after port 0).
+pub(crate) fn local_addr(sock: &Socket) -> io::Result<SocketAddr> {
+    sock.local_addr()?
+        .as_socket()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "not an IP socket address"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_zero_reports_the_real_port_and_a_taken_port_is_address_in_use() {
+        let opts = ListenOpts {
+            reuseport: false,
+            backlog: 16,
+        };
+        let a = listen("127.0.0.1:0".parse().expect("addr"), opts).expect("bind");
+        let addr = local_addr(&a).expect("local addr");
+        assert_ne!(addr.port(), 0);
+        match listen(addr, opts) {
+            Err(Error::AddressInUse(x)) => assert_eq!(x, addr),
+            other => panic!("expected AddressInUse, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn reuseport_listeners_share_a_port() {
+        let opts = ListenOpts {
+            reuseport: true,
+            backlog: 16,
+        };
+        let a = listen("127.0.0.1:0".parse().expect("addr"), opts).expect("bind");
+        let addr = local_addr(&a).expect("local addr");
+        let b = listen(addr, opts).expect("second reuseport bind");
+        assert_eq!(local_addr(&b).expect("addr"), addr);
+    }
+}

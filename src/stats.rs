@@ -1,0 +1,80 @@
+//! Per-worker counters, written by the worker and readable from any thread.
+//!
+//! Every counter is an independent `AtomicU64` updated with `Relaxed`
+//! ordering: each is a tally on its own, no other memory is published
+//! through it, and readers only need an eventually consistent value.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+macro_rules! counters {
+    ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
+        /// Live counters of one worker.
+        #[derive(Debug, Default)]
+        pub struct WorkerStats { $($(#[$doc])* pub(crate) $name: AtomicU64,)* }
+
+        /// A copy of a worker's counters at one moment (or a sum of several).
+        #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+        pub struct Stats { $($(#[$doc])* pub $name: u64,)* }
+
+        impl WorkerStats {
+            /// Read every counter.
+            pub fn snapshot(&self) -> Stats {
+                Stats { $($name: self.$name.load(Relaxed),)* }
+            }
+        }
+
+        impl std::ops::Add for Stats {
+            type Output = Stats;
+            fn add(self, o: Stats) -> Stats {
+                Stats { $($name: self.$name + o.$name,)* }
+            }
+        }
+    };
+}
+
+counters! {
+    /// Connections accepted.
+    accepted,
+    /// Connections fully closed (descriptor released, slot freed).
+    closed,
+    /// Connections open now (slots in the slab).
+    open,
+    /// Bytes received.
+    bytes_in,
+    /// Bytes sent.
+    bytes_out,
+    /// Multishot recvs that ended with ENOBUFS and were re-armed.
+    enobufs,
+    /// Multishot recvs re-armed (after ENOBUFS, or after a full CQ ended them).
+    recv_rearms,
+    /// Times accept backed off after EMFILE, ENFILE or ENOMEM.
+    accept_backoffs,
+    /// Multishot accepts re-armed.
+    accept_rearms,
+    /// Completions dropped because their slot had been reused.
+    stale,
+    /// Completions the kernel had to hold back because the CQ was full.
+    cq_overflows,
+    /// Provided buffers handed to a handler and not yet returned.
+    buffers_in_use,
+    /// Per-connection buffer rings owned by open connections.
+    groups_in_use,
+    /// Per-connection buffer rings registered and idle in the pool.
+    groups_idle,
+    /// Connections that wanted their own ring but got the shared one.
+    group_fallbacks,
+}
+
+impl WorkerStats {
+    pub(crate) fn add(&self, c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Relaxed);
+    }
+
+    pub(crate) fn sub(&self, c: &AtomicU64, n: u64) {
+        c.fetch_sub(n, Relaxed);
+    }
+
+    pub(crate) fn set(&self, c: &AtomicU64, n: u64) {
+        c.store(n, Relaxed);
+    }
+}

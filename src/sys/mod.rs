@@ -1,0 +1,111 @@
+//! Raw system calls that neither std nor socket2 wraps: eventfd and signal
+//! waiting. Each is a thin, safe function over one libc call.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+/// Turn a libc `-1` return into the thread's `errno`.
+fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// A non-blocking eventfd(2) used to wake a worker from another thread.
+#[derive(Debug)]
+pub(crate) struct EventFd {
+    file: File,
+}
+
+impl EventFd {
+    pub(crate) fn new() -> io::Result<EventFd> {
+        // SAFETY: eventfd takes no pointers; the result is checked.
+        let fd = cvt(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) })?;
+        // SAFETY: `fd` was just returned by eventfd and is owned by nobody else.
+        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(EventFd {
+            file: File::from(owned),
+        })
+    }
+
+    /// Add one to the counter, making the fd readable.
+    pub(crate) fn notify(&self) -> io::Result<()> {
+        match (&self.file).write(&1u64.to_ne_bytes()) {
+            Ok(_) => Ok(()),
+            // The counter is saturated: the fd is readable already.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Reset the counter to zero; returns whether it was non-zero.
+    pub(crate) fn drain(&self) -> bool {
+        let mut b = [0u8; 8];
+        (&self.file).read(&mut b).is_ok()
+    }
+}
+
+impl AsRawFd for EventFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.file.as_raw_fd()
+    }
+}
+
+/// The signals the CLI stops on.
+const STOP_SIGNALS: [libc::c_int; 2] = [libc::SIGINT, libc::SIGTERM];
+
+fn stop_sigset() -> io::Result<libc::sigset_t> {
+    // SAFETY: sigset_t is plain data; sigemptyset initialises it fully before
+    // sigaddset reads it.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        cvt(libc::sigemptyset(&mut set))?;
+        for s in STOP_SIGNALS {
+            cvt(libc::sigaddset(&mut set, s))?;
+        }
+        Ok(set)
+    }
+}
+
+/// Block SIGINT and SIGTERM in the calling thread (and so in every thread it
+/// spawns afterwards), so that [`wait_for_stop_signal`] can take them.
+pub(crate) fn block_stop_signals() -> io::Result<()> {
+    let set = stop_sigset()?;
+    // SAFETY: `set` is initialised; a null old-set pointer is allowed.
+    let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    if rc != 0 {
+        return Err(io::Error::from_raw_os_error(rc));
+    }
+    Ok(())
+}
+
+/// Wait until SIGINT or SIGTERM arrives (they must be blocked first);
+/// returns the signal number.
+pub(crate) fn wait_for_stop_signal() -> io::Result<i32> {
+    let set = stop_sigset()?;
+    let mut sig: libc::c_int = 0;
+    // SAFETY: `set` is initialised and `sig` is a valid out-pointer.
+    let rc = unsafe { libc::sigwait(&set, &mut sig) };
+    if rc != 0 {
+        return Err(io::Error::from_raw_os_error(rc));
+    }
+    Ok(sig)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn eventfd_notify_then_drain() {
+        let e = EventFd::new().expect("eventfd");
+        assert!(!e.drain(), "fresh eventfd is not readable");
+        e.notify().expect("notify");
+        e.notify().expect("notify");
+        assert!(e.drain());
+        assert!(!e.drain(), "drain resets the counter");
+    }
+}

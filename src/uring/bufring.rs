@@ -1,0 +1,164 @@
+//! Provided buffer rings (buffer groups), io_uring_setup_buf_ring(3),
+//! io_uring_provided_buffers(7); Linux 5.19.
+//!
+//! A [`BufRing`] is one anonymous mapping: the ring of `entries`
+//! `io_uring_buf` descriptors at the start (page-aligned, as the kernel
+//! requires), then `entries` buffers of `buf_size` bytes. The kernel takes a
+//! buffer from the head when a recv needs one and reports its id in the
+//! completion; the worker gives it back at the tail as soon as the handler is
+//! done with it. Pages are touched lazily, so an unused buffer costs address
+//! space, not memory.
+//!
+//! The ring must stay mapped while it is registered. [`BufRing`] does not
+//! unregister itself (that needs the io_uring submitter): the owner calls
+//! `unregister_buf_ring(bgid)` before dropping it, or drops it after the ring
+//! that it was registered with. The kernel pins the pages it uses, so an
+//! unmap after the ring's teardown is safe either way.
+
+use std::io;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU16, Ordering};
+
+use io_uring::types::BufRingEntry;
+use io_uring::IoUring;
+
+/// One registered buffer group.
+pub(crate) struct BufRing {
+    base: NonNull<u8>,
+    map_len: usize,
+    ring_bytes: usize,
+    entries: u16,
+    buf_size: u32,
+    /// Our copy of the tail; published to the kernel with a release store.
+    tail: u16,
+}
+
+impl BufRing {
+    /// Map, fill and register a ring of `entries` (a power of two ≤ 32768)
+    /// buffers of `buf_size` bytes as group `bgid` on `ring`.
+    pub(crate) fn new(
+        ring: &IoUring,
+        bgid: u16,
+        entries: u16,
+        buf_size: u32,
+    ) -> io::Result<BufRing> {
+        if entries == 0 || !entries.is_power_of_two() || entries > 32768 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "buffer count must be a power of two ≤ 32768",
+            ));
+        }
+        let page = page_size();
+        let ring_bytes =
+            (usize::from(entries) * std::mem::size_of::<BufRingEntry>()).next_multiple_of(page);
+        let map_len = ring_bytes + usize::from(entries) * buf_size as usize;
+        // SAFETY: an anonymous private mapping with no address hint aliases no
+        // existing memory; the result is checked against MAP_FAILED.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                map_len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let base = NonNull::new(ptr.cast::<u8>()).ok_or_else(io::Error::last_os_error)?;
+        let mut br = BufRing {
+            base,
+            map_len,
+            ring_bytes,
+            entries,
+            buf_size,
+            tail: 0,
+        };
+        for bid in 0..entries {
+            br.write_entry(bid);
+        }
+        br.publish();
+        // SAFETY: the ring memory is page-aligned, holds `entries` descriptors
+        // and stays mapped until `self` is dropped, which the owner does only
+        // after unregistering `bgid` or tearing down `ring` (module docs).
+        unsafe {
+            ring.submitter()
+                .register_buf_ring_with_flags(base.as_ptr() as u64, entries, bgid, 0)?
+        };
+        Ok(br)
+    }
+
+    /// The bytes the kernel wrote into buffer `bid`.
+    pub(crate) fn filled(&self, bid: u16, len: usize) -> &[u8] {
+        let bid = bid & (self.entries - 1);
+        let len = len.min(self.buf_size as usize);
+        // SAFETY: `bid` is masked into range, so the slice lies inside the
+        // mapping; the kernel finished writing it before posting the
+        // completion that named it, and will not write it again until the
+        // worker recycles the buffer, which takes `&mut self`.
+        unsafe { std::slice::from_raw_parts(self.buf_ptr(bid), len) }
+    }
+
+    /// Give buffer `bid` back to the kernel.
+    pub(crate) fn recycle(&mut self, bid: u16) {
+        self.write_entry(bid & (self.entries - 1));
+        self.publish();
+    }
+
+    fn buf_ptr(&self, bid: u16) -> *mut u8 {
+        // SAFETY: bid < entries, so the offset stays within the mapping.
+        unsafe {
+            self.base
+                .as_ptr()
+                .add(self.ring_bytes + usize::from(bid) * self.buf_size as usize)
+        }
+    }
+
+    /// Write the descriptor for `bid` at our tail and advance it (not yet
+    /// visible to the kernel).
+    fn write_entry(&mut self, bid: u16) {
+        let slot = usize::from(self.tail & (self.entries - 1));
+        let addr = self.buf_ptr(bid) as u64;
+        // SAFETY: slot < entries, so the descriptor lies in the ring area; the
+        // kernel reads only descriptors between its head and the published
+        // tail, and this one is beyond the published tail.
+        let entry = unsafe { &mut *self.base.as_ptr().cast::<BufRingEntry>().add(slot) };
+        entry.set_addr(addr);
+        entry.set_len(self.buf_size);
+        entry.set_bid(bid);
+        self.tail = self.tail.wrapping_add(1);
+    }
+
+    /// Make every written descriptor visible to the kernel.
+    fn publish(&self) {
+        // SAFETY: the tail field overlays the `resv` of descriptor 0 inside the
+        // mapping and is 2-byte aligned; the kernel reads it concurrently, so
+        // it is accessed only as an atomic.
+        let tail = unsafe {
+            &*BufRingEntry::tail(self.base.as_ptr().cast::<BufRingEntry>()).cast::<AtomicU16>()
+        };
+        // Release: the descriptor writes above must be visible before the
+        // kernel sees the new tail.
+        tail.store(self.tail, Ordering::Release);
+    }
+}
+
+impl Drop for BufRing {
+    fn drop(&mut self) {
+        // SAFETY: `base`/`map_len` are exactly what mmap returned; the owner
+        // unregistered the group or tore down the ring first (module docs).
+        unsafe { libc::munmap(self.base.as_ptr().cast(), self.map_len) };
+    }
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if n > 0 {
+        n as usize
+    } else {
+        4096
+    }
+}

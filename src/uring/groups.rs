@@ -1,0 +1,113 @@
+//! The worker's buffer groups.
+//!
+//! Group 0 is the worker's shared ring. In
+//! [`BufferMode::PerConnection`](crate::BufferMode::PerConnection) every
+//! connection also gets a ring of its own, taken from a pool of registered
+//! rings: a closing connection's ring goes back to the pool (its recv has
+//! ended and every buffer has been recycled by then), so an accept does not
+//! pay for `mmap` and `io_uring_register`. Beyond `pool_max` idle rings, a
+//! freed ring is unregistered and unmapped. When no ring can be had (group
+//! ids run out at 65535, or the register call fails) the connection falls
+//! back to the shared ring.
+
+use std::io;
+
+use io_uring::IoUring;
+
+use super::bufring::BufRing;
+
+/// The shared group's id.
+pub(crate) const SHARED: u16 = 0;
+
+pub(crate) struct Groups {
+    /// Indexed by group id; `None` for ids not in use.
+    rings: Vec<Option<BufRing>>,
+    /// Registered rings owned by no connection.
+    idle: Vec<u16>,
+    /// Ids whose ring was unregistered, for reuse.
+    free_ids: Vec<u16>,
+    conn_entries: u16,
+    buf_size: u32,
+    pool_max: usize,
+    pub(crate) in_use: usize,
+}
+
+impl Groups {
+    pub(crate) fn new(
+        ring: &IoUring,
+        shared_entries: u16,
+        conn_entries: u16,
+        buf_size: u32,
+        pool_max: usize,
+    ) -> io::Result<Groups> {
+        let shared = BufRing::new(ring, SHARED, shared_entries, buf_size)?;
+        Ok(Groups {
+            rings: vec![Some(shared)],
+            idle: Vec::new(),
+            free_ids: Vec::new(),
+            conn_entries,
+            buf_size,
+            pool_max,
+            in_use: 0,
+        })
+    }
+
+    /// A ring for a new connection, or `None` to use the shared one.
+    pub(crate) fn acquire(&mut self, ring: &IoUring) -> Option<u16> {
+        let id = match self.idle.pop() {
+            Some(id) => id,
+            None => {
+                let id = match self.free_ids.pop() {
+                    Some(id) => id,
+                    None if self.rings.len() < usize::from(u16::MAX) => self.rings.len() as u16,
+                    None => return None,
+                };
+                match BufRing::new(ring, id, self.conn_entries, self.buf_size) {
+                    Ok(r) => {
+                        if usize::from(id) == self.rings.len() {
+                            self.rings.push(Some(r));
+                        } else {
+                            self.rings[usize::from(id)] = Some(r);
+                        }
+                        id
+                    }
+                    Err(_) => {
+                        if usize::from(id) < self.rings.len() {
+                            self.free_ids.push(id);
+                        }
+                        return None;
+                    }
+                }
+            }
+        };
+        self.in_use += 1;
+        Some(id)
+    }
+
+    /// Return a connection's ring. Its recv must have ended.
+    pub(crate) fn release(&mut self, ring: &IoUring, id: u16) {
+        if id == SHARED {
+            return;
+        }
+        self.in_use -= 1;
+        if self.idle.len() < self.pool_max {
+            self.idle.push(id);
+            return;
+        }
+        if ring.submitter().unregister_buf_ring(id).is_ok() {
+            self.rings[usize::from(id)] = None;
+            self.free_ids.push(id);
+        } else {
+            // Still registered: keep it mapped and reusable.
+            self.idle.push(id);
+        }
+    }
+
+    pub(crate) fn get_mut(&mut self, id: u16) -> Option<&mut BufRing> {
+        self.rings.get_mut(usize::from(id)).and_then(Option::as_mut)
+    }
+
+    pub(crate) fn idle(&self) -> usize {
+        self.idle.len()
+    }
+}

@@ -1,0 +1,63 @@
+//! The io_uring backend: ring setup, provided buffer rings and the worker
+//! event loop. Every io_uring call of the crate lives below this module.
+//!
+//! * `bufring` maps and registers provided buffer rings (5.19).
+//! * `groups` keeps the worker's buffer groups: the shared one, and the
+//!   pool of per-connection rings recycled as connections come and go.
+//! * `worker` runs one ring on one thread: multishot accept (5.19),
+//!   multishot recv (6.0), sends, cancels and closes.
+//! * [`probe`] finds out what this kernel supports.
+
+pub(crate) mod bufring;
+pub(crate) mod groups;
+pub mod probe;
+pub(crate) mod worker;
+
+use io_uring::IoUring;
+
+use crate::config::Config;
+use crate::error::Error;
+
+/// Build a worker's ring: SINGLE_ISSUER + DEFER_TASKRUN (6.1) where the
+/// kernel has them, else COOP_TASKRUN + TASKRUN_FLAG (5.19), else plain; the
+/// CQ sized by `cq_entries`. Refuses a kernel without IORING_FEAT_NODROP
+/// (5.5), on which a full CQ would silently lose completions.
+///
+/// Must be called on the thread that will submit: SINGLE_ISSUER binds the
+/// ring to it.
+pub(crate) fn build_ring(cfg: &Config) -> Result<IoUring, Error> {
+    let mut last = None;
+    for level in 0..3 {
+        let mut b = IoUring::builder();
+        b.setup_cqsize(cfg.cq_entries);
+        match level {
+            0 => b.setup_single_issuer().setup_defer_taskrun(),
+            1 => b.setup_coop_taskrun().setup_taskrun_flag(),
+            _ => &mut b,
+        };
+        match b.build(cfg.sq_entries) {
+            Ok(ring) => {
+                if !ring.params().is_feature_nodrop() {
+                    return Err(Error::Unsupported {
+                        feature: "IORING_FEAT_NODROP",
+                        detail:
+                            "the kernel may drop completions when the CQ is full (needs Linux 5.5)"
+                                .into(),
+                    });
+                }
+                return Ok(ring);
+            }
+            // EINVAL: this kernel does not know one of the flags; try fewer.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => last = Some(e),
+            Err(e) => {
+                return Err(Error::UringUnavailable(
+                    probe::explain_setup_error(&e).to_string(),
+                ))
+            }
+        }
+    }
+    let e = last.unwrap_or_else(|| std::io::Error::from_raw_os_error(libc::EINVAL));
+    Err(Error::UringUnavailable(
+        probe::explain_setup_error(&e).to_string(),
+    ))
+}

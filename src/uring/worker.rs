@@ -1,0 +1,652 @@
+//! One io_uring worker: a ring, a slab of connections, buffer groups, and the
+//! loop that turns completions into handler calls.
+//!
+//! # Life of a connection
+//! 1. The worker's multishot accept posts a completion carrying the new fd.
+//!    The worker sets TCP_NODELAY, takes a slab slot stamped with a fresh
+//!    generation, picks the connection's buffer group, calls `on_open` and
+//!    arms one multishot recv.
+//! 2. Each recv completion names a provided buffer; the bytes are lent to
+//!    `on_data` and the buffer goes straight back to its ring. Output the
+//!    handler queued is sent after the batch, one send in flight at a time.
+//! 3. A close starts from end of stream, an error, or the handler. Graceful
+//!    closes flush queued output first. Teardown calls `on_close`, cancels
+//!    whatever is still in flight on the fd, and, once the recv and any send
+//!    have posted their last completion, closes the fd, frees the slot and
+//!    returns the buffer group.
+//!
+//! # Life of a completion
+//! `submit_and_wait` submits everything queued in the SQ and waits for at
+//! least one completion; the whole CQ is then copied out and dispatched by
+//! the [`Token`] in its `user_data`. A completion for a slot whose
+//! generation has moved on is stale and dropped. After the batch, recvs that
+//! ended with ENOBUFS (or for any other reason while the connection stays
+//! open) are re-armed — every buffer has been returned by then — and queued
+//! output is handed to the kernel.
+//!
+//! # Invariants
+//! * Exactly one live recv per open connection that is not closing.
+//! * At most one send in flight per connection; its buffer (`Slot::sending`)
+//!   is not touched until its completion arrives.
+//! * A slot is freed only when none of its operations is in flight, so the
+//!   kernel never writes into a freed buffer group or reads a freed send
+//!   buffer.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use io_uring::{cqueue, opcode, squeue, types, IoUring};
+use slab::Slab;
+use socket2::Socket;
+
+use super::groups::{Groups, SHARED};
+use crate::config::{Backend, BufferMode, Config};
+use crate::handler::{CloseReason, ConnCore, Handler, KEEP_CAPACITY};
+use crate::stats::WorkerStats;
+use crate::sys::EventFd;
+use crate::token::{ConnId, OpKind, Token, GENERATION_MASK};
+
+/// What a worker is given by the engine.
+pub(crate) struct WorkerCtx {
+    pub(crate) index: usize,
+    pub(crate) cfg: Config,
+    pub(crate) listener: Arc<Socket>,
+    pub(crate) stats: Arc<WorkerStats>,
+    pub(crate) stop: Arc<AtomicBool>,
+    pub(crate) wake: Arc<EventFd>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Recv {
+    /// A multishot recv is in flight.
+    Armed,
+    /// Not in flight; re-arm after the batch unless the connection closes.
+    Idle,
+    /// Ended for good (end of stream, error or cancel).
+    Done,
+}
+
+struct Slot {
+    core: ConnCore,
+    generation: u32,
+    bgid: u16,
+    recv: Recv,
+    /// The bytes of the send in flight; owned by the kernel while `send_busy`.
+    sending: Vec<u8>,
+    sent: usize,
+    send_busy: bool,
+    /// Listed in `Worker::dirty`.
+    dirty: bool,
+    /// Teardown has started: `on_close` was called.
+    torn: bool,
+}
+
+/// Reasons that flush queued output before closing.
+fn graceful(r: &CloseReason) -> bool {
+    matches!(
+        r,
+        CloseReason::Local | CloseReason::PeerClosed | CloseReason::Shutdown
+    )
+}
+
+pub(crate) struct Worker<H: Handler> {
+    // Field order matters: the ring is dropped before the buffer groups it
+    // has registered.
+    ring: IoUring,
+    groups: Groups,
+    handler: H,
+    conns: Slab<Slot>,
+    ctx: WorkerCtx,
+    next_generation: u32,
+    accept_armed: bool,
+    backoff_pending: bool,
+    backoff: types::Timespec,
+    deadline: types::Timespec,
+    stopping: bool,
+    /// Close operations submitted and not yet completed; the worker does not
+    /// exit before they are, or their descriptors would leak.
+    closes_in_flight: usize,
+    /// Connections whose output or close waits for the end of the batch.
+    dirty: Vec<usize>,
+    /// Connections whose recv must be re-armed after the batch.
+    rearm: Vec<(usize, u32)>,
+    cqes: Vec<(u64, i32, u32)>,
+}
+
+impl<H: Handler> Worker<H> {
+    pub(crate) fn new(ctx: WorkerCtx, handler: H) -> Result<Worker<H>, crate::Error> {
+        let cfg = &ctx.cfg;
+        let ring = super::build_ring(cfg)?;
+        let groups = Groups::new(
+            &ring,
+            cfg.buf_count,
+            cfg.conn_buf_count,
+            cfg.buf_size,
+            cfg.group_pool_max,
+        )
+        .map_err(|source| crate::Error::Worker {
+            worker: ctx.index,
+            source,
+        })?;
+        let backoff = types::Timespec::from(cfg.accept_backoff);
+        let deadline = types::Timespec::from(cfg.shutdown_timeout);
+        let cq = cfg.cq_entries as usize;
+        Ok(Worker {
+            ring,
+            groups,
+            handler,
+            conns: Slab::new(),
+            ctx,
+            next_generation: 0,
+            accept_armed: false,
+            backoff_pending: false,
+            backoff,
+            deadline,
+            stopping: false,
+            closes_in_flight: 0,
+            dirty: Vec::new(),
+            rearm: Vec::new(),
+            cqes: Vec::with_capacity(cq),
+        })
+    }
+
+    /// Run until shutdown is requested and every connection has closed.
+    pub(crate) fn run(mut self) -> io::Result<()> {
+        self.arm_wake();
+        self.arm_accept();
+        loop {
+            if self.stopping
+                && self.conns.is_empty()
+                && !self.accept_armed
+                && self.closes_in_flight == 0
+            {
+                return Ok(());
+            }
+            // Completions set aside by `push` are dispatched without waiting.
+            let want = usize::from(self.cqes.is_empty());
+            match self.ring.submit_and_wait(want) {
+                Ok(_) => {}
+                // EINTR: a signal; EBUSY: completions are backed up in the
+                // overflow list and must be reaped first.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR) | Some(libc::EBUSY)) => {}
+                Err(e) => return Err(e),
+            }
+            let mut cqes = std::mem::take(&mut self.cqes);
+            self.cqes = Vec::with_capacity(0);
+            {
+                let cq = self.ring.completion();
+                let overflow = cq.overflow();
+                cqes.extend(cq.map(|c| (c.user_data(), c.result(), c.flags())));
+                self.ctx
+                    .stats
+                    .set(&self.ctx.stats.cq_overflows, u64::from(overflow));
+            }
+            for &(ud, res, flags) in &cqes {
+                self.dispatch(ud, res, flags);
+            }
+            cqes.clear();
+            // Keep whatever `push` set aside during this batch.
+            cqes.append(&mut self.cqes);
+            self.cqes = cqes;
+            self.after_batch();
+        }
+    }
+
+    /// Queue one SQE, submitting first if the SQ is full.
+    fn push(&mut self, sqe: squeue::Entry) {
+        loop {
+            // SAFETY: every SQE the worker builds points only at memory that
+            // outlives the operation: send buffers live in their slot, which
+            // is not freed while the send is in flight; the backoff timespec
+            // lives in the worker; buffer groups stay registered and mapped
+            // until the ring is gone.
+            if unsafe { self.ring.submission().push(&sqe) }.is_ok() {
+                return;
+            }
+            if let Err(e) = self.ring.submit() {
+                if e.raw_os_error() == Some(libc::EBUSY) {
+                    // The CQ is backed up: move completions aside (they are
+                    // dispatched at the start of the next batch) so the
+                    // kernel can flush its overflow list.
+                    let cq = self.ring.completion();
+                    self.cqes
+                        .extend(cq.map(|c| (c.user_data(), c.result(), c.flags())));
+                } else {
+                    std::thread::yield_now();
+                }
+            }
+        }
+    }
+
+    fn arm_wake(&mut self) {
+        let fd = types::Fd(self.ctx.wake.as_raw_fd());
+        let sqe = opcode::PollAdd::new(fd, libc::POLLIN as u32)
+            .multi(true)
+            .build()
+            .user_data(Token::worker(OpKind::Wake).to_user_data());
+        self.push(sqe);
+    }
+
+    fn arm_accept(&mut self) {
+        if self.accept_armed || self.backoff_pending || self.stopping {
+            return;
+        }
+        let fd = types::Fd(self.ctx.listener.as_raw_fd());
+        let sqe = opcode::AcceptMulti::new(fd)
+            .flags(libc::SOCK_CLOEXEC)
+            .build()
+            .user_data(Token::worker(OpKind::Accept).to_user_data());
+        self.push(sqe);
+        self.accept_armed = true;
+    }
+
+    fn dispatch(&mut self, ud: u64, res: i32, flags: u32) {
+        let Some(tok) = Token::from_user_data(ud) else {
+            return;
+        };
+        match tok.kind() {
+            OpKind::Accept => self.on_accept(res, flags),
+            OpKind::AcceptBackoff => {
+                self.backoff_pending = false;
+                self.arm_accept();
+            }
+            OpKind::Wake => self.on_wake(flags),
+            OpKind::ShutdownDeadline => self.force_close_all(),
+            OpKind::Recv | OpKind::Send => {
+                let current = self
+                    .conns
+                    .get(tok.key())
+                    .is_some_and(|s| tok.is_current(s.generation));
+                if !current {
+                    self.ctx.stats.add(&self.ctx.stats.stale, 1);
+                    return;
+                }
+                if tok.kind() == OpKind::Recv {
+                    self.on_recv(tok.key(), res, flags);
+                } else {
+                    self.on_send(tok.key(), res);
+                }
+            }
+            // A failed close of a socket still releases the descriptor.
+            OpKind::Close => self.closes_in_flight -= 1,
+            // Acknowledgements: the operations they target post their own
+            // completions.
+            OpKind::Cancel | OpKind::AcceptCancel => {}
+        }
+    }
+
+    fn on_wake(&mut self, flags: u32) {
+        self.ctx.wake.drain();
+        if !cqueue::more(flags) {
+            self.arm_wake();
+        }
+        // Acquire pairs with the Release store in `Engine::shutdown`.
+        if self.ctx.stop.load(Ordering::Acquire) && !self.stopping {
+            self.begin_shutdown();
+        }
+    }
+
+    fn begin_shutdown(&mut self) {
+        self.stopping = true;
+        if self.accept_armed {
+            let target = Token::worker(OpKind::Accept).to_user_data();
+            let sqe = opcode::AsyncCancel::new(target)
+                .build()
+                .user_data(Token::worker(OpKind::AcceptCancel).to_user_data());
+            self.push(sqe);
+        }
+        // Connections still open when the deadline fires are torn down,
+        // dropping output their peers did not read.
+        let sqe = opcode::Timeout::new(&self.deadline)
+            .build()
+            .user_data(Token::worker(OpKind::ShutdownDeadline).to_user_data());
+        self.push(sqe);
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            let slot = &mut self.conns[key];
+            if slot.core.closing.is_none() {
+                slot.core.closing = Some(CloseReason::Shutdown);
+            }
+            self.mark_dirty(key);
+        }
+    }
+
+    fn force_close_all(&mut self) {
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            self.teardown(key, CloseReason::Shutdown);
+        }
+    }
+
+    fn on_accept(&mut self, res: i32, flags: u32) {
+        let more = cqueue::more(flags);
+        if !more {
+            self.accept_armed = false;
+        }
+        if res >= 0 {
+            // SAFETY: a non-negative accept result is a new descriptor that
+            // the kernel has just installed for us and nobody else owns.
+            let sock = unsafe { Socket::from_raw_fd(res) };
+            if self.stopping {
+                return; // dropped: closed at once
+            }
+            self.open(sock);
+            if !more {
+                self.ctx.stats.add(&self.ctx.stats.accept_rearms, 1);
+                self.arm_accept();
+            }
+            return;
+        }
+        let errno = -res;
+        if more || self.stopping || errno == libc::ECANCELED {
+            return;
+        }
+        match errno {
+            // The peer gave up before we took it, or a signal: try again now.
+            libc::ECONNABORTED | libc::EINTR | libc::EAGAIN => {
+                self.ctx.stats.add(&self.ctx.stats.accept_rearms, 1);
+                self.arm_accept();
+            }
+            // Out of descriptors or memory (the connection stays queued), or
+            // anything unexpected: back off so the loop never spins.
+            _ => {
+                self.ctx.stats.add(&self.ctx.stats.accept_backoffs, 1);
+                self.backoff_pending = true;
+                let sqe = opcode::Timeout::new(&self.backoff)
+                    .build()
+                    .user_data(Token::worker(OpKind::AcceptBackoff).to_user_data());
+                self.push(sqe);
+            }
+        }
+    }
+
+    fn open(&mut self, sock: Socket) {
+        if self.ctx.cfg.nodelay {
+            // Best effort: a socket that refuses it still works.
+            let _ = sock.set_tcp_nodelay(true);
+        }
+        let generation = self.next_generation;
+        self.next_generation = (self.next_generation + 1) & GENERATION_MASK;
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        let id = ConnId::new(self.ctx.index, key, generation);
+        let bgid = match self.ctx.cfg.buffers {
+            BufferMode::Shared => SHARED,
+            BufferMode::PerConnection => match self.groups.acquire(&self.ring) {
+                Some(id) => id,
+                None => {
+                    self.ctx.stats.add(&self.ctx.stats.group_fallbacks, 1);
+                    SHARED
+                }
+            },
+        };
+        entry.insert(Slot {
+            core: ConnCore::new(id, sock, Backend::Uring),
+            generation,
+            bgid,
+            recv: Recv::Idle,
+            sending: Vec::new(),
+            sent: 0,
+            send_busy: false,
+            dirty: false,
+            torn: false,
+        });
+        let st = &self.ctx.stats;
+        st.add(&st.accepted, 1);
+        st.add(&st.open, 1);
+        self.sync_group_stats();
+        let Worker { conns, handler, .. } = self;
+        let slot = &mut conns[key];
+        handler.on_open(&mut crate::handler::Conn {
+            core: &mut slot.core,
+        });
+        if slot.core.closing.is_none() {
+            self.arm_recv(key);
+        }
+        self.mark_dirty(key);
+    }
+
+    fn arm_recv(&mut self, key: usize) {
+        let slot = &mut self.conns[key];
+        let fd = types::Fd(slot.core.sock.as_raw_fd());
+        let sqe = opcode::RecvMulti::new(fd, slot.bgid)
+            .build()
+            .user_data(Token::new(OpKind::Recv, key as u32, slot.generation).to_user_data());
+        slot.recv = Recv::Armed;
+        self.push(sqe);
+    }
+
+    fn on_recv(&mut self, key: usize, res: i32, flags: u32) {
+        let more = cqueue::more(flags);
+        let st = Arc::clone(&self.ctx.stats);
+        if !more {
+            self.conns[key].recv = Recv::Idle;
+        }
+        if res > 0 {
+            let Some(bid) = cqueue::buffer_select(flags) else {
+                // The kernel always names a buffer for a selected recv.
+                self.teardown(key, CloseReason::Error(libc::EIO));
+                return;
+            };
+            st.add(&st.bytes_in, res as u64);
+            st.add(&st.buffers_in_use, 1);
+            let limit = self.ctx.cfg.max_unconsumed;
+            let Worker {
+                conns,
+                groups,
+                handler,
+                ..
+            } = self;
+            let slot = &mut conns[key];
+            let outcome = match groups.get_mut(slot.bgid) {
+                Some(ring) => {
+                    let result = if slot.torn {
+                        Ok(())
+                    } else {
+                        slot.core
+                            .deliver(handler, ring.filled(bid, res as usize), limit)
+                    };
+                    ring.recycle(bid);
+                    result
+                }
+                None => Err(CloseReason::Error(libc::EIO)),
+            };
+            st.sub(&st.buffers_in_use, 1);
+            match outcome {
+                Ok(()) if self.conns[key].torn => self.finish_if_idle(key),
+                Ok(()) => {
+                    if !more {
+                        let g = self.conns[key].generation;
+                        self.rearm.push((key, g));
+                    }
+                    self.mark_dirty(key);
+                }
+                Err(reason) => self.teardown(key, reason),
+            }
+            return;
+        }
+        match -res {
+            0 => {
+                // End of stream: flush what is queued, then close.
+                let slot = &mut self.conns[key];
+                slot.recv = Recv::Done;
+                if slot.core.closing.is_none() {
+                    slot.core.closing = Some(CloseReason::PeerClosed);
+                }
+                if slot.torn {
+                    self.finish_if_idle(key);
+                } else {
+                    self.mark_dirty(key);
+                }
+            }
+            libc::ENOBUFS => {
+                // The ring ran dry; not end of stream. Re-armed after the
+                // batch, when every buffer has been returned.
+                st.add(&st.enobufs, 1);
+                let slot = &self.conns[key];
+                if slot.torn {
+                    self.finish_if_idle(key);
+                } else {
+                    self.rearm.push((key, slot.generation));
+                }
+            }
+            libc::ECANCELED => {
+                self.conns[key].recv = Recv::Done;
+                self.finish_if_idle(key);
+            }
+            errno => {
+                self.conns[key].recv = Recv::Done;
+                self.teardown(key, CloseReason::Error(errno));
+            }
+        }
+    }
+
+    fn submit_send(&mut self, key: usize) {
+        let slot = &mut self.conns[key];
+        let rest = &slot.sending[slot.sent..];
+        let sqe = opcode::Send::new(
+            types::Fd(slot.core.sock.as_raw_fd()),
+            rest.as_ptr(),
+            rest.len() as u32,
+        )
+        .flags(libc::MSG_NOSIGNAL)
+        .build()
+        .user_data(Token::new(OpKind::Send, key as u32, slot.generation).to_user_data());
+        slot.send_busy = true;
+        self.push(sqe);
+    }
+
+    fn on_send(&mut self, key: usize, res: i32) {
+        let slot = &mut self.conns[key];
+        slot.send_busy = false;
+        if slot.torn {
+            self.finish_if_idle(key);
+            return;
+        }
+        if res <= 0 {
+            // 0 bytes for a non-empty send would repeat forever: treat as a
+            // broken pipe.
+            let errno = if res == 0 { libc::EPIPE } else { -res };
+            self.teardown(key, CloseReason::Error(errno));
+            return;
+        }
+        self.ctx.stats.add(&self.ctx.stats.bytes_out, res as u64);
+        slot.sent += res as usize;
+        if slot.sent < slot.sending.len() {
+            // Short send: the remainder goes next, before anything newer.
+            self.submit_send(key);
+            return;
+        }
+        slot.sending.clear();
+        slot.sent = 0;
+        if slot.sending.capacity() > KEEP_CAPACITY {
+            slot.sending = Vec::new();
+        }
+        self.mark_dirty(key);
+    }
+
+    fn mark_dirty(&mut self, key: usize) {
+        if let Some(slot) = self.conns.get_mut(key) {
+            if !slot.dirty {
+                slot.dirty = true;
+                self.dirty.push(key);
+            }
+        }
+    }
+
+    /// Start a send of queued output, or a graceful close once all is sent.
+    fn flush(&mut self, key: usize) {
+        let Some(slot) = self.conns.get_mut(key) else {
+            return;
+        };
+        slot.dirty = false;
+        if slot.torn || slot.send_busy {
+            return;
+        }
+        if !slot.core.out.is_empty() {
+            std::mem::swap(&mut slot.sending, &mut slot.core.out);
+            slot.sent = 0;
+            self.submit_send(key);
+            return;
+        }
+        if let Some(reason) = slot.core.closing.clone() {
+            if graceful(&reason) {
+                self.teardown(key, reason);
+            }
+        }
+    }
+
+    /// Begin closing: tell the handler, cancel what is in flight, and free
+    /// the slot once nothing is.
+    fn teardown(&mut self, key: usize, reason: CloseReason) {
+        let Worker { conns, handler, .. } = self;
+        let slot = &mut conns[key];
+        if slot.torn {
+            return;
+        }
+        slot.torn = true;
+        if slot.core.closing.is_none() {
+            slot.core.closing = Some(reason.clone());
+        }
+        handler.on_close(slot.core.id, &reason);
+        if slot.recv == Recv::Armed || slot.send_busy {
+            let fd = types::Fd(slot.core.sock.as_raw_fd());
+            let sqe = opcode::AsyncCancel2::new(types::CancelBuilder::fd(fd).all())
+                .build()
+                .user_data(Token::new(OpKind::Cancel, key as u32, slot.generation).to_user_data());
+            self.push(sqe);
+        }
+        self.finish_if_idle(key);
+    }
+
+    /// Free a torn-down slot once no operation on it is in flight.
+    fn finish_if_idle(&mut self, key: usize) {
+        let Some(slot) = self.conns.get(key) else {
+            return;
+        };
+        if !slot.torn || slot.recv == Recv::Armed || slot.send_busy {
+            return;
+        }
+        let slot = self.conns.remove(key);
+        let fd = slot.core.sock.into_raw_fd();
+        let sqe = opcode::Close::new(types::Fd(fd))
+            .build()
+            .user_data(Token::new(OpKind::Close, key as u32, slot.generation).to_user_data());
+        self.push(sqe);
+        self.closes_in_flight += 1;
+        self.groups.release(&self.ring, slot.bgid);
+        let st = &self.ctx.stats;
+        st.add(&st.closed, 1);
+        st.sub(&st.open, 1);
+        self.sync_group_stats();
+    }
+
+    fn sync_group_stats(&self) {
+        let st = &self.ctx.stats;
+        st.set(&st.groups_in_use, self.groups.in_use as u64);
+        st.set(&st.groups_idle, self.groups.idle() as u64);
+    }
+
+    fn after_batch(&mut self) {
+        let rearm = std::mem::take(&mut self.rearm);
+        for &(key, generation) in &rearm {
+            let ok = self.conns.get(key).is_some_and(|s| {
+                s.generation == generation
+                    && !s.torn
+                    && s.recv == Recv::Idle
+                    && s.core.closing.is_none()
+            });
+            if ok {
+                self.ctx.stats.add(&self.ctx.stats.recv_rearms, 1);
+                self.arm_recv(key);
+            }
+        }
+        self.rearm = rearm;
+        self.rearm.clear();
+        while let Some(key) = self.dirty.pop() {
+            self.flush(key);
+        }
+    }
+}

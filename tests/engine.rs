@@ -1,0 +1,370 @@
+//! The engine end to end over loopback: echo under load, buffer-ring
+//! exhaustion, fairness, peer faults, listener modes, shutdown.
+//!
+//! Every body takes the backend; each `#[test]` names the backend it runs.
+
+mod util;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use ringnet::{Backend, BufferMode, Config, ListenerMode};
+use util::*;
+
+fn echo_one(backend: Backend) {
+    let engine = echo_engine(config(backend));
+    let mut s = connect(engine.local_addr());
+    ping(&mut s, b"hello, ring\n");
+    ping(&mut s, &[0u8; 1]);
+    drop(s);
+    wait_baseline(&engine);
+    engine.shutdown().expect("clean shutdown");
+}
+
+/// 200 connections at once, each echoing a random size up to 1 MiB.
+fn echo_many(cfg: Config) {
+    let engine = echo_engine(cfg);
+    let addr = engine.local_addr();
+    let clients: Vec<_> = (0..200u64)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let len = 1 + rand_below(i, 1 << 20) as usize;
+                echo_roundtrip(addr, pattern(i, len));
+                len as u64
+            })
+        })
+        .collect();
+    let total: u64 = clients.into_iter().map(|c| c.join().expect("client")).sum();
+    let s = wait_baseline(&engine);
+    assert_eq!(s.accepted, 200);
+    assert_eq!(s.bytes_in, total);
+    assert_eq!(s.bytes_out, total);
+    let per_worker: Vec<u64> = engine.worker_stats().iter().map(|w| w.accepted).collect();
+    println!(
+        "echoed {total} bytes over 200 connections; accepted per worker {per_worker:?}; enobufs {}",
+        s.enobufs
+    );
+    engine.shutdown().expect("clean shutdown");
+}
+
+fn echo_many_one_worker(backend: Backend) {
+    echo_many(config(backend));
+}
+
+fn echo_many_shared_listener(backend: Backend) {
+    echo_many(Config {
+        workers: 2,
+        listener: ListenerMode::Shared,
+        ..config(backend)
+    });
+}
+
+fn echo_many_reuseport(backend: Backend) {
+    echo_many(Config {
+        workers: 2,
+        listener: ListenerMode::ReusePort,
+        ..config(backend)
+    });
+}
+
+fn echo_many_per_connection_buffers(backend: Backend) {
+    echo_many(Config {
+        workers: 2,
+        buffers: BufferMode::PerConnection,
+        ..config(backend)
+    });
+}
+
+/// A tiny ring (4 buffers of 64 bytes) and 100 concurrent senders: ENOBUFS
+/// must re-arm, never end the stream, and nothing may be lost or reordered.
+fn exhaustion(cfg: Config) {
+    let engine = echo_engine(cfg);
+    let addr = engine.local_addr();
+    let clients: Vec<_> = (0..100u64)
+        .map(|i| std::thread::spawn(move || echo_roundtrip(addr, pattern(1000 + i, 32 * 1024))))
+        .collect();
+    for c in clients {
+        c.join().expect("client");
+    }
+    let s = wait_baseline(&engine);
+    assert_eq!(s.bytes_out, 100 * 32 * 1024);
+    println!(
+        "100 senders through 4 x 64-byte buffers: {} ENOBUFS re-arms, {} recv re-arms",
+        s.enobufs, s.recv_rearms
+    );
+    assert!(
+        s.enobufs > 0,
+        "a 4-buffer ring under 100 senders must run dry: {s:?}"
+    );
+    engine.shutdown().expect("clean shutdown");
+}
+
+fn exhaustion_shared_ring(backend: Backend) {
+    exhaustion(Config {
+        buf_count: 4,
+        buf_size: 64,
+        ..config(backend)
+    });
+}
+
+fn exhaustion_per_connection_rings(backend: Backend) {
+    exhaustion(Config {
+        buffers: BufferMode::PerConnection,
+        conn_buf_count: 4,
+        buf_size: 64,
+        ..config(backend)
+    });
+}
+
+/// One client floods; ten others ping-pong small messages and must keep
+/// getting answers.
+fn fairness(cfg: Config) {
+    let engine = echo_engine(cfg);
+    let addr = engine.local_addr();
+    let flood = connect(addr);
+    let mut flood_r = flood.try_clone().expect("clone");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop_w = stop.clone();
+    let mut flood_w = flood;
+    let flooder = std::thread::spawn(move || {
+        let chunk = pattern(7, 256 * 1024);
+        let mut sent = 0u64;
+        while !stop_w.load(std::sync::atomic::Ordering::Relaxed) {
+            flood_w.write_all(&chunk).expect("flood write");
+            sent += chunk.len() as u64;
+        }
+        flood_w
+            .shutdown(std::net::Shutdown::Write)
+            .expect("shutdown");
+        sent
+    });
+    let drainer = std::thread::spawn(move || {
+        let mut buf = vec![0; 256 * 1024];
+        let mut n = 0u64;
+        loop {
+            match flood_r.read(&mut buf) {
+                Ok(0) => return n,
+                Ok(k) => n += k as u64,
+                Err(e) => panic!("flood read: {e}"),
+            }
+        }
+    });
+    // Let the flood get going before the others start.
+    wait_stats(&engine, Duration::from_secs(10), "flood traffic", |s| {
+        s.bytes_in > 4 << 20
+    });
+    let start = Instant::now();
+    let others: Vec<_> = (0..10u64)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let mut s = connect(addr);
+                let msg = pattern(i, 64);
+                let mut worst = Duration::ZERO;
+                for _ in 0..200 {
+                    let t = Instant::now();
+                    ping(&mut s, &msg);
+                    worst = worst.max(t.elapsed());
+                }
+                worst
+            })
+        })
+        .collect();
+    let worst: Vec<Duration> = others
+        .into_iter()
+        .map(|o| o.join().expect("small client"))
+        .collect();
+    let elapsed = start.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let sent = flooder.join().expect("flooder");
+    let echoed = drainer.join().expect("drainer");
+    assert_eq!(sent, echoed, "flood fully echoed");
+    println!(
+        "10 clients x 200 round trips while one floods: {:.0} round trips/s, worst single round trip {:?}, flood moved {} MiB",
+        2000.0 / elapsed.as_secs_f64(),
+        worst.iter().max().copied().unwrap_or_default(),
+        sent >> 20
+    );
+    wait_baseline(&engine);
+    engine.shutdown().expect("clean shutdown");
+}
+
+fn fairness_shared_ring(backend: Backend) {
+    fairness(config(backend));
+}
+
+fn fairness_per_connection_rings(backend: Backend) {
+    fairness(Config {
+        buffers: BufferMode::PerConnection,
+        ..config(backend)
+    });
+}
+
+/// A peer that resets mid-stream (SO_LINGER 0) and one that half-closes: the
+/// server frees their slots and keeps serving a third client throughout.
+fn peer_faults(cfg: Config) {
+    let engine = echo_engine(cfg);
+    let addr = engine.local_addr();
+    let mut steady = connect(addr);
+    ping(&mut steady, b"before");
+    for round in 0..20u64 {
+        // Reset while the server is echoing a large message back.
+        let s = connect(addr);
+        (&s).write_all(&pattern(round, 256 * 1024)).expect("write");
+        socket2::SockRef::from(&s)
+            .set_linger(Some(Duration::ZERO))
+            .expect("linger 0");
+        drop(s);
+        // Half-close: everything sent before the FIN still comes back.
+        let mut h = connect(addr);
+        let msg = pattern(round + 100, 10_000);
+        h.write_all(&msg).expect("write");
+        h.shutdown(std::net::Shutdown::Write)
+            .expect("shutdown write");
+        let mut back = Vec::new();
+        h.read_to_end(&mut back).expect("read rest");
+        assert_eq!(back, msg, "half-closed peer gets its echo, then EOF");
+        ping(&mut steady, b"still here");
+    }
+    drop(steady);
+    let s = wait_baseline(&engine);
+    assert_eq!(s.accepted, 41);
+    println!("after 20 resets and 20 half-closes: {s:?}");
+    engine.shutdown().expect("clean shutdown");
+}
+
+fn peer_faults_shared_ring(backend: Backend) {
+    peer_faults(config(backend));
+}
+
+fn peer_faults_per_connection_rings(backend: Backend) {
+    peer_faults(Config {
+        buffers: BufferMode::PerConnection,
+        ..config(backend)
+    });
+}
+
+/// Per-connection rings are recycled through the pool, not registered anew
+/// for every accept, and the pool is bounded.
+fn per_connection_rings_recycle(backend: Backend) {
+    let engine = echo_engine(Config {
+        buffers: BufferMode::PerConnection,
+        group_pool_max: 4,
+        ..config(backend)
+    });
+    let addr = engine.local_addr();
+    for _ in 0..3 {
+        let conns: Vec<TcpStream> = (0..8).map(|_| connect(addr)).collect();
+        for mut c in conns.iter() {
+            c.write_all(b"x").expect("write");
+        }
+        for mut c in conns.iter() {
+            let mut b = [0u8; 1];
+            c.read_exact(&mut b).expect("echo");
+        }
+        let s = engine.stats();
+        assert_eq!(s.groups_in_use, 8, "one ring per open connection: {s:?}");
+        drop(conns);
+        let s = wait_baseline(&engine);
+        assert_eq!(
+            s.groups_idle, 4,
+            "pool keeps at most group_pool_max idle rings: {s:?}"
+        );
+    }
+    assert_eq!(engine.stats().group_fallbacks, 0);
+    engine.shutdown().expect("clean shutdown");
+}
+
+/// Shutdown closes open connections (clients see end of stream) and returns.
+fn shutdown_closes_connections(backend: Backend) {
+    let engine = echo_engine(Config {
+        workers: 2,
+        ..config(backend)
+    });
+    let addr = engine.local_addr();
+    let mut conns: Vec<TcpStream> = (0..10).map(|_| connect(addr)).collect();
+    for c in conns.iter_mut() {
+        ping(c, b"up");
+    }
+    engine.shutdown().expect("clean shutdown");
+    for c in conns.iter_mut() {
+        let mut b = [0u8; 1];
+        assert_eq!(
+            c.read(&mut b).expect("read after shutdown"),
+            0,
+            "EOF after shutdown"
+        );
+    }
+    assert!(TcpStream::connect(addr).is_err(), "listener is closed");
+}
+
+/// A bad configuration is refused before anything is bound.
+fn bad_config_is_refused(backend: Backend) {
+    let err = ringnet::Engine::start(
+        Config {
+            buf_count: 3,
+            ..config(backend)
+        },
+        |_| ringnet::app::echo::Echo,
+    )
+    .err()
+    .expect("refused");
+    assert!(err.to_string().contains("buf_count"), "{err}");
+}
+
+#[test]
+fn echo_one_uring() {
+    echo_one(Backend::Uring);
+}
+#[test]
+fn echo_many_one_worker_uring() {
+    echo_many_one_worker(Backend::Uring);
+}
+#[test]
+fn echo_many_shared_listener_uring() {
+    echo_many_shared_listener(Backend::Uring);
+}
+#[test]
+fn echo_many_reuseport_uring() {
+    echo_many_reuseport(Backend::Uring);
+}
+#[test]
+fn echo_many_per_connection_buffers_uring() {
+    echo_many_per_connection_buffers(Backend::Uring);
+}
+#[test]
+fn exhaustion_shared_ring_uring() {
+    exhaustion_shared_ring(Backend::Uring);
+}
+#[test]
+fn exhaustion_per_connection_rings_uring() {
+    exhaustion_per_connection_rings(Backend::Uring);
+}
+#[test]
+fn fairness_shared_ring_uring() {
+    fairness_shared_ring(Backend::Uring);
+}
+#[test]
+fn fairness_per_connection_rings_uring() {
+    fairness_per_connection_rings(Backend::Uring);
+}
+#[test]
+fn peer_faults_shared_ring_uring() {
+    peer_faults_shared_ring(Backend::Uring);
+}
+#[test]
+fn peer_faults_per_connection_rings_uring() {
+    peer_faults_per_connection_rings(Backend::Uring);
+}
+#[test]
+fn per_connection_rings_recycle_uring() {
+    per_connection_rings_recycle(Backend::Uring);
+}
+#[test]
+fn shutdown_closes_connections_uring() {
+    shutdown_closes_connections(Backend::Uring);
+}
+#[test]
+fn bad_config_is_refused_uring() {
+    bad_config_is_refused(Backend::Uring);
+}

@@ -1,0 +1,124 @@
+//! Helpers shared by the engine's integration tests.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use ringnet::{Backend, Config, Engine, Stats};
+
+/// A config for tests: loopback, port 0, one worker.
+pub fn config(backend: Backend) -> Config {
+    // Only the io_uring backend exists so far; the epoll one joins it here.
+    assert_eq!(backend, Backend::Uring);
+    Config {
+        addr: "127.0.0.1:0".parse().expect("addr"),
+        workers: 1,
+        ..Config::default()
+    }
+}
+
+/// Start an echo engine.
+pub fn echo_engine(cfg: Config) -> Engine {
+    Engine::start(cfg, |_| ringnet::app::echo::Echo).expect("engine starts")
+}
+
+/// Connect with read/write timeouts so a broken server fails the test
+/// instead of hanging it.
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    s.set_write_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    s
+}
+
+/// Deterministic pseudo-random bytes (xorshift64*), so a failure can be
+/// replayed from its seed.
+pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 56) as u8
+        })
+        .collect()
+}
+
+/// A small deterministic number in `0..n`.
+pub fn rand_below(seed: u64, n: u64) -> u64 {
+    let b = pattern(seed ^ 0xabcdef, 8);
+    u64::from_le_bytes(b.try_into().expect("8 bytes")) % n
+}
+
+/// Send `payload` from one thread while reading the echo on this one, then
+/// half-close and check that exactly the payload comes back followed by end
+/// of stream.
+pub fn echo_roundtrip(addr: SocketAddr, payload: Vec<u8>) {
+    let s = connect(addr);
+    let mut w = s.try_clone().expect("clone");
+    let len = payload.len();
+    let writer = std::thread::spawn(move || {
+        for chunk in payload.chunks(64 * 1024) {
+            w.write_all(chunk).expect("write");
+        }
+        w.shutdown(std::net::Shutdown::Write)
+            .expect("shutdown write");
+        payload
+    });
+    let mut got = Vec::with_capacity(len);
+    let mut r = s;
+    r.read_to_end(&mut got).expect("read echo");
+    let payload = writer.join().expect("writer");
+    assert_eq!(got.len(), payload.len(), "echoed length");
+    if got != payload {
+        let at = got
+            .iter()
+            .zip(&payload)
+            .position(|(a, b)| a != b)
+            .unwrap_or(0);
+        panic!("echo differs at byte {at} of {len}");
+    }
+}
+
+/// Wait until `f(stats)` holds, or panic after `limit` with the last stats.
+pub fn wait_stats(
+    engine: &Engine,
+    limit: Duration,
+    what: &str,
+    f: impl Fn(&Stats) -> bool,
+) -> Stats {
+    let start = Instant::now();
+    loop {
+        let s = engine.stats();
+        if f(&s) {
+            return s;
+        }
+        if start.elapsed() > limit {
+            panic!("timed out waiting for {what}: {s:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Wait until every connection the engine accepted has been closed and
+/// every buffer and per-connection ring given back.
+pub fn wait_baseline(engine: &Engine) -> Stats {
+    wait_stats(
+        engine,
+        Duration::from_secs(10),
+        "connections and buffers back to baseline",
+        |s| s.open == 0 && s.closed == s.accepted && s.buffers_in_use == 0 && s.groups_in_use == 0,
+    )
+}
+
+/// Send `msg` and read exactly its echo.
+pub fn ping(s: &mut TcpStream, msg: &[u8]) {
+    s.write_all(msg).expect("write");
+    let mut buf = vec![0; msg.len()];
+    s.read_exact(&mut buf).expect("read echo");
+    assert_eq!(buf, msg);
+}

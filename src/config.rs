@@ -8,13 +8,53 @@ use std::time::Duration;
 pub enum Backend {
     /// io_uring: multishot accept and recv over provided buffer rings.
     Uring,
+    /// epoll: readiness events, non-blocking accept/recv/send.
+    Epoll,
 }
 
 impl std::fmt::Display for Backend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Backend::Uring => "io_uring",
+            Backend::Epoll => "epoll",
         })
+    }
+}
+
+/// The backend asked for. The environment variable `RINGNET_BACKEND`
+/// (`auto`, `uring` or `epoll`) overrides it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BackendChoice {
+    /// io_uring when a ring with every feature the engine needs can be set
+    /// up here, else epoll (with one line on stderr saying why).
+    #[default]
+    Auto,
+    /// io_uring or fail with the reason.
+    Uring,
+    /// epoll.
+    Epoll,
+}
+
+impl std::str::FromStr for BackendChoice {
+    type Err = crate::Error;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(BackendChoice::Auto),
+            "uring" | "io_uring" | "io-uring" => Ok(BackendChoice::Uring),
+            "epoll" => Ok(BackendChoice::Epoll),
+            other => Err(crate::Error::Config(format!(
+                "backend must be auto, uring or epoll, got {other:?}"
+            ))),
+        }
+    }
+}
+
+impl From<Backend> for BackendChoice {
+    fn from(b: Backend) -> Self {
+        match b {
+            Backend::Uring => BackendChoice::Uring,
+            Backend::Epoll => BackendChoice::Epoll,
+        }
     }
 }
 
@@ -48,6 +88,11 @@ pub enum BufferMode {
 pub struct Config {
     /// Address to listen on (port 0 asks the OS for a free port).
     pub addr: SocketAddr,
+    /// Which backend to run on (`RINGNET_BACKEND` overrides it).
+    pub backend: BackendChoice,
+    /// CPUs to pin workers to: worker `i` runs on `cpus[i % cpus.len()]`.
+    /// Empty: no pinning.
+    pub cpus: Vec<usize>,
     /// Worker threads, one ring each. 0 means the number of available CPUs.
     pub workers: usize,
     /// How workers share the listener.
@@ -59,7 +104,8 @@ pub struct Config {
     /// Completion queue entries per ring; must exceed `sq_entries`. A full CQ
     /// ends multishot operations, so keep it generous.
     pub cq_entries: u32,
-    /// Where recv buffers come from.
+    /// Where recv buffers come from (io_uring; the epoll backend reads into
+    /// one buffer of `buf_size` per worker).
     pub buffers: BufferMode,
     /// Buffers in the worker's shared ring (power of two, at most 32768).
     pub buf_count: u16,
@@ -87,6 +133,8 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             addr: SocketAddr::from(([127, 0, 0, 1], 7000)),
+            backend: BackendChoice::Auto,
+            cpus: Vec::new(),
             workers: 0,
             listener: ListenerMode::Shared,
             backlog: 1024,

@@ -13,13 +13,22 @@ use std::thread::JoinHandle;
 
 use socket2::Socket;
 
-use crate::config::{Backend, Config, ListenerMode};
+use crate::config::{Backend, BackendChoice, Config, ListenerMode};
 use crate::error::Error;
 use crate::handler::Handler;
 use crate::listener::{self, ListenOpts};
 use crate::stats::{Stats, WorkerStats};
 use crate::sys::EventFd;
-use crate::uring::worker::{Worker, WorkerCtx};
+
+/// What a worker is given by the engine.
+pub(crate) struct WorkerCtx {
+    pub(crate) index: usize,
+    pub(crate) cfg: Config,
+    pub(crate) listener: Arc<Socket>,
+    pub(crate) stats: Arc<WorkerStats>,
+    pub(crate) stop: Arc<AtomicBool>,
+    pub(crate) wake: Arc<EventFd>,
+}
 
 struct WorkerHandle {
     join: Option<JoinHandle<std::io::Result<()>>>,
@@ -31,6 +40,7 @@ struct WorkerHandle {
 pub struct Engine {
     local_addr: SocketAddr,
     backend: Backend,
+    fallback: Option<String>,
     workers: Vec<WorkerHandle>,
     stop: Arc<AtomicBool>,
 }
@@ -44,15 +54,20 @@ impl Engine {
         F: Fn(usize) -> H + Send + Sync + 'static,
     {
         cfg.validate()?;
+        let (backend, fallback) = select_backend(cfg.backend)?;
+        if let Some(reason) = &fallback {
+            eprintln!("ringnet: io_uring unavailable ({reason}); falling back to epoll");
+        }
         let n = cfg.worker_count();
-        let listeners = bind_listeners(&cfg, n)?;
+        let listeners = bind_listeners(&cfg, n, backend)?;
         let local_addr = listener::local_addr(&listeners[0])?;
         let factory = Arc::new(factory);
         let stop = Arc::new(AtomicBool::new(false));
         let (ready_tx, ready_rx) = mpsc::channel::<Result<(), Error>>();
         let mut engine = Engine {
             local_addr,
-            backend: Backend::Uring,
+            backend,
+            fallback,
             workers: Vec::with_capacity(n),
             stop: Arc::clone(&stop),
         };
@@ -71,17 +86,7 @@ impl Engine {
             let ready = ready_tx.clone();
             let join = std::thread::Builder::new()
                 .name(format!("ringnet-w{index}"))
-                .spawn(move || {
-                    let worker = match Worker::new(ctx, factory(index)) {
-                        Ok(w) => w,
-                        Err(e) => {
-                            let _ = ready.send(Err(e));
-                            return Ok(());
-                        }
-                    };
-                    let _ = ready.send(Ok(()));
-                    worker.run()
-                })?;
+                .spawn(move || run_worker(backend, ctx, &*factory, ready))?;
             engine.workers.push(WorkerHandle {
                 join: Some(join),
                 wake,
@@ -107,6 +112,11 @@ impl Engine {
     /// The backend the workers run on.
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// Why `auto` fell back to epoll, when it did.
+    pub fn fallback_reason(&self) -> Option<&str> {
+        self.fallback.as_deref()
     }
 
     /// The number of workers.
@@ -166,9 +176,75 @@ impl Drop for Engine {
     }
 }
 
+/// The body of a worker thread: pin, build the handler and the backend's
+/// worker, report readiness, run.
+fn run_worker<H: Handler, F: Fn(usize) -> H>(
+    backend: Backend,
+    ctx: WorkerCtx,
+    factory: &F,
+    ready: mpsc::Sender<Result<(), Error>>,
+) -> std::io::Result<()> {
+    let index = ctx.index;
+    if !ctx.cfg.cpus.is_empty() {
+        let cpu = ctx.cfg.cpus[index % ctx.cfg.cpus.len()];
+        if let Err(source) = crate::sys::pin_current_thread(cpu) {
+            let _ = ready.send(Err(Error::Worker {
+                worker: index,
+                source,
+            }));
+            return Ok(());
+        }
+    }
+    let handler = factory(index);
+    match backend {
+        Backend::Uring => match crate::uring::worker::Worker::new(ctx, handler) {
+            Ok(w) => {
+                let _ = ready.send(Ok(()));
+                w.run()
+            }
+            Err(e) => {
+                let _ = ready.send(Err(e));
+                Ok(())
+            }
+        },
+        Backend::Epoll => match crate::epoll::worker::Worker::new(ctx, handler) {
+            Ok(w) => {
+                let _ = ready.send(Ok(()));
+                w.run()
+            }
+            Err(e) => {
+                let _ = ready.send(Err(e));
+                Ok(())
+            }
+        },
+    }
+}
+
+/// Resolve the backend: `RINGNET_BACKEND` overrides the configuration;
+/// `auto` takes io_uring when the engine's requirements hold here (tried for
+/// real), else epoll with the reason.
+fn select_backend(configured: BackendChoice) -> Result<(Backend, Option<String>), Error> {
+    let choice = match std::env::var("RINGNET_BACKEND") {
+        Ok(v) if !v.trim().is_empty() => v.parse()?,
+        _ => configured,
+    };
+    match choice {
+        BackendChoice::Epoll => Ok((Backend::Epoll, None)),
+        BackendChoice::Uring => match crate::uring::probe::engine_requirements() {
+            Ok(()) => Ok((Backend::Uring, None)),
+            Err(reason) => Err(Error::UringUnavailable(reason)),
+        },
+        BackendChoice::Auto => match crate::uring::probe::engine_requirements() {
+            Ok(()) => Ok((Backend::Uring, None)),
+            Err(reason) => Ok((Backend::Epoll, Some(reason))),
+        },
+    }
+}
+
 /// One shared listener, or one `SO_REUSEPORT` listener per worker (the first
-/// one decides the port when 0 was asked).
-fn bind_listeners(cfg: &Config, n: usize) -> Result<Vec<Arc<Socket>>, Error> {
+/// one decides the port when 0 was asked). Non-blocking for epoll, whose
+/// accept loop runs until EAGAIN.
+fn bind_listeners(cfg: &Config, n: usize, backend: Backend) -> Result<Vec<Arc<Socket>>, Error> {
     let reuseport = cfg.listener == ListenerMode::ReusePort;
     let opts = ListenOpts {
         reuseport,
@@ -176,11 +252,16 @@ fn bind_listeners(cfg: &Config, n: usize) -> Result<Vec<Arc<Socket>>, Error> {
     };
     let first = listener::listen(cfg.addr, opts)?;
     let addr = listener::local_addr(&first)?;
-    let mut all = vec![Arc::new(first)];
+    let mut all = vec![first];
     if reuseport {
         for _ in 1..n {
-            all.push(Arc::new(listener::listen(addr, opts)?));
+            all.push(listener::listen(addr, opts)?);
         }
     }
-    Ok(all)
+    if backend == Backend::Epoll {
+        for l in &all {
+            l.set_nonblocking(true)?;
+        }
+    }
+    Ok(all.into_iter().map(Arc::new).collect())
 }

@@ -29,6 +29,7 @@
 pub mod app;
 mod config;
 mod engine;
+mod epoll;
 mod error;
 pub mod handler;
 mod listener;
@@ -39,7 +40,7 @@ pub mod token;
 #[allow(unsafe_code)]
 pub mod uring;
 
-pub use config::{Backend, BufferMode, Config, ListenerMode};
+pub use config::{Backend, BackendChoice, BufferMode, Config, ListenerMode};
 pub use engine::Engine;
 pub use error::Error;
 pub use handler::{CloseReason, Conn, Handler};
@@ -51,6 +52,12 @@ pub use token::ConnId;
 /// signal number.
 pub fn wait_for_stop_signal() -> std::io::Result<i32> {
     sys::wait_for_stop_signal()
+}
+
+/// Pin the calling thread to CPU `cpu` (for benchmarks and load generators;
+/// workers are pinned through [`Config::cpus`]).
+pub fn pin_current_thread(cpu: usize) -> std::io::Result<()> {
+    sys::pin_current_thread(cpu)
 }
 
 /// Block SIGINT and SIGTERM in the calling thread and the threads it starts

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use ringnet::{app, BufferMode, Config, Engine, ListenerMode};
+use ringnet::{app, BackendChoice, BufferMode, Config, Engine, ListenerMode};
 
 #[derive(Parser)]
 #[command(name = "ringnet", version, about = "TCP server engine on io_uring")]
@@ -50,6 +50,10 @@ struct ServeArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:7000")]
     addr: SocketAddr,
+    /// Backend: auto (io_uring if it works here, else epoll), uring, epoll.
+    /// The environment variable RINGNET_BACKEND overrides it.
+    #[arg(long, default_value = "auto", value_parser = parse_backend)]
+    backend: BackendChoice,
     /// Worker threads (0 = one per CPU).
     #[arg(long, default_value_t = 0)]
     workers: usize,
@@ -76,9 +80,14 @@ struct ServeArgs {
     cq_entries: u32,
 }
 
+fn parse_backend(s: &str) -> Result<BackendChoice, String> {
+    s.parse().map_err(|e: ringnet::Error| e.to_string())
+}
+
 fn serve(a: ServeArgs) -> Result<(), ringnet::Error> {
     let cfg = Config {
         addr: a.addr,
+        backend: a.backend,
         workers: a.workers,
         listener: if a.reuseport {
             ListenerMode::ReusePort

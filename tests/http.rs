@@ -10,17 +10,18 @@ use std::thread;
 use std::time::Duration;
 
 use ringnet::app::http::Http;
-use ringnet::{Config, Engine, Error};
+use ringnet::{Backend, Config, Engine, Error};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 const GET: &[u8] = b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n";
 
-/// A running engine serving [`Http`], or `None` (after saying why) when
-/// `io_uring` is unavailable here.
-fn start(test: &str) -> Option<Engine> {
+/// A running engine serving [`Http`] on `backend`, or `None` (after saying
+/// why) when that backend is io_uring and io_uring is unavailable here.
+fn start(test: &str, backend: Backend) -> Option<Engine> {
     let cfg = Config {
         addr: "127.0.0.1:0".parse().expect("address"),
         workers: 1,
+        backend: backend.into(),
         ..Default::default()
     };
     match Engine::start(cfg, |_| Http::default()) {
@@ -135,9 +136,8 @@ impl Response {
     }
 }
 
-#[test]
-fn pipelined_requests_are_answered_in_order_and_the_connection_stays_open() {
-    let Some(engine) = start("pipelined_requests") else {
+fn pipelined_requests_are_answered_in_order_and_the_connection_stays_open(backend: Backend) {
+    let Some(engine) = start("pipelined_requests", backend) else {
         return;
     };
     let mut c = Client::connect(engine.local_addr());
@@ -160,9 +160,8 @@ fn pipelined_requests_are_answered_in_order_and_the_connection_stays_open() {
     engine.shutdown().expect("shutdown");
 }
 
-#[test]
-fn connection_close_is_answered_then_closed() {
-    let Some(engine) = start("connection_close") else {
+fn connection_close_is_answered_then_closed(backend: Backend) {
+    let Some(engine) = start("connection_close", backend) else {
         return;
     };
     let mut c = Client::connect(engine.local_addr());
@@ -174,9 +173,8 @@ fn connection_close_is_answered_then_closed() {
     engine.shutdown().expect("shutdown");
 }
 
-#[test]
-fn request_written_byte_by_byte_is_answered_once() {
-    let Some(engine) = start("byte_by_byte") else {
+fn request_written_byte_by_byte_is_answered_once(backend: Backend) {
+    let Some(engine) = start("byte_by_byte", backend) else {
         return;
     };
     let mut c = Client::connect(engine.local_addr());
@@ -196,9 +194,8 @@ fn request_written_byte_by_byte_is_answered_once() {
     engine.shutdown().expect("shutdown");
 }
 
-#[test]
-fn malformed_request_gets_400_and_the_server_keeps_serving() {
-    let Some(engine) = start("malformed_request") else {
+fn malformed_request_gets_400_and_the_server_keeps_serving(backend: Backend) {
+    let Some(engine) = start("malformed_request", backend) else {
         return;
     };
     let addr = engine.local_addr();
@@ -223,9 +220,8 @@ fn malformed_request_gets_400_and_the_server_keeps_serving() {
     engine.shutdown().expect("shutdown");
 }
 
-#[test]
-fn concurrent_keep_alive_clients_all_get_200() {
-    let Some(engine) = start("concurrent_clients") else {
+fn concurrent_keep_alive_clients_all_get_200(backend: Backend) {
+    let Some(engine) = start("concurrent_clients", backend) else {
         return;
     };
     let addr = engine.local_addr();
@@ -246,4 +242,54 @@ fn concurrent_keep_alive_clients_all_get_200() {
         t.join().expect("client thread");
     }
     engine.shutdown().expect("shutdown");
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order_and_the_connection_stays_open_uring() {
+    pipelined_requests_are_answered_in_order_and_the_connection_stays_open(Backend::Uring);
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order_and_the_connection_stays_open_epoll() {
+    pipelined_requests_are_answered_in_order_and_the_connection_stays_open(Backend::Epoll);
+}
+
+#[test]
+fn connection_close_is_answered_then_closed_uring() {
+    connection_close_is_answered_then_closed(Backend::Uring);
+}
+
+#[test]
+fn connection_close_is_answered_then_closed_epoll() {
+    connection_close_is_answered_then_closed(Backend::Epoll);
+}
+
+#[test]
+fn request_written_byte_by_byte_is_answered_once_uring() {
+    request_written_byte_by_byte_is_answered_once(Backend::Uring);
+}
+
+#[test]
+fn request_written_byte_by_byte_is_answered_once_epoll() {
+    request_written_byte_by_byte_is_answered_once(Backend::Epoll);
+}
+
+#[test]
+fn malformed_request_gets_400_and_the_server_keeps_serving_uring() {
+    malformed_request_gets_400_and_the_server_keeps_serving(Backend::Uring);
+}
+
+#[test]
+fn malformed_request_gets_400_and_the_server_keeps_serving_epoll() {
+    malformed_request_gets_400_and_the_server_keeps_serving(Backend::Epoll);
+}
+
+#[test]
+fn concurrent_keep_alive_clients_all_get_200_uring() {
+    concurrent_keep_alive_clients_all_get_200(Backend::Uring);
+}
+
+#[test]
+fn concurrent_keep_alive_clients_all_get_200_epoll() {
+    concurrent_keep_alive_clients_all_get_200(Backend::Epoll);
 }

@@ -5,6 +5,8 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
+pub(crate) mod epoll;
+
 /// Turn a libc `-1` return into the thread's `errno`.
 fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
     if ret == -1 {
@@ -93,6 +95,29 @@ pub(crate) fn wait_for_stop_signal() -> io::Result<i32> {
         return Err(io::Error::from_raw_os_error(rc));
     }
     Ok(sig)
+}
+
+/// Pin the calling thread to one CPU (sched_setaffinity(2)).
+pub(crate) fn pin_current_thread(cpu: usize) -> io::Result<()> {
+    if cpu >= libc::CPU_SETSIZE as usize {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "cpu index out of range",
+        ));
+    }
+    // SAFETY: cpu_set_t is plain data, zeroed is a valid empty set; CPU_SET
+    // writes inside it because `cpu` < CPU_SETSIZE (checked above); the
+    // pointer and size passed to sched_setaffinity describe that set.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        cvt(libc::sched_setaffinity(
+            0,
+            std::mem::size_of::<libc::cpu_set_t>(),
+            &set,
+        ))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -51,13 +51,13 @@ pub(crate) fn build_ring(cfg: &Config) -> Result<IoUring, Error> {
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => last = Some(e),
             Err(e) => {
                 return Err(Error::UringUnavailable(
-                    probe::explain_setup_error(&e).to_string(),
+                    probe::explain_setup_error(&e).reason_with_errno(),
                 ))
             }
         }
     }
     let e = last.unwrap_or_else(|| std::io::Error::from_raw_os_error(libc::EINVAL));
     Err(Error::UringUnavailable(
-        probe::explain_setup_error(&e).to_string(),
+        probe::explain_setup_error(&e).reason_with_errno(),
     ))
 }

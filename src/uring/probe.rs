@@ -115,6 +115,13 @@ impl fmt::Display for SetupError {
 
 impl std::error::Error for SetupError {}
 
+impl SetupError {
+    /// The reason followed by the errno, e.g. `blocked by seccomp ... (errno 1)`.
+    pub fn reason_with_errno(&self) -> String {
+        format!("{} (errno {})", self.reason, self.errno)
+    }
+}
+
 /// Probe io_uring on this machine: can a ring be set up, and which features work.
 ///
 /// Runs on the calling thread, takes at most a few seconds even on a misbehaving
@@ -184,6 +191,40 @@ pub fn probe() -> ProbeReport {
         uring: Ok(()),
         features,
     }
+}
+
+/// Check only what the engine's io_uring backend cannot run without: a ring
+/// can be set up, IORING_FEAT_NODROP, multishot accept, provided buffer rings
+/// and multishot recv (each tried for real). `Err` carries a one-line reason
+/// (the errno and likely cause, or the missing feature and its kernel).
+pub fn engine_requirements() -> Result<(), String> {
+    let ring =
+        IoUring::new(RING_ENTRIES).map_err(|e| explain_setup_error(&e).reason_with_errno())?;
+    if !ring.params().is_feature_nodrop() {
+        return Err("kernel lacks IORING_FEAT_NODROP (Linux 5.5)".into());
+    }
+    drop(ring);
+    let accept = probe_multishot_accept();
+    if !accept.supported {
+        return Err(format!(
+            "multishot accept does not work here (Linux 5.19): {}",
+            accept.detail
+        ));
+    }
+    let (buf_rings, recv) = probe_buf_ring_and_multishot_recv();
+    if !buf_rings.supported {
+        return Err(format!(
+            "provided buffer rings do not work here (Linux 5.19): {}",
+            buf_rings.detail
+        ));
+    }
+    if !recv.supported {
+        return Err(format!(
+            "multishot recv does not work here (Linux 6.0): {}",
+            recv.detail
+        ));
+    }
+    Ok(())
 }
 
 impl ProbeReport {

@@ -34,7 +34,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
@@ -42,21 +42,10 @@ use slab::Slab;
 use socket2::Socket;
 
 use super::groups::{Groups, SHARED};
-use crate::config::{Backend, BufferMode, Config};
+use crate::config::{Backend, BufferMode};
+use crate::engine::WorkerCtx;
 use crate::handler::{CloseReason, ConnCore, Handler, KEEP_CAPACITY};
-use crate::stats::WorkerStats;
-use crate::sys::EventFd;
 use crate::token::{ConnId, OpKind, Token, GENERATION_MASK};
-
-/// What a worker is given by the engine.
-pub(crate) struct WorkerCtx {
-    pub(crate) index: usize,
-    pub(crate) cfg: Config,
-    pub(crate) listener: Arc<Socket>,
-    pub(crate) stats: Arc<WorkerStats>,
-    pub(crate) stop: Arc<AtomicBool>,
-    pub(crate) wake: Arc<EventFd>,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Recv {

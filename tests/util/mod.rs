@@ -7,20 +7,26 @@ use std::time::{Duration, Instant};
 
 use ringnet::{Backend, Config, Engine, Stats};
 
-/// A config for tests: loopback, port 0, one worker.
+/// A config for tests: loopback, port 0, one worker, the given backend.
 pub fn config(backend: Backend) -> Config {
-    // Only the io_uring backend exists so far; the epoll one joins it here.
-    assert_eq!(backend, Backend::Uring);
     Config {
         addr: "127.0.0.1:0".parse().expect("addr"),
         workers: 1,
+        backend: backend.into(),
         ..Config::default()
     }
 }
 
-/// Start an echo engine.
+/// Start an echo engine and check it runs on the backend asked for.
 pub fn echo_engine(cfg: Config) -> Engine {
-    Engine::start(cfg, |_| ringnet::app::echo::Echo).expect("engine starts")
+    let asked = cfg.backend;
+    let engine = Engine::start(cfg, |_| ringnet::app::echo::Echo).expect("engine starts");
+    assert_eq!(
+        ringnet::BackendChoice::from(engine.backend()),
+        asked,
+        "engine runs on the backend asked for"
+    );
+    engine
 }
 
 /// Connect with read/write timeouts so a broken server fails the test

@@ -1,0 +1,443 @@
+//! One epoll worker: an epoll instance, a slab of connections, one read
+//! buffer, and the loop that turns readiness into handler calls.
+//!
+//! It keeps the io_uring worker's contract with the handler (see
+//! [`crate::handler`]) with readiness instead of completions:
+//!
+//! * **Accept.** The listener is level-triggered (with `EPOLLEXCLUSIVE` when
+//!   every worker shares it, so one connection wakes one worker). Each wake-up
+//!   accepts up to [`ACCEPT_BATCH`] connections with `accept4(SOCK_NONBLOCK)`.
+//!   On EMFILE/ENFILE/ENOMEM/ENOBUFS the listener is taken out of the epoll
+//!   set for `accept_backoff`, so the loop never spins on a queue it cannot
+//!   drain.
+//! * **Receive.** Connections are level-triggered for `EPOLLIN|EPOLLRDHUP`.
+//!   A readable connection is read into the worker's one buffer up to
+//!   [`READS_PER_EVENT`] times (the same bound multishot recv applies), so a
+//!   flooding client cannot starve the others; the bytes are lent to
+//!   `on_data` and the buffer is free again when it returns.
+//! * **Send.** Output queued by the handler is written after the batch of
+//!   events, in order, until EAGAIN; the rest waits for `EPOLLOUT`, which is
+//!   only in the interest set while output is pending.
+//! * **Close.** As on io_uring: graceful closes flush first, errors do not;
+//!   `on_close` is called once, the socket is closed (which removes it from
+//!   the epoll set) and the slot freed. Nothing is in flight in the kernel,
+//!   so a slot can be freed at once.
+//!
+//! Event data is a [`Token`] like io_uring's `user_data`: a readiness event
+//! for a slot reused within the same batch is recognised as stale.
+
+use std::io::{self, Read};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use slab::Slab;
+use socket2::Socket;
+
+use crate::config::{Backend, ListenerMode};
+use crate::engine::WorkerCtx;
+use crate::handler::{CloseReason, ConnCore, Handler, KEEP_CAPACITY};
+use crate::sys::epoll::{self, Epoll, Event};
+use crate::token::{ConnId, OpKind, Token, GENERATION_MASK};
+
+/// Connections accepted per listener wake-up.
+pub(crate) const ACCEPT_BATCH: usize = 64;
+/// Reads per readiness event on one connection.
+pub(crate) const READS_PER_EVENT: usize = 32;
+/// Events taken per `epoll_wait`.
+const MAX_EVENTS: usize = 1024;
+
+struct Slot {
+    core: ConnCore,
+    generation: u32,
+    /// Bytes being written; `sent` of them are done.
+    sending: Vec<u8>,
+    sent: usize,
+    /// The epoll interest currently registered.
+    interest: u32,
+    /// Listed in `Worker::dirty`.
+    dirty: bool,
+}
+
+/// Reasons that flush queued output before closing.
+fn graceful(r: &CloseReason) -> bool {
+    matches!(
+        r,
+        CloseReason::Local | CloseReason::PeerClosed | CloseReason::Shutdown
+    )
+}
+
+pub(crate) struct Worker<H: Handler> {
+    ep: Epoll,
+    handler: H,
+    conns: Slab<Slot>,
+    ctx: WorkerCtx,
+    buf: Vec<u8>,
+    events: Vec<Event>,
+    dirty: Vec<usize>,
+    next_generation: u32,
+    listening: bool,
+    backoff_until: Option<Instant>,
+    deadline: Option<Instant>,
+    stopping: bool,
+}
+
+impl<H: Handler> Worker<H> {
+    pub(crate) fn new(ctx: WorkerCtx, handler: H) -> Result<Worker<H>, crate::Error> {
+        let ep = Epoll::new(MAX_EVENTS).map_err(|source| crate::Error::Worker {
+            worker: ctx.index,
+            source,
+        })?;
+        let buf = vec![0u8; ctx.cfg.buf_size as usize];
+        let mut w = Worker {
+            ep,
+            handler,
+            conns: Slab::new(),
+            ctx,
+            buf,
+            events: Vec::with_capacity(MAX_EVENTS),
+            dirty: Vec::new(),
+            next_generation: 0,
+            listening: false,
+            backoff_until: None,
+            deadline: None,
+            stopping: false,
+        };
+        let wake = Token::worker(OpKind::Wake).to_user_data();
+        w.ep.add(w.ctx.wake.as_raw_fd(), epoll::IN, wake)
+            .and_then(|()| w.listen())
+            .map_err(|source| crate::Error::Worker {
+                worker: w.ctx.index,
+                source,
+            })?;
+        Ok(w)
+    }
+
+    /// Put the listener in the epoll set.
+    fn listen(&mut self) -> io::Result<()> {
+        if self.listening {
+            return Ok(());
+        }
+        let exclusive = if self.ctx.cfg.listener == ListenerMode::Shared {
+            epoll::EXCLUSIVE
+        } else {
+            0
+        };
+        let data = Token::worker(OpKind::Accept).to_user_data();
+        self.ep
+            .add(self.ctx.listener.as_raw_fd(), epoll::IN | exclusive, data)?;
+        self.listening = true;
+        Ok(())
+    }
+
+    fn unlisten(&mut self) {
+        if self.listening {
+            let _ = self.ep.delete(self.ctx.listener.as_raw_fd());
+            self.listening = false;
+        }
+    }
+
+    /// Run until shutdown is requested and every connection has closed.
+    pub(crate) fn run(mut self) -> io::Result<()> {
+        let mut events = std::mem::take(&mut self.events);
+        loop {
+            if self.stopping && self.conns.is_empty() {
+                return Ok(());
+            }
+            match self.ep.wait(&mut events, self.timeout_ms()) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            for ev in &events {
+                self.dispatch(*ev);
+            }
+            self.timers()?;
+            while let Some(key) = self.dirty.pop() {
+                self.flush(key);
+            }
+        }
+    }
+
+    /// Milliseconds until the nearest timer, or -1.
+    fn timeout_ms(&self) -> i32 {
+        let next = match (self.backoff_until, self.deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        match next {
+            None => -1,
+            Some(t) => {
+                let left = t.saturating_duration_since(Instant::now());
+                // Round up so the timer has passed when we wake.
+                (left.as_micros().div_ceil(1000)).min(i32::MAX as u128) as i32
+            }
+        }
+    }
+
+    fn timers(&mut self) -> io::Result<()> {
+        let now = Instant::now();
+        if self.backoff_until.is_some_and(|t| t <= now) {
+            self.backoff_until = None;
+            if !self.stopping {
+                self.listen()?;
+            }
+        }
+        if self.deadline.is_some_and(|t| t <= now) {
+            self.deadline = None;
+            let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+            for key in keys {
+                self.teardown(key, CloseReason::Shutdown);
+            }
+        }
+        Ok(())
+    }
+
+    fn dispatch(&mut self, ev: Event) {
+        let Some(tok) = Token::from_user_data(ev.data) else {
+            return;
+        };
+        match tok.kind() {
+            OpKind::Accept => self.accept_batch(),
+            OpKind::Wake => self.on_wake(),
+            OpKind::Recv => {
+                let current = self
+                    .conns
+                    .get(tok.key())
+                    .is_some_and(|s| tok.is_current(s.generation));
+                if !current {
+                    self.ctx.stats.add(&self.ctx.stats.stale, 1);
+                    return;
+                }
+                self.on_ready(tok.key(), ev.events);
+            }
+            _ => {}
+        }
+    }
+
+    fn on_wake(&mut self) {
+        self.ctx.wake.drain();
+        // Acquire pairs with the Release store in `Engine::shutdown`.
+        if self.ctx.stop.load(Ordering::Acquire) && !self.stopping {
+            self.stopping = true;
+            self.unlisten();
+            self.backoff_until = None;
+            self.deadline = Some(Instant::now() + self.ctx.cfg.shutdown_timeout);
+            let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+            for key in keys {
+                let slot = &mut self.conns[key];
+                if slot.core.closing.is_none() {
+                    slot.core.closing = Some(CloseReason::Shutdown);
+                }
+                self.mark_dirty(key);
+            }
+        }
+    }
+
+    fn accept_batch(&mut self) {
+        if self.stopping || !self.listening {
+            return;
+        }
+        for _ in 0..ACCEPT_BATCH {
+            match epoll::accept_nonblocking(&self.ctx.listener) {
+                Ok(sock) => self.open(sock),
+                Err(e) => match e.raw_os_error() {
+                    Some(libc::EAGAIN) => return,
+                    Some(libc::ECONNABORTED) | Some(libc::EINTR) | Some(libc::EPROTO) => continue,
+                    // Out of descriptors or memory (the connection stays
+                    // queued) or anything unexpected: stop listening for a
+                    // while so the loop never spins.
+                    _ => {
+                        self.ctx.stats.add(&self.ctx.stats.accept_backoffs, 1);
+                        self.unlisten();
+                        self.backoff_until = Some(Instant::now() + self.ctx.cfg.accept_backoff);
+                        return;
+                    }
+                },
+            }
+        }
+    }
+
+    fn open(&mut self, sock: Socket) {
+        if self.ctx.cfg.nodelay {
+            // Best effort: a socket that refuses it still works.
+            let _ = sock.set_tcp_nodelay(true);
+        }
+        let generation = self.next_generation;
+        self.next_generation = (self.next_generation + 1) & GENERATION_MASK;
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        let data = Token::new(OpKind::Recv, key as u32, generation).to_user_data();
+        let interest = epoll::IN | epoll::RDHUP;
+        if self.ep.add(sock.as_raw_fd(), interest, data).is_err() {
+            return; // dropped: closed at once, never seen by the handler
+        }
+        entry.insert(Slot {
+            core: ConnCore::new(
+                ConnId::new(self.ctx.index, key, generation),
+                sock,
+                Backend::Epoll,
+            ),
+            generation,
+            sending: Vec::new(),
+            sent: 0,
+            interest,
+            dirty: false,
+        });
+        let st = &self.ctx.stats;
+        st.add(&st.accepted, 1);
+        st.add(&st.open, 1);
+        let slot = &mut self.conns[key];
+        self.handler.on_open(&mut crate::handler::Conn {
+            core: &mut slot.core,
+        });
+        self.mark_dirty(key);
+    }
+
+    fn on_ready(&mut self, key: usize, events: u32) {
+        if events & epoll::OUT != 0 {
+            self.mark_dirty(key);
+        }
+        if events & (epoll::IN | epoll::RDHUP | epoll::HUP_ERR) != 0 {
+            self.read(key);
+        }
+    }
+
+    fn read(&mut self, key: usize) {
+        let limit = self.ctx.cfg.max_unconsumed;
+        let st = std::sync::Arc::clone(&self.ctx.stats);
+        for _ in 0..READS_PER_EVENT {
+            let Worker {
+                conns,
+                handler,
+                buf,
+                ..
+            } = self;
+            let slot = &mut conns[key];
+            if slot.core.closing.is_some() {
+                break;
+            }
+            match (&slot.core.sock).read(buf) {
+                Ok(0) => {
+                    slot.core.closing = Some(CloseReason::PeerClosed);
+                    break;
+                }
+                Ok(n) => {
+                    st.add(&st.bytes_in, n as u64);
+                    st.add(&st.buffers_in_use, 1);
+                    let outcome = slot.core.deliver(handler, &buf[..n], limit);
+                    st.sub(&st.buffers_in_use, 1);
+                    if let Err(reason) = outcome {
+                        self.teardown(key, reason);
+                        return;
+                    }
+                    if n < buf.len() {
+                        break; // drained: the next read would say EAGAIN
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    self.teardown(
+                        key,
+                        CloseReason::Error(e.raw_os_error().unwrap_or(libc::EIO)),
+                    );
+                    return;
+                }
+            }
+        }
+        self.mark_dirty(key);
+    }
+
+    fn mark_dirty(&mut self, key: usize) {
+        if let Some(slot) = self.conns.get_mut(key) {
+            if !slot.dirty {
+                slot.dirty = true;
+                self.dirty.push(key);
+            }
+        }
+    }
+
+    /// Write queued output until done or EAGAIN, finish a graceful close,
+    /// and bring the epoll interest up to date.
+    fn flush(&mut self, key: usize) {
+        let Some(slot) = self.conns.get_mut(key) else {
+            return;
+        };
+        slot.dirty = false;
+        loop {
+            if slot.sent == slot.sending.len() {
+                slot.sending.clear();
+                slot.sent = 0;
+                if slot.sending.capacity() > KEEP_CAPACITY {
+                    slot.sending = Vec::new();
+                }
+                if slot.core.out.is_empty() {
+                    break;
+                }
+                std::mem::swap(&mut slot.sending, &mut slot.core.out);
+            }
+            match slot
+                .core
+                .sock
+                .send_with_flags(&slot.sending[slot.sent..], libc::MSG_NOSIGNAL)
+            {
+                Ok(n) => {
+                    slot.sent += n;
+                    self.ctx.stats.add(&self.ctx.stats.bytes_out, n as u64);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.teardown(
+                        key,
+                        CloseReason::Error(e.raw_os_error().unwrap_or(libc::EIO)),
+                    );
+                    return;
+                }
+            }
+        }
+        let pending = slot.sent < slot.sending.len();
+        if !pending {
+            if let Some(reason) = slot.core.closing.clone() {
+                if graceful(&reason) {
+                    self.teardown(key, reason);
+                    return;
+                }
+            }
+        }
+        // Read while open and not closing; wait for writability while output
+        // is pending.
+        let mut want = if slot.core.closing.is_none() {
+            epoll::IN | epoll::RDHUP
+        } else {
+            0
+        };
+        if pending {
+            want |= epoll::OUT;
+        }
+        if want != slot.interest {
+            let data = Token::new(OpKind::Recv, key as u32, slot.generation).to_user_data();
+            match self.ep.modify(slot.core.sock.as_raw_fd(), want, data) {
+                Ok(()) => slot.interest = want,
+                Err(e) => self.teardown(
+                    key,
+                    CloseReason::Error(e.raw_os_error().unwrap_or(libc::EIO)),
+                ),
+            }
+        }
+    }
+
+    /// Close now: tell the handler, close the socket, free the slot.
+    fn teardown(&mut self, key: usize, reason: CloseReason) {
+        if !self.conns.contains(key) {
+            return;
+        }
+        let slot = self.conns.remove(key);
+        self.handler.on_close(slot.core.id, &reason);
+        drop(slot); // closing the fd removes it from the epoll set
+        let st = &self.ctx.stats;
+        st.add(&st.closed, 1);
+        st.sub(&st.open, 1);
+    }
+}

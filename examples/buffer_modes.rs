@@ -29,7 +29,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use ringnet::app::echo::Echo;
-use ringnet::{BufferMode, Config, Engine, Stats};
+use ringnet::{Backend, BufferMode, Config, Engine, Stats};
 
 type Res<T> = Result<T, Box<dyn Error>>;
 
@@ -61,7 +61,7 @@ fn main() -> Res<()> {
     let cpus = thread::available_parallelism().map_or(0, |n| n.get());
     let d = Config::default();
     let (k, bs, bc, cbc) = (kernel.trim(), d.buf_size, d.buf_count, d.conn_buf_count);
-    println!("ringnet buffer modes: kernel {k}, {cpus} CPUs, workers=1");
+    println!("ringnet buffer modes: io_uring backend, kernel {k}, {cpus} CPUs, workers=1");
     println!("buf_size={bs}, buf_count={bc} (shared ring), conn_buf_count={cbc}");
     println!("\nmemory: server RSS, {conns} conns, fresh process per mode");
     println!("(B/... columns: RSS growth over the idle server, divided by {conns})");
@@ -97,13 +97,20 @@ fn main() -> Res<()> {
     Ok(())
 }
 
-fn config(mode: BufferMode) -> Res<Config> {
-    Ok(Config {
+/// An echo engine on a free loopback port with one worker; the buffer modes
+/// exist only on io_uring, so any other backend is an error.
+fn start(mode: BufferMode) -> Res<Engine> {
+    let cfg = Config {
         addr: "127.0.0.1:0".parse()?,
         workers: 1,
         buffers: mode,
         ..Config::default()
-    })
+    };
+    let engine = Engine::start(cfg, |_| Echo)?;
+    match engine.backend() {
+        Backend::Uring => Ok(engine),
+        other => Err(format!("engine runs on {other}, not io_uring").into()),
+    }
 }
 
 fn connect(addr: SocketAddr) -> Res<TcpStream> {
@@ -141,7 +148,7 @@ fn wait_for(engine: &Engine, f: impl Fn(&Stats) -> bool) -> Res<Stats> {
 /// (RSS bytes idle, with N idle connections, after one message each; then
 /// the engine's open connection and per-connection ring counts).
 fn child_memory(mode: BufferMode, n: usize) -> Res<()> {
-    let engine = Engine::start(config(mode)?, |_| Echo)?;
+    let engine = start(mode)?;
     let addr = engine.local_addr();
     let settle = || thread::sleep(Duration::from_millis(200));
     settle();
@@ -230,7 +237,7 @@ where
 /// Part 2 for one mode: the pingers for `secs`, with or without the flood.
 /// Returns the table row after the mode name.
 fn isolation(mode: BufferMode, secs: u64, flood: bool) -> Res<String> {
-    let engine = Engine::start(config(mode)?, |_| Echo)?;
+    let engine = start(mode)?;
     let addr = engine.local_addr();
     let mut pingers = Vec::new();
     for _ in 0..PINGERS {

@@ -101,6 +101,12 @@ pub struct Config {
     pub backlog: i32,
     /// Submission queue entries per ring (a power of two is used).
     pub sq_entries: u32,
+    /// Set rings up with SINGLE_ISSUER + DEFER_TASKRUN (Linux 6.1) when the
+    /// kernel has them; `false` starts from COOP_TASKRUN. DEFER_TASKRUN runs
+    /// completion work only when the worker asks for completions, so the
+    /// worker is not interrupted mid-batch. Kept switchable so the two can be
+    /// compared (the accept bench runs both).
+    pub defer_taskrun: bool,
     /// Completion queue entries per ring; must exceed `sq_entries`. A full CQ
     /// ends multishot operations, so keep it generous.
     pub cq_entries: u32,
@@ -140,6 +146,7 @@ impl Default for Config {
             backlog: 1024,
             sq_entries: 256,
             cq_entries: 4096,
+            defer_taskrun: true,
             buffers: BufferMode::Shared,
             buf_count: 512,
             buf_size: 4096,

@@ -75,6 +75,9 @@ struct ServeArgs {
     /// Submission queue entries per ring.
     #[arg(long, default_value_t = Config::default().sq_entries)]
     sq_entries: u32,
+    /// Do not use SINGLE_ISSUER + DEFER_TASKRUN (start from COOP_TASKRUN).
+    #[arg(long)]
+    no_defer_taskrun: bool,
     /// Completion queue entries per ring.
     #[arg(long, default_value_t = Config::default().cq_entries)]
     cq_entries: u32,
@@ -103,6 +106,7 @@ fn serve(a: ServeArgs) -> Result<(), ringnet::Error> {
         conn_buf_count: a.conn_buf_count,
         sq_entries: a.sq_entries,
         cq_entries: a.cq_entries,
+        defer_taskrun: !a.no_defer_taskrun,
         ..Config::default()
     };
     // Workers inherit the blocked mask, so the signals reach only sigwait.

@@ -19,7 +19,8 @@ use crate::config::Config;
 use crate::error::Error;
 
 /// Build a worker's ring: SINGLE_ISSUER + DEFER_TASKRUN (6.1) where the
-/// kernel has them, else COOP_TASKRUN + TASKRUN_FLAG (5.19), else plain; the
+/// kernel has them (and `cfg.defer_taskrun` asks for them), else
+/// COOP_TASKRUN + TASKRUN_FLAG (5.19), else plain; the
 /// CQ sized by `cq_entries`. Refuses a kernel without IORING_FEAT_NODROP
 /// (5.5), on which a full CQ would silently lose completions.
 ///
@@ -27,7 +28,8 @@ use crate::error::Error;
 /// ring to it.
 pub(crate) fn build_ring(cfg: &Config) -> Result<IoUring, Error> {
     let mut last = None;
-    for level in 0..3 {
+    let first = if cfg.defer_taskrun { 0 } else { 1 };
+    for level in first..3 {
         let mut b = IoUring::builder();
         b.setup_cqsize(cfg.cq_entries);
         match level {

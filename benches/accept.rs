@@ -28,6 +28,8 @@
 //! second, one element being one connection (32 per iteration); the HTML report, comparing the
 //! three contenders, lands in `target/criterion/report/index.html`.
 
+mod common;
+
 use std::cell::Cell;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -36,13 +38,9 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use common::{start_engine, CLIENT_CPU, SERVER_CPU};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use ringnet::{Backend, Config, Engine};
-
-/// CPU the server thread (engine worker or tokio-uring runtime) runs on.
-const SERVER_CPU: usize = 0;
-/// CPU the client (the bench thread) runs on.
-const CLIENT_CPU: usize = 1;
+use ringnet::{Backend, Engine};
 
 /// Bytes each connection sends and reads back.
 const MSG_LEN: usize = 16;
@@ -71,28 +69,6 @@ fn batch(addr: SocketAddr) {
             .set_linger(Some(Duration::ZERO))
             .expect("SO_LINGER 0");
     }
-}
-
-/// A ringnet engine on `backend` with one Echo worker pinned to the server
-/// CPU; `defer_taskrun` picks the io_uring ring setup.
-fn start_engine(backend: Backend, defer_taskrun: bool) -> Engine {
-    let cfg = Config {
-        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-        workers: 1,
-        backend: backend.into(),
-        cpus: vec![SERVER_CPU],
-        defer_taskrun,
-        ..Config::default()
-    };
-    let engine = Engine::start(cfg, |_worker| ringnet::app::echo::Echo)
-        .unwrap_or_else(|e| panic!("starting the {backend} engine failed: {e}"));
-    assert_eq!(
-        engine.backend(),
-        backend,
-        "asked for the {backend} backend, the engine runs on {}",
-        engine.backend()
-    );
-    engine
 }
 
 /// A tokio-uring echo server (16 bytes per connection) on its own thread.
@@ -209,8 +185,6 @@ async fn echo16(stream: tokio_uring::net::TcpStream, stop: &Cell<bool>) -> io::R
 }
 
 fn accept(c: &mut Criterion) {
-    // The variable would override the backend each engine is asked for.
-    std::env::remove_var("RINGNET_BACKEND");
     ringnet::pin_current_thread(CLIENT_CPU).expect("pin the client thread");
 
     let mut group = c.benchmark_group("accept");

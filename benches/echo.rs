@@ -19,40 +19,18 @@
 //! run only the matching benches). The HTML report lands in
 //! `target/criterion/report/index.html`.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
+use common::{start_engine, CLIENT_CPU};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use ringnet::{Backend, Config, Engine};
-
-/// CPU the engine's worker runs on.
-const SERVER_CPU: usize = 0;
-/// CPU the client (the bench thread) runs on.
-const CLIENT_CPU: usize = 1;
+use ringnet::{Backend, Engine};
 
 const CONNS: [usize; 2] = [1, 32];
 const SIZES: [usize; 2] = [64, 4096];
-
-/// A ringnet engine on `backend` with one Echo worker pinned to the server CPU.
-fn start_engine(backend: Backend) -> Engine {
-    let cfg = Config {
-        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-        workers: 1,
-        backend: backend.into(),
-        cpus: vec![SERVER_CPU],
-        ..Config::default()
-    };
-    let engine = Engine::start(cfg, |_worker| ringnet::app::echo::Echo)
-        .unwrap_or_else(|e| panic!("starting the {backend} engine failed: {e}"));
-    assert_eq!(
-        engine.backend(),
-        backend,
-        "asked for the {backend} backend, the engine runs on {}",
-        engine.backend()
-    );
-    engine
-}
 
 /// `conns` connections to one server and the bytes that go over them.
 struct Client {
@@ -101,8 +79,6 @@ impl Client {
 }
 
 fn echo(c: &mut Criterion) {
-    // The variable would override the backend each engine is asked for.
-    std::env::remove_var("RINGNET_BACKEND");
     ringnet::pin_current_thread(CLIENT_CPU).expect("pin the client thread");
 
     for conns in CONNS {
@@ -118,7 +94,7 @@ fn echo(c: &mut Criterion) {
                 let mut running: Option<(Engine, Client)> = None;
                 group.bench_function(backend.to_string(), |b| {
                     let (_engine, client) = running.get_or_insert_with(|| {
-                        let engine = start_engine(backend);
+                        let engine = start_engine(backend, true);
                         let client = Client::connect(engine.local_addr(), conns, size);
                         (engine, client)
                     });

@@ -197,26 +197,34 @@ fn run_worker<H: Handler, F: Fn(usize) -> H>(
     }
     let handler = factory(index);
     match backend {
-        Backend::Uring => match crate::uring::worker::Worker::new(ctx, handler) {
-            Ok(w) => {
-                let _ = ready.send(Ok(()));
-                w.run()
-            }
-            Err(e) => {
-                let _ = ready.send(Err(e));
-                Ok(())
-            }
-        },
-        Backend::Epoll => match crate::epoll::worker::Worker::new(ctx, handler) {
-            Ok(w) => {
-                let _ = ready.send(Ok(()));
-                w.run()
-            }
-            Err(e) => {
-                let _ = ready.send(Err(e));
-                Ok(())
-            }
-        },
+        Backend::Uring => report_then_run(
+            crate::uring::worker::Worker::new(ctx, handler),
+            ready,
+            |w| w.run(),
+        ),
+        Backend::Epoll => report_then_run(
+            crate::epoll::worker::Worker::new(ctx, handler),
+            ready,
+            |w| w.run(),
+        ),
+    }
+}
+
+/// Tell `Engine::start` how the worker's setup went, then run it.
+fn report_then_run<W>(
+    built: Result<W, Error>,
+    ready: mpsc::Sender<Result<(), Error>>,
+    run: impl FnOnce(W) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    match built {
+        Ok(worker) => {
+            let _ = ready.send(Ok(()));
+            run(worker)
+        }
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            Ok(())
+        }
     }
 }
 

@@ -104,6 +104,14 @@ pub(crate) struct ConnCore {
     pub(crate) out: Vec<u8>,
     /// Bytes presented to the handler and not consumed.
     pub(crate) held: Vec<u8>,
+    /// The bytes of the current send; `sent` of them are written. On
+    /// io_uring the kernel reads `sending` while a send is in flight, so the
+    /// worker touches it only when none is.
+    sending: Vec<u8>,
+    sent: usize,
+    /// Listed in the worker's dirty list (output or a close waits for the
+    /// end of the batch).
+    dirty: bool,
     /// The handler asked to close (or the peer ended the stream): deliver no
     /// more input, close once `out` is flushed.
     pub(crate) closing: Option<CloseReason>,
@@ -122,8 +130,57 @@ impl ConnCore {
             backend,
             out: Vec::new(),
             held: Vec::new(),
+            sending: Vec::new(),
+            sent: 0,
+            dirty: false,
             closing: None,
         }
+    }
+
+    /// The bytes of the current send not yet written.
+    pub(crate) fn unsent(&self) -> &[u8] {
+        &self.sending[self.sent..]
+    }
+
+    /// Record `n` more bytes written; `true` once the current send is done.
+    pub(crate) fn advance(&mut self, n: usize) -> bool {
+        self.sent = (self.sent + n).min(self.sending.len());
+        self.sent == self.sending.len()
+    }
+
+    /// Whether part of the current send is still unwritten.
+    pub(crate) fn send_pending(&self) -> bool {
+        self.sent < self.sending.len()
+    }
+
+    /// Make the next send current: once the current one is done, recycle its
+    /// buffer and take everything queued since, in order. Returns whether
+    /// there is anything to write.
+    pub(crate) fn next_send(&mut self) -> bool {
+        if !self.send_pending() {
+            self.sending.clear();
+            self.sent = 0;
+            if self.sending.capacity() > KEEP_CAPACITY {
+                self.sending = Vec::new();
+            }
+            if !self.out.is_empty() {
+                std::mem::swap(&mut self.sending, &mut self.out);
+            }
+        }
+        self.send_pending()
+    }
+
+    /// Put `key` on the worker's dirty list once.
+    pub(crate) fn mark_dirty(&mut self, key: usize, list: &mut Vec<usize>) {
+        if !self.dirty {
+            self.dirty = true;
+            list.push(key);
+        }
+    }
+
+    /// Take the connection off the dirty list (the worker is flushing it).
+    pub(crate) fn clear_dirty(&mut self) {
+        self.dirty = false;
     }
 
     /// Present `data` to the handler (after any held-back bytes) and keep

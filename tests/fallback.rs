@@ -8,6 +8,8 @@
 //! The syscall numbers in the filter are x86_64's, so the file is x86_64-only.
 #![cfg(target_arch = "x86_64")]
 
+mod util;
+
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
@@ -283,6 +285,16 @@ impl Server {
     }
 
     /// SIGTERM the child and wait for it to exit.
+    /// SIGTERM, then require a clean exit (status 0).
+    fn stop_cleanly(&mut self) {
+        let status = self.terminate();
+        assert!(
+            status.success(),
+            "exit status {status}; stderr:\n{}",
+            self.stderr_text()
+        );
+    }
+
     fn terminate(&mut self) -> ExitStatus {
         let pid = libc::pid_t::try_from(self.child.id()).expect("pid fits pid_t");
         // SAFETY: kill(2) has no memory-safety preconditions; `pid` is our own
@@ -303,19 +315,6 @@ impl Drop for Server {
     }
 }
 
-/// Deterministic pseudo-random bytes (xorshift64*).
-fn pattern(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x >> 12;
-            x ^= x << 25;
-            x ^= x >> 27;
-            (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 56) as u8
-        })
-        .collect()
-}
-
 /// Send several messages (the last one 100 KB) on one connection and check
 /// each comes back exactly. A writer thread sends while this one reads, so a
 /// large message cannot deadlock on full socket buffers.
@@ -329,8 +328,8 @@ fn check_echo(addr: SocketAddr) {
         b"hello".to_vec(),
         b"ringnet echo over epoll\n".to_vec(),
         vec![0u8; 1],
-        pattern(7, 4096),
-        pattern(42, 100 * 1024),
+        util::pattern(7, 4096),
+        util::pattern(42, 100 * 1024),
     ];
     let mut r = s.try_clone().expect("clone");
     for msg in &messages {
@@ -377,12 +376,7 @@ fn auto_falls_back_to_epoll_under_seccomp() {
 
     check_echo(addr);
 
-    let status = server.terminate();
-    assert!(
-        status.success(),
-        "exit status {status}; stderr:\n{}",
-        server.stderr_text()
-    );
+    server.stop_cleanly();
     println!("stdout: {line}");
     println!("stderr: {fallback}");
 }
@@ -419,12 +413,7 @@ fn env_var_overrides_flag() {
         "RINGNET_BACKEND=epoll should override --backend uring: {line:?}"
     );
     check_echo(addr);
-    let status = server.terminate();
-    assert!(
-        status.success(),
-        "exit status {status}; stderr:\n{}",
-        server.stderr_text()
-    );
+    server.stop_cleanly();
     println!("stdout: {line}");
 }
 
@@ -451,11 +440,6 @@ fn no_filter_auto_picks_io_uring() {
         server.stderr_text()
     );
     check_echo(addr);
-    let status = server.terminate();
-    assert!(
-        status.success(),
-        "exit status {status}; stderr:\n{}",
-        server.stderr_text()
-    );
+    server.stop_cleanly();
     println!("stdout: {line}");
 }

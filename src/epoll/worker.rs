@@ -36,7 +36,7 @@ use socket2::Socket;
 
 use crate::config::{Backend, ListenerMode};
 use crate::engine::WorkerCtx;
-use crate::handler::{CloseReason, ConnCore, Handler, KEEP_CAPACITY};
+use crate::handler::{CloseReason, ConnCore, Handler};
 use crate::sys::epoll::{self, Epoll, Event};
 use crate::token::{ConnId, OpKind, Token, GENERATION_MASK};
 
@@ -50,13 +50,8 @@ const MAX_EVENTS: usize = 1024;
 struct Slot {
     core: ConnCore,
     generation: u32,
-    /// Bytes being written; `sent` of them are done.
-    sending: Vec<u8>,
-    sent: usize,
     /// The epoll interest currently registered.
     interest: u32,
-    /// Listed in `Worker::dirty`.
-    dirty: bool,
 }
 
 /// Reasons that flush queued output before closing.
@@ -279,10 +274,7 @@ impl<H: Handler> Worker<H> {
                 Backend::Epoll,
             ),
             generation,
-            sending: Vec::new(),
-            sent: 0,
             interest,
-            dirty: false,
         });
         let st = &self.ctx.stats;
         st.add(&st.accepted, 1);
@@ -351,10 +343,7 @@ impl<H: Handler> Worker<H> {
 
     fn mark_dirty(&mut self, key: usize) {
         if let Some(slot) = self.conns.get_mut(key) {
-            if !slot.dirty {
-                slot.dirty = true;
-                self.dirty.push(key);
-            }
+            slot.core.mark_dirty(key, &mut self.dirty);
         }
     }
 
@@ -364,26 +353,15 @@ impl<H: Handler> Worker<H> {
         let Some(slot) = self.conns.get_mut(key) else {
             return;
         };
-        slot.dirty = false;
-        loop {
-            if slot.sent == slot.sending.len() {
-                slot.sending.clear();
-                slot.sent = 0;
-                if slot.sending.capacity() > KEEP_CAPACITY {
-                    slot.sending = Vec::new();
-                }
-                if slot.core.out.is_empty() {
-                    break;
-                }
-                std::mem::swap(&mut slot.sending, &mut slot.core.out);
-            }
+        slot.core.clear_dirty();
+        while slot.core.next_send() {
             match slot
                 .core
                 .sock
-                .send_with_flags(&slot.sending[slot.sent..], libc::MSG_NOSIGNAL)
+                .send_with_flags(slot.core.unsent(), libc::MSG_NOSIGNAL)
             {
                 Ok(n) => {
-                    slot.sent += n;
+                    slot.core.advance(n);
                     self.ctx.stats.add(&self.ctx.stats.bytes_out, n as u64);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -397,7 +375,7 @@ impl<H: Handler> Worker<H> {
                 }
             }
         }
-        let pending = slot.sent < slot.sending.len();
+        let pending = slot.core.send_pending();
         if !pending {
             if let Some(reason) = slot.core.closing.clone() {
                 if graceful(&reason) {

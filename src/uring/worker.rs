@@ -26,8 +26,9 @@
 //!
 //! # Invariants
 //! * Exactly one live recv per open connection that is not closing.
-//! * At most one send in flight per connection; its buffer (`Slot::sending`)
-//!   is not touched until its completion arrives.
+//! * At most one send in flight per connection; its buffer (the
+//!   connection's current send in `ConnCore`) is not touched until its
+//!   completion arrives.
 //! * A slot is freed only when none of its operations is in flight, so the
 //!   kernel never writes into a freed buffer group or reads a freed send
 //!   buffer.
@@ -44,7 +45,7 @@ use socket2::Socket;
 use super::groups::{Groups, SHARED};
 use crate::config::{Backend, BufferMode};
 use crate::engine::WorkerCtx;
-use crate::handler::{CloseReason, ConnCore, Handler, KEEP_CAPACITY};
+use crate::handler::{CloseReason, ConnCore, Handler};
 use crate::token::{ConnId, OpKind, Token, GENERATION_MASK};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,12 +63,8 @@ struct Slot {
     generation: u32,
     bgid: u16,
     recv: Recv,
-    /// The bytes of the send in flight; owned by the kernel while `send_busy`.
-    sending: Vec<u8>,
-    sent: usize,
+    /// A send is in flight; the kernel owns the current send's bytes.
     send_busy: bool,
-    /// Listed in `Worker::dirty`.
-    dirty: bool,
     /// Teardown has started: `on_close` was called.
     torn: bool,
 }
@@ -376,10 +373,7 @@ impl<H: Handler> Worker<H> {
             generation,
             bgid,
             recv: Recv::Idle,
-            sending: Vec::new(),
-            sent: 0,
             send_busy: false,
-            dirty: false,
             torn: false,
         });
         let st = &self.ctx.stats;
@@ -494,7 +488,7 @@ impl<H: Handler> Worker<H> {
 
     fn submit_send(&mut self, key: usize) {
         let slot = &mut self.conns[key];
-        let rest = &slot.sending[slot.sent..];
+        let rest = slot.core.unsent();
         let sqe = opcode::Send::new(
             types::Fd(slot.core.sock.as_raw_fd()),
             rest.as_ptr(),
@@ -522,26 +516,17 @@ impl<H: Handler> Worker<H> {
             return;
         }
         self.ctx.stats.add(&self.ctx.stats.bytes_out, res as u64);
-        slot.sent += res as usize;
-        if slot.sent < slot.sending.len() {
+        if !slot.core.advance(res as usize) {
             // Short send: the remainder goes next, before anything newer.
             self.submit_send(key);
             return;
-        }
-        slot.sending.clear();
-        slot.sent = 0;
-        if slot.sending.capacity() > KEEP_CAPACITY {
-            slot.sending = Vec::new();
         }
         self.mark_dirty(key);
     }
 
     fn mark_dirty(&mut self, key: usize) {
         if let Some(slot) = self.conns.get_mut(key) {
-            if !slot.dirty {
-                slot.dirty = true;
-                self.dirty.push(key);
-            }
+            slot.core.mark_dirty(key, &mut self.dirty);
         }
     }
 
@@ -550,13 +535,11 @@ impl<H: Handler> Worker<H> {
         let Some(slot) = self.conns.get_mut(key) else {
             return;
         };
-        slot.dirty = false;
+        slot.core.clear_dirty();
         if slot.torn || slot.send_busy {
             return;
         }
-        if !slot.core.out.is_empty() {
-            std::mem::swap(&mut slot.sending, &mut slot.core.out);
-            slot.sent = 0;
+        if slot.core.next_send() {
             self.submit_send(key);
             return;
         }

@@ -1,0 +1,36 @@
+//! What the criterion benches share: CPU placement and the engine under test.
+
+use std::net::SocketAddr;
+
+use ringnet::{Backend, Config, Engine};
+
+/// CPU the server (engine worker or other runtime) runs on.
+pub const SERVER_CPU: usize = 0;
+/// CPU the client (the bench thread) runs on.
+pub const CLIENT_CPU: usize = 1;
+
+/// A ringnet echo engine on `backend` with one worker pinned to the server
+/// CPU; `defer_taskrun` picks the io_uring ring setup. Panics unless the
+/// engine runs on the backend asked for, so a contender cannot quietly
+/// measure the other backend.
+pub fn start_engine(backend: Backend, defer_taskrun: bool) -> Engine {
+    // The variable would override the backend each engine is asked for.
+    std::env::remove_var("RINGNET_BACKEND");
+    let cfg = Config {
+        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        workers: 1,
+        backend: backend.into(),
+        cpus: vec![SERVER_CPU],
+        defer_taskrun,
+        ..Config::default()
+    };
+    let engine = Engine::start(cfg, |_worker| ringnet::app::echo::Echo)
+        .unwrap_or_else(|e| panic!("starting the {backend} engine failed: {e}"));
+    assert_eq!(
+        engine.backend(),
+        backend,
+        "asked for the {backend} backend, the engine runs on {}",
+        engine.backend()
+    );
+    engine
+}

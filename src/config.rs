@@ -130,6 +130,10 @@ pub struct Config {
     pub max_unconsumed: usize,
     /// Pause before re-arming accept after EMFILE, ENFILE or ENOMEM.
     pub accept_backoff: Duration,
+    /// How long a graceful close waits, after shutting down the write side,
+    /// for the peer to close its side (reading and discarding what it still
+    /// sends) before closing regardless.
+    pub linger: Duration,
     /// How long a shutdown waits for queued output to drain before it
     /// closes the remaining connections regardless.
     pub shutdown_timeout: Duration,
@@ -155,6 +159,7 @@ impl Default for Config {
             nodelay: true,
             max_unconsumed: 16 << 20,
             accept_backoff: Duration::from_millis(100),
+            linger: Duration::from_secs(2),
             shutdown_timeout: Duration::from_secs(5),
         }
     }

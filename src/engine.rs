@@ -219,6 +219,10 @@ fn report_then_run<W>(
     match built {
         Ok(worker) => {
             let _ = ready.send(Ok(()));
+            // Drop the sender now: if another worker dies in its setup,
+            // `Engine::start` sees every sender gone instead of waiting for
+            // ever.
+            drop(ready);
             run(worker)
         }
         Err(e) => {

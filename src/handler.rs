@@ -254,9 +254,10 @@ impl Conn<'_> {
         self.core.closing.is_some()
     }
 
-    /// Bytes queued by the handler and not yet handed to the kernel.
+    /// Bytes queued by the handler and not yet written to the socket (the
+    /// unwritten rest of the send in progress included).
     pub fn queued(&self) -> usize {
-        self.core.out.len()
+        self.core.out.len() + self.core.unsent().len()
     }
 
     /// The peer's address (`getpeername(2)`).

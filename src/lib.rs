@@ -27,12 +27,15 @@
 #![warn(missing_docs)]
 
 pub mod app;
+pub mod bench;
 mod config;
 mod engine;
 mod epoll;
 mod error;
 pub mod handler;
+mod linger;
 mod listener;
+pub mod reference;
 mod stats;
 #[allow(unsafe_code)]
 mod sys;

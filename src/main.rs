@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use ringnet::{app, BackendChoice, BufferMode, Config, Engine, ListenerMode};
@@ -18,6 +19,18 @@ struct Cli {
 enum Cmd {
     /// Serve on an address until Ctrl-C or SIGTERM.
     Serve(ServeArgs),
+    /// Load generator: drive a server and measure it (see `ringnet bench --help`).
+    Bench(BenchArgs),
+    /// The tokio echo server used as the reference in `bench --compare`.
+    #[command(hide = true)]
+    ServeTokio {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:7000")]
+        addr: SocketAddr,
+        /// Pin the runtime thread to this CPU.
+        #[arg(long)]
+        cpu: Option<usize>,
+    },
     /// Report the kernel version and which io_uring features work here.
     Probe {
         /// Print JSON instead of a table.
@@ -57,6 +70,10 @@ struct ServeArgs {
     /// Worker threads (0 = one per CPU).
     #[arg(long, default_value_t = 0)]
     workers: usize,
+    /// Pin workers to these CPUs (comma-separated; worker i gets the i-th,
+    /// cycling).
+    #[arg(long, value_delimiter = ',')]
+    cpus: Vec<usize>,
     /// One SO_REUSEPORT listener per worker instead of one shared listener.
     #[arg(long)]
     reuseport: bool,
@@ -91,6 +108,7 @@ fn serve(a: ServeArgs) -> Result<(), ringnet::Error> {
     let cfg = Config {
         addr: a.addr,
         backend: a.backend,
+        cpus: a.cpus,
         workers: a.workers,
         listener: if a.reuseport {
             ListenerMode::ReusePort
@@ -136,10 +154,96 @@ fn serve(a: ServeArgs) -> Result<(), ringnet::Error> {
     Ok(())
 }
 
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// echo, accept, hold or http.
+    mode: ringnet::bench::Mode,
+    /// Start the servers here (ringnet on io_uring and on epoll, and a tokio
+    /// echo server) and compare them side by side.
+    #[arg(long)]
+    compare: bool,
+    /// The server to drive (not with --compare).
+    #[arg(long, default_value = "127.0.0.1:7000")]
+    addr: SocketAddr,
+    /// Concurrent connections.
+    #[arg(long, default_value_t = 32)]
+    conns: usize,
+    /// Echo message size in bytes.
+    #[arg(long, default_value_t = 64)]
+    size: usize,
+    /// Measured seconds (hold: seconds to hold).
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
+    /// Unmeasured seconds first.
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// The server's pid, for its CPU time per operation and RSS.
+    #[arg(long)]
+    pid: Option<u32>,
+    /// Pin the load to this CPU (with --compare: default 1).
+    #[arg(long)]
+    cpu: Option<usize>,
+    /// With --compare: the CPU the servers are pinned to.
+    #[arg(long, default_value_t = 0)]
+    server_cpu: usize,
+    /// With --compare: alternating runs per contender.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn bench(a: BenchArgs) -> Result<(), String> {
+    let secs = |v: f64, what: &str| {
+        Duration::try_from_secs_f64(v)
+            .map_err(|_| format!("--{what} must be a non-negative number of seconds"))
+    };
+    let mut opts = ringnet::bench::Options::new(a.mode, a.addr);
+    opts.conns = a.conns;
+    opts.size = a.size;
+    opts.duration = secs(a.duration, "duration")?;
+    opts.warmup = secs(a.warmup, "warmup")?;
+    opts.server_pid = a.pid;
+    opts.cpu = a.cpu;
+    if a.compare {
+        let exe =
+            std::env::current_exe().map_err(|e| format!("cannot find the ringnet binary: {e}"))?;
+        let load_cpu = a.cpu.unwrap_or(1);
+        eprintln!(
+            "ringnet bench --compare {}: servers pinned to CPU {}, load to CPU {load_cpu}, {} runs each",
+            a.mode, a.server_cpu, a.runs
+        );
+        let cmp = ringnet::bench::compare::compare(&exe, &opts, a.runs, a.server_cpu, load_cpu)
+            .map_err(|e| e.to_string())?;
+        if a.json {
+            println!("{}", cmp.to_json());
+        } else {
+            print!("{}", cmp.to_table());
+        }
+        return Ok(());
+    }
+    let r = ringnet::bench::run(&opts).map_err(|e| e.to_string())?;
+    if a.json {
+        println!("{}", r.to_json());
+    } else {
+        print!("{}", r.to_table());
+    }
+    if r.errors + r.mismatches > 0 {
+        return Err(format!("{} errors, {} mismatches", r.errors, r.mismatches));
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.cmd {
         Cmd::Serve(a) => serve(a),
+        Cmd::Bench(a) => bench(a).map_err(ringnet::Error::Config),
+        Cmd::ServeTokio { addr, cpu } => ringnet::reference::tokio_echo(addr, cpu, |bound| {
+            println!("ringnet: serving tokio-echo on {bound} (tokio current-thread reference)");
+        })
+        .map_err(ringnet::Error::from),
         Cmd::Probe { json } => {
             let report = ringnet::uring::probe::probe();
             if json {

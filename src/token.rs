@@ -50,6 +50,10 @@ pub enum OpKind {
     AcceptCancel = 8,
     /// The timer that ends a graceful shutdown.
     ShutdownDeadline = 9,
+    /// A `shutdown(SHUT_WR)` starting a connection's lingering close.
+    ShutdownWrite = 10,
+    /// The timer that ends expired lingering closes.
+    LingerTick = 11,
 }
 
 impl OpKind {
@@ -64,6 +68,8 @@ impl OpKind {
             7 => OpKind::AcceptBackoff,
             8 => OpKind::AcceptCancel,
             9 => OpKind::ShutdownDeadline,
+            10 => OpKind::ShutdownWrite,
+            11 => OpKind::LingerTick,
             _ => return None,
         })
     }
@@ -208,7 +214,7 @@ impl fmt::Display for ConnId {
 mod tests {
     use super::*;
 
-    const KINDS: [OpKind; 9] = [
+    const KINDS: [OpKind; 11] = [
         OpKind::Accept,
         OpKind::Recv,
         OpKind::Send,
@@ -218,6 +224,8 @@ mod tests {
         OpKind::AcceptBackoff,
         OpKind::AcceptCancel,
         OpKind::ShutdownDeadline,
+        OpKind::ShutdownWrite,
+        OpKind::LingerTick,
     ];
 
     #[test]
@@ -238,7 +246,7 @@ mod tests {
     fn unknown_kinds_are_rejected() {
         assert_eq!(Token::from_user_data(0), None);
         assert_eq!(Token::from_user_data(0xff << 56), None);
-        assert_eq!(Token::from_user_data(10 << 56), None);
+        assert_eq!(Token::from_user_data(12 << 56), None);
     }
 
     #[test]

@@ -315,6 +315,71 @@ fn bad_config_is_refused(backend: Backend) {
     assert!(err.to_string().contains("buf_count"), "{err}");
 }
 
+/// Sends 8 MiB when a connection opens, then closes it.
+struct BigThenClose(Vec<u8>);
+
+impl ringnet::Handler for BigThenClose {
+    fn on_open(&mut self, conn: &mut ringnet::Conn<'_>) {
+        conn.send(&self.0);
+        conn.close();
+    }
+    fn on_data(&mut self, _conn: &mut ringnet::Conn<'_>, data: &[u8]) -> usize {
+        data.len()
+    }
+}
+
+/// Close after flush must deliver every byte even when the peer has sent
+/// input the handler never read: a plain close() would then reset the
+/// connection and drop what is still in the send buffer. The engine shuts
+/// down the write side and lingers instead.
+fn close_with_unread_input_delivers_everything(backend: Backend) {
+    let big = pattern(77, 8 << 20);
+    let expected = big.clone();
+    let engine = ringnet::Engine::start(config(backend), move |_| BigThenClose(big.clone()))
+        .expect("engine starts");
+    let addr = engine.local_addr();
+    for round in 0..3 {
+        let mut s = connect(addr);
+        // Input the server will never read, sent while it is still sending.
+        s.write_all(b"unread input").expect("write");
+        std::thread::sleep(Duration::from_millis(50));
+        let mut got = Vec::with_capacity(expected.len());
+        s.read_to_end(&mut got)
+            .expect("read everything, then end of stream (no reset)");
+        assert_eq!(
+            got.len(),
+            expected.len(),
+            "round {round}: bytes received before EOF"
+        );
+        assert!(got == expected, "round {round}: bytes differ");
+    }
+    wait_baseline(&engine);
+    engine.shutdown().expect("clean shutdown");
+}
+
+/// A worker whose setup panics makes `Engine::start` fail, not hang.
+fn panicking_worker_setup_fails_start(backend: Backend) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let cfg = Config {
+            workers: 2,
+            ..config(backend)
+        };
+        let res = ringnet::Engine::start(cfg, |i| {
+            if i == 1 {
+                panic!("handler factory fails for worker 1 (expected by this test)");
+            }
+            ringnet::app::echo::Echo
+        });
+        let _ = tx.send(res.err().map(|e| e.to_string()));
+    });
+    let err = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("Engine::start returned instead of hanging")
+        .expect("Engine::start reported an error");
+    println!("start with a panicking worker: {err}");
+}
+
 #[test]
 fn echo_one_uring() {
     echo_one(Backend::Uring);
@@ -422,4 +487,24 @@ fn bad_config_is_refused_epoll() {
 #[test]
 fn per_connection_rings_recycle_uring() {
     per_connection_rings_recycle(Backend::Uring);
+}
+
+#[test]
+fn close_with_unread_input_delivers_everything_uring() {
+    close_with_unread_input_delivers_everything(Backend::Uring);
+}
+
+#[test]
+fn close_with_unread_input_delivers_everything_epoll() {
+    close_with_unread_input_delivers_everything(Backend::Epoll);
+}
+
+#[test]
+fn panicking_worker_setup_fails_start_uring() {
+    panicking_worker_setup_fails_start(Backend::Uring);
+}
+
+#[test]
+fn panicking_worker_setup_fails_start_epoll() {
+    panicking_worker_setup_fails_start(Backend::Epoll);
 }

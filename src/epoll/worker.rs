@@ -37,6 +37,7 @@ use socket2::Socket;
 use crate::config::{Backend, ListenerMode};
 use crate::engine::WorkerCtx;
 use crate::handler::{CloseReason, ConnCore, Handler};
+use crate::linger::Lingering;
 use crate::sys::epoll::{self, Epoll, Event};
 use crate::token::{ConnId, OpKind, Token, GENERATION_MASK};
 
@@ -52,6 +53,11 @@ struct Slot {
     generation: u32,
     /// The epoll interest currently registered.
     interest: u32,
+    /// In its lingering close: write side shut down, input discarded until
+    /// the peer closes or the linger time is up (see `crate::linger`).
+    linger: bool,
+    /// `on_close` was called.
+    notified: bool,
 }
 
 /// Reasons that flush queued output before closing.
@@ -74,6 +80,7 @@ pub(crate) struct Worker<H: Handler> {
     listening: bool,
     backoff_until: Option<Instant>,
     deadline: Option<Instant>,
+    lingering: Lingering,
     stopping: bool,
 }
 
@@ -96,6 +103,7 @@ impl<H: Handler> Worker<H> {
             listening: false,
             backoff_until: None,
             deadline: None,
+            lingering: Lingering::default(),
             stopping: false,
         };
         let wake = Token::worker(OpKind::Wake).to_user_data();
@@ -156,10 +164,14 @@ impl<H: Handler> Worker<H> {
 
     /// Milliseconds until the nearest timer, or -1.
     fn timeout_ms(&self) -> i32 {
-        let next = match (self.backoff_until, self.deadline) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let next = [
+            self.backoff_until,
+            self.deadline,
+            self.lingering.next_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         match next {
             None => -1,
             Some(t) => {
@@ -176,6 +188,20 @@ impl<H: Handler> Worker<H> {
             self.backoff_until = None;
             if !self.stopping {
                 self.listen()?;
+            }
+        }
+        for (key, generation) in self.lingering.expired(now) {
+            let due = self
+                .conns
+                .get(key)
+                .is_some_and(|s| s.generation == generation && s.linger);
+            if due {
+                let reason = self.conns[key]
+                    .core
+                    .closing
+                    .clone()
+                    .unwrap_or(CloseReason::Local);
+                self.teardown(key, reason);
             }
         }
         if self.deadline.is_some_and(|t| t <= now) {
@@ -275,6 +301,8 @@ impl<H: Handler> Worker<H> {
             ),
             generation,
             interest,
+            linger: false,
+            notified: false,
         });
         let st = &self.ctx.stats;
         st.add(&st.accepted, 1);
@@ -306,6 +334,26 @@ impl<H: Handler> Worker<H> {
                 ..
             } = self;
             let slot = &mut conns[key];
+            if slot.linger {
+                // Lingering close: discard input until the peer closes.
+                match (&slot.core.sock).read(buf) {
+                    Ok(0) => {
+                        let reason = slot.core.closing.clone().unwrap_or(CloseReason::Local);
+                        self.teardown(key, reason);
+                        return;
+                    }
+                    Ok(_) => continue,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        self.teardown(
+                            key,
+                            CloseReason::Error(e.raw_os_error().unwrap_or(libc::EIO)),
+                        );
+                        return;
+                    }
+                }
+            }
             if slot.core.closing.is_some() {
                 break;
             }
@@ -376,17 +424,31 @@ impl<H: Handler> Worker<H> {
             }
         }
         let pending = slot.core.send_pending();
-        if !pending {
+        if !pending && !slot.linger {
             if let Some(reason) = slot.core.closing.clone() {
-                if graceful(&reason) {
+                if reason == CloseReason::PeerClosed {
+                    // End of stream was read: nothing unread can make the
+                    // close a reset.
                     self.teardown(key, reason);
                     return;
                 }
+                if graceful(&reason) {
+                    // All output is written: shut down the write side and
+                    // linger, reading and discarding, until the peer closes.
+                    slot.linger = true;
+                    if !slot.notified {
+                        slot.notified = true;
+                        self.handler.on_close(slot.core.id, &reason);
+                    }
+                    let _ = slot.core.sock.shutdown(std::net::Shutdown::Write);
+                    self.lingering
+                        .push(key, slot.generation, Instant::now(), self.ctx.cfg.linger);
+                }
             }
         }
-        // Read while open and not closing; wait for writability while output
-        // is pending.
-        let mut want = if slot.core.closing.is_none() {
+        // Read while open or lingering, not while waiting to close; wait for
+        // writability while output is pending.
+        let mut want = if slot.core.closing.is_none() || slot.linger {
             epoll::IN | epoll::RDHUP
         } else {
             0
@@ -412,7 +474,9 @@ impl<H: Handler> Worker<H> {
             return;
         }
         let slot = self.conns.remove(key);
-        self.handler.on_close(slot.core.id, &reason);
+        if !slot.notified {
+            self.handler.on_close(slot.core.id, &reason);
+        }
         drop(slot); // closing the fd removes it from the epoll set
         let st = &self.ctx.stats;
         st.add(&st.closed, 1);

@@ -120,6 +120,35 @@ pub(crate) fn pin_current_thread(cpu: usize) -> io::Result<()> {
     Ok(())
 }
 
+/// Send SIGTERM to `pid` (a child the caller has not reaped yet).
+pub(crate) fn terminate(pid: libc::pid_t) {
+    // SAFETY: kill(2) has no memory-safety preconditions; the caller owns the
+    // unreaped child, so the pid cannot have been reused.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+}
+
+/// Clock ticks per second, the unit of CPU times in /proc/PID/stat.
+pub(crate) fn clock_ticks() -> u64 {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if n > 0 {
+        n as u64
+    } else {
+        100
+    }
+}
+
+/// The size of a memory page, the unit of /proc/PID/statm.
+pub(crate) fn page_size() -> usize {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if n > 0 {
+        n as usize
+    } else {
+        4096
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

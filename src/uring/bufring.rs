@@ -22,6 +22,18 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use io_uring::types::BufRingEntry;
 use io_uring::IoUring;
 
+/// The kernel's `struct io_uring_buf` (16 bytes); `resv` of descriptor 0 is
+/// the ring's tail.
+#[repr(C)]
+struct RawBuf {
+    addr: u64,
+    len: u32,
+    bid: u16,
+    resv: u16,
+}
+
+const _: () = assert!(std::mem::size_of::<RawBuf>() == std::mem::size_of::<BufRingEntry>());
+
 /// One registered buffer group.
 pub(crate) struct BufRing {
     base: NonNull<u8>,
@@ -48,7 +60,7 @@ impl BufRing {
                 "buffer count must be a power of two ≤ 32768",
             ));
         }
-        let page = page_size();
+        let page = crate::sys::page_size();
         let ring_bytes =
             (usize::from(entries) * std::mem::size_of::<BufRingEntry>()).next_multiple_of(page);
         let map_len = ring_bytes + usize::from(entries) * buf_size as usize;
@@ -121,13 +133,18 @@ impl BufRing {
     fn write_entry(&mut self, bid: u16) {
         let slot = usize::from(self.tail & (self.entries - 1));
         let addr = self.buf_ptr(bid) as u64;
-        // SAFETY: slot < entries, so the descriptor lies in the ring area; the
+        // SAFETY: slot < entries, so the descriptor lies in the ring area. The
         // kernel reads only descriptors between its head and the published
-        // tail, and this one is beyond the published tail.
-        let entry = unsafe { &mut *self.base.as_ptr().cast::<BufRingEntry>().add(slot) };
-        entry.set_addr(addr);
-        entry.set_len(self.buf_size);
-        entry.set_bid(bid);
+        // tail, and this one is beyond the published tail. The fields are
+        // written one by one through raw pointers, never through a reference
+        // to the whole descriptor: descriptor 0's `resv` is the tail that the
+        // kernel reads concurrently, and it is not touched here.
+        unsafe {
+            let entry = self.base.as_ptr().cast::<RawBuf>().add(slot);
+            std::ptr::addr_of_mut!((*entry).addr).write(addr);
+            std::ptr::addr_of_mut!((*entry).len).write(self.buf_size);
+            std::ptr::addr_of_mut!((*entry).bid).write(bid);
+        }
         self.tail = self.tail.wrapping_add(1);
     }
 
@@ -150,15 +167,5 @@ impl Drop for BufRing {
         // SAFETY: `base`/`map_len` are exactly what mmap returned; the owner
         // unregistered the group or tore down the ring first (module docs).
         unsafe { libc::munmap(self.base.as_ptr().cast(), self.map_len) };
-    }
-}
-
-fn page_size() -> usize {
-    // SAFETY: sysconf has no memory-safety preconditions.
-    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    if n > 0 {
-        n as usize
-    } else {
-        4096
     }
 }

@@ -37,6 +37,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Instant;
 
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use slab::Slab;
@@ -46,6 +47,7 @@ use super::groups::{Groups, SHARED};
 use crate::config::{Backend, BufferMode};
 use crate::engine::WorkerCtx;
 use crate::handler::{CloseReason, ConnCore, Handler};
+use crate::linger::Lingering;
 use crate::token::{ConnId, OpKind, Token, GENERATION_MASK};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,7 +67,15 @@ struct Slot {
     recv: Recv,
     /// A send is in flight; the kernel owns the current send's bytes.
     send_busy: bool,
-    /// Teardown has started: `on_close` was called.
+    /// A `shutdown(SHUT_WR)` is in flight on the fd.
+    shut_busy: bool,
+    /// In its lingering close: write side shut down, input discarded until
+    /// the peer closes or the linger time is up (see `crate::linger`).
+    linger: bool,
+    /// `on_close` was called.
+    notified: bool,
+    /// Teardown has started: cancels submitted, the slot is freed once
+    /// nothing is in flight.
     torn: bool,
 }
 
@@ -94,6 +104,12 @@ pub(crate) struct Worker<H: Handler> {
     /// Close operations submitted and not yet completed; the worker does not
     /// exit before they are, or their descriptors would leak.
     closes_in_flight: usize,
+    /// Connections in their lingering close, by deadline.
+    lingering: Lingering,
+    linger_timer_armed: bool,
+    linger_ts: types::Timespec,
+    /// A submit error that is not transient; `run` returns it.
+    fatal: Option<io::Error>,
     /// Connections whose output or close waits for the end of the batch.
     dirty: Vec<usize>,
     /// Connections whose recv must be re-armed after the batch.
@@ -132,6 +148,10 @@ impl<H: Handler> Worker<H> {
             deadline,
             stopping: false,
             closes_in_flight: 0,
+            lingering: Lingering::default(),
+            linger_timer_armed: false,
+            linger_ts: types::Timespec::new(),
+            fatal: None,
             dirty: Vec::new(),
             rearm: Vec::new(),
             cqes: Vec::with_capacity(cq),
@@ -172,6 +192,9 @@ impl<H: Handler> Worker<H> {
             for &(ud, res, flags) in &cqes {
                 self.dispatch(ud, res, flags);
             }
+            if let Some(e) = self.fatal.take() {
+                return Err(e);
+            }
             cqes.clear();
             // Keep whatever `push` set aside during this batch.
             cqes.append(&mut self.cqes);
@@ -182,6 +205,9 @@ impl<H: Handler> Worker<H> {
 
     /// Queue one SQE, submitting first if the SQ is full.
     fn push(&mut self, sqe: squeue::Entry) {
+        if self.fatal.is_some() {
+            return;
+        }
         loop {
             // SAFETY: every SQE the worker builds points only at memory that
             // outlives the operation: send buffers live in their slot, which
@@ -199,8 +225,11 @@ impl<H: Handler> Worker<H> {
                     let cq = self.ring.completion();
                     self.cqes
                         .extend(cq.map(|c| (c.user_data(), c.result(), c.flags())));
-                } else {
-                    std::thread::yield_now();
+                } else if e.raw_os_error() != Some(libc::EINTR) {
+                    // Not transient: stop; `run` returns the error and the
+                    // drop cancels whatever is in flight.
+                    self.fatal = Some(e);
+                    return;
                 }
             }
         }
@@ -239,6 +268,18 @@ impl<H: Handler> Worker<H> {
                 self.arm_accept();
             }
             OpKind::Wake => self.on_wake(flags),
+            OpKind::LingerTick => {
+                self.linger_timer_armed = false;
+                self.linger_expired();
+            }
+            OpKind::ShutdownWrite => {
+                if let Some(slot) = self.conns.get_mut(tok.key()) {
+                    if tok.is_current(slot.generation) {
+                        slot.shut_busy = false;
+                        self.finish_if_idle(tok.key());
+                    }
+                }
+            }
             OpKind::ShutdownDeadline => self.force_close_all(),
             OpKind::Recv | OpKind::Send => {
                 let current = self
@@ -374,6 +415,9 @@ impl<H: Handler> Worker<H> {
             bgid,
             recv: Recv::Idle,
             send_busy: false,
+            shut_busy: false,
+            linger: false,
+            notified: false,
             torn: false,
         });
         let st = &self.ctx.stats;
@@ -406,6 +450,16 @@ impl<H: Handler> Worker<H> {
         let st = Arc::clone(&self.ctx.stats);
         if !more {
             self.conns[key].recv = Recv::Idle;
+        }
+        if res <= 0 {
+            // Some kernels consume a buffer even for an error or end of
+            // stream; give back any buffer a completion names.
+            if let Some(bid) = cqueue::buffer_select(flags) {
+                let bgid = self.conns[key].bgid;
+                if let Some(ring) = self.groups.get_mut(bgid) {
+                    ring.recycle(bid);
+                }
+            }
         }
         if res > 0 {
             let Some(bid) = cqueue::buffer_select(flags) else {
@@ -460,6 +514,10 @@ impl<H: Handler> Worker<H> {
                 }
                 if slot.torn {
                     self.finish_if_idle(key);
+                } else if slot.linger {
+                    // The peer closed its side too: the lingering close is over.
+                    let reason = slot.core.closing.clone().unwrap_or(CloseReason::Local);
+                    self.teardown(key, reason);
                 } else {
                     self.mark_dirty(key);
                 }
@@ -477,7 +535,13 @@ impl<H: Handler> Worker<H> {
             }
             libc::ECANCELED => {
                 self.conns[key].recv = Recv::Done;
-                self.finish_if_idle(key);
+                if self.conns[key].torn {
+                    self.finish_if_idle(key);
+                } else {
+                    // Cancelled by something other than our teardown: the
+                    // connection can no longer receive, so close it.
+                    self.teardown(key, CloseReason::Error(libc::ECANCELED));
+                }
             }
             errno => {
                 self.conns[key].recv = Recv::Done;
@@ -543,11 +607,84 @@ impl<H: Handler> Worker<H> {
             self.submit_send(key);
             return;
         }
+        if slot.linger {
+            return;
+        }
         if let Some(reason) = slot.core.closing.clone() {
             if graceful(&reason) {
+                if slot.recv == Recv::Done {
+                    // End of stream was read: nothing unread can make the
+                    // close a reset.
+                    self.teardown(key, reason);
+                } else {
+                    self.start_linger(key, reason);
+                }
+            }
+        }
+    }
+
+    /// All output is handed over: shut down the write side and keep reading
+    /// (discarding) until the peer closes or the linger time is up.
+    fn start_linger(&mut self, key: usize, reason: CloseReason) {
+        let Worker { conns, handler, .. } = self;
+        let slot = &mut conns[key];
+        slot.linger = true;
+        if !slot.notified {
+            slot.notified = true;
+            handler.on_close(slot.core.id, &reason);
+        }
+        let fd = types::Fd(slot.core.sock.as_raw_fd());
+        let generation = slot.generation;
+        let sqe = opcode::Shutdown::new(fd, libc::SHUT_WR)
+            .build()
+            .user_data(Token::new(OpKind::ShutdownWrite, key as u32, generation).to_user_data());
+        slot.shut_busy = true;
+        if slot.recv == Recv::Idle {
+            // A recv that ended (ENOBUFS, full CQ) while the close was
+            // pending: it drains the input now.
+            self.rearm.push((key, generation));
+        }
+        self.push(sqe);
+        self.lingering
+            .push(key, generation, Instant::now(), self.ctx.cfg.linger);
+        self.arm_linger_timer();
+    }
+
+    fn arm_linger_timer(&mut self) {
+        if self.linger_timer_armed {
+            return;
+        }
+        let Some(deadline) = self.lingering.next_deadline() else {
+            return;
+        };
+        let wait = deadline
+            .saturating_duration_since(Instant::now())
+            .max(std::time::Duration::from_millis(1));
+        self.linger_ts = types::Timespec::from(wait);
+        let sqe = opcode::Timeout::new(&self.linger_ts)
+            .build()
+            .user_data(Token::worker(OpKind::LingerTick).to_user_data());
+        self.push(sqe);
+        self.linger_timer_armed = true;
+    }
+
+    /// Close the connections whose linger time is up.
+    fn linger_expired(&mut self) {
+        for (key, generation) in self.lingering.expired(Instant::now()) {
+            let due = self
+                .conns
+                .get(key)
+                .is_some_and(|s| s.generation == generation && s.linger && !s.torn);
+            if due {
+                let reason = self.conns[key]
+                    .core
+                    .closing
+                    .clone()
+                    .unwrap_or(CloseReason::Local);
                 self.teardown(key, reason);
             }
         }
+        self.arm_linger_timer();
     }
 
     /// Begin closing: tell the handler, cancel what is in flight, and free
@@ -562,8 +699,11 @@ impl<H: Handler> Worker<H> {
         if slot.core.closing.is_none() {
             slot.core.closing = Some(reason.clone());
         }
-        handler.on_close(slot.core.id, &reason);
-        if slot.recv == Recv::Armed || slot.send_busy {
+        if !slot.notified {
+            slot.notified = true;
+            handler.on_close(slot.core.id, &reason);
+        }
+        if slot.recv == Recv::Armed || slot.send_busy || slot.shut_busy {
             let fd = types::Fd(slot.core.sock.as_raw_fd());
             let sqe = opcode::AsyncCancel2::new(types::CancelBuilder::fd(fd).all())
                 .build()
@@ -578,7 +718,7 @@ impl<H: Handler> Worker<H> {
         let Some(slot) = self.conns.get(key) else {
             return;
         };
-        if !slot.torn || slot.recv == Recv::Armed || slot.send_busy {
+        if !slot.torn || slot.recv == Recv::Armed || slot.send_busy || slot.shut_busy {
             return;
         }
         let slot = self.conns.remove(key);
@@ -608,7 +748,7 @@ impl<H: Handler> Worker<H> {
                 s.generation == generation
                     && !s.torn
                     && s.recv == Recv::Idle
-                    && s.core.closing.is_none()
+                    && (s.core.closing.is_none() || s.linger)
             });
             if ok {
                 self.ctx.stats.add(&self.ctx.stats.recv_rearms, 1);
@@ -620,5 +760,22 @@ impl<H: Handler> Worker<H> {
         while let Some(key) = self.dirty.pop() {
             self.flush(key);
         }
+    }
+}
+
+impl<H: Handler> Drop for Worker<H> {
+    /// On a normal exit nothing is in flight. After an error or a panic,
+    /// recvs and sends may be: cancel every request synchronously
+    /// (IORING_REGISTER_SYNC_CANCEL, Linux 6.0) before the slab, and with it
+    /// the send buffers, is freed.
+    fn drop(&mut self) {
+        if self.conns.is_empty() && !self.accept_armed {
+            return;
+        }
+        let timeout = types::Timespec::from(std::time::Duration::from_secs(1));
+        let _ = self
+            .ring
+            .submitter()
+            .register_sync_cancel(Some(timeout), types::CancelBuilder::any());
     }
 }

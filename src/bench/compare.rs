@@ -1,0 +1,388 @@
+//! `ringnet bench --compare`: the same load against ringnet on io_uring, on
+//! epoll, and a tokio echo server, each started here as a child process with
+//! one worker pinned to the server CPU, while the load runs pinned to
+//! another. Contenders take turns, `runs` times, and the table shows the
+//! median of each figure and the ratios io_uring/epoll and io_uring/tokio.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use super::{fmt_duration, run, BenchError, Mode, Options, RunResult};
+
+/// A server taking part in a comparison.
+#[derive(Debug, Clone)]
+pub struct Contender {
+    /// Its column name.
+    pub name: &'static str,
+    args: Vec<String>,
+}
+
+/// The contenders for `mode`: ringnet on io_uring and on epoll, and (except
+/// for http) the tokio reference echo server.
+pub fn contenders(mode: Mode, server_cpu: usize) -> Vec<Contender> {
+    let serve_mode = if mode == Mode::Http { "http" } else { "echo" };
+    let cpu = server_cpu.to_string();
+    let ringnet = |backend: &str| {
+        [
+            "serve",
+            serve_mode,
+            "--addr",
+            "127.0.0.1:0",
+            "--workers",
+            "1",
+            "--cpus",
+            &cpu,
+            "--backend",
+            backend,
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let mut all = vec![
+        Contender {
+            name: "io_uring",
+            args: ringnet("uring"),
+        },
+        Contender {
+            name: "epoll",
+            args: ringnet("epoll"),
+        },
+    ];
+    if mode != Mode::Http {
+        all.push(Contender {
+            name: "tokio",
+            args: ["serve-tokio", "--addr", "127.0.0.1:0", "--cpu", &cpu]
+                .map(String::from)
+                .to_vec(),
+        });
+    }
+    all
+}
+
+/// A running server child; terminated and reaped on drop.
+pub struct ServerProcess {
+    child: Child,
+    /// Where it listens.
+    pub addr: SocketAddr,
+}
+
+impl ServerProcess {
+    /// Start `exe` with the contender's arguments and wait (up to 10 s) for
+    /// its `... on ADDR ...` start-up line.
+    pub fn start(exe: &Path, c: &Contender) -> Result<ServerProcess, BenchError> {
+        let err = |detail: String| BenchError::Server {
+            name: c.name.to_string(),
+            detail,
+        };
+        let mut child = Command::new(exe)
+            .args(&c.args)
+            .env_remove("RINGNET_BACKEND")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| err(format!("cannot start {}: {e}", exe.display())))?;
+        let stdout = child.stdout.take().ok_or_else(|| err("no stdout".into()))?;
+        let stderr = child.stderr.take().ok_or_else(|| err("no stderr".into()))?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        // The server's stderr is kept for the error message if it fails.
+        let (etx, erx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                text.push_str(&line);
+                text.push('\n');
+            }
+            let _ = etx.send(text);
+        });
+        let mut server = ServerProcess {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        };
+        let line = match rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(line) if !line.is_empty() => line,
+            _ => {
+                drop(server);
+                let said = erx.recv_timeout(Duration::from_secs(1)).unwrap_or_default();
+                return Err(err(format!("no start-up line; it said: {}", said.trim())));
+            }
+        };
+        server.addr =
+            parse_addr(&line).ok_or_else(|| err(format!("unexpected start-up line {line:?}")))?;
+        Ok(server)
+    }
+
+    /// The server's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if let Ok(pid) = libc::pid_t::try_from(self.child.id()) {
+            crate::sys::terminate(pid);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The address in `ringnet: serving MODE on ADDR (...)`.
+fn parse_addr(line: &str) -> Option<SocketAddr> {
+    line.split_whitespace()
+        .skip_while(|w| *w != "on")
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// Every run of every contender.
+#[derive(Debug)]
+pub struct Comparison {
+    /// The mode compared.
+    pub mode: Mode,
+    /// Per contender, its runs in order.
+    pub results: Vec<(&'static str, Vec<RunResult>)>,
+}
+
+/// Run `template` (its address, pid and CPU are replaced) against every
+/// contender, `runs` times in turn; servers on `server_cpu`, load on
+/// `load_cpu`. `exe` is the ringnet binary.
+pub fn compare(
+    exe: &Path,
+    template: &Options,
+    runs: usize,
+    server_cpu: usize,
+    load_cpu: usize,
+) -> Result<Comparison, BenchError> {
+    let contenders = contenders(template.mode, server_cpu);
+    let mut results: Vec<(&'static str, Vec<RunResult>)> =
+        contenders.iter().map(|c| (c.name, Vec::new())).collect();
+    for round in 1..=runs.max(1) {
+        for (i, c) in contenders.iter().enumerate() {
+            let server = ServerProcess::start(exe, c)?;
+            let opts = Options {
+                addr: server.addr,
+                server_pid: Some(server.pid()),
+                cpu: Some(load_cpu),
+                progress: false,
+                ..template.clone()
+            };
+            let r = run(&opts)?;
+            eprintln!(
+                "  run {round}/{runs} {:<9} {:>10.0} {}/s  p99 {}  errors {}",
+                c.name,
+                r.ops_per_sec(),
+                template.mode.unit(),
+                fmt_duration(r.latency_at(0.99)),
+                r.errors + r.mismatches
+            );
+            results[i].1.push(r);
+            drop(server);
+        }
+    }
+    Ok(Comparison {
+        mode: template.mode,
+        results,
+    })
+}
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    v.retain(|x| x.is_finite());
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    Some(if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    })
+}
+
+/// One row of the table: a figure's median per contender.
+struct Row {
+    name: String,
+    values: Vec<Option<f64>>,
+    fmt: fn(f64) -> String,
+}
+
+impl Comparison {
+    fn rows(&self) -> Vec<Row> {
+        let pick = |f: &dyn Fn(&RunResult) -> Option<f64>| -> Vec<Option<f64>> {
+            self.results
+                .iter()
+                .map(|(_, runs)| median(runs.iter().filter_map(f).collect()))
+                .collect()
+        };
+        let us = |d: Duration| d.as_secs_f64() * 1e6;
+        let fmt_us = |v: f64| fmt_duration(Duration::from_nanos((v * 1e3) as u64));
+        let mut rows = vec![
+            Row {
+                name: format!("{}/s", self.mode.unit()),
+                values: pick(&|r| Some(r.ops_per_sec())),
+                fmt: |v| format!("{v:.0}"),
+            },
+            Row {
+                name: "p50".into(),
+                values: pick(&|r| Some(us(r.latency_at(0.5)))),
+                fmt: fmt_us,
+            },
+            Row {
+                name: "p99".into(),
+                values: pick(&|r| Some(us(r.latency_at(0.99)))),
+                fmt: fmt_us,
+            },
+            Row {
+                name: "p99.9".into(),
+                values: pick(&|r| Some(us(r.latency_at(0.999)))),
+                fmt: fmt_us,
+            },
+            Row {
+                name: format!("server CPU / {}", self.mode.op()),
+                values: pick(&|r| r.cpu_per_op().map(us)),
+                fmt: fmt_us,
+            },
+            Row {
+                name: "errors (all runs)".into(),
+                values: self
+                    .results
+                    .iter()
+                    .map(|(_, runs)| {
+                        Some(runs.iter().map(|r| (r.errors + r.mismatches) as f64).sum())
+                    })
+                    .collect(),
+                fmt: |v| format!("{v:.0}"),
+            },
+        ];
+        if self.mode == Mode::Hold {
+            rows.push(Row {
+                name: "server RSS / conn (B)".into(),
+                values: pick(&|r| r.rss_per_conn()),
+                fmt: |v| format!("{v:.0}"),
+            });
+            rows.push(Row {
+                name: "server RSS idle (KiB)".into(),
+                values: pick(&|r| r.server_rss_before.map(|b| b as f64 / 1024.0)),
+                fmt: |v| format!("{v:.0}"),
+            });
+        }
+        rows
+    }
+
+    fn ratio(&self, row: &Row, other: &str) -> Option<f64> {
+        let idx = |n: &str| self.results.iter().position(|(name, _)| *name == n);
+        let a = row.values.get(idx("io_uring")?).copied().flatten()?;
+        let b = row.values.get(idx(other)?).copied().flatten()?;
+        (b != 0.0).then(|| a / b)
+    }
+
+    /// Side-by-side medians with the ratios io_uring/epoll and
+    /// io_uring/tokio (value over value: above 1 is better for rates, below 1
+    /// for latency and CPU).
+    pub fn to_table(&self) -> String {
+        let names: Vec<&str> = self.results.iter().map(|(n, _)| *n).collect();
+        let has_tokio = names.contains(&"tokio");
+        let runs = self.results.first().map_or(0, |(_, r)| r.len());
+        let mut out = format!(
+            "{} — median of {runs} alternating runs per contender\n",
+            self.mode
+        );
+        out.push_str(&format!("{:<26}", "figure"));
+        for n in &names {
+            out.push_str(&format!("{n:>14}"));
+        }
+        out.push_str(&format!("{:>16}", "io_uring/epoll"));
+        if has_tokio {
+            out.push_str(&format!("{:>16}", "io_uring/tokio"));
+        }
+        out.push('\n');
+        for row in self.rows() {
+            out.push_str(&format!("{:<26}", row.name));
+            for v in &row.values {
+                out.push_str(&format!("{:>14}", v.map_or("-".into(), row.fmt)));
+            }
+            let r = |o| {
+                self.ratio(&row, o)
+                    .map_or("-".into(), |x| format!("{x:.2}"))
+            };
+            out.push_str(&format!("{:>16}", r("epoll")));
+            if has_tokio {
+                out.push_str(&format!("{:>16}", r("tokio")));
+            }
+            out.push('\n');
+        }
+        out
+    }
+
+    /// Every run of every contender, and the medians.
+    pub fn to_json(&self) -> serde_json::Value {
+        let rows: Vec<serde_json::Value> = self
+            .rows()
+            .iter()
+            .map(|row| {
+                serde_json::json!({
+                    "figure": row.name,
+                    "medians": self.results.iter().zip(&row.values).map(|((n, _), v)| (n.to_string(), serde_json::json!(v))).collect::<serde_json::Map<_, _>>(),
+                    "io_uring_over_epoll": self.ratio(row, "epoll"),
+                    "io_uring_over_tokio": self.ratio(row, "tokio"),
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "mode": self.mode.to_string(),
+            "medians": rows,
+            "runs": self.results.iter().map(|(n, runs)| (n.to_string(), serde_json::json!(runs.iter().map(RunResult::to_json).collect::<Vec<_>>()))).collect::<serde_json::Map<_, _>>(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_up_lines_give_the_address() {
+        assert_eq!(
+            parse_addr("ringnet: serving echo on 127.0.0.1:4567 (io_uring backend, 1 workers)\n"),
+            Some("127.0.0.1:4567".parse().expect("addr"))
+        );
+        assert_eq!(
+            parse_addr("ringnet: serving tokio-echo on [::1]:80\n"),
+            Some("[::1]:80".parse().expect("addr"))
+        );
+        assert_eq!(parse_addr("garbage"), None);
+    }
+
+    #[test]
+    fn medians() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), Some(2.5));
+        assert_eq!(median(vec![]), None);
+    }
+
+    #[test]
+    fn contenders_per_mode() {
+        let names = |m| contenders(m, 0).iter().map(|c| c.name).collect::<Vec<_>>();
+        assert_eq!(names(Mode::Echo), ["io_uring", "epoll", "tokio"]);
+        assert_eq!(names(Mode::Http), ["io_uring", "epoll"]);
+    }
+}

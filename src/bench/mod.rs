@@ -1,0 +1,219 @@
+//! `ringnet bench`: the project's load generator.
+//!
+//! One client thread (optionally pinned to a CPU) drives `conns` connections
+//! through one epoll set — the same instrument for every server it is
+//! pointed at. Every byte that comes back is checked; a mismatch is counted
+//! and shown, never hidden in a rate. Latency goes into an hdrhistogram; when
+//! the server's pid is known, its CPU time (from /proc/PID/stat) gives the
+//! server CPU per operation, and its RSS the memory per connection.
+//!
+//! [`compare`] starts the servers itself — ringnet on io_uring, on epoll, and
+//! a tokio echo server as the reference users know — one pinned worker each,
+//! and runs them alternately.
+
+mod client;
+pub mod compare;
+pub mod procstat;
+mod report;
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+pub use client::pattern;
+pub use report::{fmt_duration, RunResult};
+
+/// What the load generator does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Round trips of `size` bytes on `conns` connections, every byte checked.
+    Echo,
+    /// `conns` concurrent loops of connect, 16-byte exchange, reset.
+    Accept,
+    /// Open `conns` idle connections, hold them, then check each still echoes.
+    Hold,
+    /// Keep-alive `GET /` requests, status and body checked.
+    Http,
+}
+
+impl Mode {
+    /// What one operation is called.
+    pub fn op(self) -> &'static str {
+        match self {
+            Mode::Echo => "round trip",
+            Mode::Accept => "connection",
+            Mode::Hold => "held conn",
+            Mode::Http => "request",
+        }
+    }
+
+    /// What the operation count is called.
+    pub fn unit(self) -> &'static str {
+        match self {
+            Mode::Echo => "round trips",
+            Mode::Accept => "connections",
+            Mode::Hold => "held conns echoing",
+            Mode::Http => "requests",
+        }
+    }
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Mode::Echo => "echo",
+            Mode::Accept => "accept",
+            Mode::Hold => "hold",
+            Mode::Http => "http",
+        })
+    }
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "echo" => Ok(Mode::Echo),
+            "accept" => Ok(Mode::Accept),
+            "hold" => Ok(Mode::Hold),
+            "http" => Ok(Mode::Http),
+            other => Err(format!(
+                "mode must be echo, accept, hold or http, got {other:?}"
+            )),
+        }
+    }
+}
+
+/// One run's parameters.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// What to do.
+    pub mode: Mode,
+    /// The server.
+    pub addr: SocketAddr,
+    /// Concurrent connections.
+    pub conns: usize,
+    /// Echo message size in bytes.
+    pub size: usize,
+    /// Measured period (hold: how long to hold).
+    pub duration: Duration,
+    /// Unmeasured period before it.
+    pub warmup: Duration,
+    /// The server's pid, for its CPU time and RSS.
+    pub server_pid: Option<u32>,
+    /// Pin the client thread to this CPU.
+    pub cpu: Option<usize>,
+    /// Print a progress line every second (on a terminal).
+    pub progress: bool,
+    /// The body every http response must have (`None`: any body).
+    pub http_body: Option<Vec<u8>>,
+}
+
+impl Options {
+    /// Defaults for `mode` against `addr`: 32 connections, 64 bytes, 5 s
+    /// after 1 s of warm-up; progress when stderr is a terminal.
+    pub fn new(mode: Mode, addr: SocketAddr) -> Options {
+        Options {
+            mode,
+            addr,
+            conns: 32,
+            size: 64,
+            duration: Duration::from_secs(5),
+            warmup: Duration::from_secs(1),
+            server_pid: None,
+            cpu: None,
+            progress: std::io::stderr().is_terminal(),
+            http_body: Some(b"Hello, World!".to_vec()),
+        }
+    }
+}
+
+/// Errors of the load generator.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BenchError {
+    /// A socket or epoll call failed outside any one connection.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// The options cannot work.
+    #[error("{0}")]
+    Usage(String),
+    /// A server started for a comparison did not come up.
+    #[error("server {name}: {detail}")]
+    Server {
+        /// The contender.
+        name: String,
+        /// What went wrong.
+        detail: String,
+    },
+}
+
+/// Run the load described by `opts` and measure it.
+pub fn run(opts: &Options) -> Result<RunResult, BenchError> {
+    if opts.conns == 0 {
+        return Err(BenchError::Usage("--conns must be at least 1".into()));
+    }
+    if opts.mode == Mode::Echo && opts.size == 0 {
+        return Err(BenchError::Usage("--size must be at least 1".into()));
+    }
+    if let Some(cpu) = opts.cpu {
+        crate::sys::pin_current_thread(cpu)?;
+    }
+    let sample = || opts.server_pid.and_then(|p| procstat::sample(p).ok());
+    if opts.mode == Mode::Hold {
+        let start = sample();
+        let out = client::run_hold(opts)?;
+        let end = sample();
+        return Ok(RunResult {
+            mode: opts.mode,
+            conns: opts.conns,
+            size: client::SMALL,
+            elapsed: opts.duration,
+            ops: out.tally.ops,
+            errors: out.tally.errors,
+            mismatches: out.tally.mismatches,
+            bytes_verified: out.tally.bytes_verified,
+            latency: out.tally.latency,
+            server_cpu: start.zip(end).map(|(a, b)| b.cpu.saturating_sub(a.cpu)),
+            server_rss_before: out.rss.map(|r| r.0),
+            server_rss_after: out.rss.map(|r| r.1),
+        });
+    }
+    // Server CPU is read when the measured period starts and when it ends.
+    let mut at_start = None;
+    let progress = opts.progress;
+    let mut on_tick = |t: &client::Tally, measured: Duration| {
+        if progress {
+            let secs = measured.as_secs_f64();
+            let rate = if secs > 0.0 { t.ops as f64 / secs } else { 0.0 };
+            eprint!(
+                "\r  {secs:>5.1} s  {rate:>10.0} {}/s  errors {}   ",
+                opts.mode.unit(),
+                t.errors + t.mismatches
+            );
+        }
+    };
+    let (tally, elapsed) = client::run_traffic(opts, &mut || at_start = sample(), &mut on_tick)?;
+    if progress {
+        eprintln!();
+    }
+    let end = sample();
+    Ok(RunResult {
+        mode: opts.mode,
+        conns: opts.conns,
+        size: if opts.mode == Mode::Echo {
+            opts.size
+        } else {
+            client::SMALL
+        },
+        elapsed,
+        ops: tally.ops,
+        errors: tally.errors,
+        mismatches: tally.mismatches,
+        bytes_verified: tally.bytes_verified,
+        latency: tally.latency,
+        server_cpu: at_start.zip(end).map(|(a, b)| b.cpu.saturating_sub(a.cpu)),
+        server_rss_before: at_start.map(|s| s.rss),
+        server_rss_after: end.map(|s| s.rss),
+    })
+}

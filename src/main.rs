@@ -177,6 +177,9 @@ struct BenchArgs {
     /// Unmeasured seconds first.
     #[arg(long, default_value_t = 1.0)]
     warmup: f64,
+    /// Seconds an operation may wait before it counts as an error.
+    #[arg(long, default_value_t = 2.0)]
+    timeout: f64,
     /// The server's pid, for its CPU time per operation and RSS.
     #[arg(long)]
     pid: Option<u32>,
@@ -204,6 +207,7 @@ fn bench(a: BenchArgs) -> Result<(), String> {
     opts.size = a.size;
     opts.duration = secs(a.duration, "duration")?;
     opts.warmup = secs(a.warmup, "warmup")?;
+    opts.op_timeout = secs(a.timeout, "timeout")?;
     opts.server_pid = a.pid;
     opts.cpu = a.cpu;
     if a.compare {

@@ -99,6 +99,15 @@ impl Tally {
     }
 }
 
+/// Why a connection failed: an I/O problem (refused, reset, closed early)
+/// or bytes that differ from what was expected. Each failure is counted
+/// once, as one or the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fail {
+    Io,
+    Mismatch,
+}
+
 /// What a connection should do after an event.
 enum Next {
     Keep,
@@ -168,7 +177,11 @@ impl Driver {
             match self.read(i, c, t) {
                 Ok(Some(next)) => return next,
                 Ok(None) => {}
-                Err(()) => return fail(t),
+                Err(Fail::Io) => return fail(t),
+                Err(Fail::Mismatch) => {
+                    t.mismatches += 1;
+                    return Next::Replace;
+                }
             }
         }
         if self.write(i, c).is_err() {
@@ -203,27 +216,24 @@ impl Driver {
 
     /// Read what is there. `Ok(Some(_))` when an operation finished and the
     /// connection should be replaced, `Err` on failure.
-    fn read(&mut self, i: usize, c: &mut Client, t: &mut Tally) -> Result<Option<Next>, ()> {
+    fn read(&mut self, i: usize, c: &mut Client, t: &mut Tally) -> Result<Option<Next>, Fail> {
         loop {
             let n = match (&c.sock).read(&mut self.scratch) {
-                Ok(0) => return Err(()),
+                Ok(0) => return Err(Fail::Io),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => return Err(()),
+                Err(_) => return Err(Fail::Io),
             };
             if self.mode == Mode::Http {
                 c.rbuf.extend_from_slice(&self.scratch[..n]);
-                match self.http_response(c, t) {
-                    Ok(()) => continue,
-                    Err(()) => return Err(()),
-                }
+                self.http_response(c, t)?;
+                continue;
             }
             let expected = &self.payloads[i];
             let end = c.got + n;
             if end > expected.len() || self.scratch[..n] != expected[c.got..end] {
-                t.mismatches += 1;
-                return Err(());
+                return Err(Fail::Mismatch);
             }
             c.got = end;
             if c.got == expected.len() {
@@ -235,7 +245,7 @@ impl Driver {
                 c.sent = 0;
                 c.got = 0;
                 if self.write(i, c).is_err() {
-                    return Err(());
+                    return Err(Fail::Io);
                 }
             }
         }
@@ -243,21 +253,17 @@ impl Driver {
 
     /// Consume every complete response in `c.rbuf`, sending the next request
     /// after each.
-    fn http_response(&self, c: &mut Client, t: &mut Tally) -> Result<(), ()> {
+    fn http_response(&self, c: &mut Client, t: &mut Tally) -> Result<(), Fail> {
         loop {
             let mut headers = [httparse::EMPTY_HEADER; 32];
             let mut resp = httparse::Response::new(&mut headers);
             let head = match resp.parse(&c.rbuf) {
                 Ok(httparse::Status::Complete(n)) => n,
                 Ok(httparse::Status::Partial) => return Ok(()),
-                Err(_) => {
-                    t.mismatches += 1;
-                    return Err(());
-                }
+                Err(_) => return Err(Fail::Mismatch),
             };
             if resp.code != Some(200) {
-                t.mismatches += 1;
-                return Err(());
+                return Err(Fail::Mismatch);
             }
             let len = resp
                 .headers
@@ -270,14 +276,13 @@ impl Driver {
                         .parse::<usize>()
                         .ok()
                 })
-                .ok_or(())?;
+                .ok_or(Fail::Mismatch)?;
             if c.rbuf.len() < head + len {
                 return Ok(());
             }
             let body = &c.rbuf[head..head + len];
             if self.body.as_deref().is_some_and(|want| want != body) {
-                t.mismatches += 1;
-                return Err(());
+                return Err(Fail::Mismatch);
             }
             t.op(c.started, head + len);
             c.rbuf.drain(..head + len);
@@ -316,19 +321,42 @@ pub(crate) fn run_traffic(
     let end = measure_from + opts.duration;
     let mut measuring = false;
     let mut next_tick = start + Duration::from_secs(1);
+    // Connections whose replacement could not even be started; retried.
+    let mut reconnect: Vec<usize> = Vec::new();
+    let mut retry_at = start;
     loop {
         let now = Instant::now();
         if !measuring && now >= measure_from {
             measuring = true;
+            // Rates and latencies cover the measured period only; errors and
+            // mismatches are never forgotten.
+            let (errors, mismatches) = (tally.errors, tally.mismatches);
             tally = Tally::new();
+            tally.errors = errors;
+            tally.mismatches = mismatches;
             on_measure();
         }
         if now >= end {
             break;
         }
         if now >= next_tick {
+            stalled(&mut clients, &mut reconnect, opts.op_timeout, &mut tally);
             on_tick(&tally, now.saturating_duration_since(measure_from));
             next_tick += Duration::from_secs(1);
+        }
+        if !reconnect.is_empty() && now >= retry_at {
+            for i in std::mem::take(&mut reconnect) {
+                match connect(&ep, opts.addr, i) {
+                    Ok(c) => clients[i] = Some(c),
+                    Err(_) => {
+                        tally.errors += 1;
+                        reconnect.push(i);
+                    }
+                }
+            }
+            // A connect that fails at once (no ports, no descriptors) is not
+            // retried in a tight loop.
+            retry_at = now + Duration::from_millis(10);
         }
         let wait = end
             .min(next_tick)
@@ -351,15 +379,41 @@ pub(crate) fn run_traffic(
                 }
                 // Dropping the socket closes it and leaves the epoll set.
                 clients[i] = None;
-                clients[i] = Some(connect(&ep, opts.addr, i)?);
+                match connect(&ep, opts.addr, i) {
+                    Ok(c) => clients[i] = Some(c),
+                    Err(_) => {
+                        tally.errors += 1;
+                        reconnect.push(i);
+                    }
+                }
             }
         }
     }
+    // An operation still waiting at the end for longer than the timeout is
+    // a failure too (a server that lost the last byte of a reply).
+    stalled(&mut clients, &mut reconnect, opts.op_timeout, &mut tally);
     Ok((
         tally,
         end.saturating_duration_since(measure_from)
             .min(opts.duration),
     ))
+}
+
+/// Count and drop every connection whose current operation (or connect) has
+/// waited longer than `timeout`; they are reconnected later.
+fn stalled(
+    clients: &mut [Option<Client>],
+    reconnect: &mut Vec<usize>,
+    timeout: Duration,
+    t: &mut Tally,
+) {
+    for (i, slot) in clients.iter_mut().enumerate() {
+        if slot.as_ref().is_some_and(|c| c.started.elapsed() > timeout) {
+            t.errors += 1;
+            *slot = None;
+            reconnect.push(i);
+        }
+    }
 }
 
 /// What `run_hold` saw, beyond the tally of check round trips.

@@ -97,8 +97,12 @@ pub struct Options {
     pub size: usize,
     /// Measured period (hold: how long to hold).
     pub duration: Duration,
-    /// Unmeasured period before it.
+    /// Unmeasured period before it (errors and mismatches in it still count).
     pub warmup: Duration,
+    /// An operation (or connect) waiting longer than this is counted as an
+    /// error and its connection replaced, so a server that loses a byte
+    /// cannot hide in a lower rate.
+    pub op_timeout: Duration,
     /// The server's pid, for its CPU time and RSS.
     pub server_pid: Option<u32>,
     /// Pin the client thread to this CPU.
@@ -120,6 +124,7 @@ impl Options {
             size: 64,
             duration: Duration::from_secs(5),
             warmup: Duration::from_secs(1),
+            op_timeout: Duration::from_secs(2),
             server_pid: None,
             cpu: None,
             progress: std::io::stderr().is_terminal(),

@@ -261,6 +261,7 @@ fn bind_listeners(cfg: &Config, n: usize, backend: Backend) -> Result<Vec<Arc<So
     let opts = ListenOpts {
         reuseport,
         backlog: cfg.backlog,
+        nodelay: cfg.nodelay,
     };
     let first = listener::listen(cfg.addr, opts)?;
     let addr = listener::local_addr(&first)?;

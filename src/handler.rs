@@ -270,6 +270,13 @@ impl Conn<'_> {
         sock_addr(self.core.sock.local_addr()?)
     }
 
+    /// The connection's socket, to read or set options (TCP_NODELAY,
+    /// SO_RCVBUF, SO_SNDBUF, ...) with socket2. Do not read, write or close
+    /// it directly: the engine owns its I/O.
+    pub fn socket(&self) -> socket2::SockRef<'_> {
+        socket2::SockRef::from(&self.core.sock)
+    }
+
     /// The backend serving this connection.
     pub fn backend(&self) -> Backend {
         self.core.backend

@@ -92,6 +92,13 @@ struct ServeArgs {
     /// Submission queue entries per ring.
     #[arg(long, default_value_t = Config::default().sq_entries)]
     sq_entries: u32,
+    /// Registered-descriptor table size per ring (0: plain descriptors).
+    #[arg(long, default_value_t = Config::default().fixed_files)]
+    fixed_files: u32,
+    /// Seconds a graceful close waits for the peer after shutting down the
+    /// write side.
+    #[arg(long, default_value_t = Config::default().linger.as_secs_f64())]
+    linger: f64,
     /// Do not use SINGLE_ISSUER + DEFER_TASKRUN (start from COOP_TASKRUN).
     #[arg(long)]
     no_defer_taskrun: bool,
@@ -125,6 +132,13 @@ fn serve(a: ServeArgs) -> Result<(), ringnet::Error> {
         sq_entries: a.sq_entries,
         cq_entries: a.cq_entries,
         defer_taskrun: !a.no_defer_taskrun,
+        fixed_files: a.fixed_files,
+        linger: Duration::try_from_secs_f64(a.linger).map_err(|_| {
+            ringnet::Error::Config(format!(
+                "--linger must be a non-negative number of seconds, got {}",
+                a.linger
+            ))
+        })?,
         ..Config::default()
     };
     // Workers inherit the blocked mask, so the signals reach only sigwait.
@@ -192,6 +206,10 @@ struct BenchArgs {
     /// With --compare: alternating runs per contender.
     #[arg(long, default_value_t = 3)]
     runs: usize,
+    /// With --compare: an extra argument for the io_uring server (repeat
+    /// for several), e.g. --uring-arg=--fixed-files=16384.
+    #[arg(long, allow_hyphen_values = true)]
+    uring_arg: Vec<String>,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -218,8 +236,14 @@ fn bench(a: BenchArgs) -> Result<(), String> {
             "ringnet bench --compare {}: servers pinned to CPU {}, load to CPU {load_cpu}, {} runs each",
             a.mode, a.server_cpu, a.runs
         );
-        let cmp = ringnet::bench::compare::compare(&exe, &opts, a.runs, a.server_cpu, load_cpu)
-            .map_err(|e| e.to_string())?;
+        let cmp = ringnet::bench::compare::compare(
+            &exe,
+            &opts,
+            a.runs,
+            (a.server_cpu, load_cpu),
+            &a.uring_arg,
+        )
+        .map_err(|e| e.to_string())?;
         if a.json {
             println!("{}", cmp.to_json());
         } else {

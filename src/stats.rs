@@ -63,6 +63,8 @@ counters! {
     groups_idle,
     /// Connections that wanted their own ring but got the shared one.
     group_fallbacks,
+    /// Connections installed in the ring's registered-descriptor table.
+    fixed_installs,
 }
 
 impl WorkerStats {

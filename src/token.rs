@@ -54,6 +54,8 @@ pub enum OpKind {
     ShutdownWrite = 10,
     /// The timer that ends expired lingering closes.
     LingerTick = 11,
+    /// A FILES_UPDATE installing or clearing a registered descriptor.
+    FilesUpdate = 12,
 }
 
 impl OpKind {
@@ -70,6 +72,7 @@ impl OpKind {
             9 => OpKind::ShutdownDeadline,
             10 => OpKind::ShutdownWrite,
             11 => OpKind::LingerTick,
+            12 => OpKind::FilesUpdate,
             _ => return None,
         })
     }
@@ -214,7 +217,7 @@ impl fmt::Display for ConnId {
 mod tests {
     use super::*;
 
-    const KINDS: [OpKind; 11] = [
+    const KINDS: [OpKind; 12] = [
         OpKind::Accept,
         OpKind::Recv,
         OpKind::Send,
@@ -226,6 +229,7 @@ mod tests {
         OpKind::ShutdownDeadline,
         OpKind::ShutdownWrite,
         OpKind::LingerTick,
+        OpKind::FilesUpdate,
     ];
 
     #[test]
@@ -246,7 +250,7 @@ mod tests {
     fn unknown_kinds_are_rejected() {
         assert_eq!(Token::from_user_data(0), None);
         assert_eq!(Token::from_user_data(0xff << 56), None);
-        assert_eq!(Token::from_user_data(12 << 56), None);
+        assert_eq!(Token::from_user_data(13 << 56), None);
     }
 
     #[test]

@@ -23,7 +23,7 @@ fn echo_one(backend: Backend) {
 }
 
 /// 200 connections at once, each echoing a random size up to 1 MiB.
-fn echo_many(cfg: Config) {
+fn echo_many(cfg: Config) -> ringnet::Stats {
     let engine = echo_engine(cfg);
     let addr = engine.local_addr();
     let clients: Vec<_> = (0..200u64)
@@ -46,6 +46,7 @@ fn echo_many(cfg: Config) {
         s.enobufs
     );
     engine.shutdown().expect("clean shutdown");
+    s
 }
 
 fn echo_many_one_worker(backend: Backend) {
@@ -64,6 +65,16 @@ fn echo_many_reuseport(backend: Backend) {
     echo_many(Config {
         workers: 2,
         listener: ListenerMode::ReusePort,
+        ..config(backend)
+    });
+}
+
+/// Registered descriptors (io_uring only): every connection installed in the
+/// ring's file table, its recvs and sends by index; slots reused many times.
+fn echo_many_fixed_files(backend: Backend) {
+    echo_many(Config {
+        workers: 2,
+        fixed_files: 64,
         ..config(backend)
     });
 }
@@ -380,6 +391,45 @@ fn panicking_worker_setup_fails_start(backend: Backend) {
     println!("start with a panicking worker: {err}");
 }
 
+/// Greets each connection with one byte: its TCP_NODELAY as read back from
+/// the accepted socket.
+struct ReportNodelay;
+
+impl ringnet::Handler for ReportNodelay {
+    fn on_open(&mut self, conn: &mut ringnet::Conn<'_>) {
+        let on = conn.socket().tcp_nodelay().expect("getsockopt TCP_NODELAY");
+        conn.send(&[u8::from(on)]);
+    }
+    fn on_data(&mut self, _conn: &mut ringnet::Conn<'_>, data: &[u8]) -> usize {
+        data.len()
+    }
+}
+
+/// TCP_NODELAY is on for every accepted stream by default (inherited from
+/// the listener, no setsockopt per connection) and off when configured off.
+fn accepted_streams_have_nodelay(backend: Backend) {
+    for (nodelay, want) in [(true, 1u8), (false, 0u8)] {
+        let engine = ringnet::Engine::start(
+            Config {
+                nodelay,
+                ..config(backend)
+            },
+            |_| ReportNodelay,
+        )
+        .expect("engine starts");
+        for _ in 0..3 {
+            let mut s = connect(engine.local_addr());
+            let mut b = [9u8; 1];
+            s.read_exact(&mut b).expect("greeting");
+            assert_eq!(
+                b[0], want,
+                "TCP_NODELAY read back from an accepted socket (configured {nodelay})"
+            );
+        }
+        engine.shutdown().expect("clean shutdown");
+    }
+}
+
 #[test]
 fn echo_one_uring() {
     echo_one(Backend::Uring);
@@ -507,4 +557,19 @@ fn panicking_worker_setup_fails_start_uring() {
 #[test]
 fn panicking_worker_setup_fails_start_epoll() {
     panicking_worker_setup_fails_start(Backend::Epoll);
+}
+
+#[test]
+fn echo_many_fixed_files_uring() {
+    echo_many_fixed_files(Backend::Uring);
+}
+
+#[test]
+fn accepted_streams_have_nodelay_uring() {
+    accepted_streams_have_nodelay(Backend::Uring);
+}
+
+#[test]
+fn accepted_streams_have_nodelay_epoll() {
+    accepted_streams_have_nodelay(Backend::Epoll);
 }

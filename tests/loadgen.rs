@@ -464,7 +464,7 @@ fn hold_mode_reports_rss_per_connection(backend: Backend) {
         Backend::Uring => "io_uring",
         Backend::Epoll => "epoll",
     };
-    let contender = contenders(Mode::Hold, 0)
+    let contender = contenders(Mode::Hold, 0, &[])
         .into_iter()
         .find(|c| c.name == name)
         .expect("contender");
@@ -528,7 +528,7 @@ fn compare_prints_a_table() {
     };
     let cmp = bounded("compare", Duration::from_secs(60), move || {
         let _one_at_a_time = HEAVY.lock().unwrap_or_else(|e| e.into_inner());
-        compare(exe(), &template, 1, 0, 1)
+        compare(exe(), &template, 1, (0, 1), &[])
     })
     .expect("compare runs");
     let table = cmp.to_table();

@@ -22,8 +22,9 @@ pub struct Contender {
 }
 
 /// The contenders for `mode`: ringnet on io_uring and on epoll, and (except
-/// for http) the tokio reference echo server.
-pub fn contenders(mode: Mode, server_cpu: usize) -> Vec<Contender> {
+/// for http) the tokio reference echo server. `uring_args` are added to the
+/// io_uring contender's command line (to compare its tuning settings).
+pub fn contenders(mode: Mode, server_cpu: usize, uring_args: &[String]) -> Vec<Contender> {
     let serve_mode = if mode == Mode::Http { "http" } else { "echo" };
     let cpu = server_cpu.to_string();
     let ringnet = |backend: &str| {
@@ -42,10 +43,12 @@ pub fn contenders(mode: Mode, server_cpu: usize) -> Vec<Contender> {
         .map(String::from)
         .to_vec()
     };
+    let mut uring = ringnet("uring");
+    uring.extend(uring_args.iter().cloned());
     let mut all = vec![
         Contender {
             name: "io_uring",
-            args: ringnet("uring"),
+            args: uring,
         },
         Contender {
             name: "epoll",
@@ -164,15 +167,16 @@ pub struct Comparison {
 
 /// Run `template` (its address, pid and CPU are replaced) against every
 /// contender, `runs` times in turn; servers on `server_cpu`, load on
-/// `load_cpu`. `exe` is the ringnet binary.
+/// `load_cpu`. `exe` is the ringnet binary; `uring_args` go to the io_uring
+/// contender.
 pub fn compare(
     exe: &Path,
     template: &Options,
     runs: usize,
-    server_cpu: usize,
-    load_cpu: usize,
+    (server_cpu, load_cpu): (usize, usize),
+    uring_args: &[String],
 ) -> Result<Comparison, BenchError> {
-    let contenders = contenders(template.mode, server_cpu);
+    let contenders = contenders(template.mode, server_cpu, uring_args);
     let mut results: Vec<(&'static str, Vec<RunResult>)> =
         contenders.iter().map(|c| (c.name, Vec::new())).collect();
     for round in 1..=runs.max(1) {
@@ -235,12 +239,22 @@ impl Comparison {
         };
         let us = |d: Duration| d.as_secs_f64() * 1e6;
         let fmt_us = |v: f64| fmt_duration(Duration::from_nanos((v * 1e3) as u64));
-        let mut rows = vec![
+        let first = if self.mode == Mode::Hold {
+            // Hold counts connections that still echoed, not a rate.
+            Row {
+                name: self.mode.unit().to_string(),
+                values: pick(&|r| Some(r.ops as f64)),
+                fmt: |v| format!("{v:.0}"),
+            }
+        } else {
             Row {
                 name: format!("{}/s", self.mode.unit()),
                 values: pick(&|r| Some(r.ops_per_sec())),
                 fmt: |v| format!("{v:.0}"),
-            },
+            }
+        };
+        let mut rows = vec![
+            first,
             Row {
                 name: "p50".into(),
                 values: pick(&|r| Some(us(r.latency_at(0.5)))),
@@ -381,7 +395,12 @@ mod tests {
 
     #[test]
     fn contenders_per_mode() {
-        let names = |m| contenders(m, 0).iter().map(|c| c.name).collect::<Vec<_>>();
+        let names = |m| {
+            contenders(m, 0, &[])
+                .iter()
+                .map(|c| c.name)
+                .collect::<Vec<_>>()
+        };
         assert_eq!(names(Mode::Echo), ["io_uring", "epoll", "tokio"]);
         assert_eq!(names(Mode::Http), ["io_uring", "epoll"]);
     }

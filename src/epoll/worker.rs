@@ -280,10 +280,7 @@ impl<H: Handler> Worker<H> {
     }
 
     fn open(&mut self, sock: Socket) {
-        if self.ctx.cfg.nodelay {
-            // Best effort: a socket that refuses it still works.
-            let _ = sock.set_tcp_nodelay(true);
-        }
+        // TCP_NODELAY comes from the listener (see `listener::ListenOpts`).
         let generation = self.next_generation;
         self.next_generation = (self.next_generation + 1) & GENERATION_MASK;
         let entry = self.conns.vacant_entry();

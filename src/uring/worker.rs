@@ -34,7 +34,7 @@
 //!   buffer.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -74,10 +74,19 @@ struct Slot {
     linger: bool,
     /// `on_close` was called.
     notified: bool,
+    /// Registered in the ring's file table at index `key`: operations name
+    /// it as `Fixed(key)`, sparing the kernel a file lookup per operation.
+    fixed: bool,
+    /// The `FILES_UPDATE` installing it is in flight.
+    update_busy: bool,
     /// Teardown has started: cancels submitted, the slot is freed once
     /// nothing is in flight.
     torn: bool,
 }
+
+/// The value a FILES_UPDATE reads to empty a table entry; a static, so it
+/// outlives any operation.
+static CLEAR_FIXED: RawFd = -1;
 
 /// Reasons that flush queued output before closing.
 fn graceful(r: &CloseReason) -> bool {
@@ -108,6 +117,11 @@ pub(crate) struct Worker<H: Handler> {
     lingering: Lingering,
     linger_timer_armed: bool,
     linger_ts: types::Timespec,
+    /// Registered-file table, one entry per slab key below its length (empty
+    /// when `Config::fixed_files` is 0 or the kernel refused the table).
+    /// Its cells are the source of FILES_UPDATE operations: allocated once,
+    /// never moved.
+    fixed_fds: Vec<RawFd>,
     /// A submit error that is not transient; `run` returns it.
     fatal: Option<io::Error>,
     /// Connections whose output or close waits for the end of the batch.
@@ -132,6 +146,18 @@ impl<H: Handler> Worker<H> {
             worker: ctx.index,
             source,
         })?;
+        // A sparse table of direct descriptors (Linux 5.19). If the kernel
+        // refuses it, connections just use plain descriptors.
+        let fixed_fds = if cfg.fixed_files > 0
+            && ring
+                .submitter()
+                .register_files_sparse(cfg.fixed_files)
+                .is_ok()
+        {
+            vec![-1; cfg.fixed_files as usize]
+        } else {
+            Vec::new()
+        };
         let backoff = types::Timespec::from(cfg.accept_backoff);
         let deadline = types::Timespec::from(cfg.shutdown_timeout);
         let cq = cfg.cq_entries as usize;
@@ -151,6 +177,7 @@ impl<H: Handler> Worker<H> {
             lingering: Lingering::default(),
             linger_timer_armed: false,
             linger_ts: types::Timespec::new(),
+            fixed_fds,
             fatal: None,
             dirty: Vec::new(),
             rearm: Vec::new(),
@@ -272,6 +299,17 @@ impl<H: Handler> Worker<H> {
                 self.linger_timer_armed = false;
                 self.linger_expired();
             }
+            OpKind::FilesUpdate => {
+                // Only an install on a live slot matters; a clear's
+                // completion finds its slot gone or reused (stale).
+                let current = self
+                    .conns
+                    .get(tok.key())
+                    .is_some_and(|s| tok.is_current(s.generation) && s.update_busy);
+                if current {
+                    self.on_files_update(tok.key(), res);
+                }
+            }
             OpKind::ShutdownWrite => {
                 if let Some(slot) = self.conns.get_mut(tok.key()) {
                     if tok.is_current(slot.generation) {
@@ -390,10 +428,7 @@ impl<H: Handler> Worker<H> {
     }
 
     fn open(&mut self, sock: Socket) {
-        if self.ctx.cfg.nodelay {
-            // Best effort: a socket that refuses it still works.
-            let _ = sock.set_tcp_nodelay(true);
-        }
+        // TCP_NODELAY comes from the listener (see `listener::ListenOpts`).
         let generation = self.next_generation;
         self.next_generation = (self.next_generation + 1) & GENERATION_MASK;
         let entry = self.conns.vacant_entry();
@@ -418,6 +453,8 @@ impl<H: Handler> Worker<H> {
             shut_busy: false,
             linger: false,
             notified: false,
+            fixed: false,
+            update_busy: false,
             torn: false,
         });
         let st = &self.ctx.stats;
@@ -429,18 +466,47 @@ impl<H: Handler> Worker<H> {
         handler.on_open(&mut crate::handler::Conn {
             core: &mut slot.core,
         });
-        if slot.core.closing.is_none() {
+        if key < self.fixed_fds.len() {
+            // Install the socket at table index `key`; the recv is armed
+            // when that completes (see `on_files_update`).
+            self.fixed_fds[key] = slot.core.sock.as_raw_fd();
+            slot.update_busy = true;
+            let sqe = opcode::FilesUpdate::new(&self.fixed_fds[key], 1)
+                .offset(key as i32)
+                .build()
+                .user_data(Token::new(OpKind::FilesUpdate, key as u32, generation).to_user_data());
+            self.push(sqe);
+        } else if slot.core.closing.is_none() {
             self.arm_recv(key);
         }
         self.mark_dirty(key);
     }
 
+    /// The socket's registration completed (or failed: then it keeps using
+    /// its plain descriptor). Arm the first recv.
+    fn on_files_update(&mut self, key: usize, res: i32) {
+        let slot = &mut self.conns[key];
+        slot.update_busy = false;
+        slot.fixed = res == 1;
+        if slot.fixed {
+            self.ctx.stats.add(&self.ctx.stats.fixed_installs, 1);
+        }
+        if slot.torn {
+            self.finish_if_idle(key);
+        } else if slot.recv == Recv::Idle && (slot.core.closing.is_none() || slot.linger) {
+            self.arm_recv(key);
+        }
+    }
+
     fn arm_recv(&mut self, key: usize) {
         let slot = &mut self.conns[key];
-        let fd = types::Fd(slot.core.sock.as_raw_fd());
-        let sqe = opcode::RecvMulti::new(fd, slot.bgid)
-            .build()
-            .user_data(Token::new(OpKind::Recv, key as u32, slot.generation).to_user_data());
+        let sqe = if slot.fixed {
+            opcode::RecvMulti::new(types::Fixed(key as u32), slot.bgid).build()
+        } else {
+            opcode::RecvMulti::new(types::Fd(slot.core.sock.as_raw_fd()), slot.bgid).build()
+        };
+        let sqe =
+            sqe.user_data(Token::new(OpKind::Recv, key as u32, slot.generation).to_user_data());
         slot.recv = Recv::Armed;
         self.push(sqe);
     }
@@ -553,14 +619,18 @@ impl<H: Handler> Worker<H> {
     fn submit_send(&mut self, key: usize) {
         let slot = &mut self.conns[key];
         let rest = slot.core.unsent();
-        let sqe = opcode::Send::new(
-            types::Fd(slot.core.sock.as_raw_fd()),
-            rest.as_ptr(),
-            rest.len() as u32,
-        )
-        .flags(libc::MSG_NOSIGNAL)
-        .build()
-        .user_data(Token::new(OpKind::Send, key as u32, slot.generation).to_user_data());
+        let (ptr, len) = (rest.as_ptr(), rest.len() as u32);
+        let sqe = if slot.fixed {
+            opcode::Send::new(types::Fixed(key as u32), ptr, len)
+                .flags(libc::MSG_NOSIGNAL)
+                .build()
+        } else {
+            opcode::Send::new(types::Fd(slot.core.sock.as_raw_fd()), ptr, len)
+                .flags(libc::MSG_NOSIGNAL)
+                .build()
+        };
+        let sqe =
+            sqe.user_data(Token::new(OpKind::Send, key as u32, slot.generation).to_user_data());
         slot.send_busy = true;
         self.push(sqe);
     }
@@ -718,10 +788,28 @@ impl<H: Handler> Worker<H> {
         let Some(slot) = self.conns.get(key) else {
             return;
         };
-        if !slot.torn || slot.recv == Recv::Armed || slot.send_busy || slot.shut_busy {
+        if !slot.torn
+            || slot.recv == Recv::Armed
+            || slot.send_busy
+            || slot.shut_busy
+            || slot.update_busy
+        {
             return;
         }
         let slot = self.conns.remove(key);
+        if slot.fixed {
+            // Drop the table's reference too, or the socket would stay open
+            // until the index is reused. Both updates run in submission
+            // order, so a new connection on this key installs after this.
+            self.fixed_fds[key] = -1;
+            let sqe = opcode::FilesUpdate::new(&CLEAR_FIXED, 1)
+                .offset(key as i32)
+                .build()
+                .user_data(
+                    Token::new(OpKind::FilesUpdate, key as u32, slot.generation).to_user_data(),
+                );
+            self.push(sqe);
+        }
         let fd = slot.core.sock.into_raw_fd();
         let sqe = opcode::Close::new(types::Fd(fd))
             .build()

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The measurements behind README's Benchmarks section: `ringnet bench
+# --compare` for echo and accept with the io_uring settings side by side,
+# and hold with 9000 connections. Not part of CI (it takes ~10 minutes and
+# wants an otherwise idle 2-CPU machine). Results go to $OUT (default
+# target/bench-compare/).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${OUT:-target/bench-compare}
+mkdir -p "$out"
+cargo build --release --quiet
+bin=target/release/ringnet
+runs=${RUNS:-3}
+dur=${DURATION:-4}
+
+run() {
+  local name=$1; shift
+  echo "== $name: ringnet bench --compare $*" | tee "$out/$name.txt"
+  "$bin" bench --compare "$@" --runs "$runs" --duration "$dur" >> "$out/$name.txt" 2> "$out/$name.log"
+  cat "$out/$name.txt"
+}
+
+run echo-64                 echo --conns 32 --size 64
+run echo-64-fixed-files     echo --conns 32 --size 64 --uring-arg=--fixed-files=16384
+run echo-64-coop-taskrun    echo --conns 32 --size 64 --uring-arg=--no-defer-taskrun
+run echo-4k                 echo --conns 32 --size 4096
+run echo-16k-8              echo --conns 8 --size 16384
+run echo-16k-8-buf-16k      echo --conns 8 --size 16384 --uring-arg=--buf-size=16384
+run accept                  accept --conns 32
+run accept-fixed-files      accept --conns 32 --uring-arg=--fixed-files=16384
+run accept-coop-taskrun     accept --conns 32 --uring-arg=--no-defer-taskrun
+run hold-9000               hold --conns 9000

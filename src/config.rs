@@ -130,6 +130,14 @@ pub struct Config {
     pub group_pool_max: usize,
     /// Set `TCP_NODELAY` on every accepted stream.
     pub nodelay: bool,
+    /// For an IPv6 address: IPv6 only. Off by default, so `[::]` is
+    /// dual-stack and IPv4 clients arrive as v4-mapped addresses.
+    pub only_v6: bool,
+    /// SO_RCVBUF for the listener and accepted streams (`None`: kernel
+    /// default and autotuning).
+    pub recv_buffer_size: Option<usize>,
+    /// SO_SNDBUF for the listener and accepted streams.
+    pub send_buffer_size: Option<usize>,
     /// Bytes a handler may leave unconsumed on one connection before the
     /// engine closes it with [`crate::CloseReason::InputLimit`].
     pub max_unconsumed: usize,
@@ -163,6 +171,9 @@ impl Default for Config {
             conn_buf_count: 8,
             group_pool_max: 256,
             nodelay: true,
+            only_v6: false,
+            recv_buffer_size: None,
+            send_buffer_size: None,
             max_unconsumed: 16 << 20,
             accept_backoff: Duration::from_millis(100),
             linger: Duration::from_secs(2),

@@ -14,6 +14,7 @@ use std::thread::JoinHandle;
 use socket2::Socket;
 
 use crate::config::{Backend, BackendChoice, Config, ListenerMode};
+use crate::connect::ConnectRequest;
 use crate::error::Error;
 use crate::handler::Handler;
 use crate::listener::{self, ListenOpts};
@@ -28,12 +29,22 @@ pub(crate) struct WorkerCtx {
     pub(crate) stats: Arc<WorkerStats>,
     pub(crate) stop: Arc<AtomicBool>,
     pub(crate) wake: Arc<EventFd>,
+    /// Requests from other threads; the sender writes `wake` after each.
+    pub(crate) commands: mpsc::Receiver<Command>,
+}
+
+/// What another thread can ask of a worker.
+#[derive(Debug)]
+pub(crate) enum Command {
+    /// Make an outbound connection.
+    Connect(ConnectRequest),
 }
 
 struct WorkerHandle {
     join: Option<JoinHandle<std::io::Result<()>>>,
     wake: Arc<EventFd>,
     stats: Arc<WorkerStats>,
+    commands: mpsc::Sender<Command>,
 }
 
 /// A running engine.
@@ -74,6 +85,7 @@ impl Engine {
         for index in 0..n {
             let wake = Arc::new(EventFd::new()?);
             let stats = Arc::new(WorkerStats::default());
+            let (commands_tx, commands) = mpsc::channel();
             let ctx = WorkerCtx {
                 index,
                 cfg: cfg.clone(),
@@ -81,6 +93,7 @@ impl Engine {
                 stats: Arc::clone(&stats),
                 stop: Arc::clone(&stop),
                 wake: Arc::clone(&wake),
+                commands,
             };
             let factory = Arc::clone(&factory);
             let ready = ready_tx.clone();
@@ -91,6 +104,7 @@ impl Engine {
                 join: Some(join),
                 wake,
                 stats,
+                commands: commands_tx,
             });
         }
         drop(ready_tx);
@@ -122,6 +136,33 @@ impl Engine {
     /// The number of workers.
     pub fn workers(&self) -> usize {
         self.workers.len()
+    }
+
+    /// Connect out from worker `worker` (modulo the worker count) to `addrs`,
+    /// tried in order, each attempt for at most `timeout`; the connection is
+    /// served by that worker's handler like an accepted one (`on_open` with
+    /// [`crate::Conn::tag`] `== Some(tag)`), or `on_connect_failed(tag, ..)`
+    /// says why not. Resolve endpoints before calling (e.g. with
+    /// `Endpoint::resolve`); this never blocks on DNS.
+    pub fn connect(
+        &self,
+        worker: usize,
+        addrs: &[SocketAddr],
+        timeout: std::time::Duration,
+        tag: u64,
+    ) -> Result<(), Error> {
+        let w = &self.workers[worker % self.workers.len()];
+        let req = ConnectRequest {
+            addrs: addrs.to_vec(),
+            next: 0,
+            timeout,
+            tag,
+        };
+        w.commands
+            .send(Command::Connect(req))
+            .map_err(|_| Error::Config("the worker has stopped".into()))?;
+        w.wake.notify()?;
+        Ok(())
     }
 
     /// Counters summed over all workers.
@@ -262,6 +303,9 @@ fn bind_listeners(cfg: &Config, n: usize, backend: Backend) -> Result<Vec<Arc<So
         reuseport,
         backlog: cfg.backlog,
         nodelay: cfg.nodelay,
+        only_v6: cfg.only_v6,
+        recv_buffer_size: cfg.recv_buffer_size,
+        send_buffer_size: cfg.send_buffer_size,
     };
     let first = listener::listen(cfg.addr, opts)?;
     let addr = listener::local_addr(&first)?;

@@ -31,6 +31,13 @@
 //!   [`CloseReason::PeerClosed`].
 //! * **Identity.** [`Conn::id`] is stable for the life of the connection and
 //!   not reused by a later connection (see [`ConnId`]).
+//! * **Outbound connections.** [`Conn::connect`] (from any callback) or
+//!   [`Ctx::connect`] (from [`Handler::on_start`]) asks the worker to connect
+//!   out; the attempt never blocks the worker. A connection made this way is
+//!   served by the same handler as accepted ones: `on_open`, `on_data`,
+//!   `on_close`, with [`Conn::tag`] giving back the caller's tag. If every
+//!   address fails, [`Handler::on_connect_failed`] says why (refused,
+//!   unreachable, timed out are distinct).
 
 use std::io;
 use std::net::SocketAddr;
@@ -38,6 +45,7 @@ use std::net::SocketAddr;
 use socket2::Socket;
 
 use crate::config::Backend;
+use crate::connect::{ConnectError, ConnectRequest};
 use crate::token::ConnId;
 
 /// Why a connection closed.
@@ -78,7 +86,20 @@ impl std::fmt::Display for CloseReason {
 
 /// User code that serves connections. See the module docs for the contract.
 pub trait Handler {
-    /// A connection was accepted. May send a greeting or close at once.
+    /// The worker is about to serve; called once, on the worker's thread,
+    /// before any connection. May start outbound connections.
+    fn on_start(&mut self, ctx: &mut Ctx<'_>) {
+        let _ = ctx;
+    }
+
+    /// An outbound connection asked for with `tag` could not be made; `err`
+    /// is the failure of the last address tried.
+    fn on_connect_failed(&mut self, tag: u64, err: &ConnectError) {
+        let _ = (tag, err);
+    }
+
+    /// A connection was accepted, or an outbound one connected. May send a
+    /// greeting or close at once.
     fn on_open(&mut self, conn: &mut Conn<'_>) {
         let _ = conn;
     }
@@ -115,6 +136,8 @@ pub(crate) struct ConnCore {
     /// The handler asked to close (or the peer ended the stream): deliver no
     /// more input, close once `out` is flushed.
     pub(crate) closing: Option<CloseReason>,
+    /// The tag of the outbound request that made this connection.
+    pub(crate) tag: Option<u64>,
 }
 
 /// Buffers larger than this are released rather than kept for reuse once
@@ -134,6 +157,7 @@ impl ConnCore {
             sent: 0,
             dirty: false,
             closing: None,
+            tag: None,
         }
     }
 
@@ -191,6 +215,7 @@ impl ConnCore {
         handler: &mut H,
         data: &[u8],
         limit: usize,
+        requests: &mut Vec<ConnectRequest>,
     ) -> Result<(), CloseReason> {
         if self.closing.is_some() {
             return Ok(());
@@ -198,7 +223,13 @@ impl ConnCore {
         if self.held.is_empty() {
             // Fast path: hand the kernel's buffer over as it is.
             let n = handler
-                .on_data(&mut Conn { core: self }, data)
+                .on_data(
+                    &mut Conn {
+                        core: self,
+                        requests,
+                    },
+                    data,
+                )
                 .min(data.len());
             if n < data.len() {
                 self.held.extend_from_slice(&data[n..]);
@@ -207,7 +238,13 @@ impl ConnCore {
             let mut buf = std::mem::take(&mut self.held);
             buf.extend_from_slice(data);
             let n = handler
-                .on_data(&mut Conn { core: self }, &buf)
+                .on_data(
+                    &mut Conn {
+                        core: self,
+                        requests,
+                    },
+                    &buf,
+                )
                 .min(buf.len());
             buf.drain(..n);
             if buf.is_empty() && buf.capacity() > KEEP_CAPACITY {
@@ -225,12 +262,62 @@ impl ConnCore {
 /// A handle on one connection, lent to the handler during a callback.
 pub struct Conn<'a> {
     pub(crate) core: &'a mut ConnCore,
+    pub(crate) requests: &'a mut Vec<ConnectRequest>,
+}
+
+/// The worker, lent to [`Handler::on_start`].
+pub struct Ctx<'a> {
+    pub(crate) requests: &'a mut Vec<ConnectRequest>,
+    pub(crate) worker: usize,
+}
+
+impl Ctx<'_> {
+    /// Connect out to `addrs` (tried in order, each for at most `timeout`);
+    /// see [`Conn::connect`].
+    pub fn connect(&mut self, addrs: &[SocketAddr], timeout: std::time::Duration, tag: u64) {
+        queue_connect(self.requests, addrs, timeout, tag);
+    }
+
+    /// The index of this worker.
+    pub fn worker(&self) -> usize {
+        self.worker
+    }
+}
+
+fn queue_connect(
+    requests: &mut Vec<ConnectRequest>,
+    addrs: &[SocketAddr],
+    timeout: std::time::Duration,
+    tag: u64,
+) {
+    requests.push(ConnectRequest {
+        addrs: addrs.to_vec(),
+        next: 0,
+        timeout,
+        tag,
+    });
 }
 
 impl Conn<'_> {
     /// The connection's stable id.
     pub fn id(&self) -> ConnId {
         self.core.id
+    }
+
+    /// For a connection this worker made with [`Conn::connect`] or
+    /// [`Ctx::connect`], the tag given then; `None` for accepted ones.
+    pub fn tag(&self) -> Option<u64> {
+        self.core.tag
+    }
+
+    /// Connect out to `addrs`, tried in order, each attempt for at most
+    /// `timeout`. Returns at once; the new connection arrives in `on_open`
+    /// with [`Conn::tag`] `== Some(tag)`, or the failure in
+    /// `on_connect_failed(tag, ..)`. Addresses are not resolved here (the
+    /// worker never blocks on DNS): resolve endpoints first, e.g. with
+    /// `Endpoint::resolve`.
+    pub fn connect(&mut self, addrs: &[SocketAddr], timeout: std::time::Duration, tag: u64) {
+        queue_connect(self.requests, addrs, timeout, tag);
     }
 
     /// Queue bytes to send, in order after everything queued before. Ignored
@@ -317,7 +404,8 @@ mod tests {
             let mut c = core();
             let mut h = Frames(Vec::new());
             for chunk in stream.chunks(split) {
-                c.deliver(&mut h, chunk, 1024).expect("under limit");
+                c.deliver(&mut h, chunk, 1024, &mut Vec::new())
+                    .expect("under limit");
             }
             let got: Vec<u8> = h.0.concat();
             assert_eq!(got, stream, "split {split}");
@@ -334,9 +422,10 @@ mod tests {
             }
         }
         let mut c = core();
-        c.deliver(&mut Never, &[0; 8], 10).expect("8 <= 10");
+        c.deliver(&mut Never, &[0; 8], 10, &mut Vec::new())
+            .expect("8 <= 10");
         assert_eq!(
-            c.deliver(&mut Never, &[0; 8], 10),
+            c.deliver(&mut Never, &[0; 8], 10, &mut Vec::new()),
             Err(CloseReason::InputLimit { limit: 10 })
         );
     }
@@ -351,13 +440,23 @@ mod tests {
             }
         }
         let mut c = core();
-        c.deliver(&mut Greedy, b"abc", 10).expect("ok");
+        c.deliver(&mut Greedy, b"abc", 10, &mut Vec::new())
+            .expect("ok");
         assert_eq!(c.out, b"abc");
         assert!(c.held.is_empty());
-        Conn { core: &mut c }.close();
-        c.deliver(&mut Greedy, b"def", 10).expect("ok");
+        Conn {
+            core: &mut c,
+            requests: &mut Vec::new(),
+        }
+        .close();
+        c.deliver(&mut Greedy, b"def", 10, &mut Vec::new())
+            .expect("ok");
         assert_eq!(c.out, b"abc", "no delivery after close");
-        Conn { core: &mut c }.send(b"x");
+        Conn {
+            core: &mut c,
+            requests: &mut Vec::new(),
+        }
+        .send(b"x");
         assert_eq!(c.out, b"abc", "send after close is ignored");
     }
 }

@@ -29,12 +29,13 @@
 pub mod app;
 pub mod bench;
 mod config;
+pub mod connect;
 mod engine;
 mod epoll;
 mod error;
 pub mod handler;
 mod linger;
-mod listener;
+pub mod listener;
 pub mod reference;
 mod stats;
 #[allow(unsafe_code)]
@@ -44,9 +45,11 @@ pub mod token;
 pub mod uring;
 
 pub use config::{Backend, BackendChoice, BufferMode, Config, ListenerMode};
+pub use connect::ConnectError;
 pub use engine::Engine;
 pub use error::Error;
-pub use handler::{CloseReason, Conn, Handler};
+pub use handler::{CloseReason, Conn, Ctx, Handler};
+pub use listener::ListenOptions;
 pub use stats::Stats;
 pub use token::ConnId;
 

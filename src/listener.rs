@@ -1,8 +1,12 @@
 //! Listening sockets, made with socket2.
 //!
 //! `SO_REUSEADDR` is set before every bind so a restarted server does not wait
-//! out TIME_WAIT; `SO_REUSEPORT` on request; a port that is taken is reported
-//! as [`Error::AddressInUse`], distinct from other bind failures.
+//! out TIME_WAIT; `SO_REUSEPORT` on request; an IPv6 wildcard (`::`) listens
+//! dual-stack (IPV6_V6ONLY off) unless asked otherwise; a port that is taken
+//! is reported as [`Error::AddressInUse`], distinct from other bind failures.
+//! TCP_NODELAY, SO_RCVBUF and SO_SNDBUF are set on the listener, and Linux
+//! copies them into every accepted socket, so no per-connection setsockopt is
+//! needed.
 
 use std::io;
 use std::net::SocketAddr;
@@ -11,15 +15,40 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::error::Error;
 
-/// Options for one listening socket.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct ListenOpts {
-    pub(crate) reuseport: bool,
-    pub(crate) backlog: i32,
-    /// TCP_NODELAY on the listener: Linux copies it into every accepted
-    /// socket, which saves a setsockopt per connection.
-    pub(crate) nodelay: bool,
+/// Options of a listening socket (and, through inheritance, of the streams
+/// it accepts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenOptions {
+    /// Also set SO_REUSEPORT, so several sockets can listen on the port.
+    pub reuseport: bool,
+    /// `listen(2)` backlog (the kernel caps it at `net.core.somaxconn`).
+    pub backlog: i32,
+    /// TCP_NODELAY on accepted streams.
+    pub nodelay: bool,
+    /// For an IPv6 address: accept IPv6 only (IPV6_V6ONLY). Off by default,
+    /// so `[::]` also accepts IPv4 clients as v4-mapped addresses.
+    pub only_v6: bool,
+    /// SO_RCVBUF for the listener and accepted streams (`None`: the
+    /// kernel's default and autotuning).
+    pub recv_buffer_size: Option<usize>,
+    /// SO_SNDBUF for the listener and accepted streams.
+    pub send_buffer_size: Option<usize>,
 }
+
+impl Default for ListenOptions {
+    fn default() -> Self {
+        ListenOptions {
+            reuseport: false,
+            backlog: 1024,
+            nodelay: true,
+            only_v6: false,
+            recv_buffer_size: None,
+            send_buffer_size: None,
+        }
+    }
+}
+
+pub(crate) type ListenOpts = ListenOptions;
 
 /// Create, configure, bind and listen. The socket is left blocking: io_uring
 /// waits on it by polling, and a blocking socket never hands an operation
@@ -45,6 +74,15 @@ pub(crate) fn listen(addr: SocketAddr, opts: ListenOpts) -> Result<Socket, Error
     if opts.nodelay {
         sock.set_tcp_nodelay(true).map_err(bind_err)?;
     }
+    if addr.is_ipv6() {
+        sock.set_only_v6(opts.only_v6).map_err(bind_err)?;
+    }
+    if let Some(n) = opts.recv_buffer_size {
+        sock.set_recv_buffer_size(n).map_err(bind_err)?;
+    }
+    if let Some(n) = opts.send_buffer_size {
+        sock.set_send_buffer_size(n).map_err(bind_err)?;
+    }
     sock.bind(&addr.into()).map_err(bind_err)?;
     sock.listen(opts.backlog).map_err(bind_err)?;
     Ok(sock)
@@ -64,9 +102,8 @@ mod tests {
     #[test]
     fn port_zero_reports_the_real_port_and_a_taken_port_is_address_in_use() {
         let opts = ListenOpts {
-            reuseport: false,
             backlog: 16,
-            nodelay: true,
+            ..ListenOpts::default()
         };
         let a = listen("127.0.0.1:0".parse().expect("addr"), opts).expect("bind");
         let addr = local_addr(&a).expect("local addr");
@@ -82,7 +119,7 @@ mod tests {
         let opts = ListenOpts {
             reuseport: true,
             backlog: 16,
-            nodelay: true,
+            ..ListenOpts::default()
         };
         let a = listen("127.0.0.1:0".parse().expect("addr"), opts).expect("bind");
         let addr = local_addr(&a).expect("local addr");

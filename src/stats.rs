@@ -35,6 +35,10 @@ macro_rules! counters {
 counters! {
     /// Connections accepted.
     accepted,
+    /// Outbound connections made.
+    connected,
+    /// Outbound connection requests that failed (every address tried).
+    connect_failures,
     /// Connections fully closed (descriptor released, slot freed).
     closed,
     /// Connections open now (slots in the slab).

@@ -56,6 +56,10 @@ pub enum OpKind {
     LingerTick = 11,
     /// A FILES_UPDATE installing or clearing a registered descriptor.
     FilesUpdate = 12,
+    /// An outbound connect (its key is in the worker's pending slab).
+    Connect = 13,
+    /// The timeout linked to an outbound connect.
+    ConnectTimeout = 14,
 }
 
 impl OpKind {
@@ -73,6 +77,8 @@ impl OpKind {
             10 => OpKind::ShutdownWrite,
             11 => OpKind::LingerTick,
             12 => OpKind::FilesUpdate,
+            13 => OpKind::Connect,
+            14 => OpKind::ConnectTimeout,
             _ => return None,
         })
     }
@@ -217,7 +223,7 @@ impl fmt::Display for ConnId {
 mod tests {
     use super::*;
 
-    const KINDS: [OpKind; 12] = [
+    const KINDS: [OpKind; 14] = [
         OpKind::Accept,
         OpKind::Recv,
         OpKind::Send,
@@ -230,6 +236,8 @@ mod tests {
         OpKind::ShutdownWrite,
         OpKind::LingerTick,
         OpKind::FilesUpdate,
+        OpKind::Connect,
+        OpKind::ConnectTimeout,
     ];
 
     #[test]
@@ -250,7 +258,7 @@ mod tests {
     fn unknown_kinds_are_rejected() {
         assert_eq!(Token::from_user_data(0), None);
         assert_eq!(Token::from_user_data(0xff << 56), None);
-        assert_eq!(Token::from_user_data(13 << 56), None);
+        assert_eq!(Token::from_user_data(15 << 56), None);
     }
 
     #[test]

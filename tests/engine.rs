@@ -391,14 +391,20 @@ fn panicking_worker_setup_fails_start(backend: Backend) {
     println!("start with a panicking worker: {err}");
 }
 
-/// Greets each connection with one byte: its TCP_NODELAY as read back from
-/// the accepted socket.
-struct ReportNodelay;
+/// Greets each connection with what it reads back from the accepted socket:
+/// TCP_NODELAY (1 byte), SO_RCVBUF and SO_SNDBUF (8 bytes each, LE).
+struct ReportOptions;
 
-impl ringnet::Handler for ReportNodelay {
+impl ringnet::Handler for ReportOptions {
     fn on_open(&mut self, conn: &mut ringnet::Conn<'_>) {
-        let on = conn.socket().tcp_nodelay().expect("getsockopt TCP_NODELAY");
-        conn.send(&[u8::from(on)]);
+        let sock = conn.socket();
+        let on = sock.tcp_nodelay().expect("getsockopt TCP_NODELAY");
+        let rcv = sock.recv_buffer_size().expect("getsockopt SO_RCVBUF") as u64;
+        let snd = sock.send_buffer_size().expect("getsockopt SO_SNDBUF") as u64;
+        let mut msg = vec![u8::from(on)];
+        msg.extend_from_slice(&rcv.to_le_bytes());
+        msg.extend_from_slice(&snd.to_le_bytes());
+        conn.send(&msg);
     }
     fn on_data(&mut self, _conn: &mut ringnet::Conn<'_>, data: &[u8]) -> usize {
         data.len()
@@ -406,28 +412,104 @@ impl ringnet::Handler for ReportNodelay {
 }
 
 /// TCP_NODELAY is on for every accepted stream by default (inherited from
-/// the listener, no setsockopt per connection) and off when configured off.
-fn accepted_streams_have_nodelay(backend: Backend) {
-    for (nodelay, want) in [(true, 1u8), (false, 0u8)] {
-        let engine = ringnet::Engine::start(
-            Config {
-                nodelay,
-                ..config(backend)
-            },
-            |_| ReportNodelay,
-        )
-        .expect("engine starts");
+/// the listener, no setsockopt per connection) and off when configured off;
+/// SO_RCVBUF/SO_SNDBUF set in the configuration reach accepted streams.
+fn accepted_streams_have_the_configured_options(backend: Backend) {
+    let cases = [(true, None), (false, Some(256 * 1024))];
+    for (nodelay, buf) in cases {
+        let cfg = Config {
+            nodelay,
+            recv_buffer_size: buf,
+            send_buffer_size: buf,
+            ..config(backend)
+        };
+        let engine = ringnet::Engine::start(cfg, |_| ReportOptions).expect("engine starts");
         for _ in 0..3 {
             let mut s = connect(engine.local_addr());
-            let mut b = [9u8; 1];
+            let mut b = [0u8; 17];
             s.read_exact(&mut b).expect("greeting");
+            let rcv = u64::from_le_bytes(b[1..9].try_into().expect("8 bytes"));
+            let snd = u64::from_le_bytes(b[9..17].try_into().expect("8 bytes"));
             assert_eq!(
-                b[0], want,
-                "TCP_NODELAY read back from an accepted socket (configured {nodelay})"
+                b[0],
+                u8::from(nodelay),
+                "TCP_NODELAY on an accepted socket (configured {nodelay})"
             );
+            if let Some(n) = buf {
+                // Linux doubles the value it is given, for bookkeeping.
+                assert!(
+                    rcv >= n as u64 && snd >= n as u64,
+                    "SO_RCVBUF {rcv} / SO_SNDBUF {snd} below {n}"
+                );
+            }
+            println!("{backend}: nodelay {nodelay}, SO_RCVBUF {rcv}, SO_SNDBUF {snd} (configured {buf:?})");
         }
         engine.shutdown().expect("clean shutdown");
     }
+}
+
+/// Greets each connection with its peer address as text.
+struct SayPeer;
+
+impl ringnet::Handler for SayPeer {
+    fn on_open(&mut self, conn: &mut ringnet::Conn<'_>) {
+        let peer = conn
+            .peer_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|e| e.to_string());
+        conn.send(format!("{peer}\n").as_bytes());
+    }
+    fn on_data(&mut self, _conn: &mut ringnet::Conn<'_>, data: &[u8]) -> usize {
+        data.len()
+    }
+}
+
+/// Listening on `[::]` is dual-stack by default: an IPv4 client arrives as a
+/// v4-mapped address; with `only_v6` it is refused.
+fn dual_stack_accepts_ipv4_on_the_v6_wildcard(backend: Backend) {
+    let v6: std::net::SocketAddr = "[::]:0".parse().expect("addr");
+    let engine = match ringnet::Engine::start(
+        Config {
+            addr: v6,
+            ..config(backend)
+        },
+        |_| SayPeer,
+    ) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("skipping dual-stack test: cannot listen on [::] here: {e}");
+            return;
+        }
+    };
+    let port = engine.local_addr().port();
+    let mut s = connect(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(&mut s), &mut line).expect("greeting");
+    println!(
+        "{backend}: IPv4 client on [::]:{port} seen as {}",
+        line.trim()
+    );
+    assert!(
+        line.starts_with("[::ffff:127.0.0.1]:"),
+        "v4-mapped peer address, got {line:?}"
+    );
+    engine.shutdown().expect("clean shutdown");
+
+    let only = ringnet::Engine::start(
+        Config {
+            addr: v6,
+            only_v6: true,
+            ..config(backend)
+        },
+        |_| SayPeer,
+    )
+    .expect("v6-only engine");
+    let port = only.local_addr().port();
+    assert!(
+        std::net::TcpStream::connect(std::net::SocketAddr::from(([127, 0, 0, 1], port))).is_err(),
+        "an IPv6-only listener refuses IPv4 clients"
+    );
+    only.shutdown().expect("clean shutdown");
 }
 
 #[test]
@@ -565,11 +647,21 @@ fn echo_many_fixed_files_uring() {
 }
 
 #[test]
-fn accepted_streams_have_nodelay_uring() {
-    accepted_streams_have_nodelay(Backend::Uring);
+fn accepted_streams_have_the_configured_options_uring() {
+    accepted_streams_have_the_configured_options(Backend::Uring);
 }
 
 #[test]
-fn accepted_streams_have_nodelay_epoll() {
-    accepted_streams_have_nodelay(Backend::Epoll);
+fn accepted_streams_have_the_configured_options_epoll() {
+    accepted_streams_have_the_configured_options(Backend::Epoll);
+}
+
+#[test]
+fn dual_stack_accepts_ipv4_on_the_v6_wildcard_uring() {
+    dual_stack_accepts_ipv4_on_the_v6_wildcard(Backend::Uring);
+}
+
+#[test]
+fn dual_stack_accepts_ipv4_on_the_v6_wildcard_epoll() {
+    dual_stack_accepts_ipv4_on_the_v6_wildcard(Backend::Epoll);
 }

@@ -35,7 +35,8 @@ use slab::Slab;
 use socket2::Socket;
 
 use crate::config::{Backend, ListenerMode};
-use crate::engine::WorkerCtx;
+use crate::connect::{socket_for, ConnectError, ConnectRequest};
+use crate::engine::{Command, WorkerCtx};
 use crate::handler::{CloseReason, ConnCore, Handler};
 use crate::linger::Lingering;
 use crate::sys::epoll::{self, Epoll, Event};
@@ -47,6 +48,14 @@ pub(crate) const ACCEPT_BATCH: usize = 64;
 pub(crate) const READS_PER_EVENT: usize = 32;
 /// Events taken per `epoll_wait`.
 const MAX_EVENTS: usize = 1024;
+
+/// An outbound connect in flight: a non-blocking connect waiting for
+/// EPOLLOUT, with its deadline in `Worker::connect_deadlines`.
+struct Pending {
+    sock: Socket,
+    req: ConnectRequest,
+    generation: u32,
+}
 
 struct Slot {
     core: ConnCore,
@@ -81,6 +90,11 @@ pub(crate) struct Worker<H: Handler> {
     backoff_until: Option<Instant>,
     deadline: Option<Instant>,
     lingering: Lingering,
+    /// Outbound connections asked for by handler callbacks or the engine.
+    requests: Vec<ConnectRequest>,
+    /// Outbound attempts in flight, and their deadlines (earliest first).
+    pending: Slab<Pending>,
+    connect_deadlines: std::collections::BinaryHeap<std::cmp::Reverse<(Instant, usize, u32)>>,
     stopping: bool,
 }
 
@@ -104,6 +118,9 @@ impl<H: Handler> Worker<H> {
             backoff_until: None,
             deadline: None,
             lingering: Lingering::default(),
+            requests: Vec::new(),
+            pending: Slab::new(),
+            connect_deadlines: std::collections::BinaryHeap::new(),
             stopping: false,
         };
         let wake = Token::worker(OpKind::Wake).to_user_data();
@@ -143,8 +160,13 @@ impl<H: Handler> Worker<H> {
     /// Run until shutdown is requested and every connection has closed.
     pub(crate) fn run(mut self) -> io::Result<()> {
         let mut events = std::mem::take(&mut self.events);
+        self.handler.on_start(&mut crate::handler::Ctx {
+            requests: &mut self.requests,
+            worker: self.ctx.index,
+        });
+        self.start_connects();
         loop {
-            if self.stopping && self.conns.is_empty() {
+            if self.stopping && self.conns.is_empty() && self.pending.is_empty() {
                 return Ok(());
             }
             match self.ep.wait(&mut events, self.timeout_ms()) {
@@ -159,6 +181,7 @@ impl<H: Handler> Worker<H> {
             while let Some(key) = self.dirty.pop() {
                 self.flush(key);
             }
+            self.start_connects();
         }
     }
 
@@ -168,6 +191,7 @@ impl<H: Handler> Worker<H> {
             self.backoff_until,
             self.deadline,
             self.lingering.next_deadline(),
+            self.connect_deadlines.peek().map(|r| r.0 .0),
         ]
         .into_iter()
         .flatten()
@@ -204,6 +228,20 @@ impl<H: Handler> Worker<H> {
                 self.teardown(key, reason);
             }
         }
+        while let Some(&std::cmp::Reverse((t, key, generation))) = self.connect_deadlines.peek() {
+            if t > now {
+                break;
+            }
+            self.connect_deadlines.pop();
+            if self
+                .pending
+                .get(key)
+                .is_some_and(|p| p.generation == generation)
+            {
+                let p = self.pending.remove(key);
+                self.attempt_failed(p.req, ConnectError::TimedOut);
+            }
+        }
         if self.deadline.is_some_and(|t| t <= now) {
             self.deadline = None;
             let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
@@ -221,6 +259,7 @@ impl<H: Handler> Worker<H> {
         match tok.kind() {
             OpKind::Accept => self.accept_batch(),
             OpKind::Wake => self.on_wake(),
+            OpKind::Connect => self.on_connect_ready(tok),
             OpKind::Recv => {
                 let current = self
                     .conns
@@ -238,6 +277,11 @@ impl<H: Handler> Worker<H> {
 
     fn on_wake(&mut self) {
         self.ctx.wake.drain();
+        while let Ok(cmd) = self.ctx.commands.try_recv() {
+            match cmd {
+                Command::Connect(req) => self.requests.push(req),
+            }
+        }
         // Acquire pairs with the Release store in `Engine::shutdown`.
         if self.ctx.stop.load(Ordering::Acquire) && !self.stopping {
             self.stopping = true;
@@ -252,7 +296,93 @@ impl<H: Handler> Worker<H> {
                 }
                 self.mark_dirty(key);
             }
+            let keys: Vec<usize> = self.pending.iter().map(|(k, _)| k).collect();
+            for key in keys {
+                let p = self.pending.remove(key);
+                self.attempt_failed(p.req, ConnectError::Shutdown);
+            }
         }
+    }
+
+    /// Start every queued outbound request.
+    fn start_connects(&mut self) {
+        for req in std::mem::take(&mut self.requests) {
+            self.start_connect(req);
+        }
+    }
+
+    /// A non-blocking connect to `req`'s current address.
+    fn start_connect(&mut self, req: ConnectRequest) {
+        if self.stopping {
+            return self.attempt_failed(req, ConnectError::Shutdown);
+        }
+        let Some(addr) = req.addr() else {
+            return self.attempt_failed(req, ConnectError::Os(libc::EDESTADDRREQ));
+        };
+        let sock = match socket_for(addr, &self.ctx.cfg, true) {
+            Ok(s) => s,
+            Err(e) => {
+                return self
+                    .attempt_failed(req, ConnectError::Os(e.raw_os_error().unwrap_or(libc::EIO)))
+            }
+        };
+        if let Err(e) = sock.connect(&addr.into()) {
+            if e.raw_os_error() != Some(libc::EINPROGRESS) {
+                return self.attempt_failed(
+                    req,
+                    ConnectError::from_errno(e.raw_os_error().unwrap_or(libc::EIO)),
+                );
+            }
+        }
+        // Connected at once or in progress: EPOLLOUT says which way it went.
+        let generation = self.next_generation;
+        self.next_generation = (self.next_generation + 1) & GENERATION_MASK;
+        let entry = self.pending.vacant_entry();
+        let key = entry.key();
+        let data = Token::new(OpKind::Connect, key as u32, generation).to_user_data();
+        if let Err(e) = self.ep.add(sock.as_raw_fd(), epoll::OUT, data) {
+            return self
+                .attempt_failed(req, ConnectError::Os(e.raw_os_error().unwrap_or(libc::EIO)));
+        }
+        let deadline = Instant::now() + req.timeout;
+        entry.insert(Pending {
+            sock,
+            req,
+            generation,
+        });
+        self.connect_deadlines
+            .push(std::cmp::Reverse((deadline, key, generation)));
+    }
+
+    fn on_connect_ready(&mut self, tok: Token) {
+        if !self
+            .pending
+            .get(tok.key())
+            .is_some_and(|p| tok.is_current(p.generation))
+        {
+            return;
+        }
+        let Pending { sock, req, .. } = self.pending.remove(tok.key());
+        match sock.take_error() {
+            Ok(None) => {
+                self.ctx.stats.add(&self.ctx.stats.connected, 1);
+                self.open(sock, Some(req.tag), true);
+            }
+            Ok(Some(e)) | Err(e) => {
+                let errno = e.raw_os_error().unwrap_or(libc::EIO);
+                drop(sock); // leaves the epoll set
+                self.attempt_failed(req, ConnectError::from_errno(errno));
+            }
+        }
+    }
+
+    /// An attempt failed: try the next address, or report the failure.
+    fn attempt_failed(&mut self, mut req: ConnectRequest, err: ConnectError) {
+        if err != ConnectError::Shutdown && !self.stopping && req.advance() {
+            return self.start_connect(req);
+        }
+        self.ctx.stats.add(&self.ctx.stats.connect_failures, 1);
+        self.handler.on_connect_failed(req.tag, &err);
     }
 
     fn accept_batch(&mut self) {
@@ -261,7 +391,10 @@ impl<H: Handler> Worker<H> {
         }
         for _ in 0..ACCEPT_BATCH {
             match epoll::accept_nonblocking(&self.ctx.listener) {
-                Ok(sock) => self.open(sock),
+                Ok(sock) => {
+                    self.ctx.stats.add(&self.ctx.stats.accepted, 1);
+                    self.open(sock, None, false);
+                }
                 Err(e) => match e.raw_os_error() {
                     Some(libc::EAGAIN) => return,
                     Some(libc::ECONNABORTED) | Some(libc::EINTR) | Some(libc::EPROTO) => continue,
@@ -279,15 +412,23 @@ impl<H: Handler> Worker<H> {
         }
     }
 
-    fn open(&mut self, sock: Socket) {
-        // TCP_NODELAY comes from the listener (see `listener::ListenOpts`).
+    /// A new connection (accepted, or connected out with `tag`) joins the
+    /// slab; `registered`: its fd is already in the epoll set (outbound).
+    /// Accepted streams get TCP_NODELAY from the listener (see
+    /// `listener::ListenOptions`); outbound ones from `socket_for`.
+    fn open(&mut self, sock: Socket, tag: Option<u64>, registered: bool) {
         let generation = self.next_generation;
         self.next_generation = (self.next_generation + 1) & GENERATION_MASK;
         let entry = self.conns.vacant_entry();
         let key = entry.key();
         let data = Token::new(OpKind::Recv, key as u32, generation).to_user_data();
         let interest = epoll::IN | epoll::RDHUP;
-        if self.ep.add(sock.as_raw_fd(), interest, data).is_err() {
+        let added = if registered {
+            self.ep.modify(sock.as_raw_fd(), interest, data)
+        } else {
+            self.ep.add(sock.as_raw_fd(), interest, data)
+        };
+        if added.is_err() {
             return; // dropped: closed at once, never seen by the handler
         }
         entry.insert(Slot {
@@ -302,11 +443,12 @@ impl<H: Handler> Worker<H> {
             notified: false,
         });
         let st = &self.ctx.stats;
-        st.add(&st.accepted, 1);
         st.add(&st.open, 1);
         let slot = &mut self.conns[key];
+        slot.core.tag = tag;
         self.handler.on_open(&mut crate::handler::Conn {
             core: &mut slot.core,
+            requests: &mut self.requests,
         });
         self.mark_dirty(key);
     }
@@ -328,6 +470,7 @@ impl<H: Handler> Worker<H> {
                 conns,
                 handler,
                 buf,
+                requests,
                 ..
             } = self;
             let slot = &mut conns[key];
@@ -362,7 +505,7 @@ impl<H: Handler> Worker<H> {
                 Ok(n) => {
                     st.add(&st.bytes_in, n as u64);
                     st.add(&st.buffers_in_use, 1);
-                    let outcome = slot.core.deliver(handler, &buf[..n], limit);
+                    let outcome = slot.core.deliver(handler, &buf[..n], limit, requests);
                     st.sub(&st.buffers_in_use, 1);
                     if let Err(reason) = outcome {
                         self.teardown(key, reason);

@@ -45,7 +45,8 @@ use socket2::Socket;
 
 use super::groups::{Groups, SHARED};
 use crate::config::{Backend, BufferMode};
-use crate::engine::WorkerCtx;
+use crate::connect::{socket_for, ConnectError, ConnectRequest};
+use crate::engine::{Command, WorkerCtx};
 use crate::handler::{CloseReason, ConnCore, Handler};
 use crate::linger::Lingering;
 use crate::token::{ConnId, OpKind, Token, GENERATION_MASK};
@@ -82,6 +83,17 @@ struct Slot {
     /// Teardown has started: cancels submitted, the slot is freed once
     /// nothing is in flight.
     torn: bool,
+}
+
+/// An outbound connect in flight: IORING_OP_CONNECT linked to a
+/// LINK_TIMEOUT. The address and timespec are boxed so they stay put while
+/// the kernel may read them.
+struct Pending {
+    sock: Socket,
+    addr: Box<socket2::SockAddr>,
+    timeout: Box<types::Timespec>,
+    req: ConnectRequest,
+    generation: u32,
 }
 
 /// The value a FILES_UPDATE reads to empty a table entry; a static, so it
@@ -122,6 +134,12 @@ pub(crate) struct Worker<H: Handler> {
     /// Its cells are the source of FILES_UPDATE operations: allocated once,
     /// never moved.
     fixed_fds: Vec<RawFd>,
+    /// Outbound connections asked for by handler callbacks or the engine,
+    /// started after the batch.
+    requests: Vec<ConnectRequest>,
+    /// Outbound attempts in flight (kept apart from `conns`: a connection
+    /// joins the slab only once it is connected).
+    pending: Slab<Pending>,
     /// A submit error that is not transient; `run` returns it.
     fatal: Option<io::Error>,
     /// Connections whose output or close waits for the end of the batch.
@@ -178,6 +196,8 @@ impl<H: Handler> Worker<H> {
             linger_timer_armed: false,
             linger_ts: types::Timespec::new(),
             fixed_fds,
+            requests: Vec::new(),
+            pending: Slab::new(),
             fatal: None,
             dirty: Vec::new(),
             rearm: Vec::new(),
@@ -187,11 +207,17 @@ impl<H: Handler> Worker<H> {
 
     /// Run until shutdown is requested and every connection has closed.
     pub(crate) fn run(mut self) -> io::Result<()> {
+        self.handler.on_start(&mut crate::handler::Ctx {
+            requests: &mut self.requests,
+            worker: self.ctx.index,
+        });
         self.arm_wake();
         self.arm_accept();
+        self.start_connects();
         loop {
             if self.stopping
                 && self.conns.is_empty()
+                && self.pending.is_empty()
                 && !self.accept_armed
                 && self.closes_in_flight == 0
             {
@@ -295,6 +321,9 @@ impl<H: Handler> Worker<H> {
                 self.arm_accept();
             }
             OpKind::Wake => self.on_wake(flags),
+            OpKind::Connect => self.on_connect(tok, res),
+            // The connect's own completion says whether the timeout fired.
+            OpKind::ConnectTimeout => {}
             OpKind::LingerTick => {
                 self.linger_timer_armed = false;
                 self.linger_expired();
@@ -347,6 +376,11 @@ impl<H: Handler> Worker<H> {
         if !cqueue::more(flags) {
             self.arm_wake();
         }
+        while let Ok(cmd) = self.ctx.commands.try_recv() {
+            match cmd {
+                Command::Connect(req) => self.requests.push(req),
+            }
+        }
         // Acquire pairs with the Release store in `Engine::shutdown`.
         if self.ctx.stop.load(Ordering::Acquire) && !self.stopping {
             self.begin_shutdown();
@@ -376,6 +410,135 @@ impl<H: Handler> Worker<H> {
             }
             self.mark_dirty(key);
         }
+        let cancels: Vec<squeue::Entry> = self
+            .pending
+            .iter()
+            .map(|(key, p)| {
+                opcode::AsyncCancel2::new(
+                    types::CancelBuilder::fd(types::Fd(p.sock.as_raw_fd())).all(),
+                )
+                .build()
+                .user_data(Token::new(OpKind::Cancel, key as u32, p.generation).to_user_data())
+            })
+            .collect();
+        for sqe in cancels {
+            self.push(sqe);
+        }
+    }
+
+    /// Start every queued outbound request (after a batch, when no handler
+    /// call is running).
+    fn start_connects(&mut self) {
+        for req in std::mem::take(&mut self.requests) {
+            self.start_connect(req);
+        }
+    }
+
+    /// One attempt of `req` at its current address; on a failure to even
+    /// start, the next address, and so on.
+    fn start_connect(&mut self, mut req: ConnectRequest) {
+        loop {
+            if self.stopping {
+                return self.connect_failed(&req, ConnectError::Shutdown);
+            }
+            let Some(addr) = req.addr() else {
+                return self.connect_failed(&req, ConnectError::Os(libc::EDESTADDRREQ));
+            };
+            let sock = match socket_for(addr, &self.ctx.cfg, false) {
+                Ok(s) => s,
+                Err(e) => {
+                    let err = ConnectError::Os(e.raw_os_error().unwrap_or(libc::EIO));
+                    if req.advance() {
+                        continue;
+                    }
+                    return self.connect_failed(&req, err);
+                }
+            };
+            let generation = self.next_generation;
+            self.next_generation = (self.next_generation + 1) & GENERATION_MASK;
+            let timeout = Box::new(types::Timespec::from(req.timeout));
+            let addr = Box::new(socket2::SockAddr::from(addr));
+            let entry = self.pending.vacant_entry();
+            let key = entry.key() as u32;
+            let connect = opcode::Connect::new(
+                types::Fd(sock.as_raw_fd()),
+                addr.as_ptr().cast(),
+                addr.len(),
+            )
+            .build()
+            .flags(squeue::Flags::IO_LINK)
+            .user_data(Token::new(OpKind::Connect, key, generation).to_user_data());
+            let limit = opcode::LinkTimeout::new(&*timeout)
+                .build()
+                .user_data(Token::new(OpKind::ConnectTimeout, key, generation).to_user_data());
+            entry.insert(Pending {
+                sock,
+                addr,
+                timeout,
+                req,
+                generation,
+            });
+            // The two SQEs must be adjacent in the SQ for the link to hold.
+            self.push_linked(connect, limit);
+            return;
+        }
+    }
+
+    /// Queue two linked SQEs next to each other.
+    fn push_linked(&mut self, first: squeue::Entry, second: squeue::Entry) {
+        let free = {
+            let sq = self.ring.submission();
+            sq.capacity() - sq.len()
+        };
+        if free < 2 {
+            if let Err(e) = self.ring.submit() {
+                if e.raw_os_error() != Some(libc::EBUSY) && e.raw_os_error() != Some(libc::EINTR) {
+                    self.fatal = Some(e);
+                    return;
+                }
+            }
+        }
+        self.push(first);
+        self.push(second);
+    }
+
+    fn on_connect(&mut self, tok: Token, res: i32) {
+        let current = self
+            .pending
+            .get(tok.key())
+            .is_some_and(|p| tok.is_current(p.generation));
+        if !current {
+            return;
+        }
+        let Pending {
+            sock,
+            addr,
+            timeout,
+            mut req,
+            ..
+        } = self.pending.remove(tok.key());
+        // The kernel is done with both once the connect has completed.
+        drop((addr, timeout));
+        if res == 0 {
+            self.ctx.stats.add(&self.ctx.stats.connected, 1);
+            return self.open(sock, Some(req.tag));
+        }
+        drop(sock);
+        let err = match -res {
+            // The linked timeout cancelled it, or shutdown did.
+            libc::ECANCELED if self.stopping => ConnectError::Shutdown,
+            libc::ECANCELED => ConnectError::TimedOut,
+            errno => ConnectError::from_errno(errno),
+        };
+        if err != ConnectError::Shutdown && req.advance() {
+            return self.start_connect(req);
+        }
+        self.connect_failed(&req, err);
+    }
+
+    fn connect_failed(&mut self, req: &ConnectRequest, err: ConnectError) {
+        self.ctx.stats.add(&self.ctx.stats.connect_failures, 1);
+        self.handler.on_connect_failed(req.tag, &err);
     }
 
     fn force_close_all(&mut self) {
@@ -397,7 +560,8 @@ impl<H: Handler> Worker<H> {
             if self.stopping {
                 return; // dropped: closed at once
             }
-            self.open(sock);
+            self.ctx.stats.add(&self.ctx.stats.accepted, 1);
+            self.open(sock, None);
             if !more {
                 self.ctx.stats.add(&self.ctx.stats.accept_rearms, 1);
                 self.arm_accept();
@@ -427,8 +591,10 @@ impl<H: Handler> Worker<H> {
         }
     }
 
-    fn open(&mut self, sock: Socket) {
-        // TCP_NODELAY comes from the listener (see `listener::ListenOpts`).
+    /// A new connection (accepted, or connected out with `tag`) joins the
+    /// slab. Accepted streams get TCP_NODELAY from the listener (see
+    /// `listener::ListenOptions`); outbound ones from `socket_for`.
+    fn open(&mut self, sock: Socket, tag: Option<u64>) {
         let generation = self.next_generation;
         self.next_generation = (self.next_generation + 1) & GENERATION_MASK;
         let entry = self.conns.vacant_entry();
@@ -458,13 +624,19 @@ impl<H: Handler> Worker<H> {
             torn: false,
         });
         let st = &self.ctx.stats;
-        st.add(&st.accepted, 1);
         st.add(&st.open, 1);
         self.sync_group_stats();
-        let Worker { conns, handler, .. } = self;
+        let Worker {
+            conns,
+            handler,
+            requests,
+            ..
+        } = self;
         let slot = &mut conns[key];
+        slot.core.tag = tag;
         handler.on_open(&mut crate::handler::Conn {
             core: &mut slot.core,
+            requests,
         });
         if key < self.fixed_fds.len() {
             // Install the socket at table index `key`; the recv is armed
@@ -540,6 +712,7 @@ impl<H: Handler> Worker<H> {
                 conns,
                 groups,
                 handler,
+                requests,
                 ..
             } = self;
             let slot = &mut conns[key];
@@ -549,7 +722,7 @@ impl<H: Handler> Worker<H> {
                         Ok(())
                     } else {
                         slot.core
-                            .deliver(handler, ring.filled(bid, res as usize), limit)
+                            .deliver(handler, ring.filled(bid, res as usize), limit, requests)
                     };
                     ring.recycle(bid);
                     result
@@ -830,6 +1003,7 @@ impl<H: Handler> Worker<H> {
     }
 
     fn after_batch(&mut self) {
+        self.start_connects();
         let rearm = std::mem::take(&mut self.rearm);
         for &(key, generation) in &rearm {
             let ok = self.conns.get(key).is_some_and(|s| {
@@ -857,7 +1031,7 @@ impl<H: Handler> Drop for Worker<H> {
     /// (IORING_REGISTER_SYNC_CANCEL, Linux 6.0) before the slab, and with it
     /// the send buffers, is freed.
     fn drop(&mut self) {
-        if self.conns.is_empty() && !self.accept_armed {
+        if self.conns.is_empty() && self.pending.is_empty() && !self.accept_armed {
             return;
         }
         let timeout = types::Timespec::from(std::time::Duration::from_secs(1));

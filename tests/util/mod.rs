@@ -117,7 +117,12 @@ pub fn wait_baseline(engine: &Engine) -> Stats {
         engine,
         Duration::from_secs(10),
         "connections and buffers back to baseline",
-        |s| s.open == 0 && s.closed == s.accepted && s.buffers_in_use == 0 && s.groups_in_use == 0,
+        |s| {
+            s.open == 0
+                && s.closed == s.accepted + s.connected
+                && s.buffers_in_use == 0
+                && s.groups_in_use == 0
+        },
     )
 }
 

@@ -1,0 +1,139 @@
+//! Outbound connections: the request a handler (or the engine) makes, and
+//! how a failed attempt is reported. Each backend runs the attempts its own
+//! way (io_uring: IORING_OP_CONNECT linked to a timeout; epoll: a
+//! non-blocking connect and a deadline); both try every address of a request
+//! in order and report only the last failure.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Why an outbound connection could not be made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// Nothing listens there (ECONNREFUSED).
+    #[error("connection refused")]
+    Refused,
+    /// No route to the network or host (ENETUNREACH, EHOSTUNREACH).
+    #[error("network or host unreachable")]
+    Unreachable,
+    /// No answer within the timeout.
+    #[error("connect timed out")]
+    TimedOut,
+    /// The engine shut down before the attempt finished.
+    #[error("engine shutting down")]
+    Shutdown,
+    /// Any other OS error.
+    #[error("connect failed: {}", std::io::Error::from_raw_os_error(*.0))]
+    Os(i32),
+}
+
+impl ConnectError {
+    /// Classify a connect errno.
+    pub(crate) fn from_errno(errno: i32) -> ConnectError {
+        match errno {
+            libc::ECONNREFUSED => ConnectError::Refused,
+            libc::ENETUNREACH | libc::EHOSTUNREACH => ConnectError::Unreachable,
+            libc::ETIMEDOUT => ConnectError::TimedOut,
+            e => ConnectError::Os(e),
+        }
+    }
+}
+
+/// One outbound connection wanted: the addresses to try in order, the time
+/// each attempt may take, and the caller's tag (given back in
+/// [`crate::Conn::tag`] or [`crate::Handler::on_connect_failed`]).
+#[derive(Debug, Clone)]
+pub(crate) struct ConnectRequest {
+    pub(crate) addrs: Vec<SocketAddr>,
+    pub(crate) next: usize,
+    pub(crate) timeout: Duration,
+    pub(crate) tag: u64,
+}
+
+impl ConnectRequest {
+    /// The address of the current attempt.
+    pub(crate) fn addr(&self) -> Option<SocketAddr> {
+        self.addrs.get(self.next).copied()
+    }
+
+    /// Move to the next address; `false` when there is none.
+    pub(crate) fn advance(&mut self) -> bool {
+        self.next += 1;
+        self.next < self.addrs.len()
+    }
+}
+
+/// A new, unconnected socket for `addr`, with the engine's socket options.
+pub(crate) fn socket_for(
+    addr: SocketAddr,
+    cfg: &crate::Config,
+    nonblocking: bool,
+) -> std::io::Result<socket2::Socket> {
+    let ty = socket2::Type::STREAM.cloexec();
+    let ty = if nonblocking { ty.nonblocking() } else { ty };
+    let sock = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        ty,
+        Some(socket2::Protocol::TCP),
+    )?;
+    if cfg.nodelay {
+        sock.set_tcp_nodelay(true)?;
+    }
+    if let Some(n) = cfg.recv_buffer_size {
+        sock.set_recv_buffer_size(n)?;
+    }
+    if let Some(n) = cfg.send_buffer_size {
+        sock.set_send_buffer_size(n)?;
+    }
+    Ok(sock)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errnos_are_classified() {
+        assert_eq!(
+            ConnectError::from_errno(libc::ECONNREFUSED),
+            ConnectError::Refused
+        );
+        assert_eq!(
+            ConnectError::from_errno(libc::ENETUNREACH),
+            ConnectError::Unreachable
+        );
+        assert_eq!(
+            ConnectError::from_errno(libc::EHOSTUNREACH),
+            ConnectError::Unreachable
+        );
+        assert_eq!(
+            ConnectError::from_errno(libc::ETIMEDOUT),
+            ConnectError::TimedOut
+        );
+        assert_eq!(
+            ConnectError::from_errno(libc::EACCES),
+            ConnectError::Os(libc::EACCES)
+        );
+        assert!(ConnectError::Os(libc::EACCES)
+            .to_string()
+            .contains("ermission"));
+    }
+
+    #[test]
+    fn addresses_are_tried_in_order() {
+        let a: SocketAddr = "127.0.0.1:1".parse().expect("addr");
+        let b: SocketAddr = "127.0.0.1:2".parse().expect("addr");
+        let mut r = ConnectRequest {
+            addrs: vec![a, b],
+            next: 0,
+            timeout: Duration::from_secs(1),
+            tag: 7,
+        };
+        assert_eq!(r.addr(), Some(a));
+        assert!(r.advance());
+        assert_eq!(r.addr(), Some(b));
+        assert!(!r.advance());
+        assert_eq!(r.addr(), None);
+    }
+}

@@ -1,0 +1,222 @@
+//! Outbound connections on the engine: a node that both listens and
+//! connects, refused and timed-out attempts reported as distinct errors,
+//! addresses tried in order, shutdown while connecting. Both backends.
+
+mod util;
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::time::Duration;
+
+use ringnet::{Backend, Config, Conn, ConnectError, Ctx, Engine, Handler};
+use util::*;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Event {
+    Opened(Option<u64>),
+    Reply(u64, Vec<u8>),
+    Failed(u64, ConnectError),
+}
+
+/// Worker 0 connects out at start (if asked); outbound connections send a
+/// greeting and report what comes back; accepted ones are echoed.
+struct Node {
+    events: Sender<Event>,
+    connect: Option<(Vec<SocketAddr>, Duration, u64)>,
+}
+
+impl Handler for Node {
+    fn on_start(&mut self, ctx: &mut Ctx<'_>) {
+        if let (0, Some((addrs, timeout, tag))) = (ctx.worker(), self.connect.take()) {
+            ctx.connect(&addrs, timeout, tag);
+        }
+    }
+    fn on_connect_failed(&mut self, tag: u64, err: &ConnectError) {
+        let _ = self.events.send(Event::Failed(tag, err.clone()));
+    }
+    fn on_open(&mut self, conn: &mut Conn<'_>) {
+        let _ = self.events.send(Event::Opened(conn.tag()));
+        if conn.tag().is_some() {
+            conn.send(b"hello from the outbound side\n");
+        }
+    }
+    fn on_data(&mut self, conn: &mut Conn<'_>, data: &[u8]) -> usize {
+        match conn.tag() {
+            Some(tag) => {
+                let _ = self.events.send(Event::Reply(tag, data.to_vec()));
+            }
+            None => conn.send(data),
+        }
+        data.len()
+    }
+}
+
+fn node(
+    backend: Backend,
+    connect: Option<(Vec<SocketAddr>, Duration, u64)>,
+) -> (Engine, Receiver<Event>) {
+    let (tx, rx) = mpsc::channel();
+    let cfg = Config {
+        workers: 2,
+        ..config(backend)
+    };
+    let engine = Engine::start(cfg, move |_| Node {
+        events: tx.clone(),
+        connect: connect.clone(),
+    })
+    .expect("node starts");
+    (engine, rx)
+}
+
+fn next(rx: &Receiver<Event>) -> Event {
+    rx.recv_timeout(Duration::from_secs(10))
+        .expect("an event within 10 s")
+}
+
+/// A port on 127.0.0.1 with nothing listening.
+fn refused_addr() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr")
+}
+
+/// A listener whose accept queue is full and never drained: further SYNs
+/// are dropped, so a connect to it never completes.
+fn black_hole() -> (socket2::Socket, Vec<socket2::Socket>, SocketAddr) {
+    let l =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    l.bind(&"127.0.0.1:0".parse::<SocketAddr>().expect("addr").into())
+        .expect("bind");
+    l.listen(0).expect("listen");
+    let addr = l.local_addr().expect("addr").as_socket().expect("inet");
+    // Fill the queue (backlog 0 holds one); later handshakes cannot finish.
+    let mut fillers = Vec::new();
+    for _ in 0..3 {
+        let s = socket2::Socket::new(
+            socket2::Domain::IPV4,
+            socket2::Type::STREAM.nonblocking(),
+            None,
+        )
+        .expect("socket");
+        let _ = s.connect(&addr.into());
+        fillers.push(s);
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    (l, fillers, addr)
+}
+
+fn node_connects_out_and_serves_both_sides(backend: Backend) {
+    let target = echo_engine(config(backend));
+    let (engine, rx) = node(
+        backend,
+        Some((vec![target.local_addr()], Duration::from_secs(5), 7)),
+    );
+    assert_eq!(next(&rx), Event::Opened(Some(7)));
+    let mut got = Vec::new();
+    while got.len() < 29 {
+        match next(&rx) {
+            Event::Reply(7, bytes) => got.extend(bytes),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(got, b"hello from the outbound side\n");
+    // The same node accepts and serves a client with the same handler.
+    let mut c = connect(engine.local_addr());
+    assert_eq!(next(&rx), Event::Opened(None));
+    ping(&mut c, b"accepted side");
+    // And the engine can be asked from outside.
+    engine
+        .connect(1, &[target.local_addr()], Duration::from_secs(5), 9)
+        .expect("request");
+    assert_eq!(next(&rx), Event::Opened(Some(9)));
+    let s = engine.stats();
+    assert_eq!((s.connected, s.accepted), (2, 1), "{s:?}");
+    drop(c);
+    engine.shutdown().expect("node shutdown");
+    wait_baseline(&target);
+    target.shutdown().expect("target shutdown");
+}
+
+fn refused_is_reported(backend: Backend) {
+    let (engine, rx) = node(
+        backend,
+        Some((vec![refused_addr()], Duration::from_secs(5), 3)),
+    );
+    assert_eq!(next(&rx), Event::Failed(3, ConnectError::Refused));
+    assert_eq!(engine.stats().connect_failures, 1);
+    // The node is still serving.
+    let mut c = connect(engine.local_addr());
+    assert_eq!(next(&rx), Event::Opened(None));
+    ping(&mut c, b"still serving");
+    engine.shutdown().expect("shutdown");
+}
+
+fn timeout_is_reported(backend: Backend) {
+    let (_l, _fillers, addr) = black_hole();
+    let (engine, rx) = node(backend, Some((vec![addr], Duration::from_millis(300), 4)));
+    assert_eq!(next(&rx), Event::Failed(4, ConnectError::TimedOut));
+    engine.shutdown().expect("shutdown");
+}
+
+fn addresses_are_tried_in_order(backend: Backend) {
+    let target = echo_engine(config(backend));
+    let addrs = vec![refused_addr(), target.local_addr()];
+    let (engine, rx) = node(backend, Some((addrs, Duration::from_secs(5), 5)));
+    assert_eq!(
+        next(&rx),
+        Event::Opened(Some(5)),
+        "the second address is tried after the first refuses"
+    );
+    engine.shutdown().expect("shutdown");
+    target.shutdown().expect("shutdown");
+}
+
+fn shutdown_while_connecting(backend: Backend) {
+    let (_l, _fillers, addr) = black_hole();
+    let (engine, rx) = node(backend, Some((vec![addr], Duration::from_secs(30), 6)));
+    std::thread::sleep(Duration::from_millis(200));
+    engine
+        .shutdown()
+        .expect("shutdown returns while a connect is pending");
+    assert_eq!(next(&rx), Event::Failed(6, ConnectError::Shutdown));
+}
+
+#[test]
+fn node_connects_out_and_serves_both_sides_uring() {
+    node_connects_out_and_serves_both_sides(Backend::Uring);
+}
+#[test]
+fn node_connects_out_and_serves_both_sides_epoll() {
+    node_connects_out_and_serves_both_sides(Backend::Epoll);
+}
+#[test]
+fn refused_is_reported_uring() {
+    refused_is_reported(Backend::Uring);
+}
+#[test]
+fn refused_is_reported_epoll() {
+    refused_is_reported(Backend::Epoll);
+}
+#[test]
+fn timeout_is_reported_uring() {
+    timeout_is_reported(Backend::Uring);
+}
+#[test]
+fn timeout_is_reported_epoll() {
+    timeout_is_reported(Backend::Epoll);
+}
+#[test]
+fn addresses_are_tried_in_order_uring() {
+    addresses_are_tried_in_order(Backend::Uring);
+}
+#[test]
+fn addresses_are_tried_in_order_epoll() {
+    addresses_are_tried_in_order(Backend::Epoll);
+}
+#[test]
+fn shutdown_while_connecting_uring() {
+    shutdown_while_connecting(Backend::Uring);
+}
+#[test]
+fn shutdown_while_connecting_epoll() {
+    shutdown_while_connecting(Backend::Epoll);
+}

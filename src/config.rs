@@ -112,6 +112,14 @@ pub struct Config {
     /// table and its recvs and sends name it by index, sparing the kernel a
     /// file lookup and reference count per operation. 0 turns it off.
     pub fixed_files: u32,
+    /// Receive with bundles (IORING_RECVSEND_BUNDLE, Linux 6.10) where the
+    /// kernel has them: one completion may carry several consecutive
+    /// buffers, fewer completions for bulk input.
+    pub recv_bundle: bool,
+    /// Send with SEND_ZC (zero copy, Linux 6.0) when at least this many bytes
+    /// go in one send; 0 turns it off. The send buffer stays busy until the
+    /// kernel's notification, and over loopback the kernel copies anyway.
+    pub send_zc_threshold: usize,
     /// Completion queue entries per ring; must exceed `sq_entries`. A full CQ
     /// ends multishot operations, so keep it generous.
     pub cq_entries: u32,
@@ -165,6 +173,8 @@ impl Default for Config {
             cq_entries: 4096,
             defer_taskrun: true,
             fixed_files: 0,
+            recv_bundle: false,
+            send_zc_threshold: 0,
             buffers: BufferMode::Shared,
             buf_count: 512,
             buf_size: 4096,

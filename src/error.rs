@@ -29,6 +29,9 @@ pub enum Error {
         /// What the kernel said.
         source: io::Error,
     },
+    /// An endpoint string was rejected before any socket was made.
+    #[error("bad endpoint: {0}")]
+    Endpoint(#[from] crate::endpoint::EndpointError),
     /// A configuration value is out of range.
     #[error("invalid configuration: {0}")]
     Config(String),
@@ -43,4 +46,15 @@ pub enum Error {
     /// Any other I/O error.
     #[error(transparent)]
     Io(#[from] io::Error),
+}
+
+impl Error {
+    /// Turn an error from resolving an endpoint into [`Error::Endpoint`] when
+    /// it was a rejected string, [`Error::Io`] otherwise.
+    pub fn from_resolve(e: io::Error) -> Error {
+        match e.get_ref().and_then(|inner| inner.downcast_ref::<crate::endpoint::EndpointError>()) {
+            Some(bad) => Error::Endpoint(bad.clone()),
+            None => Error::Io(e),
+        }
+    }
 }

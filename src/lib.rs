@@ -28,11 +28,14 @@
 
 pub mod app;
 pub mod bench;
+pub mod blocking;
 mod config;
 pub mod connect;
+pub mod endpoint;
 mod engine;
 mod epoll;
 mod error;
+pub mod framing;
 pub mod handler;
 mod linger;
 pub mod listener;
@@ -46,6 +49,7 @@ pub mod uring;
 
 pub use config::{Backend, BackendChoice, BufferMode, Config, ListenerMode};
 pub use connect::ConnectError;
+pub use endpoint::Endpoint;
 pub use engine::Engine;
 pub use error::Error;
 pub use handler::{CloseReason, Conn, Ctx, Handler};

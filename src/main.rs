@@ -60,8 +60,9 @@ struct ServeArgs {
     /// What to serve.
     #[arg(value_enum)]
     mode: Mode,
-    /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:7000")]
+    /// Address to listen on: HOST:PORT, [V6ADDR]:PORT or NAME:PORT (port 0
+    /// picks a free port; the bound address is printed).
+    #[arg(long, default_value = "127.0.0.1:7000", value_parser = parse_endpoint)]
     addr: SocketAddr,
     /// Backend: auto (io_uring if it works here, else epoll), uring, epoll.
     /// The environment variable RINGNET_BACKEND overrides it.
@@ -99,12 +100,26 @@ struct ServeArgs {
     /// write side.
     #[arg(long, default_value_t = Config::default().linger.as_secs_f64())]
     linger: f64,
+    /// Receive with bundles (several buffers per completion; Linux 6.10).
+    #[arg(long)]
+    recv_bundle: bool,
+    /// Use SEND_ZC for sends of at least this many bytes (0: never).
+    #[arg(long, default_value_t = Config::default().send_zc_threshold)]
+    send_zc_threshold: usize,
     /// Do not use SINGLE_ISSUER + DEFER_TASKRUN (start from COOP_TASKRUN).
     #[arg(long)]
     no_defer_taskrun: bool,
     /// Completion queue entries per ring.
     #[arg(long, default_value_t = Config::default().cq_entries)]
     cq_entries: u32,
+}
+
+/// An endpoint string, validated (missing port, bad port, empty host,
+/// brackets) and resolved; the first address is used.
+fn parse_endpoint(s: &str) -> Result<SocketAddr, String> {
+    let ep = ringnet::Endpoint::parse(s).map_err(|e| e.to_string())?;
+    let addrs = ep.resolve().map_err(|e| format!("cannot resolve {s}: {e}"))?;
+    addrs.first().copied().ok_or_else(|| format!("{s} resolves to no address"))
 }
 
 fn parse_backend(s: &str) -> Result<BackendChoice, String> {
@@ -133,6 +148,8 @@ fn serve(a: ServeArgs) -> Result<(), ringnet::Error> {
         cq_entries: a.cq_entries,
         defer_taskrun: !a.no_defer_taskrun,
         fixed_files: a.fixed_files,
+        recv_bundle: a.recv_bundle,
+        send_zc_threshold: a.send_zc_threshold,
         linger: Duration::try_from_secs_f64(a.linger).map_err(|_| {
             ringnet::Error::Config(format!(
                 "--linger must be a non-negative number of seconds, got {}",
@@ -176,8 +193,8 @@ struct BenchArgs {
     /// echo server) and compare them side by side.
     #[arg(long)]
     compare: bool,
-    /// The server to drive (not with --compare).
-    #[arg(long, default_value = "127.0.0.1:7000")]
+    /// The server to drive (not with --compare): HOST:PORT or NAME:PORT.
+    #[arg(long, default_value = "127.0.0.1:7000", value_parser = parse_endpoint)]
     addr: SocketAddr,
     /// Concurrent connections.
     #[arg(long, default_value_t = 32)]

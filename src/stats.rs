@@ -69,6 +69,10 @@ counters! {
     group_fallbacks,
     /// Connections installed in the ring's registered-descriptor table.
     fixed_installs,
+    /// Buffers that arrived in recv completions carrying several (bundles).
+    bundled_buffers,
+    /// Sends made with SEND_ZC.
+    zc_sends,
 }
 
 impl WorkerStats {

@@ -79,6 +79,44 @@ fn echo_many_fixed_files(backend: Backend) {
     });
 }
 
+/// Recv bundles (io_uring, 6.10+): one completion may carry several
+/// buffers; every byte still arrives in order.
+fn echo_many_recv_bundle(backend: Backend) {
+    let s = echo_many(Config {
+        workers: 2,
+        recv_bundle: true,
+        ..config(backend)
+    });
+    println!("buffers received in bundles: {}", s.bundled_buffers);
+    assert!(
+        s.bundled_buffers > 0,
+        "bundles carried several buffers: {s:?}"
+    );
+}
+
+/// SEND_ZC for sends of 4 KiB and more (io_uring): the send buffer is held
+/// until the kernel's notification; every byte still arrives in order.
+fn echo_many_send_zc(backend: Backend) {
+    let s = echo_many(Config {
+        workers: 2,
+        send_zc_threshold: 4096,
+        ..config(backend)
+    });
+    println!("SEND_ZC sends: {}", s.zc_sends);
+    assert!(s.zc_sends > 0, "large sends went through SEND_ZC: {s:?}");
+}
+
+/// Bundles through a tiny ring: a completion spans consecutive entries
+/// whose buffer ids are not consecutive once buffers were recycled.
+fn exhaustion_with_recv_bundle(backend: Backend) {
+    exhaustion(Config {
+        buf_count: 4,
+        buf_size: 64,
+        recv_bundle: true,
+        ..config(backend)
+    });
+}
+
 fn echo_many_per_connection_buffers(backend: Backend) {
     echo_many(Config {
         workers: 2,
@@ -664,4 +702,19 @@ fn dual_stack_accepts_ipv4_on_the_v6_wildcard_uring() {
 #[test]
 fn dual_stack_accepts_ipv4_on_the_v6_wildcard_epoll() {
     dual_stack_accepts_ipv4_on_the_v6_wildcard(Backend::Epoll);
+}
+
+#[test]
+fn echo_many_recv_bundle_uring() {
+    echo_many_recv_bundle(Backend::Uring);
+}
+
+#[test]
+fn echo_many_send_zc_uring() {
+    echo_many_send_zc(Backend::Uring);
+}
+
+#[test]
+fn exhaustion_with_recv_bundle_uring() {
+    exhaustion_with_recv_bundle(Backend::Uring);
 }

@@ -43,6 +43,11 @@ pub(crate) struct BufRing {
     buf_size: u32,
     /// Our copy of the tail; published to the kernel with a release store.
     tail: u16,
+    /// Which buffer each ring entry holds (by entry index) and where each
+    /// buffer was last put (by bid): a bundle completion names only its
+    /// first buffer, and the kernel took the entries that follow it.
+    bid_at: Vec<u16>,
+    pos_of: Vec<u16>,
 }
 
 impl BufRing {
@@ -80,6 +85,7 @@ impl BufRing {
             return Err(io::Error::last_os_error());
         }
         let base = NonNull::new(ptr.cast::<u8>()).ok_or_else(io::Error::last_os_error)?;
+        let n = usize::from(entries);
         let mut br = BufRing {
             base,
             map_len,
@@ -87,6 +93,8 @@ impl BufRing {
             entries,
             buf_size,
             tail: 0,
+            bid_at: vec![0; n],
+            pos_of: vec![0; n],
         };
         for bid in 0..entries {
             br.write_entry(bid);
@@ -113,6 +121,24 @@ impl BufRing {
         unsafe { std::slice::from_raw_parts(self.buf_ptr(bid), len) }
     }
 
+    /// The buffers of a bundle completion (IORING_RECVSEND_BUNDLE, 6.10) of
+    /// `len` bytes starting with buffer `first`: `(bid, bytes)` for each, in
+    /// order, into `out`. The kernel fills each buffer but the last one
+    /// completely.
+    pub(crate) fn bundle_into(&self, first: u16, len: usize, out: &mut Vec<(u16, usize)>) {
+        let mask = self.entries - 1;
+        let mut pos = self.pos_of[usize::from(first & mask)];
+        let mut left = len;
+        out.clear();
+        while left > 0 && out.len() < usize::from(self.entries) {
+            let bid = self.bid_at[usize::from(pos & mask)];
+            let n = left.min(self.buf_size as usize);
+            out.push((bid, n));
+            left -= n;
+            pos = pos.wrapping_add(1);
+        }
+    }
+
     /// Give buffer `bid` back to the kernel.
     pub(crate) fn recycle(&mut self, bid: u16) {
         self.write_entry(bid & (self.entries - 1));
@@ -132,6 +158,8 @@ impl BufRing {
     /// visible to the kernel).
     fn write_entry(&mut self, bid: u16) {
         let slot = usize::from(self.tail & (self.entries - 1));
+        self.bid_at[slot] = bid;
+        self.pos_of[usize::from(bid)] = self.tail;
         let addr = self.buf_ptr(bid) as u64;
         // SAFETY: slot < entries, so the descriptor lies in the ring area. The
         // kernel reads only descriptors between its head and the published

@@ -80,6 +80,9 @@ struct Slot {
     fixed: bool,
     /// The `FILES_UPDATE` installing it is in flight.
     update_busy: bool,
+    /// A SEND_ZC's result, held until its notification says the kernel is
+    /// done with the buffer.
+    zc_result: Option<i32>,
     /// Teardown has started: cancels submitted, the slot is freed once
     /// nothing is in flight.
     torn: bool,
@@ -134,6 +137,10 @@ pub(crate) struct Worker<H: Handler> {
     /// Its cells are the source of FILES_UPDATE operations: allocated once,
     /// never moved.
     fixed_fds: Vec<RawFd>,
+    /// Recv with bundles (configured and supported by the kernel).
+    bundle: bool,
+    /// The buffers of one recv completion (reused).
+    recv_bufs: Vec<(u16, usize)>,
     /// Outbound connections asked for by handler callbacks or the engine,
     /// started after the batch.
     requests: Vec<ConnectRequest>,
@@ -176,6 +183,7 @@ impl<H: Handler> Worker<H> {
         } else {
             Vec::new()
         };
+        let bundle = cfg.recv_bundle && ring.params().is_feature_recvsend_bundle();
         let backoff = types::Timespec::from(cfg.accept_backoff);
         let deadline = types::Timespec::from(cfg.shutdown_timeout);
         let cq = cfg.cq_entries as usize;
@@ -196,6 +204,8 @@ impl<H: Handler> Worker<H> {
             linger_timer_armed: false,
             linger_ts: types::Timespec::new(),
             fixed_fds,
+            bundle,
+            recv_bufs: Vec::new(),
             requests: Vec::new(),
             pending: Slab::new(),
             fatal: None,
@@ -360,7 +370,7 @@ impl<H: Handler> Worker<H> {
                 if tok.kind() == OpKind::Recv {
                     self.on_recv(tok.key(), res, flags);
                 } else {
-                    self.on_send(tok.key(), res);
+                    self.on_send(tok.key(), res, flags);
                 }
             }
             // A failed close of a socket still releases the descriptor.
@@ -621,6 +631,7 @@ impl<H: Handler> Worker<H> {
             notified: false,
             fixed: false,
             update_busy: false,
+            zc_result: None,
             torn: false,
         });
         let st = &self.ctx.stats;
@@ -672,10 +683,14 @@ impl<H: Handler> Worker<H> {
 
     fn arm_recv(&mut self, key: usize) {
         let slot = &mut self.conns[key];
-        let sqe = if slot.fixed {
-            opcode::RecvMulti::new(types::Fixed(key as u32), slot.bgid).build()
-        } else {
-            opcode::RecvMulti::new(types::Fd(slot.core.sock.as_raw_fd()), slot.bgid).build()
+        let fd = slot.core.sock.as_raw_fd();
+        let sqe = match (slot.fixed, self.bundle) {
+            (true, false) => opcode::RecvMulti::new(types::Fixed(key as u32), slot.bgid).build(),
+            (false, false) => opcode::RecvMulti::new(types::Fd(fd), slot.bgid).build(),
+            (true, true) => {
+                opcode::RecvMultiBundle::new(types::Fixed(key as u32), slot.bgid).build()
+            }
+            (false, true) => opcode::RecvMultiBundle::new(types::Fd(fd), slot.bgid).build(),
         };
         let sqe =
             sqe.user_data(Token::new(OpKind::Recv, key as u32, slot.generation).to_user_data());
@@ -713,18 +728,33 @@ impl<H: Handler> Worker<H> {
                 groups,
                 handler,
                 requests,
+                recv_bufs,
+                bundle,
                 ..
             } = self;
             let slot = &mut conns[key];
             let outcome = match groups.get_mut(slot.bgid) {
                 Some(ring) => {
-                    let result = if slot.torn {
-                        Ok(())
+                    // One buffer, or with bundles the consecutive ring
+                    // entries starting at `bid`.
+                    if *bundle {
+                        ring.bundle_into(bid, res as usize, recv_bufs);
+                        if recv_bufs.len() > 1 {
+                            st.add(&st.bundled_buffers, recv_bufs.len() as u64);
+                        }
                     } else {
-                        slot.core
-                            .deliver(handler, ring.filled(bid, res as usize), limit, requests)
-                    };
-                    ring.recycle(bid);
+                        recv_bufs.clear();
+                        recv_bufs.push((bid, res as usize));
+                    }
+                    let mut result = Ok(());
+                    for &(b, n) in recv_bufs.iter() {
+                        if result.is_ok() && !slot.torn {
+                            result = slot
+                                .core
+                                .deliver(handler, ring.filled(b, n), limit, requests);
+                        }
+                        ring.recycle(b);
+                    }
                     result
                 }
                 None => Err(CloseReason::Error(libc::EIO)),
@@ -793,14 +823,25 @@ impl<H: Handler> Worker<H> {
         let slot = &mut self.conns[key];
         let rest = slot.core.unsent();
         let (ptr, len) = (rest.as_ptr(), rest.len() as u32);
-        let sqe = if slot.fixed {
-            opcode::Send::new(types::Fixed(key as u32), ptr, len)
-                .flags(libc::MSG_NOSIGNAL)
-                .build()
-        } else {
-            opcode::Send::new(types::Fd(slot.core.sock.as_raw_fd()), ptr, len)
-                .flags(libc::MSG_NOSIGNAL)
-                .build()
+        let fd = slot.core.sock.as_raw_fd();
+        let zc = self.ctx.cfg.send_zc_threshold > 0 && rest.len() >= self.ctx.cfg.send_zc_threshold;
+        if zc {
+            self.ctx.stats.add(&self.ctx.stats.zc_sends, 1);
+        }
+        let flags = libc::MSG_NOSIGNAL;
+        let sqe = match (slot.fixed, zc) {
+            (true, false) => opcode::Send::new(types::Fixed(key as u32), ptr, len)
+                .flags(flags)
+                .build(),
+            (false, false) => opcode::Send::new(types::Fd(fd), ptr, len)
+                .flags(flags)
+                .build(),
+            (true, true) => opcode::SendZc::new(types::Fixed(key as u32), ptr, len)
+                .flags(flags)
+                .build(),
+            (false, true) => opcode::SendZc::new(types::Fd(fd), ptr, len)
+                .flags(flags)
+                .build(),
         };
         let sqe =
             sqe.user_data(Token::new(OpKind::Send, key as u32, slot.generation).to_user_data());
@@ -808,8 +849,18 @@ impl<H: Handler> Worker<H> {
         self.push(sqe);
     }
 
-    fn on_send(&mut self, key: usize, res: i32) {
+    fn on_send(&mut self, key: usize, res: i32, flags: u32) {
         let slot = &mut self.conns[key];
+        // SEND_ZC posts its result, then (F_MORE) a notification once the
+        // kernel no longer needs the buffer; only then is the send over.
+        let res = if cqueue::notif(flags) {
+            slot.zc_result.take().unwrap_or(res)
+        } else if cqueue::more(flags) {
+            slot.zc_result = Some(res);
+            return;
+        } else {
+            res
+        };
         slot.send_busy = false;
         if slot.torn {
             self.finish_if_idle(key);

@@ -1,0 +1,436 @@
+//! The blocking API: binding, concurrent accept, timeouts that keep buffered
+//! bytes, closing, connecting. Every test runs under an overall time limit,
+//! so a bug fails the test instead of hanging it.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use ringnet::blocking::{Server, Stream};
+use ringnet::{Error, ListenOptions};
+
+const T: Option<Duration> = Some(Duration::from_secs(10));
+const SHORT: Option<Duration> = Some(Duration::from_millis(100));
+
+/// Run `f` on a thread and fail if it has not finished within `secs`.
+fn within<R: Send + 'static>(secs: u64, f: impl FnOnce() -> R + Send + 'static) -> R {
+    let (tx, rx) = mpsc::channel();
+    let handle = thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    match rx.recv_timeout(Duration::from_secs(secs)) {
+        Ok(r) => r,
+        Err(mpsc::RecvTimeoutError::Disconnected) => match handle.join() {
+            Err(panic) => std::panic::resume_unwind(panic),
+            Ok(()) => unreachable!("the thread sent nothing but did not panic"),
+        },
+        Err(mpsc::RecvTimeoutError::Timeout) => panic!("test still running after {secs}s"),
+    }
+}
+
+fn local() -> Server {
+    Server::bind("127.0.0.1:0", ListenOptions::default()).expect("bind")
+}
+
+/// A connected pair: (client, server side).
+fn pair(server: &Server) -> (Stream, Stream) {
+    let client = Stream::connect(server.local_addr(), T).expect("connect");
+    let conn = server.accept(T).expect("accept");
+    (client, conn)
+}
+
+fn kind<T: std::fmt::Debug>(r: io::Result<T>) -> io::ErrorKind {
+    r.expect_err("expected an error").kind()
+}
+
+fn ipv6_available() -> bool {
+    match Server::bind("[::1]:0", ListenOptions::default()) {
+        Ok(_) => true,
+        Err(e) => {
+            println!("skipped: IPv6 loopback unavailable here ({e})");
+            false
+        }
+    }
+}
+
+#[test]
+fn port_zero_reports_the_real_port() {
+    let server = local();
+    let addr = server.local_addr();
+    assert_eq!(addr.ip(), IpAddr::V4(Ipv4Addr::LOCALHOST));
+    assert_ne!(addr.port(), 0);
+    let by_name = Server::bind("localhost:0", ListenOptions::default()).expect("bind localhost");
+    assert!(by_name.local_addr().ip().is_loopback());
+    assert_ne!(by_name.local_addr().port(), 0);
+}
+
+#[test]
+fn a_taken_port_is_address_in_use_naming_the_address() {
+    let first = local();
+    let addr = first.local_addr();
+    match Server::bind(addr, ListenOptions::default()) {
+        Err(e @ Error::AddressInUse(_)) => {
+            assert!(matches!(e, Error::AddressInUse(a) if a == addr));
+            assert!(e.to_string().contains(&addr.to_string()), "{e}");
+        }
+        other => panic!("expected AddressInUse, got {other:?}"),
+    }
+}
+
+#[test]
+fn dual_stack_server_accepts_ipv4_as_v4_mapped() {
+    if !ipv6_available() {
+        return;
+    }
+    within(20, || {
+        let server = Server::bind("[::]:0", ListenOptions::default()).expect("bind [::]");
+        let port = server.local_addr().port();
+        let mut client = Stream::connect(("127.0.0.1", port), T).expect("IPv4 connect");
+        let mut conn = server.accept(T).expect("accept");
+        let peer = conn.peer_addr().expect("peer");
+        match peer {
+            SocketAddr::V6(v6) => {
+                assert_eq!(
+                    v6.ip().to_ipv4_mapped(),
+                    Some(Ipv4Addr::LOCALHOST),
+                    "{peer}"
+                );
+            }
+            SocketAddr::V4(_) => panic!("expected a v4-mapped IPv6 peer, got {peer}"),
+        }
+        client.send_line("over v4", T).expect("send");
+        assert_eq!(conn.recv_line(T).expect("line"), "over v4");
+    });
+}
+
+#[test]
+fn only_v6_refuses_ipv4_clients() {
+    if !ipv6_available() {
+        return;
+    }
+    within(20, || {
+        let opts = ListenOptions {
+            only_v6: true,
+            ..ListenOptions::default()
+        };
+        let server = Server::bind("[::]:0", opts).expect("bind [::] v6 only");
+        let port = server.local_addr().port();
+        assert_eq!(
+            kind(Stream::connect(("127.0.0.1", port), T)),
+            io::ErrorKind::ConnectionRefused
+        );
+        let _v6 = Stream::connect(("::1", port), T).expect("IPv6 client still connects");
+    });
+}
+
+#[test]
+fn accepted_streams_carry_the_listen_options() {
+    within(20, || {
+        let opts = ListenOptions {
+            recv_buffer_size: Some(40_000),
+            send_buffer_size: Some(50_000),
+            nodelay: true,
+            ..ListenOptions::default()
+        };
+        let server = Server::bind("127.0.0.1:0", opts).expect("bind");
+        let (_client, conn) = pair(&server);
+        let sock = conn.socket();
+        // Linux doubles the value set (for bookkeeping overhead).
+        assert!(sock.recv_buffer_size().expect("SO_RCVBUF") >= 40_000);
+        assert!(sock.send_buffer_size().expect("SO_SNDBUF") >= 50_000);
+        assert!(sock.tcp_nodelay().expect("TCP_NODELAY"));
+
+        let plain = ListenOptions {
+            nodelay: false,
+            ..ListenOptions::default()
+        };
+        let server = Server::bind("127.0.0.1:0", plain).expect("bind");
+        let (client, conn) = pair(&server);
+        assert!(!conn.socket().tcp_nodelay().expect("TCP_NODELAY"));
+        assert!(client.socket().tcp_nodelay().expect("client TCP_NODELAY"));
+    });
+}
+
+#[test]
+fn eight_threads_accept_a_thousand_clients_each_exactly_once() {
+    const CLIENTS: u32 = 1000;
+    const ACCEPTERS: usize = 8;
+    const CONNECTERS: u32 = 8;
+    within(120, || {
+        let server = Arc::new(local());
+        let addr = server.local_addr();
+        let seen = Arc::new(Mutex::new(HashMap::<u32, usize>::new()));
+        let accepters: Vec<_> = (0..ACCEPTERS)
+            .map(|_| {
+                let (server, seen) = (server.clone(), seen.clone());
+                thread::spawn(move || loop {
+                    let mut conn = match server.accept(Some(Duration::from_secs(5))) {
+                        Ok(conn) => conn,
+                        Err(e) if server.is_closed() => {
+                            assert_eq!(e.kind(), io::ErrorKind::NotConnected, "{e}");
+                            return;
+                        }
+                        Err(e) => panic!("accept: {e}"),
+                    };
+                    let id: u32 = conn.recv_line(T).expect("id").parse().expect("number");
+                    *seen.lock().expect("lock").entry(id).or_default() += 1;
+                    // Dropping `conn` closes it: the client waits for that.
+                })
+            })
+            .collect();
+        let connecters: Vec<_> = (0..CONNECTERS)
+            .map(|c| {
+                thread::spawn(move || {
+                    for id in (c..CLIENTS).step_by(CONNECTERS as usize) {
+                        let mut s = Stream::connect(addr, T).expect("connect");
+                        s.send_line(id.to_string(), T).expect("send id");
+                        assert!(s.recv(1, T).expect("wait for close").is_empty());
+                    }
+                })
+            })
+            .collect();
+        for c in connecters {
+            c.join().expect("client thread");
+        }
+        server.close().expect("close");
+        for a in accepters {
+            a.join().expect("accept thread");
+        }
+        let seen = seen.lock().expect("lock");
+        assert_eq!(seen.len(), CLIENTS as usize);
+        assert!((0..CLIENTS).all(|id| seen.get(&id) == Some(&1)));
+    });
+}
+
+#[test]
+fn accept_with_no_client_times_out() {
+    within(20, || {
+        let server = local();
+        assert_eq!(kind(server.accept(SHORT)), io::ErrorKind::TimedOut);
+        assert_eq!(
+            kind(server.accept(Some(Duration::ZERO))),
+            io::ErrorKind::TimedOut
+        );
+        // The server still works afterwards.
+        let (mut client, mut conn) = pair(&server);
+        client.send_line("after", T).expect("send");
+        assert_eq!(conn.recv_line(T).expect("line"), "after");
+    });
+}
+
+#[test]
+fn close_wakes_every_blocked_accept() {
+    within(20, || {
+        let server = Arc::new(local());
+        let (tx, rx) = mpsc::channel();
+        let started = Arc::new(AtomicBool::new(false));
+        for _ in 0..4 {
+            let (server, tx, started) = (server.clone(), tx.clone(), started.clone());
+            thread::spawn(move || {
+                started.store(true, Ordering::Relaxed);
+                let _ = tx.send(server.accept(None).map(|_| ()));
+            });
+        }
+        while !started.load(Ordering::Relaxed) {
+            thread::yield_now();
+        }
+        // Give the threads time to block (not a timing assertion: the result
+        // is the same if some arrive after the close).
+        thread::sleep(Duration::from_millis(200));
+        server.close().expect("close");
+        for _ in 0..4 {
+            let r = rx
+                .recv_timeout(Duration::from_secs(5))
+                .expect("a blocked accept returned after close");
+            let e = r.expect_err("accept on a closed server fails");
+            assert_eq!(e.kind(), io::ErrorKind::NotConnected, "{e}");
+            assert!(e.to_string().contains("closed"), "{e}");
+        }
+        assert_eq!(kind(server.accept(None)), io::ErrorKind::NotConnected);
+        server.close().expect("closing twice is fine");
+    });
+}
+
+#[test]
+fn recv_line_timeout_keeps_the_partial_line() {
+    within(20, || {
+        let server = local();
+        let (mut client, mut conn) = pair(&server);
+        client.send(b"hello, wo", T).expect("send");
+        assert_eq!(kind(conn.recv_line(SHORT)), io::ErrorKind::TimedOut);
+        assert_eq!(conn.buffered(), b"hello, wo");
+        client.send(b"rld\r\nnext\n", T).expect("send");
+        assert_eq!(conn.recv_line(T).expect("line"), "hello, world");
+        assert_eq!(conn.recv_line(T).expect("line"), "next");
+        assert!(conn.buffered().is_empty());
+    });
+}
+
+#[test]
+fn recv_exact_timeout_keeps_the_bytes() {
+    within(20, || {
+        let server = local();
+        let (mut client, mut conn) = pair(&server);
+        client.send(b"0123", T).expect("send");
+        assert_eq!(kind(conn.recv_exact(10, SHORT)), io::ErrorKind::TimedOut);
+        client.send(b"456789AB", T).expect("send");
+        assert_eq!(conn.recv_exact(10, T).expect("exact"), b"0123456789");
+        assert_eq!(conn.recv(100, T).expect("rest"), b"AB");
+    });
+}
+
+#[test]
+fn recv_until_timeout_keeps_the_bytes_and_finds_a_split_delimiter() {
+    within(20, || {
+        let server = local();
+        let (mut client, mut conn) = pair(&server);
+        client.send(b"key: value\r\n\r", T).expect("send");
+        assert_eq!(
+            kind(conn.recv_until(b"\r\n\r\n", SHORT)),
+            io::ErrorKind::TimedOut
+        );
+        client.send(b"\nbody", T).expect("send");
+        assert_eq!(
+            conn.recv_until(b"\r\n\r\n", T).expect("until"),
+            b"key: value\r\n\r\n"
+        );
+        assert_eq!(conn.recv_exact(4, T).expect("body"), b"body");
+    });
+}
+
+#[test]
+fn send_after_timeout_sends_nothing_and_keeps_the_bytes() {
+    within(20, || {
+        let server = local();
+        let (mut client, mut conn) = pair(&server);
+        conn.send(b"Passw", T).expect("send");
+        assert_eq!(
+            kind(client.send_after(b"word: ", b"secret\n", SHORT)),
+            io::ErrorKind::TimedOut
+        );
+        // Nothing was sent.
+        assert_eq!(kind(conn.recv(1, SHORT)), io::ErrorKind::TimedOut);
+        conn.send(b"ord: ", T).expect("send");
+        let got = client
+            .send_after(b"word: ", b"secret\n", T)
+            .expect("send_after");
+        assert_eq!(got, b"Password: ");
+        assert_eq!(conn.recv_line(T).expect("answer"), "secret");
+    });
+}
+
+#[test]
+fn recv_returns_buffered_bytes_first_and_empty_at_end_of_stream() {
+    within(20, || {
+        let server = local();
+        let (mut client, mut conn) = pair(&server);
+        assert_eq!(kind(conn.recv(10, SHORT)), io::ErrorKind::TimedOut);
+        client.send(b"line\nabc", T).expect("send");
+        client.shutdown_write().expect("shutdown");
+        assert_eq!(conn.recv_line(T).expect("line"), "line");
+        // Three bytes, then the end of the stream: recv_exact keeps them.
+        assert_eq!(kind(conn.recv_exact(5, T)), io::ErrorKind::UnexpectedEof);
+        assert_eq!(conn.buffered(), b"abc");
+        assert_eq!(kind(conn.recv_line(T)), io::ErrorKind::UnexpectedEof);
+        assert_eq!(conn.recv(2, T).expect("buffered"), b"ab");
+        assert_eq!(conn.recv(2, T).expect("buffered"), b"c");
+        assert!(conn.recv(2, T).expect("end of stream").is_empty());
+        // The other direction still works after the client's shutdown.
+        conn.send_line("bye", T).expect("send");
+        assert_eq!(client.recv_line(T).expect("line"), "bye");
+        conn.close();
+        assert!(client.recv(1, T).expect("closed").is_empty());
+    });
+}
+
+#[test]
+fn a_line_over_the_limit_is_an_error_not_unbounded_memory() {
+    within(20, || {
+        let server = local();
+        let (mut client, mut conn) = pair(&server);
+        conn.set_recv_limit(16);
+        client.send(&[b'x'; 40], T).expect("send");
+        assert_eq!(kind(conn.recv_line(T)), io::ErrorKind::InvalidData);
+        assert_eq!(kind(conn.recv_until(b"", T)), io::ErrorKind::InvalidInput);
+        conn.set_recv_limit(64);
+        client.send(b"\n\xff\n", T).expect("send");
+        assert_eq!(conn.recv_line(T).expect("line").len(), 40);
+        // Not UTF-8: an error, and the line stays for recv_until.
+        assert_eq!(kind(conn.recv_line(T)), io::ErrorKind::InvalidData);
+        assert_eq!(conn.recv_until(b"\n", T).expect("raw"), b"\xff\n");
+    });
+}
+
+#[test]
+fn send_to_a_peer_that_does_not_read_times_out() {
+    within(30, || {
+        let opts = ListenOptions {
+            recv_buffer_size: Some(16_384),
+            ..ListenOptions::default()
+        };
+        let server = Server::bind("127.0.0.1:0", opts).expect("bind");
+        let (mut client, _conn) = pair(&server);
+        let big = vec![7u8; 64 << 20];
+        assert_eq!(kind(client.send(&big, SHORT)), io::ErrorKind::TimedOut);
+    });
+}
+
+#[test]
+fn connect_to_nothing_is_refused() {
+    within(20, || {
+        // A bound socket that does not listen holds the port, so nothing
+        // else can listen there during the test; connecting gets a reset.
+        let holder = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("socket");
+        let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+        holder.bind(&any.into()).expect("bind");
+        let addr = holder
+            .local_addr()
+            .expect("addr")
+            .as_socket()
+            .expect("inet");
+        assert_eq!(
+            kind(Stream::connect(addr, T)),
+            io::ErrorKind::ConnectionRefused
+        );
+        assert_eq!(
+            kind(Stream::connect(addr, None)),
+            io::ErrorKind::ConnectionRefused
+        );
+
+        // Several addresses: the first refuses, a later one listens.
+        let server = local();
+        let good = server.local_addr();
+        let mut client = Stream::connect(&[addr, addr, good][..], T).expect("falls through");
+        assert_eq!(client.peer_addr().expect("peer"), good);
+        let mut conn = server.accept(T).expect("accept");
+        client.send_line("reached", T).expect("send");
+        assert_eq!(conn.recv_line(T).expect("line"), "reached");
+        assert!(client.socket().tcp_nodelay().expect("nodelay"));
+
+        // All refuse: the last error comes back.
+        assert_eq!(
+            kind(Stream::connect([addr, addr], T)),
+            io::ErrorKind::ConnectionRefused
+        );
+    });
+}
+
+#[test]
+fn stream_addresses_match_both_ends() {
+    within(20, || {
+        let server = local();
+        let (client, conn) = pair(&server);
+        assert_eq!(client.peer_addr().expect("peer"), server.local_addr());
+        assert_eq!(conn.local_addr().expect("local"), server.local_addr());
+        assert_eq!(
+            conn.peer_addr().expect("peer"),
+            client.local_addr().expect("local")
+        );
+        assert!(format!("{conn:?}").contains("buffered"));
+    });
+}

@@ -193,6 +193,20 @@ impl Default for Config {
 }
 
 impl Config {
+    /// Listen on `endpoint` (a `SocketAddr`, an address list, or a string such
+    /// as `"localhost:0"` or `"[::]:7000"`, validated before anything is
+    /// resolved); the first resolved address is used.
+    pub fn listen_on(
+        mut self,
+        endpoint: impl crate::endpoint::ToEndpoint,
+    ) -> Result<Config, crate::Error> {
+        let addrs = endpoint.to_addrs().map_err(crate::Error::from_resolve)?;
+        self.addr = *addrs
+            .first()
+            .ok_or_else(|| crate::Error::Config("the endpoint resolves to no address".into()))?;
+        Ok(self)
+    }
+
     /// The worker count with 0 resolved to the available parallelism.
     pub fn worker_count(&self) -> usize {
         if self.workers == 0 {

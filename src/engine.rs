@@ -165,6 +165,20 @@ impl Engine {
         Ok(())
     }
 
+    /// [`Engine::connect`] to an endpoint (an address, a list, or a string
+    /// such as `"localhost:7000"`), resolved here, on the caller's thread;
+    /// every resolved address is tried in order.
+    pub fn connect_to(
+        &self,
+        worker: usize,
+        endpoint: impl crate::endpoint::ToEndpoint,
+        timeout: std::time::Duration,
+        tag: u64,
+    ) -> Result<(), Error> {
+        let addrs = endpoint.to_addrs().map_err(Error::from_resolve)?;
+        self.connect(worker, &addrs, timeout, tag)
+    }
+
     /// Counters summed over all workers.
     pub fn stats(&self) -> Stats {
         self.worker_stats()

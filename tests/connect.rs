@@ -136,6 +136,28 @@ fn node_connects_out_and_serves_both_sides(backend: Backend) {
     target.shutdown().expect("target shutdown");
 }
 
+/// Endpoint strings work for listening and connecting; a bad one is
+/// refused before anything happens.
+fn endpoint_strings(backend: Backend) {
+    let target = echo_engine(config(backend).listen_on("localhost:0").expect("listen_on"));
+    let (engine, rx) = node(backend, None);
+    let ep = format!("localhost:{}", target.local_addr().port());
+    engine
+        .connect_to(0, ep.as_str(), Duration::from_secs(5), 11)
+        .expect("connect_to");
+    assert_eq!(next(&rx), Event::Opened(Some(11)));
+    match engine.connect_to(0, "localhost", Duration::from_secs(1), 12) {
+        Err(ringnet::Error::Endpoint(e)) => println!("bad endpoint refused: {e}"),
+        other => panic!("expected an endpoint error, got {other:?}"),
+    }
+    assert!(
+        config(backend).listen_on("[::1:80").is_err(),
+        "unbalanced brackets refused"
+    );
+    engine.shutdown().expect("shutdown");
+    target.shutdown().expect("shutdown");
+}
+
 fn refused_is_reported(backend: Backend) {
     let (engine, rx) = node(
         backend,
@@ -219,4 +241,14 @@ fn shutdown_while_connecting_uring() {
 #[test]
 fn shutdown_while_connecting_epoll() {
     shutdown_while_connecting(Backend::Epoll);
+}
+
+#[test]
+fn endpoint_strings_uring() {
+    endpoint_strings(Backend::Uring);
+}
+
+#[test]
+fn endpoint_strings_epoll() {
+    endpoint_strings(Backend::Epoll);
 }

@@ -52,7 +52,10 @@ impl Error {
     /// Turn an error from resolving an endpoint into [`Error::Endpoint`] when
     /// it was a rejected string, [`Error::Io`] otherwise.
     pub fn from_resolve(e: io::Error) -> Error {
-        match e.get_ref().and_then(|inner| inner.downcast_ref::<crate::endpoint::EndpointError>()) {
+        match e
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<crate::endpoint::EndpointError>())
+        {
             Some(bad) => Error::Endpoint(bad.clone()),
             None => Error::Io(e),
         }

@@ -66,6 +66,24 @@ pub enum CloseReason {
     /// A receive or send failed with this OS error (for example ECONNRESET
     /// or EPIPE).
     Error(i32),
+    /// The peer announced a frame larger than the limit; nothing of that
+    /// size was allocated.
+    FrameTooLarge {
+        /// The size the peer declared (for a line: the bytes seen so far).
+        declared: u64,
+        /// The limit in force.
+        limit: usize,
+    },
+    /// The peer's bytes are not valid frames for the connection's framing.
+    BadFrame(String),
+}
+
+impl CloseReason {
+    /// Whether a close for this reason first sends what is queued: every
+    /// reason but an I/O error or the input limit does.
+    pub(crate) fn flushes(&self) -> bool {
+        !matches!(self, CloseReason::Error(_) | CloseReason::InputLimit { .. })
+    }
 }
 
 impl std::fmt::Display for CloseReason {
@@ -80,6 +98,13 @@ impl std::fmt::Display for CloseReason {
             CloseReason::Error(errno) => {
                 write!(f, "{}", io::Error::from_raw_os_error(*errno))
             }
+            CloseReason::FrameTooLarge { declared, limit } => {
+                write!(
+                    f,
+                    "frame of {declared} bytes exceeds the limit of {limit} bytes"
+                )
+            }
+            CloseReason::BadFrame(why) => write!(f, "bad frame: {why}"),
         }
     }
 }
@@ -333,6 +358,14 @@ impl Conn<'_> {
     pub fn close(&mut self) {
         if self.core.closing.is_none() {
             self.core.closing = Some(CloseReason::Local);
+        }
+    }
+
+    /// Close after everything queued has been sent, reporting `reason` to
+    /// `on_close` (for example a protocol error the handler detected).
+    pub fn close_with(&mut self, reason: CloseReason) {
+        if self.core.closing.is_none() {
+            self.core.closing = Some(reason);
         }
     }
 

@@ -39,11 +39,13 @@ pub mod framing;
 pub mod handler;
 mod linger;
 pub mod listener;
+pub mod message;
 pub mod reference;
 mod stats;
 #[allow(unsafe_code)]
 mod sys;
 pub mod token;
+pub mod udp;
 #[allow(unsafe_code)]
 pub mod uring;
 

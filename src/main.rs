@@ -6,6 +6,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use ringnet::framing::Framing;
+use ringnet::message::Framed;
 use ringnet::{app, BackendChoice, BufferMode, Config, Engine, ListenerMode};
 
 #[derive(Parser)]
@@ -45,6 +47,10 @@ enum Mode {
     Echo,
     /// Minimal HTTP/1.1: 200 OK, "Hello, World!", keep-alive, pipelining.
     Http,
+    /// Echo length-prefixed frames (4-byte big-endian length; 8 MiB limit).
+    FramedEcho,
+    /// Echo lines (`\n`, a trailing `\r` stripped; 64 KiB limit).
+    LineEcho,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -118,8 +124,13 @@ struct ServeArgs {
 /// brackets) and resolved; the first address is used.
 fn parse_endpoint(s: &str) -> Result<SocketAddr, String> {
     let ep = ringnet::Endpoint::parse(s).map_err(|e| e.to_string())?;
-    let addrs = ep.resolve().map_err(|e| format!("cannot resolve {s}: {e}"))?;
-    addrs.first().copied().ok_or_else(|| format!("{s} resolves to no address"))
+    let addrs = ep
+        .resolve()
+        .map_err(|e| format!("cannot resolve {s}: {e}"))?;
+    addrs
+        .first()
+        .copied()
+        .ok_or_else(|| format!("{s} resolves to no address"))
 }
 
 fn parse_backend(s: &str) -> Result<BackendChoice, String> {
@@ -163,12 +174,20 @@ fn serve(a: ServeArgs) -> Result<(), ringnet::Error> {
     let engine = match a.mode {
         Mode::Echo => Engine::start(cfg, |_| app::echo::Echo)?,
         Mode::Http => Engine::start(cfg, |_| app::http::Http::default())?,
+        Mode::FramedEcho => Engine::start(cfg, |_| {
+            Framed::new(Framing::length_prefixed(), app::framed::MessageEcho)
+        })?,
+        Mode::LineEcho => Engine::start(cfg, |_| {
+            Framed::new(Framing::line(), app::framed::MessageEcho)
+        })?,
     };
     println!(
         "ringnet: serving {} on {} ({} backend, {} workers)",
         match a.mode {
             Mode::Echo => "echo",
             Mode::Http => "http",
+            Mode::FramedEcho => "framed-echo",
+            Mode::LineEcho => "line-echo",
         },
         engine.local_addr(),
         engine.backend(),

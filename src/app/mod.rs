@@ -1,4 +1,5 @@
 //! Ready-made handlers behind `ringnet serve MODE`.
 
 pub mod echo;
+pub mod framed;
 pub mod http;

@@ -69,14 +69,6 @@ struct Slot {
     notified: bool,
 }
 
-/// Reasons that flush queued output before closing.
-fn graceful(r: &CloseReason) -> bool {
-    matches!(
-        r,
-        CloseReason::Local | CloseReason::PeerClosed | CloseReason::Shutdown
-    )
-}
-
 pub(crate) struct Worker<H: Handler> {
     ep: Epoll,
     handler: H,
@@ -572,7 +564,7 @@ impl<H: Handler> Worker<H> {
                     self.teardown(key, reason);
                     return;
                 }
-                if graceful(&reason) {
+                if reason.flushes() {
                     // All output is written: shut down the write side and
                     // linger, reading and discarding, until the peer closes.
                     slot.linger = true;

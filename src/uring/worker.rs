@@ -103,14 +103,6 @@ struct Pending {
 /// outlives any operation.
 static CLEAR_FIXED: RawFd = -1;
 
-/// Reasons that flush queued output before closing.
-fn graceful(r: &CloseReason) -> bool {
-    matches!(
-        r,
-        CloseReason::Local | CloseReason::PeerClosed | CloseReason::Shutdown
-    )
-}
-
 pub(crate) struct Worker<H: Handler> {
     // Field order matters: the ring is dropped before the buffer groups it
     // has registered.
@@ -905,7 +897,7 @@ impl<H: Handler> Worker<H> {
             return;
         }
         if let Some(reason) = slot.core.closing.clone() {
-            if graceful(&reason) {
+            if reason.flushes() {
                 if slot.recv == Recv::Done {
                     // End of stream was read: nothing unread can make the
                     // close a reset.

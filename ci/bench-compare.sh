@@ -26,6 +26,9 @@ run echo-64-coop-taskrun    echo --conns 32 --size 64 --uring-arg=--no-defer-tas
 run echo-4k                 echo --conns 32 --size 4096
 run echo-16k-8              echo --conns 8 --size 16384
 run echo-16k-8-buf-16k      echo --conns 8 --size 16384 --uring-arg=--buf-size=16384
+run echo-16k-8-bundle       echo --conns 8 --size 16384 --uring-arg=--recv-bundle
+run echo-64k-8              echo --conns 8 --size 65536
+run echo-64k-8-send-zc      echo --conns 8 --size 65536 --uring-arg=--send-zc-threshold=16384
 run accept                  accept --conns 32
 run accept-fixed-files      accept --conns 32 --uring-arg=--fixed-files=16384
 run accept-coop-taskrun     accept --conns 32 --uring-arg=--no-defer-taskrun

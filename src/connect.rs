@@ -49,9 +49,53 @@ pub(crate) struct ConnectRequest {
     pub(crate) next: usize,
     pub(crate) timeout: Duration,
     pub(crate) tag: u64,
+    /// Keep the connection up: reconnect after a close or a failed round,
+    /// waiting `backoff` first (doubled after each failure, up to
+    /// [`MAX_BACKOFF`]; reset to [`FIRST_BACKOFF`] by a success).
+    pub(crate) persistent: bool,
+    pub(crate) backoff: Duration,
 }
 
+/// The first wait before a persistent connection is tried again.
+pub(crate) const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+/// The longest wait between tries of a persistent connection.
+pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
 impl ConnectRequest {
+    pub(crate) fn new(
+        addrs: Vec<SocketAddr>,
+        timeout: Duration,
+        tag: u64,
+        persistent: bool,
+    ) -> ConnectRequest {
+        ConnectRequest {
+            addrs,
+            next: 0,
+            timeout,
+            tag,
+            persistent,
+            backoff: FIRST_BACKOFF,
+        }
+    }
+
+    /// The request to run again after a failed round: from the first
+    /// address, with the backoff doubled for the round after.
+    pub(crate) fn retry(&self) -> (Duration, ConnectRequest) {
+        let wait = self.backoff;
+        let mut next = self.clone();
+        next.next = 0;
+        next.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        (wait, next)
+    }
+
+    /// The request to run again after an established connection closed.
+    pub(crate) fn after_close(&self) -> (Duration, ConnectRequest) {
+        let mut next = self.clone();
+        next.next = 0;
+        next.backoff = FIRST_BACKOFF;
+        next.retry()
+    }
+
     /// The address of the current attempt.
     pub(crate) fn addr(&self) -> Option<SocketAddr> {
         self.addrs.get(self.next).copied()
@@ -124,12 +168,7 @@ mod tests {
     fn addresses_are_tried_in_order() {
         let a: SocketAddr = "127.0.0.1:1".parse().expect("addr");
         let b: SocketAddr = "127.0.0.1:2".parse().expect("addr");
-        let mut r = ConnectRequest {
-            addrs: vec![a, b],
-            next: 0,
-            timeout: Duration::from_secs(1),
-            tag: 7,
-        };
+        let mut r = ConnectRequest::new(vec![a, b], Duration::from_secs(1), 7, false);
         assert_eq!(r.addr(), Some(a));
         assert!(r.advance());
         assert_eq!(r.addr(), Some(b));

@@ -13,6 +13,7 @@ use std::thread::JoinHandle;
 
 use socket2::Socket;
 
+use crate::bus::{Bus, Command, Peer, SendError};
 use crate::config::{Backend, BackendChoice, Config, ListenerMode};
 use crate::connect::ConnectRequest;
 use crate::error::Error;
@@ -31,20 +32,14 @@ pub(crate) struct WorkerCtx {
     pub(crate) wake: Arc<EventFd>,
     /// Requests from other threads; the sender writes `wake` after each.
     pub(crate) commands: mpsc::Receiver<Command>,
-}
-
-/// What another thread can ask of a worker.
-#[derive(Debug)]
-pub(crate) enum Command {
-    /// Make an outbound connection.
-    Connect(ConnectRequest),
+    /// Every worker, for sends and broadcasts across workers.
+    pub(crate) bus: Arc<Bus>,
 }
 
 struct WorkerHandle {
     join: Option<JoinHandle<std::io::Result<()>>>,
     wake: Arc<EventFd>,
     stats: Arc<WorkerStats>,
-    commands: mpsc::Sender<Command>,
 }
 
 /// A running engine.
@@ -54,6 +49,7 @@ pub struct Engine {
     fallback: Option<String>,
     workers: Vec<WorkerHandle>,
     stop: Arc<AtomicBool>,
+    bus: Arc<Bus>,
 }
 
 impl Engine {
@@ -75,17 +71,30 @@ impl Engine {
         let factory = Arc::new(factory);
         let stop = Arc::new(AtomicBool::new(false));
         let (ready_tx, ready_rx) = mpsc::channel::<Result<(), Error>>();
+        // The bus first: every worker must be reachable before any runs.
+        let mut bus = Bus::default();
+        let mut inboxes = Vec::with_capacity(n);
+        for _ in 0..n {
+            let (commands, inbox) = mpsc::channel();
+            bus.workers.push(Peer {
+                commands,
+                wake: Arc::new(EventFd::new()?),
+                live: Default::default(),
+            });
+            inboxes.push(inbox);
+        }
+        let bus = Arc::new(bus);
         let mut engine = Engine {
             local_addr,
             backend,
             fallback,
             workers: Vec::with_capacity(n),
             stop: Arc::clone(&stop),
+            bus: Arc::clone(&bus),
         };
-        for index in 0..n {
-            let wake = Arc::new(EventFd::new()?);
+        for (index, commands) in inboxes.into_iter().enumerate() {
+            let wake = Arc::clone(&bus.workers[index].wake);
             let stats = Arc::new(WorkerStats::default());
-            let (commands_tx, commands) = mpsc::channel();
             let ctx = WorkerCtx {
                 index,
                 cfg: cfg.clone(),
@@ -94,6 +103,7 @@ impl Engine {
                 stop: Arc::clone(&stop),
                 wake: Arc::clone(&wake),
                 commands,
+                bus: Arc::clone(&bus),
             };
             let factory = Arc::clone(&factory);
             let ready = ready_tx.clone();
@@ -104,7 +114,6 @@ impl Engine {
                 join: Some(join),
                 wake,
                 stats,
-                commands: commands_tx,
             });
         }
         drop(ready_tx);
@@ -151,17 +160,11 @@ impl Engine {
         timeout: std::time::Duration,
         tag: u64,
     ) -> Result<(), Error> {
-        let w = &self.workers[worker % self.workers.len()];
-        let req = ConnectRequest {
-            addrs: addrs.to_vec(),
-            next: 0,
-            timeout,
-            tag,
-        };
-        w.commands
-            .send(Command::Connect(req))
-            .map_err(|_| Error::Config("the worker has stopped".into()))?;
-        w.wake.notify()?;
+        let index = worker % self.workers.len();
+        let req = ConnectRequest::new(addrs.to_vec(), timeout, tag, false);
+        if !self.bus.post(index, Command::Connect(req)) {
+            return Err(Error::Config("the worker has stopped".into()));
+        }
         Ok(())
     }
 
@@ -177,6 +180,38 @@ impl Engine {
     ) -> Result<(), Error> {
         let addrs = endpoint.to_addrs().map_err(Error::from_resolve)?;
         self.connect(worker, &addrs, timeout, tag)
+    }
+
+    /// Queue `bytes` on every open connection of every worker.
+    pub fn broadcast(&self, bytes: &[u8]) {
+        let bytes: Arc<[u8]> = Arc::from(bytes);
+        for index in 0..self.bus.workers.len() {
+            self.bus.post(
+                index,
+                Command::Broadcast {
+                    except: None,
+                    bytes: Arc::clone(&bytes),
+                },
+            );
+        }
+    }
+
+    /// Queue `bytes` on connection `to`; an id that is not open is an error.
+    pub fn send_to(&self, to: crate::ConnId, bytes: &[u8]) -> Result<(), SendError> {
+        if !self.bus.is_live(to) {
+            return Err(SendError::UnknownConn(to));
+        }
+        if self.bus.post(
+            to.worker(),
+            Command::SendTo {
+                to,
+                bytes: Arc::from(bytes),
+            },
+        ) {
+            Ok(())
+        } else {
+            Err(SendError::WorkerStopped(to))
+        }
     }
 
     /// Counters summed over all workers.

@@ -41,9 +41,11 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use socket2::Socket;
 
+use crate::bus::{Bus, Command, SendError};
 use crate::config::Backend;
 use crate::connect::{ConnectError, ConnectRequest};
 use crate::token::ConnId;
@@ -163,6 +165,8 @@ pub(crate) struct ConnCore {
     pub(crate) closing: Option<CloseReason>,
     /// The tag of the outbound request that made this connection.
     pub(crate) tag: Option<u64>,
+    /// The request that made this connection, when it is to be kept up.
+    pub(crate) origin: Option<ConnectRequest>,
 }
 
 /// Buffers larger than this are released rather than kept for reuse once
@@ -183,6 +187,7 @@ impl ConnCore {
             dirty: false,
             closing: None,
             tag: None,
+            origin: None,
         }
     }
 
@@ -219,6 +224,22 @@ impl ConnCore {
         self.send_pending()
     }
 
+    /// Queue a broadcast or directed message on this connection: unless it
+    /// is `except`, it is `to` (when given), and it is not closing. Returns
+    /// whether the bytes were queued.
+    pub(crate) fn take_message(
+        &mut self,
+        except: Option<ConnId>,
+        to: Option<ConnId>,
+        bytes: &[u8],
+    ) -> bool {
+        if self.closing.is_some() || Some(self.id) == except || to.is_some_and(|t| t != self.id) {
+            return false;
+        }
+        self.out.extend_from_slice(bytes);
+        true
+    }
+
     /// Put `key` on the worker's dirty list once.
     pub(crate) fn mark_dirty(&mut self, key: usize, list: &mut Vec<usize>) {
         if !self.dirty {
@@ -240,7 +261,7 @@ impl ConnCore {
         handler: &mut H,
         data: &[u8],
         limit: usize,
-        requests: &mut Vec<ConnectRequest>,
+        env: Env<'_>,
     ) -> Result<(), CloseReason> {
         if self.closing.is_some() {
             return Ok(());
@@ -248,13 +269,7 @@ impl ConnCore {
         if self.held.is_empty() {
             // Fast path: hand the kernel's buffer over as it is.
             let n = handler
-                .on_data(
-                    &mut Conn {
-                        core: self,
-                        requests,
-                    },
-                    data,
-                )
+                .on_data(&mut Conn { core: self, env }, data)
                 .min(data.len());
             if n < data.len() {
                 self.held.extend_from_slice(&data[n..]);
@@ -263,13 +278,7 @@ impl ConnCore {
             let mut buf = std::mem::take(&mut self.held);
             buf.extend_from_slice(data);
             let n = handler
-                .on_data(
-                    &mut Conn {
-                        core: self,
-                        requests,
-                    },
-                    &buf,
-                )
+                .on_data(&mut Conn { core: self, env }, &buf)
                 .min(buf.len());
             buf.drain(..n);
             if buf.is_empty() && buf.capacity() > KEEP_CAPACITY {
@@ -284,43 +293,77 @@ impl ConnCore {
     }
 }
 
+/// What a callback can reach besides its connection: the worker's queue of
+/// requests (carried out after the callback) and the bus to other workers.
+pub(crate) struct Env<'a> {
+    pub(crate) requests: &'a mut Vec<Command>,
+    pub(crate) bus: &'a Bus,
+    pub(crate) worker: usize,
+}
+
+impl Env<'_> {
+    fn connect(
+        &mut self,
+        addrs: &[SocketAddr],
+        timeout: std::time::Duration,
+        tag: u64,
+        persistent: bool,
+    ) {
+        let req = ConnectRequest::new(addrs.to_vec(), timeout, tag, persistent);
+        self.requests.push(Command::Connect(req));
+    }
+
+    fn broadcast(&mut self, except: Option<ConnId>, bytes: &[u8]) {
+        self.bus
+            .broadcast(self.worker, except, Arc::from(bytes), self.requests);
+    }
+
+    fn send_to(&mut self, to: ConnId, bytes: &[u8]) -> Result<(), SendError> {
+        self.bus
+            .send_to(self.worker, to, Arc::from(bytes), self.requests)
+    }
+}
+
 /// A handle on one connection, lent to the handler during a callback.
 pub struct Conn<'a> {
     pub(crate) core: &'a mut ConnCore,
-    pub(crate) requests: &'a mut Vec<ConnectRequest>,
+    pub(crate) env: Env<'a>,
 }
 
 /// The worker, lent to [`Handler::on_start`].
 pub struct Ctx<'a> {
-    pub(crate) requests: &'a mut Vec<ConnectRequest>,
-    pub(crate) worker: usize,
+    pub(crate) env: Env<'a>,
 }
 
 impl Ctx<'_> {
     /// Connect out to `addrs` (tried in order, each for at most `timeout`);
     /// see [`Conn::connect`].
     pub fn connect(&mut self, addrs: &[SocketAddr], timeout: std::time::Duration, tag: u64) {
-        queue_connect(self.requests, addrs, timeout, tag);
+        self.env.connect(addrs, timeout, tag, false);
+    }
+
+    /// Like [`Ctx::connect`], but the engine keeps the connection up: when it
+    /// closes, or every address failed, it connects again after a backoff
+    /// that starts at 100 ms and doubles up to 5 s (reset by a success).
+    /// Every failed round is still reported to `on_connect_failed`.
+    pub fn connect_persistent(
+        &mut self,
+        addrs: &[SocketAddr],
+        timeout: std::time::Duration,
+        tag: u64,
+    ) {
+        self.env.connect(addrs, timeout, tag, true);
+    }
+
+    /// Queue `bytes` on every open connection of the node.
+    pub fn broadcast(&mut self, bytes: &[u8]) {
+        self.env.broadcast(None, bytes);
     }
 
     /// The index of this worker.
     pub fn worker(&self) -> usize {
-        self.worker
+        self.env.worker
     }
-}
-
-fn queue_connect(
-    requests: &mut Vec<ConnectRequest>,
-    addrs: &[SocketAddr],
-    timeout: std::time::Duration,
-    tag: u64,
-) {
-    requests.push(ConnectRequest {
-        addrs: addrs.to_vec(),
-        next: 0,
-        timeout,
-        tag,
-    });
 }
 
 impl Conn<'_> {
@@ -342,7 +385,26 @@ impl Conn<'_> {
     /// worker never blocks on DNS): resolve endpoints first, e.g. with
     /// `Endpoint::resolve`.
     pub fn connect(&mut self, addrs: &[SocketAddr], timeout: std::time::Duration, tag: u64) {
-        queue_connect(self.requests, addrs, timeout, tag);
+        self.env.connect(addrs, timeout, tag, false);
+    }
+
+    /// Queue `bytes` on every open connection of the node, on every worker
+    /// (this one included), after what each already has queued.
+    pub fn broadcast(&mut self, bytes: &[u8]) {
+        self.env.broadcast(None, bytes);
+    }
+
+    /// [`Conn::broadcast`] to every connection but this one.
+    pub fn broadcast_others(&mut self, bytes: &[u8]) {
+        let me = self.core.id;
+        self.env.broadcast(Some(me), bytes);
+    }
+
+    /// Queue `bytes` on connection `to`, on whichever worker owns it. An id
+    /// that is not open now is an error; if `to` closes before the bytes
+    /// reach its worker, they are dropped with it.
+    pub fn send_to(&mut self, to: ConnId, bytes: &[u8]) -> Result<(), SendError> {
+        self.env.send_to(to, bytes)
     }
 
     /// Queue bytes to send, in order after everything queued before. Ignored
@@ -437,8 +499,17 @@ mod tests {
             let mut c = core();
             let mut h = Frames(Vec::new());
             for chunk in stream.chunks(split) {
-                c.deliver(&mut h, chunk, 1024, &mut Vec::new())
-                    .expect("under limit");
+                c.deliver(
+                    &mut h,
+                    chunk,
+                    1024,
+                    Env {
+                        requests: &mut Vec::new(),
+                        bus: &Bus::default(),
+                        worker: 0,
+                    },
+                )
+                .expect("under limit");
             }
             let got: Vec<u8> = h.0.concat();
             assert_eq!(got, stream, "split {split}");
@@ -455,10 +526,28 @@ mod tests {
             }
         }
         let mut c = core();
-        c.deliver(&mut Never, &[0; 8], 10, &mut Vec::new())
-            .expect("8 <= 10");
+        c.deliver(
+            &mut Never,
+            &[0; 8],
+            10,
+            Env {
+                requests: &mut Vec::new(),
+                bus: &Bus::default(),
+                worker: 0,
+            },
+        )
+        .expect("8 <= 10");
         assert_eq!(
-            c.deliver(&mut Never, &[0; 8], 10, &mut Vec::new()),
+            c.deliver(
+                &mut Never,
+                &[0; 8],
+                10,
+                Env {
+                    requests: &mut Vec::new(),
+                    bus: &Bus::default(),
+                    worker: 0
+                }
+            ),
             Err(CloseReason::InputLimit { limit: 10 })
         );
     }
@@ -473,21 +562,47 @@ mod tests {
             }
         }
         let mut c = core();
-        c.deliver(&mut Greedy, b"abc", 10, &mut Vec::new())
-            .expect("ok");
+        c.deliver(
+            &mut Greedy,
+            b"abc",
+            10,
+            Env {
+                requests: &mut Vec::new(),
+                bus: &Bus::default(),
+                worker: 0,
+            },
+        )
+        .expect("ok");
         assert_eq!(c.out, b"abc");
         assert!(c.held.is_empty());
         Conn {
             core: &mut c,
-            requests: &mut Vec::new(),
+            env: Env {
+                requests: &mut Vec::new(),
+                bus: &Bus::default(),
+                worker: 0,
+            },
         }
         .close();
-        c.deliver(&mut Greedy, b"def", 10, &mut Vec::new())
-            .expect("ok");
+        c.deliver(
+            &mut Greedy,
+            b"def",
+            10,
+            Env {
+                requests: &mut Vec::new(),
+                bus: &Bus::default(),
+                worker: 0,
+            },
+        )
+        .expect("ok");
         assert_eq!(c.out, b"abc", "no delivery after close");
         Conn {
             core: &mut c,
-            requests: &mut Vec::new(),
+            env: Env {
+                requests: &mut Vec::new(),
+                bus: &Bus::default(),
+                worker: 0,
+            },
         }
         .send(b"x");
         assert_eq!(c.out, b"abc", "send after close is ignored");

@@ -29,6 +29,7 @@
 pub mod app;
 pub mod bench;
 pub mod blocking;
+mod bus;
 mod config;
 pub mod connect;
 pub mod endpoint;
@@ -49,6 +50,7 @@ pub mod udp;
 #[allow(unsafe_code)]
 pub mod uring;
 
+pub use bus::SendError;
 pub use config::{Backend, BackendChoice, BufferMode, Config, ListenerMode};
 pub use connect::ConnectError;
 pub use endpoint::Endpoint;

@@ -51,6 +51,8 @@ enum Mode {
     FramedEcho,
     /// Echo lines (`\n`, a trailing `\r` stripped; 64 KiB limit).
     LineEcho,
+    /// Line chat: every line goes to every other client (and to --peer).
+    Chat,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -70,6 +72,9 @@ struct ServeArgs {
     /// picks a free port; the bound address is printed).
     #[arg(long, default_value = "127.0.0.1:7000", value_parser = parse_endpoint)]
     addr: SocketAddr,
+    /// With `chat`: another chat node to join (kept connected).
+    #[arg(long, value_parser = parse_endpoint)]
+    peer: Option<SocketAddr>,
     /// Backend: auto (io_uring if it works here, else epoll), uring, epoll.
     /// The environment variable RINGNET_BACKEND overrides it.
     #[arg(long, default_value = "auto", value_parser = parse_backend)]
@@ -180,6 +185,12 @@ fn serve(a: ServeArgs) -> Result<(), ringnet::Error> {
         Mode::LineEcho => Engine::start(cfg, |_| {
             Framed::new(Framing::line(), app::framed::MessageEcho)
         })?,
+        Mode::Chat => {
+            let chat = app::chat::Chat {
+                peer: a.peer.map(|p| vec![p]),
+            };
+            Engine::start(cfg, move |_| Framed::new(Framing::line(), chat.clone()))?
+        }
     };
     println!(
         "ringnet: serving {} on {} ({} backend, {} workers)",
@@ -188,6 +199,7 @@ fn serve(a: ServeArgs) -> Result<(), ringnet::Error> {
             Mode::Http => "http",
             Mode::FramedEcho => "framed-echo",
             Mode::LineEcho => "line-echo",
+            Mode::Chat => "chat",
         },
         engine.local_addr(),
         engine.backend(),

@@ -14,6 +14,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::bus::SendError;
 use crate::connect::ConnectError;
 use crate::framing::{FrameError, Framing};
 use crate::handler::{CloseReason, Conn, Ctx, Handler};
@@ -64,6 +65,34 @@ impl<'a> MsgConn<'_, 'a> {
         Ok(())
     }
 
+    /// Frame `payload` once and queue it on every open connection of the
+    /// node, on every worker (this one included).
+    pub fn broadcast(&mut self, payload: &[u8]) -> Result<(), FrameError> {
+        let framed = self.frame(payload)?;
+        self.conn.broadcast(&framed);
+        Ok(())
+    }
+
+    /// [`MsgConn::broadcast`] to every connection but this one.
+    pub fn broadcast_others(&mut self, payload: &[u8]) -> Result<(), FrameError> {
+        let framed = self.frame(payload)?;
+        self.conn.broadcast_others(&framed);
+        Ok(())
+    }
+
+    /// Frame `payload` and queue it on connection `to`, on whichever worker
+    /// owns it; an id that is not open is an error, not a panic.
+    pub fn send_to(&mut self, to: ConnId, payload: &[u8]) -> Result<(), MessageError> {
+        let framed = self.frame(payload)?;
+        Ok(self.conn.send_to(to, &framed)?)
+    }
+
+    fn frame(&self, payload: &[u8]) -> Result<Vec<u8>, FrameError> {
+        let mut framed = Vec::with_capacity(payload.len() + 4);
+        self.framing.encode(payload, &mut framed)?;
+        Ok(framed)
+    }
+
     /// The byte-level connection (id, addresses, socket options, close,
     /// outbound connects).
     pub fn conn(&mut self) -> &mut Conn<'a> {
@@ -89,6 +118,18 @@ impl<'a> MsgConn<'_, 'a> {
     pub fn connect(&mut self, addrs: &[SocketAddr], timeout: Duration, tag: u64) {
         self.conn.connect(addrs, timeout, tag);
     }
+}
+
+/// Why a message could not be sent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MessageError {
+    /// The payload does not fit the framing.
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    /// The target connection is not open.
+    #[error(transparent)]
+    Send(#[from] SendError),
 }
 
 /// Serves a [`MessageHandler`] over a [`Framing`]; give it to

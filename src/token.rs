@@ -185,6 +185,12 @@ impl ConnId {
         self.0
     }
 
+    /// From the raw value given by [`ConnId::as_u64`] (as a client may send
+    /// it back); whether it names an open connection is checked on use.
+    pub fn from_u64(v: u64) -> ConnId {
+        ConnId(v)
+    }
+
     /// The worker that owns the connection.
     pub fn worker(self) -> usize {
         (self.0 >> 56) as usize

@@ -34,9 +34,11 @@ use std::time::Instant;
 use slab::Slab;
 use socket2::Socket;
 
+use crate::bus::Command;
 use crate::config::{Backend, ListenerMode};
 use crate::connect::{socket_for, ConnectError, ConnectRequest};
-use crate::engine::{Command, WorkerCtx};
+use crate::engine::WorkerCtx;
+use crate::handler::Env;
 use crate::handler::{CloseReason, ConnCore, Handler};
 use crate::linger::Lingering;
 use crate::sys::epoll::{self, Epoll, Event};
@@ -82,8 +84,10 @@ pub(crate) struct Worker<H: Handler> {
     backoff_until: Option<Instant>,
     deadline: Option<Instant>,
     lingering: Lingering,
-    /// Outbound connections asked for by handler callbacks or the engine.
-    requests: Vec<ConnectRequest>,
+    /// What handler callbacks and other threads asked for.
+    requests: Vec<Command>,
+    /// Persistent outbound connections waiting out their backoff.
+    delayed: Vec<(Instant, ConnectRequest)>,
     /// Outbound attempts in flight, and their deadlines (earliest first).
     pending: Slab<Pending>,
     connect_deadlines: std::collections::BinaryHeap<std::cmp::Reverse<(Instant, usize, u32)>>,
@@ -111,6 +115,7 @@ impl<H: Handler> Worker<H> {
             deadline: None,
             lingering: Lingering::default(),
             requests: Vec::new(),
+            delayed: Vec::new(),
             pending: Slab::new(),
             connect_deadlines: std::collections::BinaryHeap::new(),
             stopping: false,
@@ -152,11 +157,13 @@ impl<H: Handler> Worker<H> {
     /// Run until shutdown is requested and every connection has closed.
     pub(crate) fn run(mut self) -> io::Result<()> {
         let mut events = std::mem::take(&mut self.events);
-        self.handler.on_start(&mut crate::handler::Ctx {
+        let env = Env {
             requests: &mut self.requests,
+            bus: &self.ctx.bus,
             worker: self.ctx.index,
-        });
-        self.start_connects();
+        };
+        self.handler.on_start(&mut crate::handler::Ctx { env });
+        self.run_requests();
         loop {
             if self.stopping && self.conns.is_empty() && self.pending.is_empty() {
                 return Ok(());
@@ -170,10 +177,12 @@ impl<H: Handler> Worker<H> {
                 self.dispatch(*ev);
             }
             self.timers()?;
+            // Requests first: their deliveries mark connections dirty, and
+            // the flush below sends them in this same turn.
+            self.run_requests();
             while let Some(key) = self.dirty.pop() {
                 self.flush(key);
             }
-            self.start_connects();
         }
     }
 
@@ -184,6 +193,7 @@ impl<H: Handler> Worker<H> {
             self.deadline,
             self.lingering.next_deadline(),
             self.connect_deadlines.peek().map(|r| r.0 .0),
+            self.delayed.iter().map(|(t, _)| *t).min(),
         ]
         .into_iter()
         .flatten()
@@ -200,6 +210,14 @@ impl<H: Handler> Worker<H> {
 
     fn timers(&mut self) -> io::Result<()> {
         let now = Instant::now();
+        // Persistent connections whose backoff is over.
+        let (due, wait): (Vec<_>, Vec<_>) = std::mem::take(&mut self.delayed)
+            .into_iter()
+            .partition(|(t, _)| *t <= now);
+        self.delayed = wait;
+        for (_, req) in due {
+            self.start_connect(req);
+        }
         if self.backoff_until.is_some_and(|t| t <= now) {
             self.backoff_until = None;
             if !self.stopping {
@@ -270,9 +288,7 @@ impl<H: Handler> Worker<H> {
     fn on_wake(&mut self) {
         self.ctx.wake.drain();
         while let Ok(cmd) = self.ctx.commands.try_recv() {
-            match cmd {
-                Command::Connect(req) => self.requests.push(req),
-            }
+            self.requests.push(cmd);
         }
         // Acquire pairs with the Release store in `Engine::shutdown`.
         if self.ctx.stop.load(Ordering::Acquire) && !self.stopping {
@@ -296,10 +312,37 @@ impl<H: Handler> Worker<H> {
         }
     }
 
-    /// Start every queued outbound request.
-    fn start_connects(&mut self) {
-        for req in std::mem::take(&mut self.requests) {
-            self.start_connect(req);
+    /// Carry out what handlers and other threads asked for: connects,
+    /// broadcasts, sends.
+    fn run_requests(&mut self) {
+        for cmd in std::mem::take(&mut self.requests) {
+            match cmd {
+                Command::Connect(req) => self.start_connect(req),
+                Command::Broadcast { except, bytes } => {
+                    let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+                    for key in keys {
+                        if self.conns[key].core.take_message(except, None, &bytes) {
+                            self.mark_dirty(key);
+                        }
+                    }
+                }
+                Command::SendTo { to, bytes } => {
+                    let queued = self
+                        .conns
+                        .get_mut(to.key())
+                        .is_some_and(|s| s.core.take_message(None, Some(to), &bytes));
+                    if queued {
+                        self.mark_dirty(to.key());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Run `req` again after `wait` (persistent connections).
+    fn schedule(&mut self, (wait, req): (std::time::Duration, ConnectRequest)) {
+        if !self.stopping {
+            self.delayed.push((Instant::now() + wait, req));
         }
     }
 
@@ -358,7 +401,9 @@ impl<H: Handler> Worker<H> {
         match sock.take_error() {
             Ok(None) => {
                 self.ctx.stats.add(&self.ctx.stats.connected, 1);
-                self.open(sock, Some(req.tag), true);
+                let mut req = req;
+                req.backoff = crate::connect::FIRST_BACKOFF;
+                self.open(sock, Some(req), true);
             }
             Ok(Some(e)) | Err(e) => {
                 let errno = e.raw_os_error().unwrap_or(libc::EIO);
@@ -375,6 +420,9 @@ impl<H: Handler> Worker<H> {
         }
         self.ctx.stats.add(&self.ctx.stats.connect_failures, 1);
         self.handler.on_connect_failed(req.tag, &err);
+        if req.persistent && err != ConnectError::Shutdown {
+            self.schedule(req.retry());
+        }
     }
 
     fn accept_batch(&mut self) {
@@ -408,7 +456,7 @@ impl<H: Handler> Worker<H> {
     /// slab; `registered`: its fd is already in the epoll set (outbound).
     /// Accepted streams get TCP_NODELAY from the listener (see
     /// `listener::ListenOptions`); outbound ones from `socket_for`.
-    fn open(&mut self, sock: Socket, tag: Option<u64>, registered: bool) {
+    fn open(&mut self, sock: Socket, origin: Option<ConnectRequest>, registered: bool) {
         let generation = self.next_generation;
         self.next_generation = (self.next_generation + 1) & GENERATION_MASK;
         let entry = self.conns.vacant_entry();
@@ -437,10 +485,17 @@ impl<H: Handler> Worker<H> {
         let st = &self.ctx.stats;
         st.add(&st.open, 1);
         let slot = &mut self.conns[key];
-        slot.core.tag = tag;
+        slot.core.tag = origin.as_ref().map(|r| r.tag);
+        slot.core.origin = origin.filter(|r| r.persistent);
+        self.ctx.bus.opened(slot.core.id);
+        let env = Env {
+            requests: &mut self.requests,
+            bus: &self.ctx.bus,
+            worker: self.ctx.index,
+        };
         self.handler.on_open(&mut crate::handler::Conn {
             core: &mut slot.core,
-            requests: &mut self.requests,
+            env,
         });
         self.mark_dirty(key);
     }
@@ -463,6 +518,7 @@ impl<H: Handler> Worker<H> {
                 handler,
                 buf,
                 requests,
+                ctx,
                 ..
             } = self;
             let slot = &mut conns[key];
@@ -497,7 +553,12 @@ impl<H: Handler> Worker<H> {
                 Ok(n) => {
                     st.add(&st.bytes_in, n as u64);
                     st.add(&st.buffers_in_use, 1);
-                    let outcome = slot.core.deliver(handler, &buf[..n], limit, requests);
+                    let env = Env {
+                        requests,
+                        bus: &ctx.bus,
+                        worker: ctx.index,
+                    };
+                    let outcome = slot.core.deliver(handler, &buf[..n], limit, env);
                     st.sub(&st.buffers_in_use, 1);
                     if let Err(reason) = outcome {
                         self.teardown(key, reason);
@@ -568,16 +629,17 @@ impl<H: Handler> Worker<H> {
                     // All output is written: shut down the write side and
                     // linger, reading and discarding, until the peer closes.
                     slot.linger = true;
-                    if !slot.notified {
-                        slot.notified = true;
-                        self.handler.on_close(slot.core.id, &reason);
-                    }
                     let _ = slot.core.sock.shutdown(std::net::Shutdown::Write);
+                    let generation = slot.generation;
                     self.lingering
-                        .push(key, slot.generation, Instant::now(), self.ctx.cfg.linger);
+                        .push(key, generation, Instant::now(), self.ctx.cfg.linger);
+                    self.notify_closed(key, &reason);
                 }
             }
         }
+        let Some(slot) = self.conns.get_mut(key) else {
+            return;
+        };
         // Read while open or lingering, not while waiting to close; wait for
         // writability while output is pending.
         let mut want = if slot.core.closing.is_none() || slot.linger {
@@ -600,15 +662,32 @@ impl<H: Handler> Worker<H> {
         }
     }
 
+    /// Tell the handler (once) that the connection is closed; it leaves the
+    /// bus, and a persistent outbound connection is scheduled again.
+    fn notify_closed(&mut self, key: usize, reason: &CloseReason) {
+        let Some(slot) = self.conns.get_mut(key) else {
+            return;
+        };
+        if slot.notified {
+            return;
+        }
+        slot.notified = true;
+        let id = slot.core.id;
+        let origin = slot.core.origin.take();
+        self.ctx.bus.closed(id);
+        self.handler.on_close(id, reason);
+        if let Some(req) = origin {
+            self.schedule(req.after_close());
+        }
+    }
+
     /// Close now: tell the handler, close the socket, free the slot.
     fn teardown(&mut self, key: usize, reason: CloseReason) {
         if !self.conns.contains(key) {
             return;
         }
+        self.notify_closed(key, &reason);
         let slot = self.conns.remove(key);
-        if !slot.notified {
-            self.handler.on_close(slot.core.id, &reason);
-        }
         drop(slot); // closing the fd removes it from the epoll set
         let st = &self.ctx.stats;
         st.add(&st.closed, 1);

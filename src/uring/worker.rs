@@ -44,9 +44,11 @@ use slab::Slab;
 use socket2::Socket;
 
 use super::groups::{Groups, SHARED};
+use crate::bus::Command;
 use crate::config::{Backend, BufferMode};
 use crate::connect::{socket_for, ConnectError, ConnectRequest};
-use crate::engine::{Command, WorkerCtx};
+use crate::engine::WorkerCtx;
+use crate::handler::Env;
 use crate::handler::{CloseReason, ConnCore, Handler};
 use crate::linger::Lingering;
 use crate::token::{ConnId, OpKind, Token, GENERATION_MASK};
@@ -135,7 +137,9 @@ pub(crate) struct Worker<H: Handler> {
     recv_bufs: Vec<(u16, usize)>,
     /// Outbound connections asked for by handler callbacks or the engine,
     /// started after the batch.
-    requests: Vec<ConnectRequest>,
+    requests: Vec<Command>,
+    /// Persistent outbound connections waiting out their backoff.
+    delayed: Vec<(Instant, ConnectRequest)>,
     /// Outbound attempts in flight (kept apart from `conns`: a connection
     /// joins the slab only once it is connected).
     pending: Slab<Pending>,
@@ -199,6 +203,7 @@ impl<H: Handler> Worker<H> {
             bundle,
             recv_bufs: Vec::new(),
             requests: Vec::new(),
+            delayed: Vec::new(),
             pending: Slab::new(),
             fatal: None,
             dirty: Vec::new(),
@@ -209,13 +214,15 @@ impl<H: Handler> Worker<H> {
 
     /// Run until shutdown is requested and every connection has closed.
     pub(crate) fn run(mut self) -> io::Result<()> {
-        self.handler.on_start(&mut crate::handler::Ctx {
+        let env = Env {
             requests: &mut self.requests,
+            bus: &self.ctx.bus,
             worker: self.ctx.index,
-        });
+        };
+        self.handler.on_start(&mut crate::handler::Ctx { env });
         self.arm_wake();
         self.arm_accept();
-        self.start_connects();
+        self.run_requests();
         loop {
             if self.stopping
                 && self.conns.is_empty()
@@ -328,6 +335,7 @@ impl<H: Handler> Worker<H> {
             OpKind::ConnectTimeout => {}
             OpKind::LingerTick => {
                 self.linger_timer_armed = false;
+                self.start_delayed();
                 self.linger_expired();
             }
             OpKind::FilesUpdate => {
@@ -379,9 +387,7 @@ impl<H: Handler> Worker<H> {
             self.arm_wake();
         }
         while let Ok(cmd) = self.ctx.commands.try_recv() {
-            match cmd {
-                Command::Connect(req) => self.requests.push(req),
-            }
+            self.requests.push(cmd);
         }
         // Acquire pairs with the Release store in `Engine::shutdown`.
         if self.ctx.stop.load(Ordering::Acquire) && !self.stopping {
@@ -428,10 +434,53 @@ impl<H: Handler> Worker<H> {
         }
     }
 
-    /// Start every queued outbound request (after a batch, when no handler
-    /// call is running).
-    fn start_connects(&mut self) {
-        for req in std::mem::take(&mut self.requests) {
+    /// Carry out what handlers and other threads asked for (after a batch,
+    /// when no handler call is running): connects, broadcasts, sends.
+    fn run_requests(&mut self) {
+        for cmd in std::mem::take(&mut self.requests) {
+            match cmd {
+                Command::Connect(req) => self.start_connect(req),
+                Command::Broadcast { except, bytes } => {
+                    let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+                    for key in keys {
+                        let slot = &mut self.conns[key];
+                        if !slot.torn && slot.core.take_message(except, None, &bytes) {
+                            self.mark_dirty(key);
+                        }
+                    }
+                }
+                Command::SendTo { to, bytes } => {
+                    let queued = self
+                        .conns
+                        .get_mut(to.key())
+                        .is_some_and(|s| !s.torn && s.core.take_message(None, Some(to), &bytes));
+                    if queued {
+                        self.mark_dirty(to.key());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Run `req` again after `wait` (persistent connections).
+    fn schedule(&mut self, (wait, req): (std::time::Duration, ConnectRequest)) {
+        if self.stopping {
+            return;
+        }
+        self.delayed.push((Instant::now() + wait, req));
+        // A timer already armed for a later deadline is not moved; it fires,
+        // finds nothing due, and re-arms for the nearest deadline.
+        self.arm_linger_timer();
+    }
+
+    /// Start the persistent connections whose backoff is over.
+    fn start_delayed(&mut self) {
+        let now = Instant::now();
+        let (due, wait): (Vec<_>, Vec<_>) = std::mem::take(&mut self.delayed)
+            .into_iter()
+            .partition(|(t, _)| *t <= now);
+        self.delayed = wait;
+        for (_, req) in due {
             self.start_connect(req);
         }
     }
@@ -523,7 +572,8 @@ impl<H: Handler> Worker<H> {
         drop((addr, timeout));
         if res == 0 {
             self.ctx.stats.add(&self.ctx.stats.connected, 1);
-            return self.open(sock, Some(req.tag));
+            req.backoff = crate::connect::FIRST_BACKOFF;
+            return self.open(sock, Some(req));
         }
         drop(sock);
         let err = match -res {
@@ -541,6 +591,9 @@ impl<H: Handler> Worker<H> {
     fn connect_failed(&mut self, req: &ConnectRequest, err: ConnectError) {
         self.ctx.stats.add(&self.ctx.stats.connect_failures, 1);
         self.handler.on_connect_failed(req.tag, &err);
+        if req.persistent && err != ConnectError::Shutdown {
+            self.schedule(req.retry());
+        }
     }
 
     fn force_close_all(&mut self) {
@@ -596,7 +649,7 @@ impl<H: Handler> Worker<H> {
     /// A new connection (accepted, or connected out with `tag`) joins the
     /// slab. Accepted streams get TCP_NODELAY from the listener (see
     /// `listener::ListenOptions`); outbound ones from `socket_for`.
-    fn open(&mut self, sock: Socket, tag: Option<u64>) {
+    fn open(&mut self, sock: Socket, origin: Option<ConnectRequest>) {
         let generation = self.next_generation;
         self.next_generation = (self.next_generation + 1) & GENERATION_MASK;
         let entry = self.conns.vacant_entry();
@@ -633,13 +686,21 @@ impl<H: Handler> Worker<H> {
             conns,
             handler,
             requests,
+            ctx,
             ..
         } = self;
         let slot = &mut conns[key];
-        slot.core.tag = tag;
+        slot.core.tag = origin.as_ref().map(|r| r.tag);
+        slot.core.origin = origin.filter(|r| r.persistent);
+        ctx.bus.opened(slot.core.id);
+        let env = Env {
+            requests,
+            bus: &ctx.bus,
+            worker: ctx.index,
+        };
         handler.on_open(&mut crate::handler::Conn {
             core: &mut slot.core,
-            requests,
+            env,
         });
         if key < self.fixed_fds.len() {
             // Install the socket at table index `key`; the recv is armed
@@ -722,6 +783,7 @@ impl<H: Handler> Worker<H> {
                 requests,
                 recv_bufs,
                 bundle,
+                ctx,
                 ..
             } = self;
             let slot = &mut conns[key];
@@ -741,9 +803,16 @@ impl<H: Handler> Worker<H> {
                     let mut result = Ok(());
                     for &(b, n) in recv_bufs.iter() {
                         if result.is_ok() && !slot.torn {
-                            result = slot
-                                .core
-                                .deliver(handler, ring.filled(b, n), limit, requests);
+                            result = slot.core.deliver(
+                                handler,
+                                ring.filled(b, n),
+                                limit,
+                                Env {
+                                    requests,
+                                    bus: &ctx.bus,
+                                    worker: ctx.index,
+                                },
+                            );
                         }
                         ring.recycle(b);
                     }
@@ -912,13 +981,9 @@ impl<H: Handler> Worker<H> {
     /// All output is handed over: shut down the write side and keep reading
     /// (discarding) until the peer closes or the linger time is up.
     fn start_linger(&mut self, key: usize, reason: CloseReason) {
-        let Worker { conns, handler, .. } = self;
-        let slot = &mut conns[key];
+        self.notify_closed(key, &reason);
+        let slot = &mut self.conns[key];
         slot.linger = true;
-        if !slot.notified {
-            slot.notified = true;
-            handler.on_close(slot.core.id, &reason);
-        }
         let fd = types::Fd(slot.core.sock.as_raw_fd());
         let generation = slot.generation;
         let sqe = opcode::Shutdown::new(fd, libc::SHUT_WR)
@@ -940,7 +1005,12 @@ impl<H: Handler> Worker<H> {
         if self.linger_timer_armed {
             return;
         }
-        let Some(deadline) = self.lingering.next_deadline() else {
+        let next_delayed = self.delayed.iter().map(|(t, _)| *t).min();
+        let Some(deadline) = [self.lingering.next_deadline(), next_delayed]
+            .into_iter()
+            .flatten()
+            .min()
+        else {
             return;
         };
         let wait = deadline
@@ -975,19 +1045,32 @@ impl<H: Handler> Worker<H> {
 
     /// Begin closing: tell the handler, cancel what is in flight, and free
     /// the slot once nothing is.
-    fn teardown(&mut self, key: usize, reason: CloseReason) {
-        let Worker { conns, handler, .. } = self;
-        let slot = &mut conns[key];
-        if slot.torn {
+    /// Tell the handler (once) that the connection is closed; it leaves the
+    /// bus, and a persistent outbound connection is scheduled again.
+    fn notify_closed(&mut self, key: usize, reason: &CloseReason) {
+        let slot = &mut self.conns[key];
+        if slot.notified {
             return;
         }
+        slot.notified = true;
+        let id = slot.core.id;
+        let origin = slot.core.origin.take();
+        self.ctx.bus.closed(id);
+        self.handler.on_close(id, reason);
+        if let Some(req) = origin {
+            self.schedule(req.after_close());
+        }
+    }
+
+    fn teardown(&mut self, key: usize, reason: CloseReason) {
+        if self.conns[key].torn {
+            return;
+        }
+        self.notify_closed(key, &reason);
+        let slot = &mut self.conns[key];
         slot.torn = true;
         if slot.core.closing.is_none() {
             slot.core.closing = Some(reason.clone());
-        }
-        if !slot.notified {
-            slot.notified = true;
-            handler.on_close(slot.core.id, &reason);
         }
         if slot.recv == Recv::Armed || slot.send_busy || slot.shut_busy {
             let fd = types::Fd(slot.core.sock.as_raw_fd());
@@ -1046,7 +1129,7 @@ impl<H: Handler> Worker<H> {
     }
 
     fn after_batch(&mut self) {
-        self.start_connects();
+        self.run_requests();
         let rearm = std::mem::take(&mut self.rearm);
         for &(key, generation) in &rearm {
             let ok = self.conns.get(key).is_some_and(|s| {

@@ -11,6 +11,7 @@
 //! send queue per connection).
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 
 use crate::connect::ConnectRequest;
@@ -45,6 +46,10 @@ pub(crate) struct Peer {
 #[derive(Debug, Default)]
 pub(crate) struct Bus {
     pub(crate) workers: Vec<Peer>,
+    /// Connections open across all workers (the `max_connections` count).
+    open: AtomicUsize,
+    /// `Config::max_connections`; 0: no limit.
+    pub(crate) max_connections: usize,
 }
 
 /// Sending to a connection that is not open.
@@ -60,6 +65,31 @@ pub enum SendError {
 }
 
 impl Bus {
+    /// Take a place for an accepted connection; `false` when
+    /// `max_connections` are open (the caller closes it at once).
+    pub(crate) fn try_admit(&self) -> bool {
+        if self.max_connections == 0 {
+            self.open.fetch_add(1, Ordering::Relaxed);
+            return true;
+        }
+        // Relaxed: the count is the only data; no other memory hangs on it.
+        self.open
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < self.max_connections).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// Take a place regardless of the limit (outbound connections).
+    pub(crate) fn admit(&self) {
+        self.open.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Give a place back (a connection's slot was freed).
+    pub(crate) fn release(&self) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
+    }
+
     /// Hand `cmd` to worker `index` and wake it.
     pub(crate) fn post(&self, index: usize, cmd: Command) -> bool {
         let Some(w) = self.workers.get(index) else {

@@ -146,6 +146,11 @@ pub struct Config {
     pub recv_buffer_size: Option<usize>,
     /// SO_SNDBUF for the listener and accepted streams.
     pub send_buffer_size: Option<usize>,
+    /// At most this many connections open at once over all workers; a
+    /// connection accepted beyond it is closed at once (counted as
+    /// `refused`), and accepting resumes as slots free up. Outbound
+    /// connections count toward it but are never refused. 0: no limit.
+    pub max_connections: usize,
     /// Bytes a handler may leave unconsumed on one connection before the
     /// engine closes it with [`crate::CloseReason::InputLimit`].
     pub max_unconsumed: usize,
@@ -184,6 +189,7 @@ impl Default for Config {
             only_v6: false,
             recv_buffer_size: None,
             send_buffer_size: None,
+            max_connections: 0,
             max_unconsumed: 16 << 20,
             accept_backoff: Duration::from_millis(100),
             linger: Duration::from_secs(2),

@@ -34,6 +34,9 @@ pub(crate) struct WorkerCtx {
     pub(crate) commands: mpsc::Receiver<Command>,
     /// Every worker, for sends and broadcasts across workers.
     pub(crate) bus: Arc<Bus>,
+    /// How long a shutdown may take, in milliseconds; read when the stop
+    /// flag is seen (set by `Engine::shutdown_within`).
+    pub(crate) shutdown_ms: Arc<std::sync::atomic::AtomicU64>,
 }
 
 struct WorkerHandle {
@@ -50,6 +53,21 @@ pub struct Engine {
     workers: Vec<WorkerHandle>,
     stop: Arc<AtomicBool>,
     bus: Arc<Bus>,
+    shutdown_ms: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// What a shutdown did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Connections open when the shutdown began.
+    pub open_at_start: u64,
+    /// Of those, the ones that closed by themselves: output flushed, peer
+    /// gone, or lingering close finished.
+    pub closed_gracefully: u64,
+    /// The ones still open at the deadline, closed regardless.
+    pub forced: u64,
+    /// How long the shutdown took.
+    pub elapsed: std::time::Duration,
 }
 
 impl Engine {
@@ -70,9 +88,13 @@ impl Engine {
         let local_addr = listener::local_addr(&listeners[0])?;
         let factory = Arc::new(factory);
         let stop = Arc::new(AtomicBool::new(false));
+        let shutdown_ms = Arc::new(std::sync::atomic::AtomicU64::new(
+            cfg.shutdown_timeout.as_millis() as u64,
+        ));
         let (ready_tx, ready_rx) = mpsc::channel::<Result<(), Error>>();
         // The bus first: every worker must be reachable before any runs.
         let mut bus = Bus::default();
+        bus.max_connections = cfg.max_connections;
         let mut inboxes = Vec::with_capacity(n);
         for _ in 0..n {
             let (commands, inbox) = mpsc::channel();
@@ -91,6 +113,7 @@ impl Engine {
             workers: Vec::with_capacity(n),
             stop: Arc::clone(&stop),
             bus: Arc::clone(&bus),
+            shutdown_ms: Arc::clone(&shutdown_ms),
         };
         for (index, commands) in inboxes.into_iter().enumerate() {
             let wake = Arc::clone(&bus.workers[index].wake);
@@ -104,6 +127,7 @@ impl Engine {
                 wake: Arc::clone(&wake),
                 commands,
                 bus: Arc::clone(&bus),
+                shutdown_ms: Arc::clone(&shutdown_ms),
             };
             let factory = Arc::clone(&factory);
             let ready = ready_tx.clone();
@@ -231,6 +255,29 @@ impl Engine {
     /// Returns the first worker error, if any.
     pub fn shutdown(mut self) -> Result<(), Error> {
         self.stop_workers()
+    }
+
+    /// Stop accepting, let queued output drain and connections close, close
+    /// whatever is still open when `deadline` has passed, wait for the
+    /// workers, and say what happened. No descriptor or buffer is left.
+    pub fn shutdown_within(
+        mut self,
+        deadline: std::time::Duration,
+    ) -> Result<ShutdownReport, Error> {
+        let started = std::time::Instant::now();
+        // Relaxed: published to the workers by the Release store of `stop`.
+        self.shutdown_ms
+            .store(deadline.as_millis() as u64, Ordering::Relaxed);
+        let before = self.stats();
+        self.stop_workers()?;
+        let after = self.stats();
+        let forced = after.shutdown_forced - before.shutdown_forced;
+        Ok(ShutdownReport {
+            open_at_start: before.open,
+            closed_gracefully: before.open.saturating_sub(forced),
+            forced,
+            elapsed: started.elapsed(),
+        })
     }
 
     fn stop_workers(&mut self) -> Result<(), Error> {

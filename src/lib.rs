@@ -54,7 +54,7 @@ pub use bus::SendError;
 pub use config::{Backend, BackendChoice, BufferMode, Config, ListenerMode};
 pub use connect::ConnectError;
 pub use endpoint::Endpoint;
-pub use engine::Engine;
+pub use engine::{Engine, ShutdownReport};
 pub use error::Error;
 pub use handler::{CloseReason, Conn, Ctx, Handler};
 pub use listener::ListenOptions;
@@ -66,6 +66,12 @@ pub use token::ConnId;
 /// signal number.
 pub fn wait_for_stop_signal() -> std::io::Result<i32> {
     sys::wait_for_stop_signal()
+}
+
+/// Wait up to `timeout` for SIGINT or SIGTERM (blocked first with
+/// [`block_stop_signals`]); `Ok(None)` when none came.
+pub fn wait_for_stop_signal_timeout(timeout: std::time::Duration) -> std::io::Result<Option<i32>> {
+    sys::wait_for_stop_signal_timeout(timeout)
 }
 
 /// Pin the calling thread to CPU `cpu` (for benchmarks and load generators;

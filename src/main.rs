@@ -72,6 +72,16 @@ struct ServeArgs {
     /// picks a free port; the bound address is printed).
     #[arg(long, default_value = "127.0.0.1:7000", value_parser = parse_endpoint)]
     addr: SocketAddr,
+    /// Print the counters every SECS seconds.
+    #[arg(long, value_name = "SECS")]
+    stats: Option<f64>,
+    /// At most this many connections at once (0: no limit); more are
+    /// accepted and closed at once.
+    #[arg(long, default_value_t = 0)]
+    max_connections: usize,
+    /// Seconds a shutdown (SIGTERM, Ctrl-C) waits for connections to drain.
+    #[arg(long, default_value_t = Config::default().shutdown_timeout.as_secs_f64())]
+    shutdown_timeout: f64,
     /// With `chat`: another chat node to join (kept connected).
     #[arg(long, value_parser = parse_endpoint)]
     peer: Option<SocketAddr>,
@@ -163,6 +173,7 @@ fn serve(a: ServeArgs) -> Result<(), ringnet::Error> {
         sq_entries: a.sq_entries,
         cq_entries: a.cq_entries,
         defer_taskrun: !a.no_defer_taskrun,
+        max_connections: a.max_connections,
         fixed_files: a.fixed_files,
         recv_bundle: a.recv_bundle,
         send_zc_threshold: a.send_zc_threshold,
@@ -205,13 +216,43 @@ fn serve(a: ServeArgs) -> Result<(), ringnet::Error> {
         engine.backend(),
         engine.workers()
     );
-    let sig = ringnet::wait_for_stop_signal()?;
-    eprintln!("ringnet: signal {sig}, shutting down");
+    let every = match a.stats {
+        Some(secs) => Some(
+            Duration::try_from_secs_f64(secs)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| {
+                    ringnet::Error::Config(format!(
+                        "--stats must be a positive number of seconds, got {secs}"
+                    ))
+                })?,
+        ),
+        None => None,
+    };
+    let sig = loop {
+        match every {
+            None => break ringnet::wait_for_stop_signal()?,
+            Some(d) => match ringnet::wait_for_stop_signal_timeout(d)? {
+                Some(sig) => break sig,
+                None => print_stats(&engine),
+            },
+        }
+    };
+    let deadline = Duration::try_from_secs_f64(a.shutdown_timeout)
+        .unwrap_or(Config::default().shutdown_timeout);
+    eprintln!("ringnet: signal {sig}, shutting down (deadline {deadline:?})");
     let stats = engine.stats();
-    engine.shutdown()?;
+    let report = engine.shutdown_within(deadline)?;
     eprintln!(
-        "ringnet: stopped; accepted {} connections, {} bytes in, {} bytes out",
-        stats.accepted, stats.bytes_in, stats.bytes_out
+        "ringnet: stopped in {:?}; {} connections open at the signal: {} closed gracefully, {} forced; accepted {}, refused {}, bytes in {}, out {}",
+        report.elapsed,
+        report.open_at_start,
+        report.closed_gracefully,
+        report.forced,
+        stats.accepted,
+        stats.refused,
+        stats.bytes_in,
+        stats.bytes_out
     );
     Ok(())
 }
@@ -309,6 +350,16 @@ fn bench(a: BenchArgs) -> Result<(), String> {
         return Err(format!("{} errors, {} mismatches", r.errors, r.mismatches));
     }
     Ok(())
+}
+
+/// One line of counters, per worker.
+fn print_stats(engine: &Engine) {
+    for (i, s) in engine.worker_stats().iter().enumerate() {
+        println!(
+            "stats w{i}: open {} accepted {} closed {} refused {} in {} out {} enobufs {} rearms {} backoffs {} cq-overflow {} stale {}",
+            s.open, s.accepted, s.closed, s.refused, s.bytes_in, s.bytes_out, s.enobufs, s.recv_rearms, s.accept_backoffs, s.cq_overflows, s.stale
+        );
+    }
 }
 
 fn main() -> ExitCode {

@@ -57,8 +57,19 @@ counters! {
     accept_rearms,
     /// Completions dropped because their slot had been reused.
     stale,
-    /// Completions the kernel had to hold back because the CQ was full.
+    /// Batches in which the kernel had completions held back because the CQ
+    /// was full (IORING_SQ_CQ_OVERFLOW; they are delivered later, NODROP).
     cq_overflows,
+    /// Completions the kernel dropped (its CQ overflow counter; stays 0 on a
+    /// kernel with NODROP unless it runs out of memory).
+    cq_dropped,
+    /// Connections accepted and closed at once because `max_connections`
+    /// were open.
+    refused,
+    /// Connections closed gracefully (output flushed) during a shutdown.
+    shutdown_graceful,
+    /// Connections still open at the shutdown deadline, closed regardless.
+    shutdown_forced,
     /// Provided buffers handed to a handler and not yet returned.
     buffers_in_use,
     /// Per-connection buffer rings owned by open connections.

@@ -256,6 +256,7 @@ impl<H: Handler> Worker<H> {
             self.deadline = None;
             let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
             for key in keys {
+                self.ctx.stats.add(&self.ctx.stats.shutdown_forced, 1);
                 self.teardown(key, CloseReason::Shutdown);
             }
         }
@@ -295,7 +296,9 @@ impl<H: Handler> Worker<H> {
             self.stopping = true;
             self.unlisten();
             self.backoff_until = None;
-            self.deadline = Some(Instant::now() + self.ctx.cfg.shutdown_timeout);
+            // Relaxed: ordered before the Release store of `stop` we saw.
+            let ms = self.ctx.shutdown_ms.load(Ordering::Relaxed);
+            self.deadline = Some(Instant::now() + std::time::Duration::from_millis(ms));
             let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
             for key in keys {
                 let slot = &mut self.conns[key];
@@ -401,6 +404,7 @@ impl<H: Handler> Worker<H> {
         match sock.take_error() {
             Ok(None) => {
                 self.ctx.stats.add(&self.ctx.stats.connected, 1);
+                self.ctx.bus.admit();
                 let mut req = req;
                 req.backoff = crate::connect::FIRST_BACKOFF;
                 self.open(sock, Some(req), true);
@@ -431,6 +435,11 @@ impl<H: Handler> Worker<H> {
         }
         for _ in 0..ACCEPT_BATCH {
             match epoll::accept_nonblocking(&self.ctx.listener) {
+                Ok(sock) if !self.ctx.bus.try_admit() => {
+                    // At max_connections: accepted and closed at once.
+                    self.ctx.stats.add(&self.ctx.stats.refused, 1);
+                    drop(sock);
+                }
                 Ok(sock) => {
                     self.ctx.stats.add(&self.ctx.stats.accepted, 1);
                     self.open(sock, None, false);
@@ -469,7 +478,9 @@ impl<H: Handler> Worker<H> {
             self.ep.add(sock.as_raw_fd(), interest, data)
         };
         if added.is_err() {
-            return; // dropped: closed at once, never seen by the handler
+            // Dropped: closed at once, never seen by the handler.
+            self.ctx.bus.release();
+            return;
         }
         entry.insert(Slot {
             core: ConnCore::new(
@@ -688,7 +699,8 @@ impl<H: Handler> Worker<H> {
         }
         self.notify_closed(key, &reason);
         let slot = self.conns.remove(key);
-        drop(slot); // closing the fd removes it from the epoll set
+        drop(slot);
+        self.ctx.bus.release(); // closing the fd removes it from the epoll set
         let st = &self.ctx.stats;
         st.add(&st.closed, 1);
         st.sub(&st.open, 1);

@@ -97,6 +97,29 @@ pub(crate) fn wait_for_stop_signal() -> io::Result<i32> {
     Ok(sig)
 }
 
+/// Like [`wait_for_stop_signal`], but give up after `timeout`: `Ok(None)`
+/// when no signal came (sigtimedwait(2)).
+pub(crate) fn wait_for_stop_signal_timeout(
+    timeout: std::time::Duration,
+) -> io::Result<Option<i32>> {
+    let set = stop_sigset()?;
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs().min(i64::MAX as u64) as libc::time_t,
+        tv_nsec: libc::c_long::from(timeout.subsec_nanos() as i32),
+    };
+    // SAFETY: `set` and `ts` are initialised; a null siginfo pointer is
+    // allowed.
+    let rc = unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &ts) };
+    if rc >= 0 {
+        return Ok(Some(rc));
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EAGAIN) | Some(libc::EINTR) => Ok(None),
+        _ => Err(e),
+    }
+}
+
 /// Pin the calling thread to one CPU (sched_setaffinity(2)).
 pub(crate) fn pin_current_thread(cpu: usize) -> io::Result<()> {
     if cpu >= libc::CPU_SETSIZE as usize {

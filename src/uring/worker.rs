@@ -245,11 +245,14 @@ impl<H: Handler> Worker<H> {
             self.cqes = Vec::with_capacity(0);
             {
                 let cq = self.ring.completion();
-                let overflow = cq.overflow();
+                let dropped = cq.overflow();
                 cqes.extend(cq.map(|c| (c.user_data(), c.result(), c.flags())));
                 self.ctx
                     .stats
-                    .set(&self.ctx.stats.cq_overflows, u64::from(overflow));
+                    .set(&self.ctx.stats.cq_dropped, u64::from(dropped));
+            }
+            if self.ring.submission().cq_overflow() {
+                self.ctx.stats.add(&self.ctx.stats.cq_overflows, 1);
             }
             for &(ud, res, flags) in &cqes {
                 self.dispatch(ud, res, flags);
@@ -404,6 +407,10 @@ impl<H: Handler> Worker<H> {
                 .user_data(Token::worker(OpKind::AcceptCancel).to_user_data());
             self.push(sqe);
         }
+        // Relaxed: stored before the Release store of `stop`, which this
+        // worker has read with Acquire.
+        let ms = self.ctx.shutdown_ms.load(Ordering::Relaxed);
+        self.deadline = types::Timespec::from(std::time::Duration::from_millis(ms));
         // Connections still open when the deadline fires are torn down,
         // dropping output their peers did not read.
         let sqe = opcode::Timeout::new(&self.deadline)
@@ -572,6 +579,7 @@ impl<H: Handler> Worker<H> {
         drop((addr, timeout));
         if res == 0 {
             self.ctx.stats.add(&self.ctx.stats.connected, 1);
+            self.ctx.bus.admit();
             req.backoff = crate::connect::FIRST_BACKOFF;
             return self.open(sock, Some(req));
         }
@@ -599,6 +607,9 @@ impl<H: Handler> Worker<H> {
     fn force_close_all(&mut self) {
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
+            if !self.conns[key].torn {
+                self.ctx.stats.add(&self.ctx.stats.shutdown_forced, 1);
+            }
             self.teardown(key, CloseReason::Shutdown);
         }
     }
@@ -615,8 +626,14 @@ impl<H: Handler> Worker<H> {
             if self.stopping {
                 return; // dropped: closed at once
             }
-            self.ctx.stats.add(&self.ctx.stats.accepted, 1);
-            self.open(sock, None);
+            if !self.ctx.bus.try_admit() {
+                // At max_connections: accepted and closed at once.
+                self.ctx.stats.add(&self.ctx.stats.refused, 1);
+                drop(sock);
+            } else {
+                self.ctx.stats.add(&self.ctx.stats.accepted, 1);
+                self.open(sock, None);
+            }
             if !more {
                 self.ctx.stats.add(&self.ctx.stats.accept_rearms, 1);
                 self.arm_accept();
@@ -1115,6 +1132,7 @@ impl<H: Handler> Worker<H> {
             .user_data(Token::new(OpKind::Close, key as u32, slot.generation).to_user_data());
         self.push(sqe);
         self.closes_in_flight += 1;
+        self.ctx.bus.release();
         self.groups.release(&self.ring, slot.bgid);
         let st = &self.ctx.stats;
         st.add(&st.closed, 1);

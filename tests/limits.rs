@@ -1,0 +1,246 @@
+//! Limits and shutdown, in a test process of their own (descriptor counts
+//! are process-wide): max_connections, shutdown with a deadline (counts,
+//! nothing left behind), and a burst through 8 buffers and an 8-entry CQ.
+
+mod util;
+
+use std::io::{Read, Write};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use ringnet::{Backend, Config};
+use util::*;
+
+static TURN: Mutex<()> = Mutex::new(());
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .expect("/proc/self/fd")
+        .count()
+}
+
+fn max_connections_refuses_then_recovers(backend: Backend) {
+    let _t = TURN.lock().unwrap_or_else(|p| p.into_inner());
+    let engine = echo_engine(Config {
+        max_connections: 5,
+        workers: 2,
+        ..config(backend)
+    });
+    let addr = engine.local_addr();
+    let mut five: Vec<_> = (0..5).map(|_| connect(addr)).collect();
+    for c in five.iter_mut() {
+        ping(c, b"in");
+    }
+    // The sixth is accepted and closed at once.
+    let mut sixth = connect(addr);
+    let _ = sixth.write_all(b"knock");
+    let mut b = [0u8; 8];
+    let got = sixth.read(&mut b);
+    assert!(
+        matches!(got, Ok(0) | Err(_)),
+        "the sixth connection is closed, got {got:?}"
+    );
+    let s = wait_stats(&engine, Duration::from_secs(5), "a refusal", |s| {
+        s.refused >= 1
+    });
+    assert_eq!(s.open, 5, "the table never grows past the limit: {s:?}");
+    for c in five.iter_mut() {
+        ping(c, b"still served");
+    }
+    // A slot frees up: service resumes.
+    drop(five.pop());
+    wait_stats(&engine, Duration::from_secs(5), "a slot freed", |s| {
+        s.open == 4
+    });
+    let mut again = connect(addr);
+    ping(&mut again, b"welcome");
+    println!(
+        "{backend}: limit 5, refused {}, open {}",
+        engine.stats().refused,
+        engine.stats().open
+    );
+    drop((five, again, sixth));
+    wait_baseline(&engine);
+    engine.shutdown().expect("shutdown");
+}
+
+fn shutdown_with_a_deadline(backend: Backend) {
+    let _t = TURN.lock().unwrap_or_else(|p| p.into_inner());
+    let fds_before = open_fds();
+    let engine = echo_engine(Config {
+        workers: 2,
+        ..config(backend)
+    });
+    let addr = engine.local_addr();
+    // Idle clients that close when told, and one that never reads while
+    // the server has megabytes queued for it.
+    let mut idle: Vec<_> = (0..10).map(|_| connect(addr)).collect();
+    for c in idle.iter_mut() {
+        ping(c, b"idle");
+    }
+    let stuck = connect(addr);
+    let mut w = stuck.try_clone().expect("clone");
+    let writer = std::thread::spawn(move || {
+        let chunk = vec![7u8; 1 << 20];
+        for _ in 0..16 {
+            if w.write_all(&chunk).is_err() {
+                break;
+            }
+        }
+    });
+    wait_stats(
+        &engine,
+        Duration::from_secs(10),
+        "a backlog towards the stuck peer",
+        |s| s.bytes_in >= 4 << 20,
+    );
+    // Idle clients close their side when the server's end of stream comes.
+    let closers: Vec<_> = idle
+        .into_iter()
+        .map(|mut c| {
+            std::thread::spawn(move || {
+                let mut b = [0u8; 16];
+                while matches!(c.read(&mut b), Ok(n) if n > 0) {}
+            })
+        })
+        .collect();
+    let report = engine
+        .shutdown_within(Duration::from_millis(500))
+        .expect("shutdown");
+    println!("{backend}: {report:?}");
+    assert_eq!(report.open_at_start, 11);
+    assert_eq!(report.forced, 1, "only the peer that never reads is forced");
+    assert_eq!(report.closed_gracefully, 10);
+    assert!(
+        report.elapsed < Duration::from_secs(10),
+        "returns by the deadline (bounded): {report:?}"
+    );
+    for c in closers {
+        c.join().expect("closer");
+    }
+    drop(stuck);
+    let _ = writer.join();
+    // Give the kernel a moment to finish closing sockets before counting.
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(open_fds(), fds_before, "no descriptor left behind");
+}
+
+/// io_uring only: 8 buffers of 64 bytes and an 8-entry CQ under a burst of
+/// 50 senders. Multishot recvs end (ENOBUFS, full CQ) and are re-armed;
+/// nothing is lost or reordered.
+fn tiny_ring_and_cq_under_burst(backend: Backend) {
+    let _t = TURN.lock().unwrap_or_else(|p| p.into_inner());
+    let engine = echo_engine(Config {
+        sq_entries: 4,
+        cq_entries: 8,
+        buf_count: 8,
+        buf_size: 64,
+        ..config(backend)
+    });
+    let addr = engine.local_addr();
+    let clients: Vec<_> = (0..50u64)
+        .map(|i| std::thread::spawn(move || echo_roundtrip(addr, pattern(500 + i, 16 * 1024))))
+        .collect();
+    for c in clients {
+        c.join().expect("client");
+    }
+    let s = wait_baseline(&engine);
+    println!(
+        "{backend}: 50 x 16 KiB through 8 buffers and an 8-entry CQ: {} ENOBUFS, {} recv re-arms, {} batches with the CQ overflowed, {} dropped",
+        s.enobufs, s.recv_rearms, s.cq_overflows, s.cq_dropped
+    );
+    assert_eq!(s.bytes_out, 50 * 16 * 1024);
+    assert!(
+        s.recv_rearms > 0,
+        "multishot recvs ended and were re-armed: {s:?}"
+    );
+    assert_eq!(s.cq_dropped, 0, "NODROP: no completion lost");
+    engine.shutdown().expect("shutdown");
+}
+
+#[test]
+fn max_connections_refuses_then_recovers_uring() {
+    max_connections_refuses_then_recovers(Backend::Uring);
+}
+#[test]
+fn max_connections_refuses_then_recovers_epoll() {
+    max_connections_refuses_then_recovers(Backend::Epoll);
+}
+#[test]
+fn shutdown_with_a_deadline_uring() {
+    shutdown_with_a_deadline(Backend::Uring);
+}
+#[test]
+fn shutdown_with_a_deadline_epoll() {
+    shutdown_with_a_deadline(Backend::Epoll);
+}
+#[test]
+fn tiny_ring_and_cq_under_burst_uring() {
+    tiny_ring_and_cq_under_burst(Backend::Uring);
+}
+
+/// `ringnet serve --stats SECS` prints the counters periodically and SIGTERM
+/// ends it cleanly with a shutdown report.
+#[test]
+fn serve_prints_stats_and_a_shutdown_report() {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ringnet"))
+        .args([
+            "serve",
+            "echo",
+            "--addr",
+            "127.0.0.1:0",
+            "--workers",
+            "1",
+            "--stats",
+            "0.2",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn ringnet");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let first = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("start-up line");
+    assert!(first.contains("serving echo on"), "{first}");
+    let stats = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("a stats line");
+    assert!(stats.starts_with("stats w0: open 0 accepted 0"), "{stats}");
+    // SAFETY: kill(2) has no memory-safety preconditions; the child is ours
+    // and not yet reaped, so its pid cannot have been reused.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("try_wait") {
+            break st;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("ringnet did not stop on SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    let _ = child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut err);
+    assert!(status.success(), "{status}: {err}");
+    assert!(
+        err.contains("closed gracefully") && err.contains("forced"),
+        "shutdown report: {err}"
+    );
+}

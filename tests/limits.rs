@@ -184,6 +184,9 @@ fn tiny_ring_and_cq_under_burst_uring() {
 #[test]
 fn serve_prints_stats_and_a_shutdown_report() {
     use std::io::BufRead;
+    // Its pipes are descriptors of this process: not while another test
+    // counts them.
+    let _t = TURN.lock().unwrap_or_else(|p| p.into_inner());
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ringnet"))
         .args([
             "serve",

@@ -146,6 +146,16 @@ pub struct Config {
     pub recv_buffer_size: Option<usize>,
     /// SO_SNDBUF for the listener and accepted streams.
     pub send_buffer_size: Option<usize>,
+    /// Backpressure: when a connection has more than this many bytes queued
+    /// for sending (its peer reads slower than it sends), the engine stops
+    /// receiving from it, so a client that never reads cannot make the
+    /// server's memory grow past about this much per connection.
+    pub send_high_watermark: usize,
+    /// Receiving resumes once the queued bytes fall below this.
+    pub send_low_watermark: usize,
+    /// A connection whose queued output makes no progress for this long
+    /// (the peer does not read) is closed with ETIMEDOUT.
+    pub write_timeout: Duration,
     /// At most this many connections open at once over all workers; a
     /// connection accepted beyond it is closed at once (counted as
     /// `refused`), and accepting resumes as slots free up. Outbound
@@ -189,6 +199,9 @@ impl Default for Config {
             only_v6: false,
             recv_buffer_size: None,
             send_buffer_size: None,
+            send_high_watermark: 1 << 20,
+            send_low_watermark: 256 << 10,
+            write_timeout: Duration::from_secs(30),
             max_connections: 0,
             max_unconsumed: 16 << 20,
             accept_backoff: Duration::from_millis(100),
@@ -267,6 +280,12 @@ impl Config {
             return bad(format!(
                 "fixed_files must be at most 1048576, got {}",
                 self.fixed_files
+            ));
+        }
+        if self.send_low_watermark >= self.send_high_watermark {
+            return bad(format!(
+                "send_low_watermark ({}) must be below send_high_watermark ({})",
+                self.send_low_watermark, self.send_high_watermark
             ));
         }
         if self.max_unconsumed == 0 {

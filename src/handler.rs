@@ -167,6 +167,10 @@ pub(crate) struct ConnCore {
     pub(crate) tag: Option<u64>,
     /// The request that made this connection, when it is to be kept up.
     pub(crate) origin: Option<ConnectRequest>,
+    /// Receiving is paused: more than the high watermark is queued.
+    pub(crate) paused: bool,
+    /// When queued output last made progress (or started waiting).
+    pub(crate) send_progress: std::time::Instant,
 }
 
 /// Buffers larger than this are released rather than kept for reuse once
@@ -188,7 +192,14 @@ impl ConnCore {
             closing: None,
             tag: None,
             origin: None,
+            paused: false,
+            send_progress: std::time::Instant::now(),
         }
+    }
+
+    /// Bytes queued and not yet written to the socket.
+    pub(crate) fn queued(&self) -> usize {
+        self.out.len() + self.unsent().len()
     }
 
     /// The bytes of the current send not yet written.
@@ -439,7 +450,7 @@ impl Conn<'_> {
     /// Bytes queued by the handler and not yet written to the socket (the
     /// unwritten rest of the send in progress included).
     pub fn queued(&self) -> usize {
-        self.core.out.len() + self.core.unsent().len()
+        self.core.queued()
     }
 
     /// The peer's address (`getpeername(2)`).

@@ -66,6 +66,12 @@ counters! {
     /// Connections accepted and closed at once because `max_connections`
     /// were open.
     refused,
+    /// Times receiving was paused because a connection's queued output
+    /// passed the high watermark.
+    paused,
+    /// Connections closed because their queued output made no progress for
+    /// `write_timeout`.
+    write_timeouts,
     /// Connections closed gracefully (output flushed) during a shutdown.
     shutdown_graceful,
     /// Connections still open at the shutdown deadline, closed regardless.

@@ -158,6 +158,66 @@ fn tiny_ring_and_cq_under_burst(backend: Backend) {
     engine.shutdown().expect("shutdown");
 }
 
+/// A client that sends but never reads: the server stops receiving from it
+/// once a watermark of output is queued (memory stays bounded), serves the
+/// others normally, and closes it when `write_timeout` passes with no
+/// progress.
+fn slow_reader_is_paused_then_timed_out(backend: Backend) {
+    let _t = TURN.lock().unwrap_or_else(|p| p.into_inner());
+    const HIGH: usize = 256 << 10;
+    let engine = echo_engine(Config {
+        send_high_watermark: HIGH,
+        send_low_watermark: 64 << 10,
+        write_timeout: Duration::from_millis(800),
+        ..config(backend)
+    });
+    let addr = engine.local_addr();
+    let hog = connect(addr);
+    hog.set_write_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut w = hog.try_clone().expect("clone");
+    let writer = std::thread::spawn(move || {
+        let chunk = vec![1u8; 256 << 10];
+        let mut sent = 0usize;
+        while sent < 32 << 20 {
+            match w.write(&chunk) {
+                Ok(n) => sent += n,
+                Err(_) => break,
+            }
+        }
+        sent
+    });
+    wait_stats(&engine, Duration::from_secs(10), "receiving paused", |s| {
+        s.paused >= 1
+    });
+    // Others are served while the hog is paused.
+    let mut polite = connect(addr);
+    for _ in 0..100 {
+        ping(&mut polite, b"hello");
+    }
+    let s = engine.stats();
+    let held = s.bytes_in - s.bytes_out;
+    println!("{backend}: paused {} time(s); bytes received but not yet sent to the hog: {held} (high watermark {HIGH})", s.paused);
+    assert!(
+        held <= (HIGH + (2 << 20)) as u64,
+        "server memory for the hog stays near the watermark: {held}"
+    );
+    let s = wait_stats(&engine, Duration::from_secs(10), "the write timeout", |s| {
+        s.write_timeouts >= 1
+    });
+    let sent = writer.join().expect("writer");
+    println!(
+        "{backend}: hog closed by write_timeout after sending {} KiB",
+        sent >> 10
+    );
+    assert!(sent < 32 << 20, "the hog could not push everything");
+    ping(&mut polite, b"still fine");
+    assert_eq!(s.write_timeouts, 1);
+    drop((hog, polite));
+    wait_baseline(&engine);
+    engine.shutdown().expect("shutdown");
+}
+
 #[test]
 fn max_connections_refuses_then_recovers_uring() {
     max_connections_refuses_then_recovers(Backend::Uring);
@@ -246,4 +306,14 @@ fn serve_prints_stats_and_a_shutdown_report() {
         err.contains("closed gracefully") && err.contains("forced"),
         "shutdown report: {err}"
     );
+}
+
+#[test]
+fn slow_reader_is_paused_then_timed_out_uring() {
+    slow_reader_is_paused_then_timed_out(Backend::Uring);
+}
+
+#[test]
+fn slow_reader_is_paused_then_timed_out_epoll() {
+    slow_reader_is_paused_then_timed_out(Backend::Epoll);
 }

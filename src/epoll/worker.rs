@@ -69,6 +69,8 @@ struct Slot {
     linger: bool,
     /// `on_close` was called.
     notified: bool,
+    /// Listed in `Worker::write_watch`.
+    watched: bool,
 }
 
 pub(crate) struct Worker<H: Handler> {
@@ -88,6 +90,10 @@ pub(crate) struct Worker<H: Handler> {
     requests: Vec<Command>,
     /// Persistent outbound connections waiting out their backoff.
     delayed: Vec<(Instant, ConnectRequest)>,
+    /// Connections with output waiting for the socket, checked against
+    /// `write_timeout`, and when they are next checked.
+    write_watch: Vec<(usize, u32)>,
+    write_check_at: Option<Instant>,
     /// Outbound attempts in flight, and their deadlines (earliest first).
     pending: Slab<Pending>,
     connect_deadlines: std::collections::BinaryHeap<std::cmp::Reverse<(Instant, usize, u32)>>,
@@ -116,6 +122,8 @@ impl<H: Handler> Worker<H> {
             lingering: Lingering::default(),
             requests: Vec::new(),
             delayed: Vec::new(),
+            write_watch: Vec::new(),
+            write_check_at: None,
             pending: Slab::new(),
             connect_deadlines: std::collections::BinaryHeap::new(),
             stopping: false,
@@ -194,6 +202,7 @@ impl<H: Handler> Worker<H> {
             self.lingering.next_deadline(),
             self.connect_deadlines.peek().map(|r| r.0 .0),
             self.delayed.iter().map(|(t, _)| *t).min(),
+            self.write_check_at,
         ]
         .into_iter()
         .flatten()
@@ -210,6 +219,9 @@ impl<H: Handler> Worker<H> {
 
     fn timers(&mut self) -> io::Result<()> {
         let now = Instant::now();
+        if self.write_check_at.is_some_and(|t| t <= now) {
+            self.check_writes(now);
+        }
         // Persistent connections whose backoff is over.
         let (due, wait): (Vec<_>, Vec<_>) = std::mem::take(&mut self.delayed)
             .into_iter()
@@ -339,6 +351,45 @@ impl<H: Handler> Worker<H> {
                     }
                 }
             }
+        }
+    }
+
+    /// Close connections whose output made no progress for `write_timeout`
+    /// (their peers do not read); forget those with nothing left to send.
+    fn check_writes(&mut self, now: Instant) {
+        let timeout = self.ctx.cfg.write_timeout;
+        let mut keep = Vec::with_capacity(self.write_watch.len());
+        for (key, generation) in std::mem::take(&mut self.write_watch) {
+            let Some(slot) = self.conns.get_mut(key) else {
+                continue;
+            };
+            if slot.generation != generation {
+                continue;
+            }
+            if slot.core.queued() == 0 {
+                slot.watched = false;
+                continue;
+            }
+            if now.duration_since(slot.core.send_progress) > timeout {
+                slot.watched = false;
+                self.ctx.stats.add(&self.ctx.stats.write_timeouts, 1);
+                self.teardown(key, CloseReason::Error(libc::ETIMEDOUT));
+                continue;
+            }
+            keep.push((key, generation));
+        }
+        self.write_watch = keep;
+        self.write_check_at = None;
+        self.schedule_write_check(now);
+    }
+
+    fn schedule_write_check(&mut self, now: Instant) {
+        if self.write_check_at.is_none() && !self.write_watch.is_empty() {
+            let every = (self.ctx.cfg.write_timeout / 4).clamp(
+                std::time::Duration::from_millis(10),
+                std::time::Duration::from_secs(1),
+            );
+            self.write_check_at = Some(now + every);
         }
     }
 
@@ -492,6 +543,7 @@ impl<H: Handler> Worker<H> {
             interest,
             linger: false,
             notified: false,
+            watched: false,
         });
         let st = &self.ctx.stats;
         st.add(&st.open, 1);
@@ -553,7 +605,7 @@ impl<H: Handler> Worker<H> {
                     }
                 }
             }
-            if slot.core.closing.is_some() {
+            if slot.core.closing.is_some() || slot.core.paused {
                 break;
             }
             match (&slot.core.sock).read(buf) {
@@ -614,6 +666,7 @@ impl<H: Handler> Worker<H> {
             {
                 Ok(n) => {
                     slot.core.advance(n);
+                    slot.core.send_progress = Instant::now();
                     self.ctx.stats.add(&self.ctx.stats.bytes_out, n as u64);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -651,9 +704,31 @@ impl<H: Handler> Worker<H> {
         let Some(slot) = self.conns.get_mut(key) else {
             return;
         };
-        // Read while open or lingering, not while waiting to close; wait for
-        // writability while output is pending.
-        let mut want = if slot.core.closing.is_none() || slot.linger {
+        // Backpressure: stop reading above the high watermark of queued
+        // output, resume below the low one.
+        let queued = slot.core.queued();
+        if !slot.core.paused
+            && queued > self.ctx.cfg.send_high_watermark
+            && slot.core.closing.is_none()
+        {
+            slot.core.paused = true;
+            self.ctx.stats.add(&self.ctx.stats.paused, 1);
+        } else if slot.core.paused && queued < self.ctx.cfg.send_low_watermark {
+            slot.core.paused = false;
+        }
+        // Output waiting for the socket: watch it against write_timeout.
+        if pending && !slot.watched {
+            slot.watched = true;
+            slot.core.send_progress = Instant::now();
+            self.write_watch.push((key, slot.generation));
+            self.schedule_write_check(Instant::now());
+        }
+        let Some(slot) = self.conns.get_mut(key) else {
+            return;
+        };
+        // Read while open (and not paused) or lingering, not while waiting
+        // to close; wait for writability while output is pending.
+        let mut want = if (slot.core.closing.is_none() && !slot.core.paused) || slot.linger {
             epoll::IN | epoll::RDHUP
         } else {
             0

@@ -85,6 +85,8 @@ struct Slot {
     /// A SEND_ZC's result, held until its notification says the kernel is
     /// done with the buffer.
     zc_result: Option<i32>,
+    /// Listed in `Worker::write_watch` (output waiting to be sent).
+    watched: bool,
     /// Teardown has started: cancels submitted, the slot is freed once
     /// nothing is in flight.
     torn: bool,
@@ -140,6 +142,10 @@ pub(crate) struct Worker<H: Handler> {
     requests: Vec<Command>,
     /// Persistent outbound connections waiting out their backoff.
     delayed: Vec<(Instant, ConnectRequest)>,
+    /// Connections with output in flight, checked against `write_timeout`.
+    write_watch: Vec<(usize, u32)>,
+    /// When `write_watch` is next checked.
+    write_check_at: Option<Instant>,
     /// Outbound attempts in flight (kept apart from `conns`: a connection
     /// joins the slab only once it is connected).
     pending: Slab<Pending>,
@@ -204,6 +210,8 @@ impl<H: Handler> Worker<H> {
             recv_bufs: Vec::new(),
             requests: Vec::new(),
             delayed: Vec::new(),
+            write_watch: Vec::new(),
+            write_check_at: None,
             pending: Slab::new(),
             fatal: None,
             dirty: Vec::new(),
@@ -339,6 +347,9 @@ impl<H: Handler> Worker<H> {
             OpKind::LingerTick => {
                 self.linger_timer_armed = false;
                 self.start_delayed();
+                if self.write_check_at.is_some_and(|t| t <= Instant::now()) {
+                    self.check_writes();
+                }
                 self.linger_expired();
             }
             OpKind::FilesUpdate => {
@@ -694,6 +705,7 @@ impl<H: Handler> Worker<H> {
             fixed: false,
             update_busy: false,
             zc_result: None,
+            watched: false,
             torn: false,
         });
         let st = &self.ctx.stats;
@@ -880,6 +892,10 @@ impl<H: Handler> Worker<H> {
                     self.rearm.push((key, slot.generation));
                 }
             }
+            libc::ECANCELED if self.conns[key].core.paused && !self.conns[key].torn => {
+                // Paused by backpressure: re-armed when the output drains.
+                self.conns[key].recv = Recv::Idle;
+            }
             libc::ECANCELED => {
                 self.conns[key].recv = Recv::Done;
                 if self.conns[key].torn {
@@ -924,7 +940,13 @@ impl<H: Handler> Worker<H> {
         let sqe =
             sqe.user_data(Token::new(OpKind::Send, key as u32, slot.generation).to_user_data());
         slot.send_busy = true;
+        if !slot.watched {
+            slot.watched = true;
+            slot.core.send_progress = Instant::now();
+            self.write_watch.push((key, slot.generation));
+        }
         self.push(sqe);
+        self.schedule_write_check();
     }
 
     fn on_send(&mut self, key: usize, res: i32, flags: u32) {
@@ -952,6 +974,7 @@ impl<H: Handler> Worker<H> {
             return;
         }
         self.ctx.stats.add(&self.ctx.stats.bytes_out, res as u64);
+        slot.core.send_progress = Instant::now();
         if !slot.core.advance(res as usize) {
             // Short send: the remainder goes next, before anything newer.
             self.submit_send(key);
@@ -972,7 +995,12 @@ impl<H: Handler> Worker<H> {
             return;
         };
         slot.core.clear_dirty();
-        if slot.torn || slot.send_busy {
+        if slot.torn {
+            return;
+        }
+        self.backpressure(key);
+        let slot = &mut self.conns[key];
+        if slot.send_busy {
             return;
         }
         if slot.core.next_send() {
@@ -992,6 +1020,74 @@ impl<H: Handler> Worker<H> {
                     self.start_linger(key, reason);
                 }
             }
+        }
+    }
+
+    /// Pause receiving above the high watermark of queued output (cancel the
+    /// multishot recv; it is not re-armed), resume below the low one.
+    fn backpressure(&mut self, key: usize) {
+        let (high, low) = (
+            self.ctx.cfg.send_high_watermark,
+            self.ctx.cfg.send_low_watermark,
+        );
+        let slot = &mut self.conns[key];
+        let queued = slot.core.queued();
+        if !slot.core.paused && queued > high && slot.core.closing.is_none() {
+            slot.core.paused = true;
+            self.ctx.stats.add(&self.ctx.stats.paused, 1);
+            if slot.recv == Recv::Armed {
+                let target = Token::new(OpKind::Recv, key as u32, slot.generation).to_user_data();
+                let sqe = opcode::AsyncCancel::new(target).build().user_data(
+                    Token::new(OpKind::Cancel, key as u32, slot.generation).to_user_data(),
+                );
+                self.push(sqe);
+            }
+        } else if slot.core.paused && queued < low {
+            slot.core.paused = false;
+            if slot.recv == Recv::Idle && slot.core.closing.is_none() && !slot.update_busy {
+                self.arm_recv(key);
+            }
+        }
+    }
+
+    /// Close connections whose output made no progress for `write_timeout`
+    /// (their peers do not read); forget those with nothing left to send.
+    fn check_writes(&mut self) {
+        let now = Instant::now();
+        let timeout = self.ctx.cfg.write_timeout;
+        let mut keep = Vec::with_capacity(self.write_watch.len());
+        for (key, generation) in std::mem::take(&mut self.write_watch) {
+            let Some(slot) = self.conns.get_mut(key) else {
+                continue;
+            };
+            if slot.generation != generation || slot.torn {
+                continue;
+            }
+            if !slot.send_busy && slot.core.queued() == 0 {
+                slot.watched = false;
+                continue;
+            }
+            if now.duration_since(slot.core.send_progress) > timeout {
+                slot.watched = false;
+                self.ctx.stats.add(&self.ctx.stats.write_timeouts, 1);
+                self.teardown(key, CloseReason::Error(libc::ETIMEDOUT));
+                continue;
+            }
+            keep.push((key, generation));
+        }
+        self.write_watch = keep;
+        self.write_check_at = None;
+        self.schedule_write_check();
+    }
+
+    fn schedule_write_check(&mut self) {
+        if self.write_check_at.is_none() && !self.write_watch.is_empty() {
+            let every = (self.ctx.cfg.write_timeout / 4).clamp(
+                std::time::Duration::from_millis(10),
+                std::time::Duration::from_secs(1),
+            );
+            self.write_check_at = Some(Instant::now() + every);
+            self.arm_linger_timer();
         }
     }
 
@@ -1023,11 +1119,14 @@ impl<H: Handler> Worker<H> {
             return;
         }
         let next_delayed = self.delayed.iter().map(|(t, _)| *t).min();
-        let Some(deadline) = [self.lingering.next_deadline(), next_delayed]
-            .into_iter()
-            .flatten()
-            .min()
-        else {
+        let Some(deadline) = [
+            self.lingering.next_deadline(),
+            next_delayed,
+            self.write_check_at,
+        ]
+        .into_iter()
+        .flatten()
+        .min() else {
             return;
         };
         let wait = deadline
@@ -1154,6 +1253,7 @@ impl<H: Handler> Worker<H> {
                 s.generation == generation
                     && !s.torn
                     && s.recv == Recv::Idle
+                    && !s.core.paused
                     && (s.core.closing.is_none() || s.linger)
             });
             if ok {

@@ -156,6 +156,14 @@ pub struct Config {
     /// A connection whose queued output makes no progress for this long
     /// (the peer does not read) is closed with ETIMEDOUT.
     pub write_timeout: Duration,
+    /// Close a connection that has sent nothing for this long
+    /// ([`crate::CloseReason::IdleTimeout`]). `None`: never.
+    pub idle_timeout: Option<Duration>,
+    /// Close a connection whose partial message (bytes the handler left
+    /// unconsumed) is not complete this long after its first byte
+    /// ([`crate::CloseReason::ReadTimeout`]; stops slowloris peers). `None`:
+    /// never.
+    pub read_timeout: Option<Duration>,
     /// At most this many connections open at once over all workers; a
     /// connection accepted beyond it is closed at once (counted as
     /// `refused`), and accepting resumes as slots free up. Outbound
@@ -199,6 +207,8 @@ impl Default for Config {
             only_v6: false,
             recv_buffer_size: None,
             send_buffer_size: None,
+            idle_timeout: None,
+            read_timeout: None,
             send_high_watermark: 1 << 20,
             send_low_watermark: 256 << 10,
             write_timeout: Duration::from_secs(30),

@@ -78,6 +78,11 @@ pub enum CloseReason {
     },
     /// The peer's bytes are not valid frames for the connection's framing.
     BadFrame(String),
+    /// No input for `Config::idle_timeout`.
+    IdleTimeout,
+    /// A partial message did not complete within `Config::read_timeout`
+    /// (for example a slowloris peer sending one byte a second).
+    ReadTimeout,
 }
 
 impl CloseReason {
@@ -107,6 +112,10 @@ impl std::fmt::Display for CloseReason {
                 )
             }
             CloseReason::BadFrame(why) => write!(f, "bad frame: {why}"),
+            CloseReason::IdleTimeout => f.write_str("idle timeout"),
+            CloseReason::ReadTimeout => {
+                f.write_str("read timeout: a message did not complete in time")
+            }
         }
     }
 }
@@ -171,6 +180,14 @@ pub(crate) struct ConnCore {
     pub(crate) paused: bool,
     /// When queued output last made progress (or started waiting).
     pub(crate) send_progress: std::time::Instant,
+    /// When input last arrived.
+    pub(crate) last_input: std::time::Instant,
+    /// When the partial message now held back began; `None` when nothing
+    /// is held.
+    pub(crate) partial_since: Option<std::time::Instant>,
+    /// A partial message began during the last delivery (the worker starts
+    /// its read timeout and clears this).
+    pub(crate) partial_started: bool,
 }
 
 /// Buffers larger than this are released rather than kept for reuse once
@@ -194,6 +211,9 @@ impl ConnCore {
             origin: None,
             paused: false,
             send_progress: std::time::Instant::now(),
+            last_input: std::time::Instant::now(),
+            partial_since: None,
+            partial_started: false,
         }
     }
 
@@ -277,6 +297,28 @@ impl ConnCore {
         if self.closing.is_some() {
             return Ok(());
         }
+        let now = std::time::Instant::now();
+        self.last_input = now;
+        let was_empty = self.held.is_empty();
+        let result = self.present(handler, data, limit, env);
+        match (was_empty, self.held.is_empty()) {
+            (true, false) => {
+                self.partial_since = Some(now);
+                self.partial_started = true;
+            }
+            (_, true) => self.partial_since = None,
+            (false, false) => {}
+        }
+        result
+    }
+
+    fn present<H: Handler + ?Sized>(
+        &mut self,
+        handler: &mut H,
+        data: &[u8],
+        limit: usize,
+        env: Env<'_>,
+    ) -> Result<(), CloseReason> {
         if self.held.is_empty() {
             // Fast path: hand the kernel's buffer over as it is.
             let n = handler

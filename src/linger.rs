@@ -1,4 +1,5 @@
-//! Lingering close, shared by both backends.
+//! Lingering close and the other per-connection deadlines (idle and read
+//! timeouts), shared by both backends.
 //!
 //! Closing a socket that still has unread input makes Linux send a reset and
 //! throw away output not yet transmitted, so a peer could lose the last
@@ -12,13 +13,27 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-/// Connections in their lingering close, oldest deadline first.
+/// Connections waiting out one kind of deadline, oldest first. Every entry
+/// of one queue is pushed with the same timeout, so insertion order is
+/// deadline order: push and expiry are O(1), and no tick scans every
+/// connection. Entries are checked when they expire (the connection may have
+/// closed, or been active since; the caller decides).
 #[derive(Debug, Default)]
-pub(crate) struct Lingering {
+pub(crate) struct Deadlines {
     queue: VecDeque<(Instant, usize, u32)>,
 }
 
-impl Lingering {
+/// The lingering-close queue.
+pub(crate) type Lingering = Deadlines;
+
+impl Deadlines {
+    /// An entry due at `at` (which must not be earlier than the last one
+    /// pushed for the order to hold; callers push `now + fixed timeout` or a
+    /// re-check at `last activity + the same timeout`, later than now).
+    pub(crate) fn push_at(&mut self, key: usize, generation: u32, at: Instant) {
+        self.queue.push_back((at, key, generation));
+    }
+
     /// Connection `key` (generation `generation`) lingers until `now + linger`.
     pub(crate) fn push(&mut self, key: usize, generation: u32, now: Instant, linger: Duration) {
         self.queue.push_back((now + linger, key, generation));
@@ -42,6 +57,50 @@ impl Lingering {
             due.push((key, generation));
         }
         due
+    }
+}
+
+/// What an expired idle or read-timeout entry means for its connection.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Close it, for this reason.
+    Close(crate::CloseReason),
+    /// Active since: look again at this time.
+    Recheck(Instant),
+    /// Nothing to do (closing already, or no partial message any more).
+    Drop,
+}
+
+/// An idle-timeout entry expired: close if no input came for `idle`.
+pub(crate) fn idle_verdict(
+    core: &crate::handler::ConnCore,
+    now: Instant,
+    idle: Duration,
+) -> Verdict {
+    if core.closing.is_some() {
+        return Verdict::Drop;
+    }
+    let due = core.last_input + idle;
+    if due <= now {
+        Verdict::Close(crate::CloseReason::IdleTimeout)
+    } else {
+        Verdict::Recheck(due)
+    }
+}
+
+/// A read-timeout entry expired: close if the partial message now held has
+/// been incomplete for `read` (an entry from an earlier partial message
+/// finds the current one younger, and its own entry fires later).
+pub(crate) fn read_verdict(
+    core: &crate::handler::ConnCore,
+    now: Instant,
+    read: Duration,
+) -> Verdict {
+    match core.partial_since {
+        Some(t) if core.closing.is_none() && t + read <= now => {
+            Verdict::Close(crate::CloseReason::ReadTimeout)
+        }
+        _ => Verdict::Drop,
     }
 }
 

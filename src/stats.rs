@@ -69,6 +69,11 @@ counters! {
     /// Times receiving was paused because a connection's queued output
     /// passed the high watermark.
     paused,
+    /// Connections closed by `idle_timeout`.
+    idle_timeouts,
+    /// Connections closed by `read_timeout` (a message that did not
+    /// complete in time).
+    read_timeouts,
     /// Connections closed because their queued output made no progress for
     /// `write_timeout`.
     write_timeouts,

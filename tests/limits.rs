@@ -218,6 +218,69 @@ fn slow_reader_is_paused_then_timed_out(backend: Backend) {
     engine.shutdown().expect("shutdown");
 }
 
+/// Idle and read timeouts on a line-echo server: an active client stays, an
+/// idle one is closed, and a slowloris that trickles one byte every 100 ms
+/// without finishing its line is closed by the read timeout (its trickle
+/// keeps resetting the idle timer).
+fn idle_and_read_timeouts(backend: Backend) {
+    let _t = TURN.lock().unwrap_or_else(|p| p.into_inner());
+    use ringnet::framing::Framing;
+    use ringnet::message::Framed;
+    let cfg = Config {
+        idle_timeout: Some(Duration::from_millis(400)),
+        read_timeout: Some(Duration::from_millis(300)),
+        ..config(backend)
+    };
+    let engine = ringnet::Engine::start(cfg, |_| {
+        Framed::new(Framing::line(), ringnet::app::framed::MessageEcho)
+    })
+    .expect("engine");
+    let addr = engine.local_addr();
+    let mut active = connect(addr);
+    let mut idle = connect(addr);
+    ping(&mut idle, b"once\n");
+    let slow = connect(addr);
+    let mut sw = slow.try_clone().expect("clone");
+    let trickle = std::thread::spawn(move || {
+        for _ in 0..30 {
+            if sw.write_all(b"x").is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    for i in 0..12 {
+        ping(&mut active, format!("line {i}\n").as_bytes());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let s = wait_stats(&engine, Duration::from_secs(10), "both timeouts", |s| {
+        s.idle_timeouts >= 1 && s.read_timeouts >= 1
+    });
+    println!(
+        "{backend}: idle timeouts {}, read timeouts {}",
+        s.idle_timeouts, s.read_timeouts
+    );
+    assert_eq!(
+        (s.idle_timeouts, s.read_timeouts),
+        (1, 1),
+        "only the idle client and the slowloris: {s:?}"
+    );
+    let mut b = [0u8; 8];
+    assert!(
+        matches!(idle.read(&mut b), Ok(0) | Err(_)),
+        "the idle client was closed"
+    );
+    let mut sr = slow;
+    let mut rest = Vec::new();
+    let _ = sr.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "nothing echoed for the unfinished line");
+    ping(&mut active, b"still here\n");
+    let _ = trickle.join();
+    drop((active, idle, sr));
+    wait_baseline(&engine);
+    engine.shutdown().expect("shutdown");
+}
+
 #[test]
 fn max_connections_refuses_then_recovers_uring() {
     max_connections_refuses_then_recovers(Backend::Uring);
@@ -316,4 +379,14 @@ fn slow_reader_is_paused_then_timed_out_uring() {
 #[test]
 fn slow_reader_is_paused_then_timed_out_epoll() {
     slow_reader_is_paused_then_timed_out(Backend::Epoll);
+}
+
+#[test]
+fn idle_and_read_timeouts_uring() {
+    idle_and_read_timeouts(Backend::Uring);
+}
+
+#[test]
+fn idle_and_read_timeouts_epoll() {
+    idle_and_read_timeouts(Backend::Epoll);
 }

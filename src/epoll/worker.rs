@@ -40,7 +40,7 @@ use crate::connect::{socket_for, ConnectError, ConnectRequest};
 use crate::engine::WorkerCtx;
 use crate::handler::Env;
 use crate::handler::{CloseReason, ConnCore, Handler};
-use crate::linger::Lingering;
+use crate::linger::{idle_verdict, read_verdict, Deadlines, Lingering, Verdict};
 use crate::sys::epoll::{self, Epoll, Event};
 use crate::token::{ConnId, OpKind, Token, GENERATION_MASK};
 
@@ -86,6 +86,9 @@ pub(crate) struct Worker<H: Handler> {
     backoff_until: Option<Instant>,
     deadline: Option<Instant>,
     lingering: Lingering,
+    /// Idle-timeout and read-timeout entries.
+    idle: Deadlines,
+    reads: Deadlines,
     /// What handler callbacks and other threads asked for.
     requests: Vec<Command>,
     /// Persistent outbound connections waiting out their backoff.
@@ -120,6 +123,8 @@ impl<H: Handler> Worker<H> {
             backoff_until: None,
             deadline: None,
             lingering: Lingering::default(),
+            idle: Deadlines::default(),
+            reads: Deadlines::default(),
             requests: Vec::new(),
             delayed: Vec::new(),
             write_watch: Vec::new(),
@@ -200,6 +205,8 @@ impl<H: Handler> Worker<H> {
             self.backoff_until,
             self.deadline,
             self.lingering.next_deadline(),
+            self.idle.next_deadline(),
+            self.reads.next_deadline(),
             self.connect_deadlines.peek().map(|r| r.0 .0),
             self.delayed.iter().map(|(t, _)| *t).min(),
             self.write_check_at,
@@ -221,6 +228,34 @@ impl<H: Handler> Worker<H> {
         let now = Instant::now();
         if self.write_check_at.is_some_and(|t| t <= now) {
             self.check_writes(now);
+        }
+        if let Some(idle) = self.ctx.cfg.idle_timeout {
+            for (key, generation) in self.idle.expired(now) {
+                let Some(slot) = self.conns.get(key).filter(|s| s.generation == generation) else {
+                    continue;
+                };
+                match idle_verdict(&slot.core, now, idle) {
+                    Verdict::Close(reason) => {
+                        self.ctx.stats.add(&self.ctx.stats.idle_timeouts, 1);
+                        self.conns[key].core.closing = Some(reason);
+                        self.mark_dirty(key);
+                    }
+                    Verdict::Recheck(at) => self.idle.push_at(key, generation, at),
+                    Verdict::Drop => {}
+                }
+            }
+        }
+        if let Some(read) = self.ctx.cfg.read_timeout {
+            for (key, generation) in self.reads.expired(now) {
+                let Some(slot) = self.conns.get(key).filter(|s| s.generation == generation) else {
+                    continue;
+                };
+                if let Verdict::Close(reason) = read_verdict(&slot.core, now, read) {
+                    self.ctx.stats.add(&self.ctx.stats.read_timeouts, 1);
+                    self.conns[key].core.closing = Some(reason);
+                    self.mark_dirty(key);
+                }
+            }
         }
         // Persistent connections whose backoff is over.
         let (due, wait): (Vec<_>, Vec<_>) = std::mem::take(&mut self.delayed)
@@ -547,6 +582,9 @@ impl<H: Handler> Worker<H> {
         });
         let st = &self.ctx.stats;
         st.add(&st.open, 1);
+        if let Some(idle) = self.ctx.cfg.idle_timeout {
+            self.idle.push_at(key, generation, Instant::now() + idle);
+        }
         let slot = &mut self.conns[key];
         slot.core.tag = origin.as_ref().map(|r| r.tag);
         slot.core.origin = origin.filter(|r| r.persistent);
@@ -626,6 +664,12 @@ impl<H: Handler> Worker<H> {
                     if let Err(reason) = outcome {
                         self.teardown(key, reason);
                         return;
+                    }
+                    if std::mem::take(&mut slot.core.partial_started) {
+                        if let Some(read) = ctx.cfg.read_timeout {
+                            let generation = slot.generation;
+                            self.reads.push_at(key, generation, Instant::now() + read);
+                        }
                     }
                     if n < buf.len() {
                         break; // drained: the next read would say EAGAIN

@@ -50,7 +50,7 @@ use crate::connect::{socket_for, ConnectError, ConnectRequest};
 use crate::engine::WorkerCtx;
 use crate::handler::Env;
 use crate::handler::{CloseReason, ConnCore, Handler};
-use crate::linger::Lingering;
+use crate::linger::{idle_verdict, read_verdict, Deadlines, Lingering, Verdict};
 use crate::token::{ConnId, OpKind, Token, GENERATION_MASK};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,7 +126,11 @@ pub(crate) struct Worker<H: Handler> {
     closes_in_flight: usize,
     /// Connections in their lingering close, by deadline.
     lingering: Lingering,
-    linger_timer_armed: bool,
+    /// Idle-timeout and read-timeout entries.
+    idle: Deadlines,
+    reads: Deadlines,
+    /// Deadlines of the worker timers in flight (one fires per tick).
+    timers_pending: Vec<Instant>,
     linger_ts: types::Timespec,
     /// Registered-file table, one entry per slab key below its length (empty
     /// when `Config::fixed_files` is 0 or the kernel refused the table).
@@ -203,7 +207,9 @@ impl<H: Handler> Worker<H> {
             stopping: false,
             closes_in_flight: 0,
             lingering: Lingering::default(),
-            linger_timer_armed: false,
+            idle: Deadlines::default(),
+            reads: Deadlines::default(),
+            timers_pending: Vec::new(),
             linger_ts: types::Timespec::new(),
             fixed_fds,
             bundle,
@@ -345,8 +351,14 @@ impl<H: Handler> Worker<H> {
             // The connect's own completion says whether the timeout fired.
             OpKind::ConnectTimeout => {}
             OpKind::LingerTick => {
-                self.linger_timer_armed = false;
+                // Timers fire in deadline order: this was the earliest.
+                if let Some(i) =
+                    (0..self.timers_pending.len()).min_by_key(|&i| self.timers_pending[i])
+                {
+                    self.timers_pending.swap_remove(i);
+                }
                 self.start_delayed();
+                self.timeouts_expired();
                 if self.write_check_at.is_some_and(|t| t <= Instant::now()) {
                     self.check_writes();
                 }
@@ -711,6 +723,10 @@ impl<H: Handler> Worker<H> {
         let st = &self.ctx.stats;
         st.add(&st.open, 1);
         self.sync_group_stats();
+        if let Some(idle) = self.ctx.cfg.idle_timeout {
+            self.idle.push_at(key, generation, Instant::now() + idle);
+            self.arm_linger_timer();
+        }
         let Worker {
             conns,
             handler,
@@ -853,8 +869,15 @@ impl<H: Handler> Worker<H> {
             match outcome {
                 Ok(()) if self.conns[key].torn => self.finish_if_idle(key),
                 Ok(()) => {
+                    let slot = &mut self.conns[key];
+                    let g = slot.generation;
+                    if std::mem::take(&mut slot.core.partial_started) {
+                        if let Some(read) = self.ctx.cfg.read_timeout {
+                            self.reads.push_at(key, g, Instant::now() + read);
+                            self.arm_linger_timer();
+                        }
+                    }
                     if !more {
-                        let g = self.conns[key].generation;
                         self.rearm.push((key, g));
                     }
                     self.mark_dirty(key);
@@ -1114,21 +1137,26 @@ impl<H: Handler> Worker<H> {
         self.arm_linger_timer();
     }
 
+    /// Make sure a worker timer fires by the nearest deadline of any kind
+    /// (linger, persistent reconnects, write checks, idle and read
+    /// timeouts).
     fn arm_linger_timer(&mut self) {
-        if self.linger_timer_armed {
-            return;
-        }
         let next_delayed = self.delayed.iter().map(|(t, _)| *t).min();
         let Some(deadline) = [
             self.lingering.next_deadline(),
             next_delayed,
             self.write_check_at,
+            self.idle.next_deadline(),
+            self.reads.next_deadline(),
         ]
         .into_iter()
         .flatten()
         .min() else {
             return;
         };
+        if self.timers_pending.iter().any(|&t| t <= deadline) {
+            return;
+        }
         let wait = deadline
             .saturating_duration_since(Instant::now())
             .max(std::time::Duration::from_millis(1));
@@ -1137,7 +1165,52 @@ impl<H: Handler> Worker<H> {
             .build()
             .user_data(Token::worker(OpKind::LingerTick).to_user_data());
         self.push(sqe);
-        self.linger_timer_armed = true;
+        // Submit now: the kernel reads the timespec at submission, and the
+        // next timer armed reuses the same field.
+        let _ = self.ring.submit();
+        self.timers_pending.push(deadline);
+    }
+
+    /// Close connections idle for `idle_timeout`, or whose partial message
+    /// is older than `read_timeout`; re-check those active since.
+    fn timeouts_expired(&mut self) {
+        let now = Instant::now();
+        if let Some(idle) = self.ctx.cfg.idle_timeout {
+            for (key, generation) in self.idle.expired(now) {
+                let Some(slot) = self
+                    .conns
+                    .get(key)
+                    .filter(|s| s.generation == generation && !s.torn)
+                else {
+                    continue;
+                };
+                match idle_verdict(&slot.core, now, idle) {
+                    Verdict::Close(reason) => {
+                        self.ctx.stats.add(&self.ctx.stats.idle_timeouts, 1);
+                        self.conns[key].core.closing = Some(reason);
+                        self.mark_dirty(key);
+                    }
+                    Verdict::Recheck(at) => self.idle.push_at(key, generation, at),
+                    Verdict::Drop => {}
+                }
+            }
+        }
+        if let Some(read) = self.ctx.cfg.read_timeout {
+            for (key, generation) in self.reads.expired(now) {
+                let Some(slot) = self
+                    .conns
+                    .get(key)
+                    .filter(|s| s.generation == generation && !s.torn)
+                else {
+                    continue;
+                };
+                if let Verdict::Close(reason) = read_verdict(&slot.core, now, read) {
+                    self.ctx.stats.add(&self.ctx.stats.read_timeouts, 1);
+                    self.conns[key].core.closing = Some(reason);
+                    self.mark_dirty(key);
+                }
+            }
+        }
     }
 
     /// Close the connections whose linger time is up.

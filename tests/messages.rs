@@ -192,6 +192,45 @@ fn lines_and_a_line_too_long(backend: Backend) {
     engine.shutdown().expect("shutdown");
 }
 
+/// A peer that resets in the middle of a frame: the partial frame is
+/// dropped with the connection, `on_close` says so, the slot and buffers go
+/// back to baseline, and another connection is untouched.
+fn reset_mid_frame(backend: Backend) {
+    let (engine, closed) = engine(backend, Framing::length_prefixed());
+    let addr = engine.local_addr();
+    let mut bystander = connect(addr);
+    for round in 0..10 {
+        let s = connect(addr);
+        (&s).write_all(&(1000u32).to_be_bytes()).expect("header");
+        (&s).write_all(&pattern(round, 300))
+            .expect("part of the body");
+        std::thread::sleep(Duration::from_millis(10));
+        socket2::SockRef::from(&s)
+            .set_linger(Some(Duration::ZERO))
+            .expect("linger 0");
+        drop(s);
+        let reason = closed
+            .recv_timeout(Duration::from_secs(10))
+            .expect("close reason");
+        assert!(
+            matches!(reason, CloseReason::Error(_) | CloseReason::PeerClosed),
+            "round {round}: {reason:?}"
+        );
+        let f = frame(b"bystander");
+        bystander.write_all(&f).expect("write");
+        let mut back = vec![0; f.len()];
+        bystander.read_exact(&mut back).expect("bystander served");
+        assert_eq!(back, f);
+    }
+    drop(bystander);
+    let s = wait_baseline(&engine);
+    println!(
+        "{backend}: 10 resets mid-frame, back to baseline: open {}, buffers in use {}",
+        s.open, s.buffers_in_use
+    );
+    engine.shutdown().expect("shutdown");
+}
+
 #[test]
 fn length_frames_split_at_every_byte_uring() {
     length_frames_split_at_every_byte(Backend::Uring);
@@ -215,4 +254,14 @@ fn lines_and_a_line_too_long_uring() {
 #[test]
 fn lines_and_a_line_too_long_epoll() {
     lines_and_a_line_too_long(Backend::Epoll);
+}
+
+#[test]
+fn reset_mid_frame_uring() {
+    reset_mid_frame(Backend::Uring);
+}
+
+#[test]
+fn reset_mid_frame_epoll() {
+    reset_mid_frame(Backend::Epoll);
 }

@@ -527,6 +527,23 @@ fn sock_addr(a: socket2::SockAddr) -> io::Result<SocketAddr> {
 mod tests {
     use super::*;
 
+    /// Owns what an `Env` borrows, for calls outside a worker.
+    #[derive(Default)]
+    struct TestEnv {
+        requests: Vec<Command>,
+        bus: Bus,
+    }
+
+    impl TestEnv {
+        fn env(&mut self) -> Env<'_> {
+            Env {
+                requests: &mut self.requests,
+                bus: &self.bus,
+                worker: 0,
+            }
+        }
+    }
+
     /// Consumes whole 4-byte frames only and records them.
     struct Frames(Vec<Vec<u8>>);
 
@@ -547,22 +564,14 @@ mod tests {
 
     #[test]
     fn frames_split_across_reads_are_seen_whole() {
+        let mut t = TestEnv::default();
         let stream: Vec<u8> = (0u8..40).collect();
         for split in 1..stream.len() {
             let mut c = core();
             let mut h = Frames(Vec::new());
             for chunk in stream.chunks(split) {
-                c.deliver(
-                    &mut h,
-                    chunk,
-                    1024,
-                    Env {
-                        requests: &mut Vec::new(),
-                        bus: &Bus::default(),
-                        worker: 0,
-                    },
-                )
-                .expect("under limit");
+                c.deliver(&mut h, chunk, 1024, t.env())
+                    .expect("under limit");
             }
             let got: Vec<u8> = h.0.concat();
             assert_eq!(got, stream, "split {split}");
@@ -572,6 +581,7 @@ mod tests {
 
     #[test]
     fn too_much_unconsumed_input_closes() {
+        let mut t = TestEnv::default();
         struct Never;
         impl Handler for Never {
             fn on_data(&mut self, _c: &mut Conn<'_>, _d: &[u8]) -> usize {
@@ -579,17 +589,8 @@ mod tests {
             }
         }
         let mut c = core();
-        c.deliver(
-            &mut Never,
-            &[0; 8],
-            10,
-            Env {
-                requests: &mut Vec::new(),
-                bus: &Bus::default(),
-                worker: 0,
-            },
-        )
-        .expect("8 <= 10");
+        c.deliver(&mut Never, &[0; 8], 10, t.env())
+            .expect("8 <= 10");
         assert_eq!(
             c.deliver(
                 &mut Never,
@@ -607,6 +608,7 @@ mod tests {
 
     #[test]
     fn over_consumption_is_clamped_and_closing_drops_input() {
+        let mut t = TestEnv::default();
         struct Greedy;
         impl Handler for Greedy {
             fn on_data(&mut self, c: &mut Conn<'_>, d: &[u8]) -> usize {
@@ -615,47 +617,19 @@ mod tests {
             }
         }
         let mut c = core();
-        c.deliver(
-            &mut Greedy,
-            b"abc",
-            10,
-            Env {
-                requests: &mut Vec::new(),
-                bus: &Bus::default(),
-                worker: 0,
-            },
-        )
-        .expect("ok");
+        c.deliver(&mut Greedy, b"abc", 10, t.env()).expect("ok");
         assert_eq!(c.out, b"abc");
         assert!(c.held.is_empty());
         Conn {
             core: &mut c,
-            env: Env {
-                requests: &mut Vec::new(),
-                bus: &Bus::default(),
-                worker: 0,
-            },
+            env: t.env(),
         }
         .close();
-        c.deliver(
-            &mut Greedy,
-            b"def",
-            10,
-            Env {
-                requests: &mut Vec::new(),
-                bus: &Bus::default(),
-                worker: 0,
-            },
-        )
-        .expect("ok");
+        c.deliver(&mut Greedy, b"def", 10, t.env()).expect("ok");
         assert_eq!(c.out, b"abc", "no delivery after close");
         Conn {
             core: &mut c,
-            env: Env {
-                requests: &mut Vec::new(),
-                bus: &Bus::default(),
-                worker: 0,
-            },
+            env: t.env(),
         }
         .send(b"x");
         assert_eq!(c.out, b"abc", "send after close is ignored");

@@ -40,18 +40,10 @@ pub fn connect(addr: SocketAddr) -> TcpStream {
     s
 }
 
-/// Deterministic pseudo-random bytes (xorshift64*), so a failure can be
-/// replayed from its seed.
+/// Deterministic pseudo-random bytes, so a failure can be replayed from its
+/// seed (the load generator's own pattern).
 pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x >> 12;
-            x ^= x << 25;
-            x ^= x >> 27;
-            (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 56) as u8
-        })
-        .collect()
+    ringnet::bench::pattern(seed, len)
 }
 
 /// A small deterministic number in `0..n`.

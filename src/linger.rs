@@ -104,6 +104,50 @@ pub(crate) fn read_verdict(
     }
 }
 
+/// Which timeout closed a connection (for the counters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Timeout {
+    Idle,
+    Read,
+}
+
+/// Expire both timeout queues at `now`. `core(key, generation)` gives the
+/// connection's state if that slot still holds that connection (and it is
+/// not being torn down). Idle entries of connections active since are
+/// pushed back; the connections to close are returned with their reason.
+pub(crate) fn expire_timeouts<'c>(
+    idle_q: &mut Deadlines,
+    reads_q: &mut Deadlines,
+    cfg: &crate::Config,
+    now: Instant,
+    mut core: impl FnMut(usize, u32) -> Option<&'c crate::handler::ConnCore>,
+) -> Vec<(usize, Timeout, crate::CloseReason)> {
+    let mut close = Vec::new();
+    if let Some(idle) = cfg.idle_timeout {
+        for (key, generation) in idle_q.expired(now) {
+            let Some(c) = core(key, generation) else {
+                continue;
+            };
+            match idle_verdict(c, now, idle) {
+                Verdict::Close(reason) => close.push((key, Timeout::Idle, reason)),
+                Verdict::Recheck(at) => idle_q.push_at(key, generation, at),
+                Verdict::Drop => {}
+            }
+        }
+    }
+    if let Some(read) = cfg.read_timeout {
+        for (key, generation) in reads_q.expired(now) {
+            let Some(c) = core(key, generation) else {
+                continue;
+            };
+            if let Verdict::Close(reason) = read_verdict(c, now, read) {
+                close.push((key, Timeout::Read, reason));
+            }
+        }
+    }
+    close
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

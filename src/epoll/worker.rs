@@ -40,7 +40,7 @@ use crate::connect::{socket_for, ConnectError, ConnectRequest};
 use crate::engine::WorkerCtx;
 use crate::handler::Env;
 use crate::handler::{CloseReason, ConnCore, Handler};
-use crate::linger::{idle_verdict, read_verdict, Deadlines, Lingering, Verdict};
+use crate::linger::{expire_timeouts, Deadlines, Lingering, Timeout};
 use crate::sys::epoll::{self, Epoll, Event};
 use crate::token::{ConnId, OpKind, Token, GENERATION_MASK};
 
@@ -229,33 +229,31 @@ impl<H: Handler> Worker<H> {
         if self.write_check_at.is_some_and(|t| t <= now) {
             self.check_writes(now);
         }
-        if let Some(idle) = self.ctx.cfg.idle_timeout {
-            for (key, generation) in self.idle.expired(now) {
-                let Some(slot) = self.conns.get(key).filter(|s| s.generation == generation) else {
-                    continue;
-                };
-                match idle_verdict(&slot.core, now, idle) {
-                    Verdict::Close(reason) => {
-                        self.ctx.stats.add(&self.ctx.stats.idle_timeouts, 1);
-                        self.conns[key].core.closing = Some(reason);
-                        self.mark_dirty(key);
-                    }
-                    Verdict::Recheck(at) => self.idle.push_at(key, generation, at),
-                    Verdict::Drop => {}
-                }
-            }
-        }
-        if let Some(read) = self.ctx.cfg.read_timeout {
-            for (key, generation) in self.reads.expired(now) {
-                let Some(slot) = self.conns.get(key).filter(|s| s.generation == generation) else {
-                    continue;
-                };
-                if let Verdict::Close(reason) = read_verdict(&slot.core, now, read) {
-                    self.ctx.stats.add(&self.ctx.stats.read_timeouts, 1);
-                    self.conns[key].core.closing = Some(reason);
-                    self.mark_dirty(key);
-                }
-            }
+        let conns = &self.conns;
+        let due = expire_timeouts(
+            &mut self.idle,
+            &mut self.reads,
+            &self.ctx.cfg,
+            now,
+            |key, g| {
+                conns
+                    .get(key)
+                    .filter(|s| s.generation == g)
+                    .map(|s| &s.core)
+            },
+        );
+        for (key, kind, reason) in due {
+            let st = &self.ctx.stats;
+            st.add(
+                if kind == Timeout::Idle {
+                    &st.idle_timeouts
+                } else {
+                    &st.read_timeouts
+                },
+                1,
+            );
+            self.conns[key].core.closing = Some(reason);
+            self.mark_dirty(key);
         }
         // Persistent connections whose backoff is over.
         let (due, wait): (Vec<_>, Vec<_>) = std::mem::take(&mut self.delayed)

@@ -10,38 +10,37 @@
 //! out their linger time in deadline order; because every connection lingers
 //! for the same time, a FIFO is already sorted.
 
-use std::collections::VecDeque;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::time::{Duration, Instant};
 
-/// Connections waiting out one kind of deadline, oldest first. Every entry
-/// of one queue is pushed with the same timeout, so insertion order is
-/// deadline order: push and expiry are O(1), and no tick scans every
-/// connection. Entries are checked when they expire (the connection may have
-/// closed, or been active since; the caller decides).
+/// Connections waiting out one kind of deadline, earliest first (a
+/// min-heap: idle re-checks are pushed at `last input + timeout`, which can
+/// be earlier than entries already queued). Push and expiry are O(log n) and
+/// no tick scans every connection. Entries are checked when they expire (the
+/// connection may have closed, or been active since; the caller decides).
 #[derive(Debug, Default)]
 pub(crate) struct Deadlines {
-    queue: VecDeque<(Instant, usize, u32)>,
+    queue: BinaryHeap<Reverse<(Instant, usize, u32)>>,
 }
 
 /// The lingering-close queue.
 pub(crate) type Lingering = Deadlines;
 
 impl Deadlines {
-    /// An entry due at `at` (which must not be earlier than the last one
-    /// pushed for the order to hold; callers push `now + fixed timeout` or a
-    /// re-check at `last activity + the same timeout`, later than now).
+    /// An entry due at `at`.
     pub(crate) fn push_at(&mut self, key: usize, generation: u32, at: Instant) {
-        self.queue.push_back((at, key, generation));
+        self.queue.push(Reverse((at, key, generation)));
     }
 
     /// Connection `key` (generation `generation`) lingers until `now + linger`.
     pub(crate) fn push(&mut self, key: usize, generation: u32, now: Instant, linger: Duration) {
-        self.queue.push_back((now + linger, key, generation));
+        self.push_at(key, generation, now + linger);
     }
 
     /// The nearest deadline.
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        self.queue.front().map(|e| e.0)
+        self.queue.peek().map(|e| e.0 .0)
     }
 
     /// Remove and return the `(key, generation)` of every entry due by
@@ -49,11 +48,11 @@ impl Deadlines {
     /// caller checks the generation.
     pub(crate) fn expired(&mut self, now: Instant) -> Vec<(usize, u32)> {
         let mut due = Vec::new();
-        while let Some(&(t, key, generation)) = self.queue.front() {
+        while let Some(&Reverse((t, key, generation))) = self.queue.peek() {
             if t > now {
                 break;
             }
-            self.queue.pop_front();
+            self.queue.pop();
             due.push((key, generation));
         }
         due
@@ -151,6 +150,16 @@ pub(crate) fn expire_timeouts<'c>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_earlier_deadline_pushed_later_still_expires_first() {
+        let t0 = Instant::now();
+        let mut d = Deadlines::default();
+        d.push_at(1, 1, t0 + Duration::from_millis(900));
+        d.push_at(2, 2, t0 + Duration::from_millis(100));
+        assert_eq!(d.next_deadline(), Some(t0 + Duration::from_millis(100)));
+        assert_eq!(d.expired(t0 + Duration::from_millis(500)), vec![(2, 2)]);
+    }
 
     #[test]
     fn expires_in_order() {

@@ -550,6 +550,32 @@ fn dual_stack_accepts_ipv4_on_the_v6_wildcard(backend: Backend) {
     only.shutdown().expect("clean shutdown");
 }
 
+/// Says "bye" and closes with an error reason (one that does not flush).
+struct ByeWithError;
+
+impl ringnet::Handler for ByeWithError {
+    fn on_data(&mut self, conn: &mut ringnet::Conn<'_>, data: &[u8]) -> usize {
+        conn.send(b"bye");
+        conn.close_with(ringnet::CloseReason::Error(libc::EIO));
+        data.len()
+    }
+}
+
+/// `close_with` a reason that does not flush still closes the connection at
+/// once (it used to leave it open until shutdown).
+fn close_with_an_error_reason_closes(backend: Backend) {
+    let engine = ringnet::Engine::start(config(backend), |_| ByeWithError).expect("engine");
+    for _ in 0..5 {
+        let mut s = connect(engine.local_addr());
+        s.write_all(b"hi").expect("write");
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest);
+    }
+    let s = wait_baseline(&engine);
+    assert_eq!(s.closed, 5, "{s:?}");
+    engine.shutdown().expect("shutdown");
+}
+
 #[test]
 fn echo_one_uring() {
     echo_one(Backend::Uring);
@@ -717,4 +743,14 @@ fn echo_many_send_zc_uring() {
 #[test]
 fn exhaustion_with_recv_bundle_uring() {
     exhaustion_with_recv_bundle(Backend::Uring);
+}
+
+#[test]
+fn close_with_an_error_reason_closes_uring() {
+    close_with_an_error_reason_closes(Backend::Uring);
+}
+
+#[test]
+fn close_with_an_error_reason_closes_epoll() {
+    close_with_an_error_reason_closes(Backend::Epoll);
 }

@@ -564,6 +564,9 @@ impl<H: Handler> Worker<H> {
         if added.is_err() {
             // Dropped: closed at once, never seen by the handler.
             self.ctx.bus.release();
+            if let Some(req) = origin {
+                self.attempt_failed(req, ConnectError::Os(libc::EIO));
+            }
             return;
         }
         entry.insert(Slot {
@@ -725,6 +728,11 @@ impl<H: Handler> Worker<H> {
         let pending = slot.core.send_pending();
         if !pending && !slot.linger {
             if let Some(reason) = slot.core.closing.clone() {
+                if !reason.flushes() {
+                    // A handler's close_with(Error or InputLimit): at once.
+                    self.teardown(key, reason);
+                    return;
+                }
                 if reason == CloseReason::PeerClosed {
                     // End of stream was read: nothing unread can make the
                     // close a reset.

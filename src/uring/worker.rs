@@ -604,7 +604,18 @@ impl<H: Handler> Worker<H> {
             self.ctx.stats.add(&self.ctx.stats.connected, 1);
             self.ctx.bus.admit();
             req.backoff = crate::connect::FIRST_BACKOFF;
-            return self.open(sock, Some(req));
+            let key = self.conns.vacant_key();
+            self.open(sock, Some(req));
+            if self.stopping {
+                // Connected after the shutdown began: close it gracefully too.
+                if let Some(slot) = self.conns.get_mut(key) {
+                    if slot.core.closing.is_none() {
+                        slot.core.closing = Some(CloseReason::Shutdown);
+                    }
+                }
+                self.mark_dirty(key);
+            }
+            return;
         }
         drop(sock);
         let err = match -res {
@@ -774,7 +785,10 @@ impl<H: Handler> Worker<H> {
         }
         if slot.torn {
             self.finish_if_idle(key);
-        } else if slot.recv == Recv::Idle && (slot.core.closing.is_none() || slot.linger) {
+        } else if slot.recv == Recv::Idle
+            && !slot.core.paused
+            && (slot.core.closing.is_none() || slot.linger)
+        {
             self.arm_recv(key);
         }
     }
@@ -915,18 +929,20 @@ impl<H: Handler> Worker<H> {
                     self.rearm.push((key, slot.generation));
                 }
             }
-            libc::ECANCELED if self.conns[key].core.paused && !self.conns[key].torn => {
-                // Paused by backpressure: re-armed when the output drains.
-                self.conns[key].recv = Recv::Idle;
-            }
             libc::ECANCELED => {
-                self.conns[key].recv = Recv::Done;
-                if self.conns[key].torn {
+                let slot = &mut self.conns[key];
+                if slot.torn {
+                    slot.recv = Recv::Done;
                     self.finish_if_idle(key);
                 } else {
-                    // Cancelled by something other than our teardown: the
-                    // connection can no longer receive, so close it.
-                    self.teardown(key, CloseReason::Error(libc::ECANCELED));
+                    // Only backpressure cancels the recv of a live
+                    // connection (the ring is ours): re-arm once it is no
+                    // longer paused, even if it resumed before this arrived.
+                    slot.recv = Recv::Idle;
+                    if !slot.core.paused {
+                        let g = slot.generation;
+                        self.rearm.push((key, g));
+                    }
                 }
             }
             errno => {
@@ -1034,14 +1050,15 @@ impl<H: Handler> Worker<H> {
             return;
         }
         if let Some(reason) = slot.core.closing.clone() {
-            if reason.flushes() {
-                if slot.recv == Recv::Done {
-                    // End of stream was read: nothing unread can make the
-                    // close a reset.
-                    self.teardown(key, reason);
-                } else {
-                    self.start_linger(key, reason);
-                }
+            if !reason.flushes() {
+                // A handler's close_with(Error or InputLimit): at once.
+                self.teardown(key, reason);
+            } else if slot.recv == Recv::Done {
+                // End of stream was read: nothing unread can make the close
+                // a reset.
+                self.teardown(key, reason);
+            } else {
+                self.start_linger(key, reason);
             }
         }
     }

@@ -95,7 +95,11 @@ pub struct Config {
     pub cpus: Vec<usize>,
     /// Worker threads, one ring each. 0 means the number of available CPUs.
     pub workers: usize,
-    /// How workers share the listener.
+    /// How workers share the listening address. The default, `ReusePort`,
+    /// lets the kernel spread connections over the workers; with one
+    /// `Shared` socket, io_uring workers were measured to get very uneven
+    /// shares (see ARCHITECTURE.md). A port another server already listens
+    /// on is reported as `AddressInUse` in both modes.
     pub listener: ListenerMode,
     /// `listen(2)` backlog (the kernel caps it at `net.core.somaxconn`).
     pub backlog: i32,
@@ -190,7 +194,7 @@ impl Default for Config {
             backend: BackendChoice::Auto,
             cpus: Vec::new(),
             workers: 0,
-            listener: ListenerMode::Shared,
+            listener: ListenerMode::ReusePort,
             backlog: 1024,
             sq_entries: 256,
             cq_entries: 4096,

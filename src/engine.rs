@@ -403,6 +403,13 @@ fn bind_listeners(cfg: &Config, n: usize, backend: Backend) -> Result<Vec<Arc<So
         recv_buffer_size: cfg.recv_buffer_size,
         send_buffer_size: cfg.send_buffer_size,
     };
+    if reuseport {
+        // Sockets with SO_REUSEPORT (of the same user) share a port without
+        // complaint, so another server already there would go unnoticed.
+        // A probe without SO_REUSEPORT is refused by any existing listener:
+        // report that as AddressInUse, like a plain bind would.
+        listener::probe_free(cfg.addr)?;
+    }
     let first = listener::listen(cfg.addr, opts)?;
     let addr = listener::local_addr(&first)?;
     let mut all = vec![first];

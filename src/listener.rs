@@ -88,6 +88,24 @@ pub(crate) fn listen(addr: SocketAddr, opts: ListenOpts) -> Result<Socket, Error
     Ok(sock)
 }
 
+/// Fail with [`Error::AddressInUse`] if something listens on `addr` (port 0
+/// always passes): a bind without SO_REUSEPORT, released at once.
+pub(crate) fn probe_free(addr: SocketAddr) -> Result<(), Error> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    let probe = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM.cloexec(),
+        Some(Protocol::TCP),
+    )?;
+    probe.set_reuse_address(true)?;
+    match probe.bind(&addr.into()) {
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => Err(Error::AddressInUse(addr)),
+        _ => Ok(()),
+    }
+}
+
 /// The address a socket is bound to (with the real port after port 0).
 pub(crate) fn local_addr(sock: &Socket) -> io::Result<SocketAddr> {
     sock.local_addr()?

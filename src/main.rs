@@ -56,6 +56,14 @@ enum Mode {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum Listener {
+    /// One SO_REUSEPORT listener per worker.
+    Reuseport,
+    /// One listener for all workers.
+    Shared,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum Buffers {
     /// One buffer ring per worker.
     Shared,
@@ -96,9 +104,10 @@ struct ServeArgs {
     /// cycling).
     #[arg(long, value_delimiter = ',')]
     cpus: Vec<usize>,
-    /// One SO_REUSEPORT listener per worker instead of one shared listener.
-    #[arg(long)]
-    reuseport: bool,
+    /// How workers share the port: `reuseport` (one SO_REUSEPORT listener
+    /// per worker, balanced by the kernel) or `shared` (one listener).
+    #[arg(long, value_enum, default_value = "reuseport")]
+    listener: Listener,
     /// Where recv buffers come from.
     #[arg(long, value_enum, default_value = "shared")]
     buffers: Buffers,
@@ -158,10 +167,9 @@ fn serve(a: ServeArgs) -> Result<(), ringnet::Error> {
         backend: a.backend,
         cpus: a.cpus,
         workers: a.workers,
-        listener: if a.reuseport {
-            ListenerMode::ReusePort
-        } else {
-            ListenerMode::Shared
+        listener: match a.listener {
+            Listener::Reuseport => ListenerMode::ReusePort,
+            Listener::Shared => ListenerMode::Shared,
         },
         buffers: match a.buffers {
             Buffers::Shared => BufferMode::Shared,

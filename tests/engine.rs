@@ -576,6 +576,31 @@ fn close_with_an_error_reason_closes(backend: Backend) {
     engine.shutdown().expect("shutdown");
 }
 
+/// With SO_REUSEPORT listeners, a port another engine already serves is
+/// still reported as AddressInUse (not silently shared).
+fn reuseport_still_reports_address_in_use(backend: Backend) {
+    let first = echo_engine(Config {
+        listener: ListenerMode::ReusePort,
+        workers: 2,
+        ..config(backend)
+    });
+    let taken = first.local_addr();
+    match ringnet::Engine::start(
+        Config {
+            addr: taken,
+            listener: ListenerMode::ReusePort,
+            workers: 2,
+            ..config(backend)
+        },
+        |_| ringnet::app::echo::Echo,
+    ) {
+        Err(ringnet::Error::AddressInUse(a)) => assert_eq!(a, taken),
+        Err(e) => panic!("expected AddressInUse, got {e}"),
+        Ok(_) => panic!("a second engine silently shared {taken}"),
+    }
+    first.shutdown().expect("shutdown");
+}
+
 #[test]
 fn echo_one_uring() {
     echo_one(Backend::Uring);
@@ -753,4 +778,14 @@ fn close_with_an_error_reason_closes_uring() {
 #[test]
 fn close_with_an_error_reason_closes_epoll() {
     close_with_an_error_reason_closes(Backend::Epoll);
+}
+
+#[test]
+fn reuseport_still_reports_address_in_use_uring() {
+    reuseport_still_reports_address_in_use(Backend::Uring);
+}
+
+#[test]
+fn reuseport_still_reports_address_in_use_epoll() {
+    reuseport_still_reports_address_in_use(Backend::Epoll);
 }

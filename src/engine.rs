@@ -372,7 +372,9 @@ fn report_then_run<W>(
 /// Resolve the backend: `RINGNET_BACKEND` overrides the configuration;
 /// `auto` takes io_uring when the engine's requirements hold here (tried for
 /// real), else epoll with the reason.
-fn select_backend(configured: BackendChoice) -> Result<(Backend, Option<String>), Error> {
+pub(crate) fn select_backend(
+    configured: BackendChoice,
+) -> Result<(Backend, Option<String>), Error> {
     let choice = match std::env::var("RINGNET_BACKEND") {
         Ok(v) if !v.trim().is_empty() => v.parse()?,
         _ => configured,

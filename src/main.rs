@@ -80,6 +80,9 @@ struct ServeArgs {
     /// picks a free port; the bound address is printed).
     #[arg(long, default_value = "127.0.0.1:7000", value_parser = parse_endpoint)]
     addr: SocketAddr,
+    /// With `echo`: serve UDP echo instead of TCP.
+    #[arg(long)]
+    udp: bool,
     /// Print the counters every SECS seconds.
     #[arg(long, value_name = "SECS")]
     stats: Option<f64>,
@@ -195,6 +198,28 @@ fn serve(a: ServeArgs) -> Result<(), ringnet::Error> {
     };
     // Workers inherit the blocked mask, so the signals reach only sigwait.
     ringnet::block_stop_signals()?;
+    if a.udp {
+        if !matches!(a.mode, Mode::Echo) {
+            return Err(ringnet::Error::Config(
+                "--udp goes with `serve echo`".into(),
+            ));
+        }
+        let engine =
+            ringnet::udp::engine::UdpEngine::start(cfg, |_| ringnet::udp::engine::UdpEcho)?;
+        println!(
+            "ringnet: serving udp-echo on {} ({} backend)",
+            engine.local_addr(),
+            engine.backend()
+        );
+        let sig = ringnet::wait_for_stop_signal()?;
+        let s = engine.stats();
+        eprintln!(
+            "ringnet: signal {sig}, shutting down; {} datagrams in, {} out",
+            s.datagrams_in, s.datagrams_out
+        );
+        engine.shutdown()?;
+        return Ok(());
+    }
     let engine = match a.mode {
         Mode::Echo => Engine::start(cfg, |_| app::echo::Echo)?,
         Mode::Http => Engine::start(cfg, |_| app::http::Http::default())?,

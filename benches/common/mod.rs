@@ -1,4 +1,6 @@
 //! What the criterion benches share: CPU placement and the engine under test.
+// Each bench uses the parts it needs.
+#![allow(dead_code)]
 
 use std::net::SocketAddr;
 

@@ -111,6 +111,7 @@
 
 use std::time::Duration;
 
+pub mod engine;
 pub mod portable;
 
 pub use portable::{UdpConn, UdpServer};

@@ -11,6 +11,7 @@
 pub(crate) mod bufring;
 pub(crate) mod groups;
 pub mod probe;
+pub(crate) mod udp;
 pub(crate) mod worker;
 
 use io_uring::IoUring;

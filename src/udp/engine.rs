@@ -1,0 +1,365 @@
+//! UDP on the engine: a [`DatagramHandler`] gets every datagram with its
+//! source address and answers through [`Replies`].
+//!
+//! * io_uring: one SO_REUSEPORT socket per worker with one multishot recvmsg
+//!   over the worker's provided buffer ring; peers are told apart in user
+//!   space by source address (one socket for all peers). See
+//!   `uring::udp`.
+//! * epoll: the portable server ([`crate::udp::UdpServer`]): each new peer
+//!   gets its own connected socket, served by its own thread with its own
+//!   handler (from the factory); replies can only go to that peer.
+//!
+//! [`UdpEngine::start`] picks the backend like [`crate::Engine::start`].
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::config::{Backend, Config};
+use crate::error::Error;
+
+/// User code that answers datagrams.
+pub trait DatagramHandler {
+    /// A datagram from `from`; queue answers on `out`.
+    fn on_datagram(&mut self, from: SocketAddr, data: &[u8], out: &mut Replies);
+}
+
+/// Datagrams to send after the handler returns.
+#[derive(Debug, Default)]
+pub struct Replies {
+    pub(crate) queue: Vec<(SocketAddr, Vec<u8>)>,
+}
+
+impl Replies {
+    /// Send `data` to `to` (on the portable backend only the peer whose
+    /// datagram is being answered can be reached; others are counted as
+    /// dropped).
+    pub fn send_to(&mut self, to: SocketAddr, data: &[u8]) {
+        self.queue.push((to, data.to_vec()));
+    }
+}
+
+/// Echoes every datagram to its sender.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct UdpEcho;
+
+impl DatagramHandler for UdpEcho {
+    fn on_datagram(&mut self, from: SocketAddr, data: &[u8], out: &mut Replies) {
+        out.send_to(from, data);
+    }
+}
+
+/// Counters of a UDP engine (all workers).
+#[derive(Debug, Default)]
+pub(crate) struct UdpCounters {
+    pub(crate) datagrams_in: AtomicU64,
+    pub(crate) datagrams_out: AtomicU64,
+    pub(crate) truncated: AtomicU64,
+    pub(crate) send_errors: AtomicU64,
+}
+
+/// A snapshot of a UDP engine's counters.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct UdpStats {
+    /// Datagrams handed to the handler.
+    pub datagrams_in: u64,
+    /// Replies sent.
+    pub datagrams_out: u64,
+    /// Datagrams too large for a buffer (dropped), or replies that could not
+    /// be addressed.
+    pub truncated: u64,
+    /// Replies that failed.
+    pub send_errors: u64,
+}
+
+/// A running UDP engine.
+pub struct UdpEngine {
+    local_addr: SocketAddr,
+    backend: Backend,
+    stop: Arc<AtomicBool>,
+    wakes: Vec<Arc<crate::sys::EventFd>>,
+    threads: Arc<Mutex<Vec<JoinHandle<std::io::Result<()>>>>>,
+    portable: Option<Arc<crate::udp::UdpServer>>,
+    counters: Arc<UdpCounters>,
+}
+
+impl UdpEngine {
+    /// Bind `cfg.addr` (UDP) and serve it with `factory`'s handlers.
+    pub fn start<H, F>(cfg: Config, factory: F) -> Result<UdpEngine, Error>
+    where
+        H: DatagramHandler + 'static,
+        F: Fn(usize) -> H + Send + Sync + 'static,
+    {
+        cfg.validate()?;
+        let (backend, fallback) = crate::engine::select_backend(cfg.backend)?;
+        if let Some(reason) = &fallback {
+            eprintln!("ringnet: io_uring unavailable ({reason}); falling back to epoll");
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let counters = Arc::new(UdpCounters::default());
+        let threads = Arc::new(Mutex::new(Vec::new()));
+        let factory = Arc::new(factory);
+        match backend {
+            Backend::Uring => {
+                let n = cfg.worker_count();
+                let first = udp_socket(cfg.addr, &cfg)?;
+                let local_addr = crate::listener::local_addr(&first)?;
+                let mut sockets = vec![first];
+                for _ in 1..n {
+                    sockets.push(udp_socket(local_addr, &cfg)?);
+                }
+                let (ready_tx, ready_rx) = mpsc::channel();
+                let mut wakes = Vec::new();
+                for (index, socket) in sockets.into_iter().enumerate() {
+                    let wake = Arc::new(crate::sys::EventFd::new()?);
+                    wakes.push(Arc::clone(&wake));
+                    let ctx = crate::uring::udp::UdpCtx {
+                        cfg: cfg.clone(),
+                        socket,
+                        wake,
+                        stop: Arc::clone(&stop),
+                        counters: Arc::clone(&counters),
+                    };
+                    let factory = Arc::clone(&factory);
+                    let ready = ready_tx.clone();
+                    let cpus = cfg.cpus.clone();
+                    let join = std::thread::Builder::new()
+                        .name(format!("ringnet-udp{index}"))
+                        .spawn(move || {
+                            if let Err(e) = pin(&cpus, index) {
+                                let _ = ready.send(Err(e));
+                                return Ok(());
+                            }
+                            match crate::uring::udp::UdpWorker::new(ctx, factory(index)) {
+                                Ok(w) => {
+                                    let _ = ready.send(Ok(()));
+                                    drop(ready);
+                                    w.run()
+                                }
+                                Err(e) => {
+                                    let _ = ready.send(Err(e));
+                                    Ok(())
+                                }
+                            }
+                        })?;
+                    threads
+                        .lock()
+                        .map_err(|_| Error::Config("poisoned".into()))?
+                        .push(join);
+                }
+                drop(ready_tx);
+                let engine = UdpEngine {
+                    local_addr,
+                    backend,
+                    stop,
+                    wakes,
+                    threads,
+                    portable: None,
+                    counters,
+                };
+                for _ in 0..n {
+                    match ready_rx.recv() {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => return Err(e),
+                        Err(_) => {
+                            return Err(Error::Config("a UDP worker exited during setup".into()))
+                        }
+                    }
+                }
+                Ok(engine)
+            }
+            Backend::Epoll => {
+                let opts = crate::udp::UdpOptions {
+                    only_v6: cfg.only_v6,
+                    recv_buffer_size: cfg.recv_buffer_size,
+                    ..crate::udp::UdpOptions::default()
+                };
+                let server = Arc::new(crate::udp::UdpServer::bind(cfg.addr, opts)?);
+                let local_addr = server.local_addr();
+                for index in 0..cfg.worker_count() {
+                    let server = Arc::clone(&server);
+                    let stop = Arc::clone(&stop);
+                    let factory = Arc::clone(&factory);
+                    let counters = Arc::clone(&counters);
+                    let peers = Arc::clone(&threads);
+                    let cpus = cfg.cpus.clone();
+                    let join = std::thread::Builder::new()
+                        .name(format!("ringnet-udp-accept{index}"))
+                        .spawn(move || {
+                            portable_acceptor(
+                                index, &cpus, &server, &stop, &factory, &counters, &peers,
+                            )
+                        })?;
+                    threads
+                        .lock()
+                        .map_err(|_| Error::Config("poisoned".into()))?
+                        .push(join);
+                }
+                Ok(UdpEngine {
+                    local_addr,
+                    backend,
+                    stop,
+                    wakes: Vec::new(),
+                    threads,
+                    portable: Some(server),
+                    counters,
+                })
+            }
+        }
+    }
+
+    /// The bound address (the real port after port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The backend serving.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> UdpStats {
+        let c = &self.counters;
+        UdpStats {
+            datagrams_in: c.datagrams_in.load(Ordering::Relaxed),
+            datagrams_out: c.datagrams_out.load(Ordering::Relaxed),
+            truncated: c.truncated.load(Ordering::Relaxed),
+            send_errors: c.send_errors.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Stop and wait for every thread.
+    pub fn shutdown(mut self) -> Result<(), Error> {
+        self.stop_all()
+    }
+
+    fn stop_all(&mut self) -> Result<(), Error> {
+        // Release pairs with the workers' Acquire loads.
+        self.stop.store(true, Ordering::Release);
+        for w in &self.wakes {
+            let _ = w.notify();
+        }
+        if let Some(server) = &self.portable {
+            server.close();
+        }
+        let mut first = Ok(());
+        loop {
+            let next = self.threads.lock().ok().and_then(|mut t| t.pop());
+            let Some(join) = next else { break };
+            let res = match join.join() {
+                Ok(r) => r.map_err(Error::from),
+                Err(_) => Err(Error::Config("a UDP thread panicked".into())),
+            };
+            if first.is_ok() {
+                first = res;
+            }
+        }
+        first
+    }
+}
+
+impl Drop for UdpEngine {
+    fn drop(&mut self) {
+        let _ = self.stop_all();
+    }
+}
+
+/// Pin the calling thread to `cpus[index % len]` (nothing when empty).
+fn pin(cpus: &[usize], index: usize) -> Result<(), Error> {
+    if cpus.is_empty() {
+        return Ok(());
+    }
+    crate::sys::pin_current_thread(cpus[index % cpus.len()]).map_err(|source| Error::Worker {
+        worker: index,
+        source,
+    })
+}
+
+/// A UDP socket bound with SO_REUSEADDR + SO_REUSEPORT (blocking: io_uring
+/// polls it).
+fn udp_socket(addr: SocketAddr, cfg: &Config) -> Result<socket2::Socket, Error> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let err = |source: std::io::Error| {
+        if source.kind() == std::io::ErrorKind::AddrInUse {
+            Error::AddressInUse(addr)
+        } else {
+            Error::Bind { addr, source }
+        }
+    };
+    let s = Socket::new(
+        Domain::for_address(addr),
+        Type::DGRAM.cloexec(),
+        Some(Protocol::UDP),
+    )
+    .map_err(err)?;
+    s.set_reuse_address(true).map_err(err)?;
+    s.set_reuse_port(true).map_err(err)?;
+    if addr.is_ipv6() {
+        s.set_only_v6(cfg.only_v6).map_err(err)?;
+    }
+    if let Some(n) = cfg.recv_buffer_size {
+        s.set_recv_buffer_size(n).map_err(err)?;
+    }
+    s.bind(&addr.into()).map_err(err)?;
+    Ok(s)
+}
+
+/// The portable backend: accept peers, one thread each.
+fn portable_acceptor<H: DatagramHandler, F: Fn(usize) -> H + Send + Sync + 'static>(
+    index: usize,
+    cpus: &[usize],
+    server: &crate::udp::UdpServer,
+    stop: &Arc<AtomicBool>,
+    factory: &Arc<F>,
+    counters: &Arc<UdpCounters>,
+    threads: &Arc<Mutex<Vec<JoinHandle<std::io::Result<()>>>>>,
+) -> std::io::Result<()> {
+    pin(cpus, index).map_err(|e| std::io::Error::other(e.to_string()))?;
+    let tick = Some(Duration::from_millis(100));
+    // Acquire pairs with the Release store in shutdown.
+    while !stop.load(Ordering::Acquire) {
+        let conn = match server.accept(tick) {
+            Ok(c) => c,
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => continue,
+            Err(_) => break, // closed
+        };
+        let stop = Arc::clone(stop);
+        let factory = Arc::clone(factory);
+        let counters = Arc::clone(counters);
+        let cpus = cpus.to_vec();
+        let peer_thread = std::thread::Builder::new()
+            .name(format!("ringnet-udp-peer{index}"))
+            .spawn(move || {
+                let _ = pin(&cpus, index);
+                let mut handler = factory(index);
+                let peer = conn.peer_addr();
+                let mut replies = Replies::default();
+                while !stop.load(Ordering::Acquire) {
+                    let data = match conn.recv(tick) {
+                        Ok(d) => d,
+                        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => continue,
+                        Err(_) => break,
+                    };
+                    counters.datagrams_in.fetch_add(1, Ordering::Relaxed);
+                    handler.on_datagram(peer, &data, &mut replies);
+                    for (to, bytes) in replies.queue.drain(..) {
+                        if to != peer {
+                            counters.truncated.fetch_add(1, Ordering::Relaxed);
+                        } else if conn.send(&bytes).is_ok() {
+                            counters.datagrams_out.fetch_add(1, Ordering::Relaxed);
+                        } else {
+                            counters.send_errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+                Ok(())
+            })?;
+        if let Ok(mut t) = threads.lock() {
+            t.push(peer_thread);
+        }
+    }
+    Ok(())
+}

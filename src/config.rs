@@ -240,6 +240,11 @@ impl Config {
         Ok(self)
     }
 
+    /// Whether idle or read timeouts are on (deliveries then note the time).
+    pub(crate) fn input_timeouts(&self) -> bool {
+        self.idle_timeout.is_some() || self.read_timeout.is_some()
+    }
+
     /// The worker count with 0 resolved to the available parallelism.
     pub fn worker_count(&self) -> usize {
         if self.workers == 0 {

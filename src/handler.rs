@@ -178,8 +178,12 @@ pub(crate) struct ConnCore {
     pub(crate) origin: Option<ConnectRequest>,
     /// Receiving is paused: more than the high watermark is queued.
     pub(crate) paused: bool,
-    /// When queued output last made progress (or started waiting).
-    pub(crate) send_progress: std::time::Instant,
+    /// Bytes written to the socket so far.
+    written: u64,
+    /// `written` at the last write-timeout check, and when a check first
+    /// found no progress since (see `write_stalled`).
+    write_mark: u64,
+    stalled_since: Option<std::time::Instant>,
     /// When input last arrived.
     pub(crate) last_input: std::time::Instant,
     /// When the partial message now held back began; `None` when nothing
@@ -210,11 +214,38 @@ impl ConnCore {
             tag: None,
             origin: None,
             paused: false,
-            send_progress: std::time::Instant::now(),
+            written: 0,
+            write_mark: 0,
+            stalled_since: None,
             last_input: std::time::Instant::now(),
             partial_since: None,
             partial_started: false,
         }
+    }
+
+    /// Output starts being watched against the write timeout.
+    pub(crate) fn watch_writes(&mut self) {
+        self.write_mark = self.written;
+        self.stalled_since = None;
+    }
+
+    /// A write-timeout check at `now`: whether the queued output has made no
+    /// progress for `timeout`. Progress is counted in bytes between checks,
+    /// so the send path reads no clock; a stall is timed from the first
+    /// check that saw none (so it is reported within one check interval
+    /// after `timeout`).
+    pub(crate) fn write_stalled(
+        &mut self,
+        now: std::time::Instant,
+        timeout: std::time::Duration,
+    ) -> bool {
+        if self.written != self.write_mark {
+            self.write_mark = self.written;
+            self.stalled_since = None;
+            return false;
+        }
+        let since = *self.stalled_since.get_or_insert(now);
+        now.duration_since(since) >= timeout
     }
 
     /// Bytes queued and not yet written to the socket.
@@ -229,6 +260,7 @@ impl ConnCore {
 
     /// Record `n` more bytes written; `true` once the current send is done.
     pub(crate) fn advance(&mut self, n: usize) -> bool {
+        self.written += n as u64;
         self.sent = (self.sent + n).min(self.sending.len());
         self.sent == self.sending.len()
     }
@@ -297,17 +329,21 @@ impl ConnCore {
         if self.closing.is_some() {
             return Ok(());
         }
-        let now = std::time::Instant::now();
-        self.last_input = now;
+        let timed = env.timeouts;
         let was_empty = self.held.is_empty();
         let result = self.present(handler, data, limit, env);
-        match (was_empty, self.held.is_empty()) {
-            (true, false) => {
-                self.partial_since = Some(now);
-                self.partial_started = true;
+        // The clock is read only for idle and read timeouts.
+        if timed {
+            let now = std::time::Instant::now();
+            self.last_input = now;
+            match (was_empty, self.held.is_empty()) {
+                (true, false) => {
+                    self.partial_since = Some(now);
+                    self.partial_started = true;
+                }
+                (_, true) => self.partial_since = None,
+                (false, false) => {}
             }
-            (_, true) => self.partial_since = None,
-            (false, false) => {}
         }
         result
     }
@@ -352,6 +388,8 @@ pub(crate) struct Env<'a> {
     pub(crate) requests: &'a mut Vec<Command>,
     pub(crate) bus: &'a Bus,
     pub(crate) worker: usize,
+    /// Idle or read timeouts are configured: deliveries note the time.
+    pub(crate) timeouts: bool,
 }
 
 impl Env<'_> {
@@ -540,6 +578,7 @@ mod tests {
                 requests: &mut self.requests,
                 bus: &self.bus,
                 worker: 0,
+                timeouts: false,
             }
         }
     }
@@ -592,16 +631,7 @@ mod tests {
         c.deliver(&mut Never, &[0; 8], 10, t.env())
             .expect("8 <= 10");
         assert_eq!(
-            c.deliver(
-                &mut Never,
-                &[0; 8],
-                10,
-                Env {
-                    requests: &mut Vec::new(),
-                    bus: &Bus::default(),
-                    worker: 0
-                }
-            ),
+            c.deliver(&mut Never, &[0; 8], 10, t.env()),
             Err(CloseReason::InputLimit { limit: 10 })
         );
     }

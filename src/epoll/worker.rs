@@ -174,6 +174,7 @@ impl<H: Handler> Worker<H> {
             requests: &mut self.requests,
             bus: &self.ctx.bus,
             worker: self.ctx.index,
+            timeouts: self.ctx.cfg.input_timeouts(),
         };
         self.handler.on_start(&mut crate::handler::Ctx { env });
         self.run_requests();
@@ -403,7 +404,7 @@ impl<H: Handler> Worker<H> {
                 slot.watched = false;
                 continue;
             }
-            if now.duration_since(slot.core.send_progress) > timeout {
+            if slot.core.write_stalled(now, timeout) {
                 slot.watched = false;
                 self.ctx.stats.add(&self.ctx.stats.write_timeouts, 1);
                 self.teardown(key, CloseReason::Error(libc::ETIMEDOUT));
@@ -594,6 +595,7 @@ impl<H: Handler> Worker<H> {
             requests: &mut self.requests,
             bus: &self.ctx.bus,
             worker: self.ctx.index,
+            timeouts: self.ctx.cfg.input_timeouts(),
         };
         self.handler.on_open(&mut crate::handler::Conn {
             core: &mut slot.core,
@@ -659,6 +661,7 @@ impl<H: Handler> Worker<H> {
                         requests,
                         bus: &ctx.bus,
                         worker: ctx.index,
+                        timeouts: ctx.cfg.input_timeouts(),
                     };
                     let outcome = slot.core.deliver(handler, &buf[..n], limit, env);
                     st.sub(&st.buffers_in_use, 1);
@@ -711,7 +714,6 @@ impl<H: Handler> Worker<H> {
             {
                 Ok(n) => {
                     slot.core.advance(n);
-                    slot.core.send_progress = Instant::now();
                     self.ctx.stats.add(&self.ctx.stats.bytes_out, n as u64);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -769,7 +771,7 @@ impl<H: Handler> Worker<H> {
         // Output waiting for the socket: watch it against write_timeout.
         if pending && !slot.watched {
             slot.watched = true;
-            slot.core.send_progress = Instant::now();
+            slot.core.watch_writes();
             self.write_watch.push((key, slot.generation));
             self.schedule_write_check(Instant::now());
         }

@@ -232,6 +232,7 @@ impl<H: Handler> Worker<H> {
             requests: &mut self.requests,
             bus: &self.ctx.bus,
             worker: self.ctx.index,
+            timeouts: self.ctx.cfg.input_timeouts(),
         };
         self.handler.on_start(&mut crate::handler::Ctx { env });
         self.arm_wake();
@@ -753,6 +754,7 @@ impl<H: Handler> Worker<H> {
             requests,
             bus: &ctx.bus,
             worker: ctx.index,
+            timeouts: ctx.cfg.input_timeouts(),
         };
         handler.on_open(&mut crate::handler::Conn {
             core: &mut slot.core,
@@ -870,6 +872,7 @@ impl<H: Handler> Worker<H> {
                                     requests,
                                     bus: &ctx.bus,
                                     worker: ctx.index,
+                                    timeouts: ctx.cfg.input_timeouts(),
                                 },
                             );
                         }
@@ -981,7 +984,7 @@ impl<H: Handler> Worker<H> {
         slot.send_busy = true;
         if !slot.watched {
             slot.watched = true;
-            slot.core.send_progress = Instant::now();
+            slot.core.watch_writes();
             self.write_watch.push((key, slot.generation));
         }
         self.push(sqe);
@@ -1013,7 +1016,6 @@ impl<H: Handler> Worker<H> {
             return;
         }
         self.ctx.stats.add(&self.ctx.stats.bytes_out, res as u64);
-        slot.core.send_progress = Instant::now();
         if !slot.core.advance(res as usize) {
             // Short send: the remainder goes next, before anything newer.
             self.submit_send(key);
@@ -1107,7 +1109,7 @@ impl<H: Handler> Worker<H> {
                 slot.watched = false;
                 continue;
             }
-            if now.duration_since(slot.core.send_progress) > timeout {
+            if slot.core.write_stalled(now, timeout) {
                 slot.watched = false;
                 self.ctx.stats.add(&self.ctx.stats.write_timeouts, 1);
                 self.teardown(key, CloseReason::Error(libc::ETIMEDOUT));

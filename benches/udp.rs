@@ -16,7 +16,7 @@ mod common;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
-use common::{CLIENT_CPU, SERVER_CPU};
+use common::{bench_config, CLIENT_CPU};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use ringnet::udp::engine::{UdpEcho, UdpEngine};
 use ringnet::{Backend, Config};
@@ -25,15 +25,10 @@ use ringnet::{Backend, Config};
 type Peers = Vec<(UdpSocket, Vec<u8>)>;
 
 fn start(backend: Backend) -> UdpEngine {
-    std::env::remove_var("RINGNET_BACKEND");
+    // 512 datagrams arrive in one burst: room for all of them.
     let cfg = Config {
-        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-        workers: 1,
-        backend: backend.into(),
-        cpus: vec![SERVER_CPU],
-        // 512 datagrams arrive in one burst: room for all of them.
         recv_buffer_size: Some(4 << 20),
-        ..Config::default()
+        ..bench_config(backend)
     };
     let engine = UdpEngine::start(cfg, |_| UdpEcho).expect("udp engine");
     assert_eq!(

@@ -29,6 +29,11 @@ pub enum ConnectError {
 }
 
 impl ConnectError {
+    /// Classify a failed connect (or socket setup) by its errno.
+    pub(crate) fn from_io(e: &std::io::Error) -> ConnectError {
+        ConnectError::from_errno(e.raw_os_error().unwrap_or(libc::EIO))
+    }
+
     /// Classify a connect errno.
     pub(crate) fn from_errno(errno: i32) -> ConnectError {
         match errno {

@@ -322,15 +322,9 @@ fn run_worker<H: Handler, F: Fn(usize) -> H>(
     ready: mpsc::Sender<Result<(), Error>>,
 ) -> std::io::Result<()> {
     let index = ctx.index;
-    if !ctx.cfg.cpus.is_empty() {
-        let cpu = ctx.cfg.cpus[index % ctx.cfg.cpus.len()];
-        if let Err(source) = crate::sys::pin_current_thread(cpu) {
-            let _ = ready.send(Err(Error::Worker {
-                worker: index,
-                source,
-            }));
-            return Ok(());
-        }
+    if let Err(e) = pin_worker(&ctx.cfg.cpus, index) {
+        let _ = ready.send(Err(e));
+        return Ok(());
     }
     let handler = factory(index);
     match backend {
@@ -345,6 +339,18 @@ fn run_worker<H: Handler, F: Fn(usize) -> H>(
             |w| w.run(),
         ),
     }
+}
+
+/// Pin worker `index`'s thread to `cpus[index % cpus.len()]` (nothing when
+/// `cpus` is empty); shared by the TCP and UDP engines.
+pub(crate) fn pin_worker(cpus: &[usize], index: usize) -> Result<(), Error> {
+    if cpus.is_empty() {
+        return Ok(());
+    }
+    crate::sys::pin_current_thread(cpus[index % cpus.len()]).map_err(|source| Error::Worker {
+        worker: index,
+        source,
+    })
 }
 
 /// Tell `Engine::start` how the worker's setup went, then run it.

@@ -86,6 +86,12 @@ pub enum CloseReason {
 }
 
 impl CloseReason {
+    /// The reason for a failed receive or send (EIO when the error carries
+    /// no errno).
+    pub(crate) fn from_io(e: &io::Error) -> CloseReason {
+        CloseReason::Error(e.raw_os_error().unwrap_or(libc::EIO))
+    }
+
     /// Whether a close for this reason first sends what is queued: every
     /// reason but an I/O error or the input limit does.
     pub(crate) fn flushes(&self) -> bool {

@@ -11,20 +11,27 @@ pub const SERVER_CPU: usize = 0;
 /// CPU the client (the bench thread) runs on.
 pub const CLIENT_CPU: usize = 1;
 
+/// Loopback port 0, one worker pinned to the server CPU, on `backend`
+/// (`RINGNET_BACKEND` is cleared: it would override the contender's choice).
+pub fn bench_config(backend: Backend) -> Config {
+    std::env::remove_var("RINGNET_BACKEND");
+    Config {
+        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        workers: 1,
+        backend: backend.into(),
+        cpus: vec![SERVER_CPU],
+        ..Config::default()
+    }
+}
+
 /// A ringnet echo engine on `backend` with one worker pinned to the server
 /// CPU; `defer_taskrun` picks the io_uring ring setup. Panics unless the
 /// engine runs on the backend asked for, so a contender cannot quietly
 /// measure the other backend.
 pub fn start_engine(backend: Backend, defer_taskrun: bool) -> Engine {
-    // The variable would override the backend each engine is asked for.
-    std::env::remove_var("RINGNET_BACKEND");
     let cfg = Config {
-        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-        workers: 1,
-        backend: backend.into(),
-        cpus: vec![SERVER_CPU],
         defer_taskrun,
-        ..Config::default()
+        ..bench_config(backend)
     };
     let engine = Engine::start(cfg, |_worker| ringnet::app::echo::Echo)
         .unwrap_or_else(|e| panic!("starting the {backend} engine failed: {e}"));

@@ -444,17 +444,11 @@ impl<H: Handler> Worker<H> {
         };
         let sock = match socket_for(addr, &self.ctx.cfg, true) {
             Ok(s) => s,
-            Err(e) => {
-                return self
-                    .attempt_failed(req, ConnectError::Os(e.raw_os_error().unwrap_or(libc::EIO)))
-            }
+            Err(e) => return self.attempt_failed(req, ConnectError::from_io(&e)),
         };
         if let Err(e) = sock.connect(&addr.into()) {
             if e.raw_os_error() != Some(libc::EINPROGRESS) {
-                return self.attempt_failed(
-                    req,
-                    ConnectError::from_errno(e.raw_os_error().unwrap_or(libc::EIO)),
-                );
+                return self.attempt_failed(req, ConnectError::from_io(&e));
             }
         }
         // Connected at once or in progress: EPOLLOUT says which way it went.
@@ -464,8 +458,7 @@ impl<H: Handler> Worker<H> {
         let key = entry.key();
         let data = Token::new(OpKind::Connect, key as u32, generation).to_user_data();
         if let Err(e) = self.ep.add(sock.as_raw_fd(), epoll::OUT, data) {
-            return self
-                .attempt_failed(req, ConnectError::Os(e.raw_os_error().unwrap_or(libc::EIO)));
+            return self.attempt_failed(req, ConnectError::from_io(&e));
         }
         let deadline = Instant::now() + req.timeout;
         entry.insert(Pending {
@@ -495,9 +488,8 @@ impl<H: Handler> Worker<H> {
                 self.open(sock, Some(req), true);
             }
             Ok(Some(e)) | Err(e) => {
-                let errno = e.raw_os_error().unwrap_or(libc::EIO);
                 drop(sock); // leaves the epoll set
-                self.attempt_failed(req, ConnectError::from_errno(errno));
+                self.attempt_failed(req, ConnectError::from_io(&e));
             }
         }
     }
@@ -638,10 +630,7 @@ impl<H: Handler> Worker<H> {
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) => {
-                        self.teardown(
-                            key,
-                            CloseReason::Error(e.raw_os_error().unwrap_or(libc::EIO)),
-                        );
+                        self.teardown(key, CloseReason::from_io(&e));
                         return;
                     }
                 }
@@ -682,10 +671,7 @@ impl<H: Handler> Worker<H> {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    self.teardown(
-                        key,
-                        CloseReason::Error(e.raw_os_error().unwrap_or(libc::EIO)),
-                    );
+                    self.teardown(key, CloseReason::from_io(&e));
                     return;
                 }
             }
@@ -719,10 +705,7 @@ impl<H: Handler> Worker<H> {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    self.teardown(
-                        key,
-                        CloseReason::Error(e.raw_os_error().unwrap_or(libc::EIO)),
-                    );
+                    self.teardown(key, CloseReason::from_io(&e));
                     return;
                 }
             }
@@ -792,10 +775,7 @@ impl<H: Handler> Worker<H> {
             let data = Token::new(OpKind::Recv, key as u32, slot.generation).to_user_data();
             match self.ep.modify(slot.core.sock.as_raw_fd(), want, data) {
                 Ok(()) => slot.interest = want,
-                Err(e) => self.teardown(
-                    key,
-                    CloseReason::Error(e.raw_os_error().unwrap_or(libc::EIO)),
-                ),
+                Err(e) => self.teardown(key, CloseReason::from_io(&e)),
             }
         }
     }

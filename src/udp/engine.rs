@@ -18,6 +18,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::config::{Backend, Config};
+use crate::engine::pin_worker;
 use crate::error::Error;
 
 /// User code that answers datagrams.
@@ -128,7 +129,7 @@ impl UdpEngine {
                     let join = std::thread::Builder::new()
                         .name(format!("ringnet-udp{index}"))
                         .spawn(move || {
-                            if let Err(e) = pin(&cpus, index) {
+                            if let Err(e) = pin_worker(&cpus, index) {
                                 let _ = ready.send(Err(e));
                                 return Ok(());
                             }
@@ -267,17 +268,6 @@ impl Drop for UdpEngine {
     }
 }
 
-/// Pin the calling thread to `cpus[index % len]` (nothing when empty).
-fn pin(cpus: &[usize], index: usize) -> Result<(), Error> {
-    if cpus.is_empty() {
-        return Ok(());
-    }
-    crate::sys::pin_current_thread(cpus[index % cpus.len()]).map_err(|source| Error::Worker {
-        worker: index,
-        source,
-    })
-}
-
 /// A UDP socket bound with SO_REUSEADDR + SO_REUSEPORT (blocking: io_uring
 /// polls it).
 fn udp_socket(addr: SocketAddr, cfg: &Config) -> Result<socket2::Socket, Error> {
@@ -317,7 +307,7 @@ fn portable_acceptor<H: DatagramHandler, F: Fn(usize) -> H + Send + Sync + 'stat
     counters: &Arc<UdpCounters>,
     threads: &Arc<Mutex<Vec<JoinHandle<std::io::Result<()>>>>>,
 ) -> std::io::Result<()> {
-    pin(cpus, index).map_err(|e| std::io::Error::other(e.to_string()))?;
+    pin_worker(cpus, index).map_err(|e| std::io::Error::other(e.to_string()))?;
     let tick = Some(Duration::from_millis(100));
     // Acquire pairs with the Release store in shutdown.
     while !stop.load(Ordering::Acquire) {
@@ -333,7 +323,7 @@ fn portable_acceptor<H: DatagramHandler, F: Fn(usize) -> H + Send + Sync + 'stat
         let peer_thread = std::thread::Builder::new()
             .name(format!("ringnet-udp-peer{index}"))
             .spawn(move || {
-                let _ = pin(&cpus, index);
+                let _ = pin_worker(&cpus, index);
                 let mut handler = factory(index);
                 let peer = conn.peer_addr();
                 let mut replies = Replies::default();

@@ -529,7 +529,7 @@ impl<H: Handler> Worker<H> {
             let sock = match socket_for(addr, &self.ctx.cfg, false) {
                 Ok(s) => s,
                 Err(e) => {
-                    let err = ConnectError::Os(e.raw_os_error().unwrap_or(libc::EIO));
+                    let err = ConnectError::from_io(&e);
                     if req.advance() {
                         continue;
                     }

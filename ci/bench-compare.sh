@@ -23,6 +23,7 @@ run() {
 run echo-64                 echo --conns 32 --size 64
 run echo-64-fixed-files     echo --conns 32 --size 64 --uring-arg=--fixed-files=16384
 run echo-64-coop-taskrun    echo --conns 32 --size 64 --uring-arg=--no-defer-taskrun
+run echo-64-batch-wait-50   echo --conns 32 --size 64 --uring-arg=--batch-wait-us=50
 run echo-4k                 echo --conns 32 --size 4096
 run echo-16k-8              echo --conns 8 --size 16384
 run echo-16k-8-buf-16k      echo --conns 8 --size 16384 --uring-arg=--buf-size=16384
@@ -32,4 +33,6 @@ run echo-64k-8-send-zc      echo --conns 8 --size 65536 --uring-arg=--send-zc-th
 run accept                  accept --conns 32
 run accept-fixed-files      accept --conns 32 --uring-arg=--fixed-files=16384
 run accept-coop-taskrun     accept --conns 32 --uring-arg=--no-defer-taskrun
+run accept-batch-wait-20    accept --conns 32 --uring-arg=--batch-wait-us=20
+run accept-batch-wait-50    accept --conns 32 --uring-arg=--batch-wait-us=50
 run hold-9000               hold --conns 9000

@@ -124,6 +124,16 @@ pub struct Config {
     /// go in one send; 0 turns it off. The send buffer stays busy until the
     /// kernel's notification, and over loopback the kernel copies anyway.
     pub send_zc_threshold: usize,
+    /// Batched waiting (io_uring, Linux 6.12 min-wait): when the worker has
+    /// nothing to do, it waits up to this long for `wait_batch` completions,
+    /// then returns with whatever has arrived. While it waits, peers' packets
+    /// do not wake it one by one (a cross-CPU wake-up each); its own CPU's
+    /// timer does. Adds up to this much latency per wake-up. Zero: wake on
+    /// the first completion. Ignored where the kernel lacks min-wait.
+    pub batch_wait: Duration,
+    /// Completions that end a batched wait early (with `batch_wait`; at most
+    /// `cq_entries` are waited for).
+    pub wait_batch: u32,
     /// Completion queue entries per ring; must exceed `sq_entries`. A full CQ
     /// ends multishot operations, so keep it generous.
     pub cq_entries: u32,
@@ -202,6 +212,8 @@ impl Default for Config {
             fixed_files: 0,
             recv_bundle: false,
             send_zc_threshold: 0,
+            batch_wait: Duration::ZERO,
+            wait_batch: 32,
             buffers: BufferMode::Shared,
             buf_count: 512,
             buf_size: 4096,
@@ -310,6 +322,15 @@ impl Config {
         if self.max_unconsumed == 0 {
             return bad("max_unconsumed must be positive".into());
         }
+        if self.batch_wait > Duration::from_secs(1) {
+            return bad(format!(
+                "batch_wait must be at most 1 s, got {:?}",
+                self.batch_wait
+            ));
+        }
+        if self.wait_batch == 0 {
+            return bad("wait_batch must be at least 1".into());
+        }
         Ok(())
     }
 }
@@ -369,6 +390,20 @@ mod tests {
                     ..Config::default()
                 },
                 "backlog",
+            ),
+            (
+                Config {
+                    batch_wait: Duration::from_secs(2),
+                    ..Config::default()
+                },
+                "batch_wait",
+            ),
+            (
+                Config {
+                    wait_batch: 0,
+                    ..Config::default()
+                },
+                "wait_batch",
             ),
         ];
         for (cfg, field) in cases {

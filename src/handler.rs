@@ -92,8 +92,11 @@ impl CloseReason {
         CloseReason::Error(e.raw_os_error().unwrap_or(libc::EIO))
     }
 
-    /// Whether a close for this reason first sends what is queued: every
-    /// reason but an I/O error or the input limit does.
+    /// Whether a close for this reason is graceful: once queued output is
+    /// handed to the kernel, the write side is shut down and the connection
+    /// lingers until the peer closes (so unread input cannot turn the close
+    /// into a reset). Every reason but an I/O error or the input limit is;
+    /// those close as soon as the queued output is handed over.
     pub(crate) fn flushes(&self) -> bool {
         !matches!(self, CloseReason::Error(_) | CloseReason::InputLimit { .. })
     }
@@ -178,10 +181,9 @@ pub(crate) struct ConnCore {
     /// The handler asked to close (or the peer ended the stream): deliver no
     /// more input, close once `out` is flushed.
     pub(crate) closing: Option<CloseReason>,
-    /// The tag of the outbound request that made this connection.
-    pub(crate) tag: Option<u64>,
-    /// The request that made this connection, when it is to be kept up.
-    pub(crate) origin: Option<ConnectRequest>,
+    /// For an outbound connection, what it keeps of its request (boxed:
+    /// accepted connections, the many, carry only an empty pointer).
+    outbound: Option<Box<Outbound>>,
     /// Receiving is paused: more than the high watermark is queued.
     pub(crate) paused: bool,
     /// Bytes written to the socket so far.
@@ -190,14 +192,46 @@ pub(crate) struct ConnCore {
     /// found no progress since (see `write_stalled`).
     write_mark: u64,
     stalled_since: Option<std::time::Instant>,
-    /// When input last arrived.
+    /// Input timing for idle and read timeouts; only when they are
+    /// configured (boxed: a connection without them does not pay for it).
+    pub(crate) clock: Option<Box<InputClock>>,
+}
+
+/// When a connection's input arrived, for idle and read timeouts.
+#[derive(Debug)]
+pub(crate) struct InputClock {
+    /// When input last arrived (or the connection opened).
     pub(crate) last_input: std::time::Instant,
     /// When the partial message now held back began; `None` when nothing
     /// is held.
     pub(crate) partial_since: Option<std::time::Instant>,
-    /// A partial message began during the last delivery (the worker starts
-    /// its read timeout and clears this).
+    /// A partial message began during the last delivery and no read-timeout
+    /// entry is queued for this connection (the worker queues one and clears
+    /// this).
     pub(crate) partial_started: bool,
+    /// A read-timeout entry is queued for this connection (at most one is;
+    /// when it expires early it is re-queued for the current message).
+    pub(crate) read_queued: std::cell::Cell<bool>,
+}
+
+impl InputClock {
+    pub(crate) fn new() -> InputClock {
+        InputClock {
+            last_input: std::time::Instant::now(),
+            partial_since: None,
+            partial_started: false,
+            read_queued: std::cell::Cell::new(false),
+        }
+    }
+}
+
+/// What an outbound connection keeps of the request that made it.
+#[derive(Debug)]
+struct Outbound {
+    tag: u64,
+    /// The request, when the connection is to be kept up (re-made after a
+    /// close).
+    origin: Option<ConnectRequest>,
 }
 
 /// Buffers larger than this are released rather than kept for reuse once
@@ -206,7 +240,9 @@ pub(crate) struct ConnCore {
 pub(crate) const KEEP_CAPACITY: usize = 64 << 10;
 
 impl ConnCore {
-    pub(crate) fn new(id: ConnId, sock: Socket, backend: Backend) -> ConnCore {
+    /// A connection's shared state; `timed`: idle or read timeouts are
+    /// configured (its input is timed).
+    pub(crate) fn new(id: ConnId, sock: Socket, backend: Backend, timed: bool) -> ConnCore {
         ConnCore {
             id,
             sock,
@@ -217,15 +253,44 @@ impl ConnCore {
             sent: 0,
             dirty: false,
             closing: None,
-            tag: None,
-            origin: None,
+            outbound: None,
             paused: false,
             written: 0,
             write_mark: 0,
             stalled_since: None,
-            last_input: std::time::Instant::now(),
-            partial_since: None,
-            partial_started: false,
+            clock: timed.then(|| Box::new(InputClock::new())),
+        }
+    }
+
+    /// Remember the request that made this (outbound) connection.
+    pub(crate) fn set_origin(&mut self, origin: Option<ConnectRequest>) {
+        self.outbound = origin.map(|r| {
+            let tag = r.tag;
+            let keep = r.persistent;
+            Box::new(Outbound {
+                tag,
+                origin: keep.then_some(r),
+            })
+        });
+    }
+
+    /// The request to make again once this connection has closed, if it is
+    /// to be kept up (taken: asked once).
+    pub(crate) fn take_origin(&mut self) -> Option<ConnectRequest> {
+        self.outbound.as_mut().and_then(|o| o.origin.take())
+    }
+
+    /// Receiving resumes after a pause: the time spent paused was the
+    /// server's doing (it stopped reading), so idle and read timeouts count
+    /// from now.
+    pub(crate) fn resume(&mut self) {
+        self.paused = false;
+        if let Some(c) = self.clock.as_deref_mut() {
+            let now = std::time::Instant::now();
+            c.last_input = now;
+            if c.partial_since.is_some() {
+                c.partial_since = Some(now);
+            }
         }
     }
 
@@ -335,20 +400,24 @@ impl ConnCore {
         if self.closing.is_some() {
             return Ok(());
         }
-        let timed = env.timeouts;
         let was_empty = self.held.is_empty();
         let result = self.present(handler, data, limit, env);
         // The clock is read only for idle and read timeouts.
-        if timed {
+        let (held, clock) = (self.held.len(), self.clock.as_deref_mut());
+        if let Some(c) = clock {
             let now = std::time::Instant::now();
-            self.last_input = now;
-            match (was_empty, self.held.is_empty()) {
-                (true, false) => {
-                    self.partial_since = Some(now);
-                    self.partial_started = true;
+            c.last_input = now;
+            if held == 0 {
+                c.partial_since = None;
+            } else if was_empty || held <= data.len() {
+                // A message began in this delivery: nothing was held before,
+                // or the handler consumed all that was (held now is only
+                // new bytes), so the earlier message completed.
+                c.partial_since = Some(now);
+                if !c.read_queued.get() {
+                    c.read_queued.set(true);
+                    c.partial_started = true;
                 }
-                (_, true) => self.partial_since = None,
-                (false, false) => {}
             }
         }
         result
@@ -394,8 +463,6 @@ pub(crate) struct Env<'a> {
     pub(crate) requests: &'a mut Vec<Command>,
     pub(crate) bus: &'a Bus,
     pub(crate) worker: usize,
-    /// Idle or read timeouts are configured: deliveries note the time.
-    pub(crate) timeouts: bool,
 }
 
 impl Env<'_> {
@@ -472,7 +539,7 @@ impl Conn<'_> {
     /// For a connection this worker made with [`Conn::connect`] or
     /// [`Ctx::connect`], the tag given then; `None` for accepted ones.
     pub fn tag(&self) -> Option<u64> {
-        self.core.tag
+        self.core.outbound.as_ref().map(|o| o.tag)
     }
 
     /// Connect out to `addrs`, tried in order, each attempt for at most
@@ -584,7 +651,6 @@ mod tests {
                 requests: &mut self.requests,
                 bus: &self.bus,
                 worker: 0,
-                timeouts: false,
             }
         }
     }
@@ -604,7 +670,38 @@ mod tests {
 
     fn core() -> ConnCore {
         let sock = Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
-        ConnCore::new(ConnId::new(0, 1, 1), sock, Backend::Uring)
+        ConnCore::new(ConnId::new(0, 1, 1), sock, Backend::Uring, true)
+    }
+
+    /// The read timeout counts from the start of the message now held: when
+    /// a delivery completes the held message and leaves the start of the
+    /// next, the clock restarts; while one message stays incomplete, it does
+    /// not. One read-timeout entry is asked for per connection.
+    #[test]
+    fn read_clock_restarts_when_a_message_completes() {
+        let mut t = TestEnv::default();
+        let mut c = core();
+        let mut h = Frames(Vec::new());
+        c.deliver(&mut h, &[1, 2], 1 << 20, t.env()).expect("ok");
+        let clock = |c: &ConnCore| c.clock.as_deref().expect("timed").partial_since;
+        let first = clock(&c).expect("a message began");
+        let started = |c: &mut ConnCore| {
+            std::mem::take(&mut c.clock.as_deref_mut().expect("timed").partial_started)
+        };
+        assert!(started(&mut c));
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        // Still the same message: the clock keeps its start.
+        c.deliver(&mut h, &[3], 1 << 20, t.env()).expect("ok");
+        assert_eq!(clock(&c), Some(first));
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        // Completes it and starts the next one.
+        c.deliver(&mut h, &[4, 5], 1 << 20, t.env()).expect("ok");
+        let second = clock(&c).expect("the next message began");
+        assert!(second > first, "the clock restarted");
+        assert!(!started(&mut c), "one entry is already queued");
+        c.deliver(&mut h, &[6, 7, 8], 1 << 20, t.env()).expect("ok");
+        assert_eq!(clock(&c), None, "nothing held");
+        assert_eq!(h.0, vec![vec![1, 2, 3, 4], vec![5, 6, 7, 8]]);
     }
 
     #[test]
@@ -669,5 +766,19 @@ mod tests {
         }
         .send(b"x");
         assert_eq!(c.out, b"abc", "send after close is ignored");
+    }
+}
+#[cfg(test)]
+mod size_guard {
+    /// Every open connection carries a `ConnCore` in its worker's slab; the
+    /// memory target is at most 256 bytes of server RSS per idle connection
+    /// (measured with `ringnet bench hold`), which leaves ~170 bytes for
+    /// this part. Optional state (outbound requests, input timing) is boxed
+    /// so connections that do not use it do not pay for it.
+    #[test]
+    fn conn_core_stays_small() {
+        let size = std::mem::size_of::<super::ConnCore>();
+        println!("ConnCore: {size} bytes");
+        assert!(size <= 176, "ConnCore grew to {size} bytes");
     }
 }

@@ -33,9 +33,29 @@ impl Deadlines {
         self.queue.push(Reverse((at, key, generation)));
     }
 
-    /// Connection `key` (generation `generation`) lingers until `now + linger`.
-    pub(crate) fn push(&mut self, key: usize, generation: u32, now: Instant, linger: Duration) {
-        self.push_at(key, generation, now + linger);
+    /// Like `push_at`, keeping the queue bounded by the connections alive
+    /// rather than by traffic: entries of closed connections stay until
+    /// they expire, so when the queue holds more than twice the `live`
+    /// connections (plus some slack) it drops every entry `alive` rejects.
+    /// Amortised O(1) per push.
+    pub(crate) fn push_bounded(
+        &mut self,
+        key: usize,
+        generation: u32,
+        at: Instant,
+        live: usize,
+        alive: impl Fn(usize, u32) -> bool,
+    ) {
+        self.push_at(key, generation, at);
+        if self.queue.len() > 2 * live + 1024 {
+            self.queue.retain(|Reverse((_, k, g))| alive(*k, *g));
+        }
+    }
+
+    /// Entries queued (live or not).
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.queue.len()
     }
 
     /// The nearest deadline.
@@ -70,7 +90,10 @@ pub(crate) enum Verdict {
     Drop,
 }
 
-/// An idle-timeout entry expired: close if no input came for `idle`.
+/// An idle-timeout entry expired: close if no input came for `idle`. A
+/// connection with output still queued is not idle (its peer is reading it,
+/// and `write_timeout` closes it if that stalls), nor is one whose receiving
+/// is paused (by the server's doing): look again later.
 pub(crate) fn idle_verdict(
     core: &crate::handler::ConnCore,
     now: Instant,
@@ -79,7 +102,13 @@ pub(crate) fn idle_verdict(
     if core.closing.is_some() {
         return Verdict::Drop;
     }
-    let due = core.last_input + idle;
+    if core.paused || core.queued() > 0 {
+        return Verdict::Recheck(now + idle);
+    }
+    let Some(clock) = core.clock.as_deref() else {
+        return Verdict::Drop;
+    };
+    let due = clock.last_input + idle;
     if due <= now {
         Verdict::Close(crate::CloseReason::IdleTimeout)
     } else {
@@ -88,19 +117,30 @@ pub(crate) fn idle_verdict(
 }
 
 /// A read-timeout entry expired: close if the partial message now held has
-/// been incomplete for `read` (an entry from an earlier partial message
-/// finds the current one younger, and its own entry fires later).
+/// been incomplete for `read`. A connection has at most one entry: when the
+/// message it was queued for completed and a younger one is held, the entry
+/// is re-queued for the younger one; with nothing held it is dropped. While
+/// receiving is paused the rest of the message sits unread in the socket by
+/// the server's choice, so the entry is re-queued.
 pub(crate) fn read_verdict(
     core: &crate::handler::ConnCore,
     now: Instant,
     read: Duration,
 ) -> Verdict {
-    match core.partial_since {
-        Some(t) if core.closing.is_none() && t + read <= now => {
-            Verdict::Close(crate::CloseReason::ReadTimeout)
-        }
-        _ => Verdict::Drop,
+    let Some(clock) = core.clock.as_deref() else {
+        return Verdict::Drop;
+    };
+    let verdict = match clock.partial_since {
+        Some(_) if core.closing.is_some() => Verdict::Drop,
+        Some(_) if core.paused => Verdict::Recheck(now + read),
+        Some(t) if t + read <= now => Verdict::Close(crate::CloseReason::ReadTimeout),
+        Some(t) => Verdict::Recheck(t + read),
+        None => Verdict::Drop,
+    };
+    if verdict == Verdict::Drop {
+        clock.read_queued.set(false);
     }
+    verdict
 }
 
 /// Which timeout closed a connection (for the counters).
@@ -135,12 +175,19 @@ pub(crate) fn expire_timeouts<'c>(
         }
     }
     if let Some(read) = cfg.read_timeout {
+        // A connection the idle pass closes is counted once, as idle.
+        let idle_closed: std::collections::HashSet<usize> = close.iter().map(|c| c.0).collect();
         for (key, generation) in reads_q.expired(now) {
             let Some(c) = core(key, generation) else {
                 continue;
             };
-            if let Verdict::Close(reason) = read_verdict(c, now, read) {
-                close.push((key, Timeout::Read, reason));
+            if idle_closed.contains(&key) {
+                continue;
+            }
+            match read_verdict(c, now, read) {
+                Verdict::Close(reason) => close.push((key, Timeout::Read, reason)),
+                Verdict::Recheck(at) => reads_q.push_at(key, generation, at),
+                Verdict::Drop => {}
             }
         }
     }
@@ -150,6 +197,99 @@ pub(crate) fn expire_timeouts<'c>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::handler::ConnCore;
+    use crate::{Backend, CloseReason, Config, ConnId};
+
+    fn core() -> ConnCore {
+        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("socket");
+        ConnCore::new(ConnId::new(0, 1, 1), sock, Backend::Uring, true)
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// Entries of closed connections are dropped once they outnumber the
+    /// live ones: the queue follows open connections, not traffic.
+    #[test]
+    fn queue_stays_bounded_by_live_connections() {
+        let t0 = Instant::now();
+        let mut d = Deadlines::default();
+        for key in 0..100_000usize {
+            d.push_bounded(key, 1, t0 + Duration::from_secs(30), 10, |k, _| {
+                k + 10 >= 100_000
+            });
+        }
+        assert!(d.len() <= 2 * 10 + 1024 + 1, "{} entries", d.len());
+        // The live ones are all still there.
+        let due = d.expired(t0 + Duration::from_secs(31));
+        assert!((99_990..100_000).all(|k| due.contains(&(k, 1))));
+    }
+
+    /// A read entry follows the message held now: re-queued for a younger
+    /// message, dropped (and may be queued again) when nothing is held,
+    /// re-queued while receiving is paused.
+    #[test]
+    fn read_entry_follows_the_current_message() {
+        let t0 = Instant::now();
+        let mut c = core();
+        let clock = c.clock.as_deref_mut().expect("timed");
+        clock.read_queued.set(true);
+        clock.partial_since = Some(t0 + ms(250));
+        assert_eq!(
+            read_verdict(&c, t0 + ms(300), ms(300)),
+            Verdict::Recheck(t0 + ms(550))
+        );
+        assert_eq!(
+            read_verdict(&c, t0 + ms(550), ms(300)),
+            Verdict::Close(CloseReason::ReadTimeout)
+        );
+        c.paused = true;
+        assert_eq!(
+            read_verdict(&c, t0 + ms(600), ms(300)),
+            Verdict::Recheck(t0 + ms(900))
+        );
+        assert_eq!(
+            idle_verdict(&c, t0 + ms(600), ms(300)),
+            Verdict::Recheck(t0 + ms(900))
+        );
+        c.paused = false;
+        c.out.extend_from_slice(b"output the peer is still reading");
+        assert_eq!(
+            idle_verdict(&c, t0 + ms(600), ms(300)),
+            Verdict::Recheck(t0 + ms(900))
+        );
+        c.clock.as_deref_mut().expect("timed").partial_since = None;
+        assert_eq!(read_verdict(&c, t0 + ms(900), ms(300)), Verdict::Drop);
+        let clock = c.clock.as_deref().expect("timed");
+        assert!(
+            !clock.read_queued.get(),
+            "a later message queues a new entry"
+        );
+    }
+
+    /// Idle and read entries of one connection expiring together close it
+    /// once, counted as idle.
+    #[test]
+    fn idle_and_read_expiring_together_close_once() {
+        let t0 = Instant::now();
+        let mut c = core();
+        let clock = c.clock.as_deref_mut().expect("timed");
+        clock.last_input = t0;
+        clock.partial_since = Some(t0);
+        let cfg = Config {
+            idle_timeout: Some(ms(100)),
+            read_timeout: Some(ms(100)),
+            ..Config::default()
+        };
+        let (mut idle, mut reads) = (Deadlines::default(), Deadlines::default());
+        idle.push_at(0, 1, t0 + ms(100));
+        reads.push_at(0, 1, t0 + ms(100));
+        let closes = expire_timeouts(&mut idle, &mut reads, &cfg, t0 + ms(200), |_, _| Some(&c));
+        assert_eq!(closes.len(), 1, "{closes:?}");
+        assert_eq!(closes[0].1, Timeout::Idle);
+    }
 
     #[test]
     fn an_earlier_deadline_pushed_later_still_expires_first() {
@@ -165,13 +305,8 @@ mod tests {
     fn expires_in_order() {
         let t0 = Instant::now();
         let mut l = Lingering::default();
-        l.push(1, 10, t0, Duration::from_secs(1));
-        l.push(
-            2,
-            20,
-            t0 + Duration::from_millis(500),
-            Duration::from_secs(1),
-        );
+        l.push_at(1, 10, t0 + Duration::from_secs(1));
+        l.push_at(2, 20, t0 + Duration::from_millis(1500));
         assert_eq!(l.next_deadline(), Some(t0 + Duration::from_secs(1)));
         assert!(l.expired(t0).is_empty());
         assert_eq!(l.expired(t0 + Duration::from_secs(1)), vec![(1, 10)]);

@@ -142,6 +142,14 @@ struct ServeArgs {
     /// Do not use SINGLE_ISSUER + DEFER_TASKRUN (start from COOP_TASKRUN).
     #[arg(long)]
     no_defer_taskrun: bool,
+    /// Batched waiting (io_uring, Linux 6.12): an idle worker waits up to
+    /// this many microseconds for --wait-batch completions before it runs
+    /// (0: wake on the first completion).
+    #[arg(long, default_value_t = 0)]
+    batch_wait_us: u64,
+    /// Completions that end a batched wait early.
+    #[arg(long, default_value_t = Config::default().wait_batch)]
+    wait_batch: u32,
     /// Completion queue entries per ring.
     #[arg(long, default_value_t = Config::default().cq_entries)]
     cq_entries: u32,
@@ -188,6 +196,8 @@ fn serve(a: ServeArgs) -> Result<(), ringnet::Error> {
         fixed_files: a.fixed_files,
         recv_bundle: a.recv_bundle,
         send_zc_threshold: a.send_zc_threshold,
+        batch_wait: Duration::from_micros(a.batch_wait_us),
+        wait_batch: a.wait_batch,
         linger: Duration::try_from_secs_f64(a.linger).map_err(|_| {
             ringnet::Error::Config(format!(
                 "--linger must be a non-negative number of seconds, got {}",

@@ -95,6 +95,9 @@ counters! {
     bundled_buffers,
     /// Sends made with SEND_ZC.
     zc_sends,
+    /// Times the worker's loop came back from waiting for the kernel
+    /// (`io_uring_enter` with a wait, `epoll_wait`): batches processed.
+    waits,
 }
 
 impl WorkerStats {

@@ -106,6 +106,51 @@ fn echo_many_send_zc(backend: Backend) {
     assert!(s.zc_sends > 0, "large sends went through SEND_ZC: {s:?}");
 }
 
+/// Batched waiting (io_uring min-wait, Linux 6.12; the epoll backend
+/// ignores the setting): a lone request is answered once the min-wait has
+/// passed instead of being held for a full batch, many connections echo, and
+/// an idle worker is not woken by the min-wait timer again and again.
+fn batch_wait(backend: Backend) {
+    if backend == Backend::Uring {
+        let report = ringnet::uring::probe::probe();
+        let min_wait = report.feature("min-wait").expect("probe lists min-wait");
+        if !min_wait.supported {
+            eprintln!(
+                "skipping batch_wait_uring: {} (kernel {})",
+                min_wait.detail, report.kernel
+            );
+            return;
+        }
+    }
+    let cfg = Config {
+        batch_wait: Duration::from_micros(200),
+        wait_batch: 64,
+        ..config(backend)
+    };
+    let engine = echo_engine(cfg.clone());
+    let mut s = connect(engine.local_addr());
+    // Far below the 1 s general timeout of a batched wait: a request that
+    // waited for the batch to fill (64 completions that never come) fails.
+    s.set_read_timeout(Some(Duration::from_millis(400)))
+        .expect("timeout");
+    for i in 0..20u8 {
+        ping(&mut s, &[i; 16]);
+    }
+    drop(s);
+    wait_baseline(&engine);
+    let before = engine.stats().waits;
+    std::thread::sleep(Duration::from_millis(500));
+    let idle_waits = engine.stats().waits - before;
+    println!("wake-ups of an idle worker in 500 ms: {idle_waits}");
+    assert!(
+        idle_waits <= 3,
+        "an idle worker kept waking up: {idle_waits} times in 500 ms"
+    );
+    engine.shutdown().expect("clean shutdown");
+    let s = echo_many(cfg);
+    println!("waits for 200 echoing connections: {}", s.waits);
+}
+
 /// Bundles through a tiny ring: a completion spans consecutive entries
 /// whose buffer ids are not consecutive once buffers were recycled.
 fn exhaustion_with_recv_bundle(backend: Backend) {
@@ -788,4 +833,14 @@ fn reuseport_still_reports_address_in_use_uring() {
 #[test]
 fn reuseport_still_reports_address_in_use_epoll() {
     reuseport_still_reports_address_in_use(Backend::Epoll);
+}
+
+#[test]
+fn batch_wait_uring() {
+    batch_wait(Backend::Uring);
+}
+
+#[test]
+fn batch_wait_epoll() {
+    batch_wait(Backend::Epoll);
 }

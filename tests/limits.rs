@@ -281,6 +281,137 @@ fn idle_and_read_timeouts(backend: Backend) {
     engine.shutdown().expect("shutdown");
 }
 
+/// A line stream whose reads never end on a line boundary: every write
+/// completes the line held and starts the next. The read timeout counts from
+/// the start of the line held now, so a line completing every 50 ms is never
+/// timed out at 300 ms.
+fn streaming_lines_are_not_read_timed_out(backend: Backend) {
+    let _t = TURN.lock().unwrap_or_else(|p| p.into_inner());
+    use ringnet::framing::Framing;
+    use ringnet::message::Framed;
+    let cfg = Config {
+        read_timeout: Some(Duration::from_millis(300)),
+        ..config(backend)
+    };
+    let engine = ringnet::Engine::start(cfg, |_| {
+        Framed::new(Framing::line(), ringnet::app::framed::MessageEcho)
+    })
+    .expect("engine");
+    let mut c = connect(engine.local_addr());
+    c.write_all(b"x").expect("write");
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(50));
+        c.write_all(b"\nx").expect("write");
+        let mut line = [0u8; 2];
+        c.read_exact(&mut line)
+            .expect("the completed line is echoed");
+        assert_eq!(&line, b"x\n");
+    }
+    let s = engine.stats();
+    println!(
+        "{backend}: 20 lines over 1 s, read timeouts {}",
+        s.read_timeouts
+    );
+    assert_eq!(s.read_timeouts, 0);
+    drop(c);
+    wait_baseline(&engine);
+    engine.shutdown().expect("shutdown");
+}
+
+/// A client that sends without reading, then drains everything: with a low
+/// watermark of 0 receiving resumes once the queue is empty, and the rest of
+/// its input is echoed.
+fn low_watermark_zero_resumes(backend: Backend) {
+    let _t = TURN.lock().unwrap_or_else(|p| p.into_inner());
+    let engine = echo_engine(Config {
+        send_high_watermark: 64 << 10,
+        send_low_watermark: 0,
+        ..config(backend)
+    });
+    let hog = connect(engine.local_addr());
+    hog.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let total = 16usize << 20;
+    let mut w = hog.try_clone().expect("clone");
+    let writer = std::thread::spawn(move || {
+        let data = pattern(7, total);
+        w.write_all(&data).expect("all input written");
+    });
+    wait_stats(&engine, Duration::from_secs(10), "receiving paused", |s| {
+        s.paused >= 1
+    });
+    let mut r = hog.try_clone().expect("clone");
+    let mut back = vec![0u8; total];
+    r.read_exact(&mut back)
+        .expect("everything echoed: receiving resumed");
+    assert!(back == pattern(7, total), "echo intact");
+    writer.join().expect("writer");
+    let mut hog = hog;
+    ping(&mut hog, b"after");
+    println!(
+        "{backend}: paused {} time(s), 16 MiB echoed",
+        engine.stats().paused
+    );
+    drop((hog, r));
+    wait_baseline(&engine);
+    engine.shutdown().expect("shutdown");
+}
+
+/// A client that reads slowly but steadily is paused for longer than the
+/// idle timeout again and again; it is not idle (the server stopped reading
+/// it), so it is not closed, and gets every byte back.
+fn paused_reader_is_not_idle(backend: Backend) {
+    let _t = TURN.lock().unwrap_or_else(|p| p.into_inner());
+    let engine = echo_engine(Config {
+        send_high_watermark: 256 << 10,
+        send_low_watermark: 16 << 10,
+        send_buffer_size: Some(8 << 10),
+        idle_timeout: Some(Duration::from_millis(200)),
+        ..config(backend)
+    });
+    let sock =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    sock.set_recv_buffer_size(16 << 10).expect("rcvbuf");
+    sock.connect(&engine.local_addr().into()).expect("connect");
+    let c: std::net::TcpStream = sock.into();
+    c.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let total = 1usize << 20;
+    let mut w = c.try_clone().expect("clone");
+    let writer = std::thread::spawn(move || {
+        // Fails if the server closes the connection.
+        w.write_all(&pattern(9, total)).is_ok()
+    });
+    // At most 16 KiB every 25 ms: each pause (240 KiB to drain) outlasts
+    // the idle timeout.
+    let mut r = c.try_clone().expect("clone");
+    let mut back = Vec::with_capacity(total);
+    let mut chunk = vec![0u8; 16 << 10];
+    while back.len() < total {
+        std::thread::sleep(Duration::from_millis(25));
+        let n = r.read(&mut chunk).expect("read");
+        assert!(
+            n > 0,
+            "closed after {} bytes: {:?}",
+            back.len(),
+            engine.stats()
+        );
+        back.extend_from_slice(&chunk[..n]);
+    }
+    assert!(writer.join().expect("writer"), "all input accepted");
+    assert!(back == pattern(9, total), "echo intact");
+    let s = engine.stats();
+    println!(
+        "{backend}: paused {} time(s), idle timeouts {}",
+        s.paused, s.idle_timeouts
+    );
+    assert!(s.paused >= 2, "the reader was paused: {s:?}");
+    assert_eq!(s.idle_timeouts, 0);
+    drop((c, r));
+    wait_baseline(&engine);
+    engine.shutdown().expect("shutdown");
+}
+
 #[test]
 fn max_connections_refuses_then_recovers_uring() {
     max_connections_refuses_then_recovers(Backend::Uring);
@@ -389,4 +520,34 @@ fn idle_and_read_timeouts_uring() {
 #[test]
 fn idle_and_read_timeouts_epoll() {
     idle_and_read_timeouts(Backend::Epoll);
+}
+
+#[test]
+fn streaming_lines_are_not_read_timed_out_uring() {
+    streaming_lines_are_not_read_timed_out(Backend::Uring);
+}
+
+#[test]
+fn streaming_lines_are_not_read_timed_out_epoll() {
+    streaming_lines_are_not_read_timed_out(Backend::Epoll);
+}
+
+#[test]
+fn low_watermark_zero_resumes_uring() {
+    low_watermark_zero_resumes(Backend::Uring);
+}
+
+#[test]
+fn low_watermark_zero_resumes_epoll() {
+    low_watermark_zero_resumes(Backend::Epoll);
+}
+
+#[test]
+fn paused_reader_is_not_idle_uring() {
+    paused_reader_is_not_idle(Backend::Uring);
+}
+
+#[test]
+fn paused_reader_is_not_idle_epoll() {
+    paused_reader_is_not_idle(Backend::Epoll);
 }

@@ -174,7 +174,6 @@ impl<H: Handler> Worker<H> {
             requests: &mut self.requests,
             bus: &self.ctx.bus,
             worker: self.ctx.index,
-            timeouts: self.ctx.cfg.input_timeouts(),
         };
         self.handler.on_start(&mut crate::handler::Ctx { env });
         self.run_requests();
@@ -182,7 +181,9 @@ impl<H: Handler> Worker<H> {
             if self.stopping && self.conns.is_empty() && self.pending.is_empty() {
                 return Ok(());
             }
-            match self.ep.wait(&mut events, self.timeout_ms()) {
+            let waited = self.ep.wait(&mut events, self.timeout_ms());
+            self.ctx.stats.add(&self.ctx.stats.waits, 1);
+            match waited {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
@@ -567,6 +568,7 @@ impl<H: Handler> Worker<H> {
                 ConnId::new(self.ctx.index, key, generation),
                 sock,
                 Backend::Epoll,
+                self.ctx.cfg.input_timeouts(),
             ),
             generation,
             interest,
@@ -577,17 +579,22 @@ impl<H: Handler> Worker<H> {
         let st = &self.ctx.stats;
         st.add(&st.open, 1);
         if let Some(idle) = self.ctx.cfg.idle_timeout {
-            self.idle.push_at(key, generation, Instant::now() + idle);
+            let conns = &self.conns;
+            self.idle.push_bounded(
+                key,
+                generation,
+                Instant::now() + idle,
+                conns.len(),
+                |k, g| conns.get(k).is_some_and(|s| s.generation == g),
+            );
         }
         let slot = &mut self.conns[key];
-        slot.core.tag = origin.as_ref().map(|r| r.tag);
-        slot.core.origin = origin.filter(|r| r.persistent);
+        slot.core.set_origin(origin);
         self.ctx.bus.opened(slot.core.id);
         let env = Env {
             requests: &mut self.requests,
             bus: &self.ctx.bus,
             worker: self.ctx.index,
-            timeouts: self.ctx.cfg.input_timeouts(),
         };
         self.handler.on_open(&mut crate::handler::Conn {
             core: &mut slot.core,
@@ -650,7 +657,6 @@ impl<H: Handler> Worker<H> {
                         requests,
                         bus: &ctx.bus,
                         worker: ctx.index,
-                        timeouts: ctx.cfg.input_timeouts(),
                     };
                     let outcome = slot.core.deliver(handler, &buf[..n], limit, env);
                     st.sub(&st.buffers_in_use, 1);
@@ -658,10 +664,22 @@ impl<H: Handler> Worker<H> {
                         self.teardown(key, reason);
                         return;
                     }
-                    if std::mem::take(&mut slot.core.partial_started) {
+                    if slot
+                        .core
+                        .clock
+                        .as_deref_mut()
+                        .is_some_and(|c| std::mem::take(&mut c.partial_started))
+                    {
                         if let Some(read) = ctx.cfg.read_timeout {
                             let generation = slot.generation;
-                            self.reads.push_at(key, generation, Instant::now() + read);
+                            let conns = &self.conns;
+                            self.reads.push_bounded(
+                                key,
+                                generation,
+                                Instant::now() + read,
+                                conns.len(),
+                                |k, g| conns.get(k).is_some_and(|s| s.generation == g),
+                            );
                         }
                     }
                     if n < buf.len() {
@@ -714,7 +732,8 @@ impl<H: Handler> Worker<H> {
         if !pending && !slot.linger {
             if let Some(reason) = slot.core.closing.clone() {
                 if !reason.flushes() {
-                    // A handler's close_with(Error or InputLimit): at once.
+                    // A handler's close_with(Error or InputLimit): its output
+                    // is written; close without lingering.
                     self.teardown(key, reason);
                     return;
                 }
@@ -728,10 +747,18 @@ impl<H: Handler> Worker<H> {
                     // All output is written: shut down the write side and
                     // linger, reading and discarding, until the peer closes.
                     slot.linger = true;
+                    // Lingering reads (and discards) whatever comes.
+                    slot.core.paused = false;
                     let _ = slot.core.sock.shutdown(std::net::Shutdown::Write);
                     let generation = slot.generation;
-                    self.lingering
-                        .push(key, generation, Instant::now(), self.ctx.cfg.linger);
+                    let conns = &self.conns;
+                    self.lingering.push_bounded(
+                        key,
+                        generation,
+                        Instant::now() + self.ctx.cfg.linger,
+                        conns.len(),
+                        |k, g| conns.get(k).is_some_and(|s| s.generation == g && s.linger),
+                    );
                     self.notify_closed(key, &reason);
                 }
             }
@@ -748,8 +775,8 @@ impl<H: Handler> Worker<H> {
         {
             slot.core.paused = true;
             self.ctx.stats.add(&self.ctx.stats.paused, 1);
-        } else if slot.core.paused && queued < self.ctx.cfg.send_low_watermark {
-            slot.core.paused = false;
+        } else if slot.core.paused && queued <= self.ctx.cfg.send_low_watermark {
+            slot.core.resume();
         }
         // Output waiting for the socket: watch it against write_timeout.
         if pending && !slot.watched {
@@ -791,7 +818,7 @@ impl<H: Handler> Worker<H> {
         }
         slot.notified = true;
         let id = slot.core.id;
-        let origin = slot.core.origin.take();
+        let origin = slot.core.take_origin();
         self.ctx.bus.closed(id);
         self.handler.on_close(id, reason);
         if let Some(req) = origin {

@@ -69,6 +69,7 @@ const SQPOLL: &str = "SQPOLL";
 const REGISTERED_FILES: &str = "registered files";
 const RECV_BUNDLES: &str = "recv bundles";
 const NODROP: &str = "NODROP";
+const MIN_WAIT: &str = "min-wait";
 
 /// Everything [`probe`] found out about io_uring on this machine.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,6 +152,11 @@ pub fn probe() -> ProbeReport {
     } else {
         Outcome::no("IORING_FEAT_RECVSEND_BUNDLE not reported")
     };
+    let min_wait = if ring.params().is_feature_min_timeout() {
+        Outcome::yes("IORING_FEAT_MIN_TIMEOUT reported (batched waiting)")
+    } else {
+        Outcome::no("IORING_FEAT_MIN_TIMEOUT not reported; batch_wait is ignored")
+    };
     let nodrop = if ring.params().is_feature_nodrop() {
         Outcome::yes("IORING_FEAT_NODROP reported; the engine refuses to run without it")
     } else {
@@ -185,6 +191,7 @@ pub fn probe() -> ProbeReport {
         registered_files.into_feature(REGISTERED_FILES, "5.1"),
         bundles.into_feature(RECV_BUNDLES, "6.10"),
         nodrop.into_feature(NODROP, "5.5"),
+        min_wait.into_feature(MIN_WAIT, "6.12"),
     ];
     ProbeReport {
         kernel,
@@ -1101,7 +1108,8 @@ mod tests {
                 SQPOLL,
                 REGISTERED_FILES,
                 RECV_BUNDLES,
-                NODROP
+                NODROP,
+                MIN_WAIT
             ]
         );
         assert!(report.features.iter().all(|f| !f.detail.is_empty()));

@@ -131,7 +131,13 @@ pub(crate) struct Worker<H: Handler> {
     reads: Deadlines,
     /// Deadlines of the worker timers in flight (one fires per tick).
     timers_pending: Vec<Instant>,
-    linger_ts: types::Timespec,
+    /// The timespecs of worker timers not yet known to be submitted: the
+    /// kernel reads a timeout's timespec at submission, so each lives (boxed,
+    /// it does not move) until the SQ has been drained.
+    // Boxed on purpose: a Vec moves its elements when it grows, and an SQE
+    // points at its timespec until submitted.
+    #[allow(clippy::vec_box)]
+    timer_specs: Vec<Box<types::Timespec>>,
     /// Registered-file table, one entry per slab key below its length (empty
     /// when `Config::fixed_files` is 0 or the kernel refused the table).
     /// Its cells are the source of FILES_UPDATE operations: allocated once,
@@ -160,6 +166,12 @@ pub(crate) struct Worker<H: Handler> {
     /// Connections whose recv must be re-armed after the batch.
     rearm: Vec<(usize, u32)>,
     cqes: Vec<(u64, i32, u32)>,
+    /// Batched waiting: (completions to wait for, min-wait in µs), when
+    /// configured and the kernel has min-wait (6.12).
+    batch: Option<(usize, u32)>,
+    /// The general timeout of a batched wait: after the min-wait has passed
+    /// with nothing to do, the worker sleeps until a completion or this.
+    batch_ts: types::Timespec,
 }
 
 impl<H: Handler> Worker<H> {
@@ -193,7 +205,12 @@ impl<H: Handler> Worker<H> {
         let backoff = types::Timespec::from(cfg.accept_backoff);
         let deadline = types::Timespec::from(cfg.shutdown_timeout);
         let cq = cfg.cq_entries as usize;
+        let batch_us = u32::try_from(cfg.batch_wait.as_micros()).unwrap_or(u32::MAX);
+        let batch = (batch_us > 0 && ring.params().is_feature_min_timeout())
+            .then_some((cfg.wait_batch.min(cfg.cq_entries) as usize, batch_us));
         Ok(Worker {
+            batch,
+            batch_ts: types::Timespec::new().sec(1),
             ring,
             groups,
             handler,
@@ -210,7 +227,7 @@ impl<H: Handler> Worker<H> {
             idle: Deadlines::default(),
             reads: Deadlines::default(),
             timers_pending: Vec::new(),
-            linger_ts: types::Timespec::new(),
+            timer_specs: Vec::new(),
             fixed_fds,
             bundle,
             recv_bufs: Vec::new(),
@@ -232,7 +249,6 @@ impl<H: Handler> Worker<H> {
             requests: &mut self.requests,
             bus: &self.ctx.bus,
             worker: self.ctx.index,
-            timeouts: self.ctx.cfg.input_timeouts(),
         };
         self.handler.on_start(&mut crate::handler::Ctx { env });
         self.arm_wake();
@@ -249,11 +265,35 @@ impl<H: Handler> Worker<H> {
             }
             // Completions set aside by `push` are dispatched without waiting.
             let want = usize::from(self.cqes.is_empty());
-            match self.ring.submit_and_wait(want) {
-                Ok(_) => {}
+            let res = match self.batch {
+                // Wait for a batch, at most the min-wait, then for anything
+                // (bounded by `batch_ts`, so an idle ring is not woken by
+                // the min-wait timer over and over).
+                Some((nr, us)) if want == 1 => {
+                    let args = types::SubmitArgs::new()
+                        .min_wait_usec(us)
+                        .timespec(&self.batch_ts);
+                    self.ring.submitter().submit_with_args(nr, &args)
+                }
+                _ => self.ring.submit_and_wait(want),
+            };
+            if want > 0 {
+                self.ctx.stats.add(&self.ctx.stats.waits, 1);
+            }
+            match res {
+                Ok(_) => {
+                    if !self.timer_specs.is_empty() && self.ring.submission().is_empty() {
+                        self.timer_specs.clear();
+                    }
+                }
                 // EINTR: a signal; EBUSY: completions are backed up in the
-                // overflow list and must be reaped first.
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR) | Some(libc::EBUSY)) => {}
+                // overflow list and must be reaped first; ETIME: a batched
+                // wait's general timeout passed with nothing to do.
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EINTR) | Some(libc::EBUSY) | Some(libc::ETIME)
+                    ) => {}
                 Err(e) => return Err(e),
             }
             let mut cqes = std::mem::take(&mut self.cqes);
@@ -292,7 +332,8 @@ impl<H: Handler> Worker<H> {
             // SAFETY: every SQE the worker builds points only at memory that
             // outlives the operation: send buffers live in their slot, which
             // is not freed while the send is in flight; the backoff timespec
-            // lives in the worker; buffer groups stay registered and mapped
+            // lives in the worker, timer timespecs in `timer_specs` until the
+            // SQ is drained; buffer groups stay registered and mapped
             // until the ring is gone.
             if unsafe { self.ring.submission().push(&sqe) }.is_ok() {
                 return;
@@ -718,7 +759,7 @@ impl<H: Handler> Worker<H> {
             },
         };
         entry.insert(Slot {
-            core: ConnCore::new(id, sock, Backend::Uring),
+            core: ConnCore::new(id, sock, Backend::Uring, self.ctx.cfg.input_timeouts()),
             generation,
             bgid,
             recv: Recv::Idle,
@@ -736,7 +777,14 @@ impl<H: Handler> Worker<H> {
         st.add(&st.open, 1);
         self.sync_group_stats();
         if let Some(idle) = self.ctx.cfg.idle_timeout {
-            self.idle.push_at(key, generation, Instant::now() + idle);
+            let conns = &self.conns;
+            self.idle.push_bounded(
+                key,
+                generation,
+                Instant::now() + idle,
+                conns.len(),
+                |k, g| conns.get(k).is_some_and(|s| s.generation == g),
+            );
             self.arm_linger_timer();
         }
         let Worker {
@@ -747,14 +795,12 @@ impl<H: Handler> Worker<H> {
             ..
         } = self;
         let slot = &mut conns[key];
-        slot.core.tag = origin.as_ref().map(|r| r.tag);
-        slot.core.origin = origin.filter(|r| r.persistent);
+        slot.core.set_origin(origin);
         ctx.bus.opened(slot.core.id);
         let env = Env {
             requests,
             bus: &ctx.bus,
             worker: ctx.index,
-            timeouts: ctx.cfg.input_timeouts(),
         };
         handler.on_open(&mut crate::handler::Conn {
             core: &mut slot.core,
@@ -872,7 +918,6 @@ impl<H: Handler> Worker<H> {
                                     requests,
                                     bus: &ctx.bus,
                                     worker: ctx.index,
-                                    timeouts: ctx.cfg.input_timeouts(),
                                 },
                             );
                         }
@@ -888,9 +933,21 @@ impl<H: Handler> Worker<H> {
                 Ok(()) => {
                     let slot = &mut self.conns[key];
                     let g = slot.generation;
-                    if std::mem::take(&mut slot.core.partial_started) {
+                    if slot
+                        .core
+                        .clock
+                        .as_deref_mut()
+                        .is_some_and(|c| std::mem::take(&mut c.partial_started))
+                    {
                         if let Some(read) = self.ctx.cfg.read_timeout {
-                            self.reads.push_at(key, g, Instant::now() + read);
+                            let conns = &self.conns;
+                            self.reads.push_bounded(
+                                key,
+                                g,
+                                Instant::now() + read,
+                                conns.len(),
+                                |k, g| conns.get(k).is_some_and(|s| s.generation == g),
+                            );
                             self.arm_linger_timer();
                         }
                     }
@@ -1018,6 +1075,11 @@ impl<H: Handler> Worker<H> {
         self.ctx.stats.add(&self.ctx.stats.bytes_out, res as u64);
         if !slot.core.advance(res as usize) {
             // Short send: the remainder goes next, before anything newer.
+            // Output is draining: receiving may resume below the low
+            // watermark without waiting for the whole chunk.
+            if slot.core.paused {
+                self.backpressure(key);
+            }
             self.submit_send(key);
             return;
         }
@@ -1053,7 +1115,8 @@ impl<H: Handler> Worker<H> {
         }
         if let Some(reason) = slot.core.closing.clone() {
             if !reason.flushes() {
-                // A handler's close_with(Error or InputLimit): at once.
+                // A handler's close_with(Error or InputLimit): its output is
+                // handed over; close without lingering.
                 self.teardown(key, reason);
             } else if slot.recv == Recv::Done {
                 // End of stream was read: nothing unread can make the close
@@ -1084,8 +1147,8 @@ impl<H: Handler> Worker<H> {
                 );
                 self.push(sqe);
             }
-        } else if slot.core.paused && queued < low {
-            slot.core.paused = false;
+        } else if slot.core.paused && queued <= low {
+            slot.core.resume();
             if slot.recv == Recv::Idle && slot.core.closing.is_none() && !slot.update_busy {
                 self.arm_recv(key);
             }
@@ -1139,6 +1202,8 @@ impl<H: Handler> Worker<H> {
         self.notify_closed(key, &reason);
         let slot = &mut self.conns[key];
         slot.linger = true;
+        // Lingering reads (and discards) whatever comes, paused or not.
+        slot.core.paused = false;
         let fd = types::Fd(slot.core.sock.as_raw_fd());
         let generation = slot.generation;
         let sqe = opcode::Shutdown::new(fd, libc::SHUT_WR)
@@ -1151,8 +1216,14 @@ impl<H: Handler> Worker<H> {
             self.rearm.push((key, generation));
         }
         self.push(sqe);
-        self.lingering
-            .push(key, generation, Instant::now(), self.ctx.cfg.linger);
+        let conns = &self.conns;
+        self.lingering.push_bounded(
+            key,
+            generation,
+            Instant::now() + self.ctx.cfg.linger,
+            conns.len(),
+            |k, g| conns.get(k).is_some_and(|s| s.generation == g && s.linger),
+        );
         self.arm_linger_timer();
     }
 
@@ -1179,14 +1250,17 @@ impl<H: Handler> Worker<H> {
         let wait = deadline
             .saturating_duration_since(Instant::now())
             .max(std::time::Duration::from_millis(1));
-        self.linger_ts = types::Timespec::from(wait);
-        let sqe = opcode::Timeout::new(&self.linger_ts)
+        let spec = Box::new(types::Timespec::from(wait));
+        let sqe = opcode::Timeout::new(&*spec)
             .build()
             .user_data(Token::worker(OpKind::LingerTick).to_user_data());
         self.push(sqe);
-        // Submit now: the kernel reads the timespec at submission, and the
-        // next timer armed reuses the same field.
-        let _ = self.ring.submit();
+        self.timer_specs.push(spec);
+        // Submit now so the timespec can go; if the submit fails (EBUSY,
+        // EINTR) it stays until a later submit drains the SQ.
+        if self.ring.submit().is_ok() && self.ring.submission().is_empty() {
+            self.timer_specs.clear();
+        }
         self.timers_pending.push(deadline);
     }
 
@@ -1251,7 +1325,7 @@ impl<H: Handler> Worker<H> {
         }
         slot.notified = true;
         let id = slot.core.id;
-        let origin = slot.core.origin.take();
+        let origin = slot.core.take_origin();
         self.ctx.bus.closed(id);
         self.handler.on_close(id, reason);
         if let Some(req) = origin {

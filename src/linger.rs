@@ -52,6 +52,20 @@ impl Deadlines {
         }
     }
 
+    /// `push_bounded` for a worker's slab of slots: an entry is alive while
+    /// its slot holds the same generation.
+    pub(crate) fn push_live<S: Generation>(
+        &mut self,
+        key: usize,
+        generation: u32,
+        at: Instant,
+        slab: &slab::Slab<S>,
+    ) {
+        self.push_bounded(key, generation, at, slab.len(), |k, g| {
+            slab.get(k).is_some_and(|s| s.generation() == g)
+        });
+    }
+
     /// Entries queued (live or not).
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
@@ -77,6 +91,12 @@ impl Deadlines {
         }
         due
     }
+}
+
+/// A worker's connection slot, stamped with the generation of the
+/// connection it holds.
+pub(crate) trait Generation {
+    fn generation(&self) -> u32;
 }
 
 /// What an expired idle or read-timeout entry means for its connection.

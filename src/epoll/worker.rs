@@ -73,6 +73,12 @@ struct Slot {
     watched: bool,
 }
 
+impl crate::linger::Generation for Slot {
+    fn generation(&self) -> u32 {
+        self.generation
+    }
+}
+
 pub(crate) struct Worker<H: Handler> {
     ep: Epoll,
     handler: H,
@@ -579,14 +585,8 @@ impl<H: Handler> Worker<H> {
         let st = &self.ctx.stats;
         st.add(&st.open, 1);
         if let Some(idle) = self.ctx.cfg.idle_timeout {
-            let conns = &self.conns;
-            self.idle.push_bounded(
-                key,
-                generation,
-                Instant::now() + idle,
-                conns.len(),
-                |k, g| conns.get(k).is_some_and(|s| s.generation == g),
-            );
+            self.idle
+                .push_live(key, generation, Instant::now() + idle, &self.conns);
         }
         let slot = &mut self.conns[key];
         slot.core.set_origin(origin);
@@ -672,13 +672,11 @@ impl<H: Handler> Worker<H> {
                     {
                         if let Some(read) = ctx.cfg.read_timeout {
                             let generation = slot.generation;
-                            let conns = &self.conns;
-                            self.reads.push_bounded(
+                            self.reads.push_live(
                                 key,
                                 generation,
                                 Instant::now() + read,
-                                conns.len(),
-                                |k, g| conns.get(k).is_some_and(|s| s.generation == g),
+                                &self.conns,
                             );
                         }
                     }
@@ -751,13 +749,11 @@ impl<H: Handler> Worker<H> {
                     slot.core.paused = false;
                     let _ = slot.core.sock.shutdown(std::net::Shutdown::Write);
                     let generation = slot.generation;
-                    let conns = &self.conns;
-                    self.lingering.push_bounded(
+                    self.lingering.push_live(
                         key,
                         generation,
                         Instant::now() + self.ctx.cfg.linger,
-                        conns.len(),
-                        |k, g| conns.get(k).is_some_and(|s| s.generation == g && s.linger),
+                        &self.conns,
                     );
                     self.notify_closed(key, &reason);
                 }

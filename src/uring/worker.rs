@@ -92,6 +92,12 @@ struct Slot {
     torn: bool,
 }
 
+impl crate::linger::Generation for Slot {
+    fn generation(&self) -> u32 {
+        self.generation
+    }
+}
+
 /// An outbound connect in flight: IORING_OP_CONNECT linked to a
 /// LINK_TIMEOUT. The address and timespec are boxed so they stay put while
 /// the kernel may read them.
@@ -777,14 +783,8 @@ impl<H: Handler> Worker<H> {
         st.add(&st.open, 1);
         self.sync_group_stats();
         if let Some(idle) = self.ctx.cfg.idle_timeout {
-            let conns = &self.conns;
-            self.idle.push_bounded(
-                key,
-                generation,
-                Instant::now() + idle,
-                conns.len(),
-                |k, g| conns.get(k).is_some_and(|s| s.generation == g),
-            );
+            self.idle
+                .push_live(key, generation, Instant::now() + idle, &self.conns);
             self.arm_linger_timer();
         }
         let Worker {
@@ -940,14 +940,8 @@ impl<H: Handler> Worker<H> {
                         .is_some_and(|c| std::mem::take(&mut c.partial_started))
                     {
                         if let Some(read) = self.ctx.cfg.read_timeout {
-                            let conns = &self.conns;
-                            self.reads.push_bounded(
-                                key,
-                                g,
-                                Instant::now() + read,
-                                conns.len(),
-                                |k, g| conns.get(k).is_some_and(|s| s.generation == g),
-                            );
+                            self.reads
+                                .push_live(key, g, Instant::now() + read, &self.conns);
                             self.arm_linger_timer();
                         }
                     }
@@ -1216,13 +1210,11 @@ impl<H: Handler> Worker<H> {
             self.rearm.push((key, generation));
         }
         self.push(sqe);
-        let conns = &self.conns;
-        self.lingering.push_bounded(
+        self.lingering.push_live(
             key,
             generation,
             Instant::now() + self.ctx.cfg.linger,
-            conns.len(),
-            |k, g| conns.get(k).is_some_and(|s| s.generation == g && s.linger),
+            &self.conns,
         );
         self.arm_linger_timer();
     }

@@ -201,8 +201,17 @@ impl<H: Handler> Worker<H> {
             // Requests first: their deliveries mark connections dirty, and
             // the flush below sends them in this same turn.
             self.run_requests();
-            while let Some(key) = self.dirty.pop() {
-                self.flush(key);
+            // In the order the connections became dirty: the reply to the
+            // earliest input of the batch goes out first.
+            while !self.dirty.is_empty() {
+                let dirty = std::mem::take(&mut self.dirty);
+                for &key in &dirty {
+                    self.flush(key);
+                }
+                if self.dirty.is_empty() {
+                    self.dirty = dirty;
+                    self.dirty.clear();
+                }
             }
         }
     }

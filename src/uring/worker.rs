@@ -1410,8 +1410,17 @@ impl<H: Handler> Worker<H> {
         }
         self.rearm = rearm;
         self.rearm.clear();
-        while let Some(key) = self.dirty.pop() {
-            self.flush(key);
+        // In the order the connections became dirty: the reply to the
+        // earliest input of the batch goes out first.
+        while !self.dirty.is_empty() {
+            let dirty = std::mem::take(&mut self.dirty);
+            for &key in &dirty {
+                self.flush(key);
+            }
+            if self.dirty.is_empty() {
+                self.dirty = dirty;
+                self.dirty.clear();
+            }
         }
     }
 }

@@ -15,6 +15,9 @@
 //!   [`ringnet::app::echo::Echo`] handler;
 //! * `io_uring-coop-taskrun`: the same with `defer_taskrun: false`
 //!   (COOP_TASKRUN instead of SINGLE_ISSUER + DEFER_TASKRUN);
+//! * `io_uring-batch-wait-20us`: the same with `batch_wait` 20 µs (Linux
+//!   6.12 min-wait: the worker waits up to 20 µs for 32 completions instead
+//!   of being woken by each);
 //! * `epoll`: the same engine on the epoll backend;
 //! * `tokio-uring`: a tokio-uring accept loop that spawns one task per
 //!   connection, which reads the 16 bytes and writes them back.
@@ -26,7 +29,7 @@
 //! Run with `cargo bench --bench accept` (add `-- epoll` or any other regex to
 //! run only the matching contenders). Throughput is reported in elements per
 //! second, one element being one connection (32 per iteration); the HTML report, comparing the
-//! three contenders, lands in `target/criterion/report/index.html`.
+//! contenders, lands in `target/criterion/report/index.html`.
 
 mod common;
 
@@ -38,9 +41,9 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use common::{start_engine, CLIENT_CPU, SERVER_CPU};
+use common::{bench_config, start_engine_with, CLIENT_CPU, SERVER_CPU};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use ringnet::{Backend, Engine};
+use ringnet::{Backend, Config, Engine};
 
 /// Bytes each connection sends and reads back.
 const MSG_LEN: usize = 16;
@@ -196,16 +199,32 @@ fn accept(c: &mut Criterion) {
 
     // Servers start on the first call of the routine, so a contender that
     // the filter leaves out is never started.
+    let uring = bench_config(Backend::Uring);
     let contenders = [
-        ("io_uring", Backend::Uring, true),
-        ("io_uring-coop-taskrun", Backend::Uring, false),
-        ("epoll", Backend::Epoll, true),
+        ("io_uring", Backend::Uring, uring.clone()),
+        (
+            "io_uring-coop-taskrun",
+            Backend::Uring,
+            Config {
+                defer_taskrun: false,
+                ..uring.clone()
+            },
+        ),
+        (
+            "io_uring-batch-wait-20us",
+            Backend::Uring,
+            Config {
+                batch_wait: Duration::from_micros(20),
+                ..uring
+            },
+        ),
+        ("epoll", Backend::Epoll, bench_config(Backend::Epoll)),
     ];
-    for (name, backend, defer_taskrun) in contenders {
+    for (name, backend, cfg) in contenders {
         let mut engine: Option<Engine> = None;
         group.bench_function(name, |b| {
             let addr = engine
-                .get_or_insert_with(|| start_engine(backend, defer_taskrun))
+                .get_or_insert_with(|| start_engine_with(backend, cfg.clone()))
                 .local_addr();
             b.iter(|| batch(addr));
         });

@@ -29,10 +29,18 @@ pub fn bench_config(backend: Backend) -> Config {
 /// engine runs on the backend asked for, so a contender cannot quietly
 /// measure the other backend.
 pub fn start_engine(backend: Backend, defer_taskrun: bool) -> Engine {
-    let cfg = Config {
-        defer_taskrun,
-        ..bench_config(backend)
-    };
+    start_engine_with(
+        backend,
+        Config {
+            defer_taskrun,
+            ..bench_config(backend)
+        },
+    )
+}
+
+/// [`start_engine`] with a whole configuration (its backend must be
+/// `backend`).
+pub fn start_engine_with(backend: Backend, cfg: Config) -> Engine {
     let engine = Engine::start(cfg, |_worker| ringnet::app::echo::Echo)
         .unwrap_or_else(|e| panic!("starting the {backend} engine failed: {e}"));
     assert_eq!(

@@ -186,6 +186,12 @@ pub struct Config {
     /// Bytes a handler may leave unconsumed on one connection before the
     /// engine closes it with [`crate::CloseReason::InputLimit`].
     pub max_unconsumed: usize,
+    /// Bytes of output one connection may have queued when a broadcast or
+    /// `send_to` adds more: past it the connection is closed at once with
+    /// [`crate::CloseReason::OutputLimit`] and its queue dropped (a slow
+    /// consumer; counted as `output_limit_closes`). Its own replies are
+    /// bounded by backpressure instead (see `send_high_watermark`).
+    pub max_queued_output: usize,
     /// Pause before re-arming accept after EMFILE, ENFILE or ENOMEM.
     pub accept_backoff: Duration,
     /// How long a graceful close waits, after shutting down the write side,
@@ -230,6 +236,7 @@ impl Default for Config {
             write_timeout: Duration::from_secs(30),
             max_connections: 0,
             max_unconsumed: 16 << 20,
+            max_queued_output: 16 << 20,
             accept_backoff: Duration::from_millis(100),
             linger: Duration::from_secs(2),
             shutdown_timeout: Duration::from_secs(5),
@@ -321,6 +328,12 @@ impl Config {
         }
         if self.max_unconsumed == 0 {
             return bad("max_unconsumed must be positive".into());
+        }
+        if self.max_queued_output < self.send_high_watermark {
+            return bad(format!(
+                "max_queued_output ({}) must be at least send_high_watermark ({})",
+                self.max_queued_output, self.send_high_watermark
+            ));
         }
         if self.batch_wait > Duration::from_secs(1) {
             return bad(format!(

@@ -56,7 +56,9 @@ pub(crate) struct ConnectRequest {
     pub(crate) tag: u64,
     /// Keep the connection up: reconnect after a close or a failed round,
     /// waiting `backoff` first (doubled after each failure, up to
-    /// [`MAX_BACKOFF`]; reset to [`FIRST_BACKOFF`] by a success).
+    /// [`MAX_BACKOFF`]; reset to [`FIRST_BACKOFF`] once a connection has
+    /// stayed up for [`STABLE_AFTER`], so a peer that accepts and closes at
+    /// once is retried with growing waits, not ten times a second).
     pub(crate) persistent: bool,
     pub(crate) backoff: Duration,
 }
@@ -65,6 +67,13 @@ pub(crate) struct ConnectRequest {
 pub(crate) const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 /// The longest wait between tries of a persistent connection.
 pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How long a persistent connection must stay up for its backoff to start
+/// over.
+pub(crate) const STABLE_AFTER: Duration = Duration::from_secs(1);
+/// Bounds of one connect attempt's timeout: a zero timeout would fail every
+/// attempt at once on io_uring, and a huge one overflows deadlines.
+const MIN_TIMEOUT: Duration = Duration::from_millis(1);
+const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
 impl ConnectRequest {
     pub(crate) fn new(
@@ -76,7 +85,7 @@ impl ConnectRequest {
         ConnectRequest {
             addrs,
             next: 0,
-            timeout,
+            timeout: timeout.clamp(MIN_TIMEOUT, MAX_TIMEOUT),
             tag,
             persistent,
             backoff: FIRST_BACKOFF,
@@ -93,11 +102,15 @@ impl ConnectRequest {
         (wait, next)
     }
 
-    /// The request to run again after an established connection closed.
-    pub(crate) fn after_close(&self) -> (Duration, ConnectRequest) {
+    /// The request to run again after an established connection closed,
+    /// having been up for `lived`: a connection that stayed up starts the
+    /// backoff over, one that closed at once counts as a failed round.
+    pub(crate) fn after_close(&self, lived: Duration) -> (Duration, ConnectRequest) {
         let mut next = self.clone();
         next.next = 0;
-        next.backoff = FIRST_BACKOFF;
+        if lived >= STABLE_AFTER {
+            next.backoff = FIRST_BACKOFF;
+        }
         next.retry()
     }
 

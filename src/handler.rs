@@ -78,6 +78,13 @@ pub enum CloseReason {
     },
     /// The peer's bytes are not valid frames for the connection's framing.
     BadFrame(String),
+    /// A broadcast or `send_to` found more than `limit` bytes of output
+    /// already queued for this connection (a consumer slower than the
+    /// traffic sent to it); the queue was dropped.
+    OutputLimit {
+        /// The configured [`crate::Config::max_queued_output`].
+        limit: usize,
+    },
     /// No input for `Config::idle_timeout`.
     IdleTimeout,
     /// A partial message did not complete within `Config::read_timeout`
@@ -121,6 +128,12 @@ impl std::fmt::Display for CloseReason {
                 )
             }
             CloseReason::BadFrame(why) => write!(f, "bad frame: {why}"),
+            CloseReason::OutputLimit { limit } => {
+                write!(
+                    f,
+                    "more than {limit} bytes of output queued (slow consumer)"
+                )
+            }
             CloseReason::IdleTimeout => f.write_str("idle timeout"),
             CloseReason::ReadTimeout => {
                 f.write_str("read timeout: a message did not complete in time")
@@ -225,10 +238,23 @@ impl InputClock {
     }
 }
 
+/// What became of a broadcast or directed message at one connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Delivery {
+    /// Queued: flush the connection.
+    Queued,
+    /// Not for this connection (or it is closing).
+    Skipped,
+    /// Its output queue is full: tear the connection down now.
+    OverLimit,
+}
+
 /// What an outbound connection keeps of the request that made it.
 #[derive(Debug)]
 struct Outbound {
     tag: u64,
+    /// When the connection was established.
+    opened: std::time::Instant,
     /// The request, when the connection is to be kept up (re-made after a
     /// close).
     origin: Option<ConnectRequest>,
@@ -269,15 +295,18 @@ impl ConnCore {
             let keep = r.persistent;
             Box::new(Outbound {
                 tag,
+                opened: std::time::Instant::now(),
                 origin: keep.then_some(r),
             })
         });
     }
 
     /// The request to make again once this connection has closed, if it is
-    /// to be kept up (taken: asked once).
-    pub(crate) fn take_origin(&mut self) -> Option<ConnectRequest> {
-        self.outbound.as_mut().and_then(|o| o.origin.take())
+    /// to be kept up (taken: asked once), with its wait before the attempt.
+    pub(crate) fn take_origin(&mut self) -> Option<(std::time::Duration, ConnectRequest)> {
+        let o = self.outbound.as_mut()?;
+        let lived = o.opened.elapsed();
+        o.origin.take().map(|req| req.after_close(lived))
     }
 
     /// Receiving resumes after a pause: the time spent paused was the
@@ -360,18 +389,25 @@ impl ConnCore {
 
     /// Queue a broadcast or directed message on this connection: unless it
     /// is `except`, it is `to` (when given), and it is not closing. Returns
-    /// whether the bytes were queued.
+    /// whether the bytes were queued; when they would take the queued output
+    /// past `limit`, nothing is queued, the connection is marked closing
+    /// with [`CloseReason::OutputLimit`] and the caller must tear it down.
     pub(crate) fn take_message(
         &mut self,
         except: Option<ConnId>,
         to: Option<ConnId>,
         bytes: &[u8],
-    ) -> bool {
+        limit: usize,
+    ) -> Delivery {
         if self.closing.is_some() || Some(self.id) == except || to.is_some_and(|t| t != self.id) {
-            return false;
+            return Delivery::Skipped;
+        }
+        if self.queued().saturating_add(bytes.len()) > limit {
+            self.closing = Some(CloseReason::OutputLimit { limit });
+            return Delivery::OverLimit;
         }
         self.out.extend_from_slice(bytes);
-        true
+        Delivery::Queued
     }
 
     /// Put `key` on the worker's dirty list once.
@@ -508,8 +544,11 @@ impl Ctx<'_> {
 
     /// Like [`Ctx::connect`], but the engine keeps the connection up: when it
     /// closes, or every address failed, it connects again after a backoff
-    /// that starts at 100 ms and doubles up to 5 s (reset by a success).
-    /// Every failed round is still reported to `on_connect_failed`.
+    /// that starts at 100 ms and doubles up to 5 s (it starts over once a
+    /// connection has stayed up for a second, so a peer that accepts and
+    /// closes at once is not hammered). Every failed round is still reported
+    /// to `on_connect_failed`. The connection is kept up until the engine
+    /// shuts down. A timeout is clamped to 1 ms ..= 24 h.
     pub fn connect_persistent(
         &mut self,
         addrs: &[SocketAddr],

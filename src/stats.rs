@@ -95,6 +95,9 @@ counters! {
     bundled_buffers,
     /// Sends made with SEND_ZC.
     zc_sends,
+    /// Connections closed because a broadcast or `send_to` found their
+    /// output queue past `max_queued_output` (slow consumers).
+    output_limit_closes,
     /// Times the worker's loop came back from waiting for the kernel
     /// (`io_uring_enter` with a wait, `epoll_wait`): batches processed.
     waits,

@@ -203,6 +203,70 @@ fn two_chat_nodes_relay(backend: Backend) {
     node_a.shutdown().expect("node a");
 }
 
+/// A client that never reads while another floods broadcasts: its queued
+/// output passes `max_queued_output` and it is closed at once (a slow
+/// consumer), while the talker gets every one of its own lines back.
+fn slow_consumer_is_closed(backend: Backend) {
+    let cfg = Config {
+        send_high_watermark: 256 << 10,
+        send_low_watermark: 64 << 10,
+        max_queued_output: 1 << 20,
+        ..config(backend)
+    };
+    let engine = Engine::start(cfg, |_| Framed::new(Framing::line(), Shout)).expect("engine");
+    let addr = engine.local_addr();
+    let sleeper =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    sleeper.set_recv_buffer_size(4096).expect("rcvbuf");
+    sleeper.connect(&addr.into()).expect("connect");
+    let talker = LineClient::new(addr);
+    open_count(&engine, 2);
+    let LineClient { r, mut w } = talker;
+    let line = "x".repeat(4095);
+    let n = 2000; // 8 MiB in all
+    let reader = std::thread::spawn(move || {
+        let mut r = r;
+        let mut got = 0;
+        let mut l = String::new();
+        while got < n {
+            l.clear();
+            if r.read_line(&mut l).expect("read") == 0 {
+                break;
+            }
+            got += 1;
+        }
+        got
+    });
+    for _ in 0..n {
+        w.write_all(format!("{line}\n").as_bytes()).expect("write");
+    }
+    assert_eq!(
+        reader.join().expect("reader"),
+        n,
+        "the talker heard all its lines"
+    );
+    let s = wait_stats(
+        &engine,
+        Duration::from_secs(10),
+        "the slow consumer closed",
+        |s| s.output_limit_closes == 1 && s.open == 1,
+    );
+    println!("{backend}: slow consumer closed after 1 MiB queued; talker got {n} lines: {s:?}");
+    drop((sleeper, w));
+    wait_baseline(&engine);
+    engine.shutdown().expect("shutdown");
+}
+
+#[test]
+fn slow_consumer_is_closed_uring() {
+    slow_consumer_is_closed(Backend::Uring);
+}
+
+#[test]
+fn slow_consumer_is_closed_epoll() {
+    slow_consumer_is_closed(Backend::Epoll);
+}
+
 #[test]
 fn broadcast_reaches_everyone_once_in_order_uring() {
     broadcast_reaches_everyone_once_in_order(Backend::Uring);

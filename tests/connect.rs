@@ -202,6 +202,59 @@ fn shutdown_while_connecting(backend: Backend) {
     assert_eq!(next(&rx), Event::Failed(6, ConnectError::Shutdown));
 }
 
+/// Keeps one connection to `addr` up from worker 0.
+struct Keeper(SocketAddr, Duration);
+
+impl Handler for Keeper {
+    fn on_start(&mut self, ctx: &mut Ctx<'_>) {
+        if ctx.worker() == 0 {
+            ctx.connect_persistent(&[self.0], self.1, 7);
+        }
+    }
+    fn on_data(&mut self, _conn: &mut Conn<'_>, data: &[u8]) -> usize {
+        data.len()
+    }
+}
+
+/// A peer that accepts and closes at once: the persistent connection is
+/// made again with growing waits (100, 200, 400, 800 ms ...), not every
+/// 100 ms; a connection that closes at once does not reset the backoff. An
+/// absurd timeout (`Duration::MAX`) is clamped, not an overflow.
+fn persistent_connection_backs_off(backend: Backend) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let engine =
+        Engine::start(config(backend), move |_| Keeper(addr, Duration::MAX)).expect("engine");
+    let start = std::time::Instant::now();
+    let mut accepted = 0;
+    while start.elapsed() < Duration::from_millis(2500) {
+        match listener.accept() {
+            Ok((s, _)) => {
+                accepted += 1;
+                drop(s);
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(5)),
+        }
+    }
+    println!("{backend}: {accepted} connections in 2.5 s from a persistent link to a peer that closes at once");
+    assert!(
+        (3..=7).contains(&accepted),
+        "expected ~5 attempts with backoff, got {accepted}"
+    );
+    engine.shutdown().expect("shutdown");
+}
+
+#[test]
+fn persistent_connection_backs_off_uring() {
+    persistent_connection_backs_off(Backend::Uring);
+}
+
+#[test]
+fn persistent_connection_backs_off_epoll() {
+    persistent_connection_backs_off(Backend::Epoll);
+}
+
 #[test]
 fn node_connects_out_and_serves_both_sides_uring() {
     node_connects_out_and_serves_both_sides(Backend::Uring);

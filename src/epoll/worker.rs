@@ -39,7 +39,7 @@ use crate::config::{Backend, ListenerMode};
 use crate::connect::{socket_for, ConnectError, ConnectRequest};
 use crate::engine::WorkerCtx;
 use crate::handler::Env;
-use crate::handler::{CloseReason, ConnCore, Handler};
+use crate::handler::{CloseReason, ConnCore, Delivery, Handler};
 use crate::linger::{expire_timeouts, Deadlines, Lingering, Timeout};
 use crate::sys::epoll::{self, Epoll, Event};
 use crate::token::{ConnId, OpKind, Token, GENERATION_MASK};
@@ -386,20 +386,27 @@ impl<H: Handler> Worker<H> {
                 Command::Broadcast { except, bytes } => {
                     let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
                     for key in keys {
-                        if self.conns[key].core.take_message(except, None, &bytes) {
-                            self.mark_dirty(key);
-                        }
+                        self.offer(key, except, None, &bytes);
                     }
                 }
-                Command::SendTo { to, bytes } => {
-                    let queued = self
-                        .conns
-                        .get_mut(to.key())
-                        .is_some_and(|s| s.core.take_message(None, Some(to), &bytes));
-                    if queued {
-                        self.mark_dirty(to.key());
-                    }
-                }
+                Command::SendTo { to, bytes } => self.offer(to.key(), None, Some(to), &bytes),
+            }
+        }
+    }
+
+    /// Hand a broadcast or directed message to connection `key`; a
+    /// connection whose output queue is full is closed at once.
+    fn offer(&mut self, key: usize, except: Option<ConnId>, to: Option<ConnId>, bytes: &[u8]) {
+        let limit = self.ctx.cfg.max_queued_output;
+        let Some(slot) = self.conns.get_mut(key) else {
+            return;
+        };
+        match slot.core.take_message(except, to, bytes, limit) {
+            Delivery::Queued => self.mark_dirty(key),
+            Delivery::Skipped => {}
+            Delivery::OverLimit => {
+                self.ctx.stats.add(&self.ctx.stats.output_limit_closes, 1);
+                self.teardown(key, CloseReason::OutputLimit { limit });
             }
         }
     }
@@ -499,8 +506,8 @@ impl<H: Handler> Worker<H> {
             Ok(None) => {
                 self.ctx.stats.add(&self.ctx.stats.connected, 1);
                 self.ctx.bus.admit();
-                let mut req = req;
-                req.backoff = crate::connect::FIRST_BACKOFF;
+                // The backoff starts over only once the connection has
+                // stayed up (`ConnectRequest::after_close`).
                 self.open(sock, Some(req), true);
             }
             Ok(Some(e)) | Err(e) => {
@@ -826,8 +833,8 @@ impl<H: Handler> Worker<H> {
         let origin = slot.core.take_origin();
         self.ctx.bus.closed(id);
         self.handler.on_close(id, reason);
-        if let Some(req) = origin {
-            self.schedule(req.after_close());
+        if let Some(next) = origin {
+            self.schedule(next);
         }
     }
 

@@ -46,8 +46,10 @@ impl LineCodec {
     pub fn decode<'a>(&self, buf: &'a [u8]) -> Result<Option<(Frame<'a>, usize)>, FrameError> {
         // The furthest a `\n` can be for an acceptable line: after `max`
         // bytes and a `\r`.
+        // memchr: a line drip-fed a byte per read is rescanned on every
+        // read, so the scan must cost next to nothing per byte.
         let window = self.max.saturating_add(2);
-        if let Some(nl) = buf.iter().take(window).position(|&b| b == b'\n') {
+        if let Some(nl) = memchr::memchr(b'\n', &buf[..buf.len().min(window)]) {
             // `nl < buf.len()`.
             let payload = strip_cr(&buf[..nl]);
             if payload.len() > self.max {
@@ -62,7 +64,10 @@ impl LineCodec {
             return Ok(None);
         }
         // Report the whole line if its end is already here.
-        let declared = match buf.iter().skip(window).position(|&b| b == b'\n') {
+        let declared = match buf
+            .get(window..)
+            .and_then(|rest| memchr::memchr(b'\n', rest))
+        {
             Some(off) => strip_cr(&buf[..window + off]).len(),
             None => seen,
         };

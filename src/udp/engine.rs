@@ -59,6 +59,9 @@ pub(crate) struct UdpCounters {
     pub(crate) datagrams_out: AtomicU64,
     pub(crate) truncated: AtomicU64,
     pub(crate) send_errors: AtomicU64,
+    pub(crate) peers_open: AtomicU64,
+    pub(crate) peers_refused: AtomicU64,
+    pub(crate) peers_expired: AtomicU64,
 }
 
 /// A snapshot of a UDP engine's counters.
@@ -73,6 +76,15 @@ pub struct UdpStats {
     pub truncated: u64,
     /// Replies that failed.
     pub send_errors: u64,
+    /// Portable backend: peers served now (each has a socket and a thread;
+    /// io_uring keeps no per-peer state and reports 0).
+    pub peers_open: u64,
+    /// Portable backend: new peers turned away at the peer limit
+    /// (`max_connections`, or [`DEFAULT_MAX_PEERS`]).
+    pub peers_refused: u64,
+    /// Portable backend: peers let go after `idle_timeout` (or
+    /// [`DEFAULT_PEER_IDLE`]) without a datagram.
+    pub peers_expired: u64,
 }
 
 /// A running UDP engine.
@@ -179,6 +191,15 @@ impl UdpEngine {
                 };
                 let server = Arc::new(crate::udp::UdpServer::bind(cfg.addr, opts)?);
                 let local_addr = server.local_addr();
+                let limits = PeerLimits {
+                    max_peers: if cfg.max_connections == 0 {
+                        DEFAULT_MAX_PEERS
+                    } else {
+                        cfg.max_connections
+                    },
+                    idle: cfg.idle_timeout.unwrap_or(DEFAULT_PEER_IDLE),
+                    max_datagram: max_datagram(&cfg),
+                };
                 for index in 0..cfg.worker_count() {
                     let server = Arc::clone(&server);
                     let stop = Arc::clone(&stop);
@@ -190,7 +211,7 @@ impl UdpEngine {
                         .name(format!("ringnet-udp-accept{index}"))
                         .spawn(move || {
                             portable_acceptor(
-                                index, &cpus, &server, &stop, &factory, &counters, &peers,
+                                index, &cpus, &server, &stop, &factory, &counters, &peers, limits,
                             )
                         })?;
                     threads
@@ -229,6 +250,9 @@ impl UdpEngine {
             datagrams_out: c.datagrams_out.load(Ordering::Relaxed),
             truncated: c.truncated.load(Ordering::Relaxed),
             send_errors: c.send_errors.load(Ordering::Relaxed),
+            peers_open: c.peers_open.load(Ordering::Relaxed),
+            peers_refused: c.peers_refused.load(Ordering::Relaxed),
+            peers_expired: c.peers_expired.load(Ordering::Relaxed),
         }
     }
 
@@ -297,7 +321,51 @@ fn udp_socket(addr: SocketAddr, cfg: &Config) -> Result<socket2::Socket, Error> 
     Ok(s)
 }
 
-/// The portable backend: accept peers, one thread each.
+/// The largest datagram a UDP engine delivers with `cfg`, on both
+/// backends: io_uring receives into provided buffers of `buf_size` (at least
+/// 2048), less the room its recvmsg takes for a header (16 bytes) and the
+/// source address (128). Larger datagrams are dropped and counted as
+/// `truncated`; raise `buf_size` for bigger ones.
+pub fn max_datagram(cfg: &Config) -> usize {
+    cfg.buf_size.max(2048) as usize - 16 - 128
+}
+
+/// Peers the portable backend serves at once when `max_connections` is 0
+/// (each has a socket and a thread).
+pub const DEFAULT_MAX_PEERS: usize = 1024;
+
+/// How long the portable backend keeps a silent peer's socket and thread
+/// when `idle_timeout` is not set.
+pub const DEFAULT_PEER_IDLE: Duration = Duration::from_secs(60);
+
+/// Whether a reply addressed to `to` goes to `peer` (an IPv4 address and
+/// its v4-mapped IPv6 form are the same peer).
+fn same_peer(to: SocketAddr, peer: SocketAddr) -> bool {
+    to.port() == peer.port() && to.ip().to_canonical() == peer.ip().to_canonical()
+}
+
+/// The limits of the portable backend.
+#[derive(Debug, Clone, Copy)]
+struct PeerLimits {
+    max_peers: usize,
+    idle: Duration,
+    max_datagram: usize,
+}
+
+/// Decrements the open-peer count when a peer's thread ends, however it
+/// ends.
+struct PeerSlot(Arc<UdpCounters>);
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        self.0.peers_open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The portable backend: accept peers, one thread each, at most
+/// `limits.max_peers` at once; a peer silent for `limits.idle` is let go (its
+/// next datagram makes it a new peer).
+#[allow(clippy::too_many_arguments)]
 fn portable_acceptor<H: DatagramHandler, F: Fn(usize) -> H + Send + Sync + 'static>(
     index: usize,
     cpus: &[usize],
@@ -306,6 +374,7 @@ fn portable_acceptor<H: DatagramHandler, F: Fn(usize) -> H + Send + Sync + 'stat
     factory: &Arc<F>,
     counters: &Arc<UdpCounters>,
     threads: &Arc<Mutex<Vec<JoinHandle<std::io::Result<()>>>>>,
+    limits: PeerLimits,
 ) -> std::io::Result<()> {
     pin_worker(cpus, index).map_err(|e| std::io::Error::other(e.to_string()))?;
     let tick = Some(Duration::from_millis(100));
@@ -316,27 +385,56 @@ fn portable_acceptor<H: DatagramHandler, F: Fn(usize) -> H + Send + Sync + 'stat
             Err(e) if e.kind() == std::io::ErrorKind::TimedOut => continue,
             Err(_) => break, // closed
         };
+        if let Ok(mut t) = threads.lock() {
+            // Peers that went idle have ended: forget their handles.
+            t.retain(|h| !h.is_finished());
+        }
+        if counters.peers_open.load(Ordering::Relaxed) >= limits.max_peers as u64 {
+            // Dropping the connection forgets the peer: a later datagram
+            // from it is a new peer again.
+            counters.peers_refused.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        counters.peers_open.fetch_add(1, Ordering::Relaxed);
+        let slot = PeerSlot(Arc::clone(counters));
         let stop = Arc::clone(stop);
         let factory = Arc::clone(factory);
-        let counters = Arc::clone(counters);
+        let counters_t = Arc::clone(counters);
         let cpus = cpus.to_vec();
-        let peer_thread = std::thread::Builder::new()
+        let spawned = std::thread::Builder::new()
             .name(format!("ringnet-udp-peer{index}"))
             .spawn(move || {
+                let _slot = slot;
+                let counters = counters_t;
                 let _ = pin_worker(&cpus, index);
                 let mut handler = factory(index);
                 let peer = conn.peer_addr();
                 let mut replies = Replies::default();
+                let mut last = std::time::Instant::now();
                 while !stop.load(Ordering::Acquire) {
                     let data = match conn.recv(tick) {
                         Ok(d) => d,
-                        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => continue,
+                        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                            if last.elapsed() >= limits.idle {
+                                counters.peers_expired.fetch_add(1, Ordering::Relaxed);
+                                break;
+                            }
+                            continue;
+                        }
+                        // ICMP "port unreachable" for an earlier reply: the
+                        // peer may come back; keep serving it.
+                        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => continue,
                         Err(_) => break,
                     };
+                    last = std::time::Instant::now();
+                    if data.len() > limits.max_datagram {
+                        counters.truncated.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
                     counters.datagrams_in.fetch_add(1, Ordering::Relaxed);
                     handler.on_datagram(peer, &data, &mut replies);
                     for (to, bytes) in replies.queue.drain(..) {
-                        if to != peer {
+                        if !same_peer(to, peer) {
                             counters.truncated.fetch_add(1, Ordering::Relaxed);
                         } else if conn.send(&bytes).is_ok() {
                             counters.datagrams_out.fetch_add(1, Ordering::Relaxed);
@@ -346,9 +444,18 @@ fn portable_acceptor<H: DatagramHandler, F: Fn(usize) -> H + Send + Sync + 'stat
                     }
                 }
                 Ok(())
-            })?;
-        if let Ok(mut t) = threads.lock() {
-            t.push(peer_thread);
+            });
+        match spawned {
+            Ok(handle) => {
+                if let Ok(mut t) = threads.lock() {
+                    t.push(handle);
+                }
+            }
+            // No thread for it (the slot moved into the failed closure was
+            // dropped, so the count is back): refuse the peer, keep serving.
+            Err(_) => {
+                counters.peers_refused.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
     Ok(())

@@ -12,8 +12,10 @@
 //! The ring must stay mapped while it is registered. [`BufRing`] does not
 //! unregister itself (that needs the io_uring submitter): the owner calls
 //! `unregister_buf_ring(bgid)` before dropping it, or drops it after the ring
-//! that it was registered with. The kernel pins the pages it uses, so an
-//! unmap after the ring's teardown is safe either way.
+//! that it was registered with. The kernel pins the descriptor ring's pages,
+//! not the buffers': before this is dropped no operation may still be able
+//! to write into a buffer, so owners drop it only with nothing in flight or
+//! after a synchronous cancel of everything (both workers' `Drop`).
 
 use std::io;
 use std::ptr::NonNull;
@@ -193,7 +195,8 @@ impl BufRing {
 impl Drop for BufRing {
     fn drop(&mut self) {
         // SAFETY: `base`/`map_len` are exactly what mmap returned; the owner
-        // unregistered the group or tore down the ring first (module docs).
+        // unregistered the group or tore down the ring first, with no
+        // operation left that could write into a buffer (module docs).
         unsafe { libc::munmap(self.base.as_ptr().cast(), self.map_len) };
     }
 }

@@ -54,6 +54,9 @@ pub(crate) struct UdpWorker<H: DatagramHandler> {
     sends: Slab<Box<Outgoing>>,
     replies: Replies,
     stopping: bool,
+    /// Completions reaped while making room in the SQ (the CQ was backed
+    /// up), dispatched first in the next batch.
+    cqes: Vec<(u64, i32, u32)>,
 }
 
 impl<H: DatagramHandler> UdpWorker<H> {
@@ -76,6 +79,7 @@ impl<H: DatagramHandler> UdpWorker<H> {
             sends: Slab::new(),
             replies: Replies::default(),
             stopping: false,
+            cqes: Vec::new(),
         })
     }
 
@@ -90,10 +94,27 @@ impl<H: DatagramHandler> UdpWorker<H> {
             }
             match self.ring.submit() {
                 Ok(_) => {}
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EBUSY) | Some(libc::EINTR)) => {}
+                // The CQ is backed up: take completions out (dispatched next
+                // batch) so the kernel can flush its overflow and submit.
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                    let cq = self.ring.completion();
+                    self.cqes
+                        .extend(cq.map(|c| (c.user_data(), c.result(), c.flags())));
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// The multishot poll on the wake eventfd (re-armed if the kernel ends
+    /// it, for example when the CQ was full).
+    fn arm_wake(&mut self) -> io::Result<()> {
+        let wake = opcode::PollAdd::new(types::Fd(self.ctx.wake.as_raw_fd()), libc::POLLIN as u32)
+            .multi(true)
+            .build()
+            .user_data(Token::worker(OpKind::Wake).to_user_data());
+        self.push(wake)
     }
 
     fn arm_recv(&mut self) -> io::Result<()> {
@@ -106,23 +127,22 @@ impl<H: DatagramHandler> UdpWorker<H> {
     }
 
     pub(crate) fn run(mut self) -> io::Result<()> {
-        let wake = opcode::PollAdd::new(types::Fd(self.ctx.wake.as_raw_fd()), libc::POLLIN as u32)
-            .multi(true)
-            .build()
-            .user_data(Token::worker(OpKind::Wake).to_user_data());
-        self.push(wake)?;
+        self.arm_wake()?;
         self.arm_recv()?;
         let mut cqes: Vec<(u64, i32, u32)> = Vec::new();
         loop {
             if self.stopping && !self.recv_armed && self.sends.is_empty() {
                 return Ok(());
             }
-            match self.ring.submit_and_wait(1) {
+            // Completions set aside by `push` are dispatched without waiting.
+            let want = usize::from(self.cqes.is_empty());
+            match self.ring.submit_and_wait(want) {
                 Ok(_) => {}
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR) | Some(libc::EBUSY)) => {}
                 Err(e) => return Err(e),
             }
             cqes.clear();
+            cqes.append(&mut self.cqes);
             cqes.extend(
                 self.ring
                     .completion()
@@ -138,6 +158,10 @@ impl<H: DatagramHandler> UdpWorker<H> {
                     OpKind::Send => self.on_send(tok.key(), res)?,
                     OpKind::Wake => {
                         self.ctx.wake.drain();
+                        if !io_uring::cqueue::more(flags) && !self.ctx.stop.load(Ordering::Acquire)
+                        {
+                            self.arm_wake()?;
+                        }
                         // Acquire pairs with the Release store in shutdown.
                         if self.ctx.stop.load(Ordering::Acquire) && !self.stopping {
                             self.stopping = true;
@@ -236,6 +260,22 @@ impl<H: DatagramHandler> UdpWorker<H> {
                 .fetch_add(1, Ordering::Relaxed);
         }
         Ok(())
+    }
+}
+
+impl<H: DatagramHandler> Drop for UdpWorker<H> {
+    /// On a normal exit nothing is in flight. After an error, the recvmsg
+    /// and sends may be: cancel every request synchronously (Linux 6.0)
+    /// before the buffer ring is unmapped and the send buffers are freed.
+    fn drop(&mut self) {
+        if !self.recv_armed && self.sends.is_empty() {
+            return;
+        }
+        let timeout = types::Timespec::from(std::time::Duration::from_secs(1));
+        let _ = self
+            .ring
+            .submitter()
+            .register_sync_cancel(Some(timeout), types::CancelBuilder::any());
     }
 }
 

@@ -49,7 +49,7 @@ use crate::config::{Backend, BufferMode};
 use crate::connect::{socket_for, ConnectError, ConnectRequest};
 use crate::engine::WorkerCtx;
 use crate::handler::Env;
-use crate::handler::{CloseReason, ConnCore, Handler};
+use crate::handler::{CloseReason, ConnCore, Delivery, Handler};
 use crate::linger::{expire_timeouts, Deadlines, Lingering, Timeout};
 use crate::token::{ConnId, OpKind, Token, GENERATION_MASK};
 
@@ -344,20 +344,32 @@ impl<H: Handler> Worker<H> {
             if unsafe { self.ring.submission().push(&sqe) }.is_ok() {
                 return;
             }
-            if let Err(e) = self.ring.submit() {
-                if e.raw_os_error() == Some(libc::EBUSY) {
-                    // The CQ is backed up: move completions aside (they are
-                    // dispatched at the start of the next batch) so the
-                    // kernel can flush its overflow list.
-                    let cq = self.ring.completion();
-                    self.cqes
-                        .extend(cq.map(|c| (c.user_data(), c.result(), c.flags())));
-                } else if e.raw_os_error() != Some(libc::EINTR) {
-                    // Not transient: stop; `run` returns the error and the
-                    // drop cancels whatever is in flight.
-                    self.fatal = Some(e);
-                    return;
-                }
+            if !self.make_room() {
+                return;
+            }
+        }
+    }
+
+    /// Submit what is queued to free SQ entries. `false` on an error that
+    /// is not transient (then in `fatal`).
+    fn make_room(&mut self) -> bool {
+        match self.ring.submit() {
+            Ok(_) => true,
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                // The CQ is backed up: move completions aside (they are
+                // dispatched at the start of the next batch) so the kernel
+                // can flush its overflow list.
+                let cq = self.ring.completion();
+                self.cqes
+                    .extend(cq.map(|c| (c.user_data(), c.result(), c.flags())));
+                true
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => true,
+            Err(e) => {
+                // Not transient: stop; `run` returns the error and the drop
+                // cancels whatever is in flight.
+                self.fatal = Some(e);
+                false
             }
         }
     }
@@ -521,21 +533,30 @@ impl<H: Handler> Worker<H> {
                 Command::Broadcast { except, bytes } => {
                     let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
                     for key in keys {
-                        let slot = &mut self.conns[key];
-                        if !slot.torn && slot.core.take_message(except, None, &bytes) {
-                            self.mark_dirty(key);
-                        }
+                        self.offer(key, except, None, &bytes);
                     }
                 }
-                Command::SendTo { to, bytes } => {
-                    let queued = self
-                        .conns
-                        .get_mut(to.key())
-                        .is_some_and(|s| !s.torn && s.core.take_message(None, Some(to), &bytes));
-                    if queued {
-                        self.mark_dirty(to.key());
-                    }
-                }
+                Command::SendTo { to, bytes } => self.offer(to.key(), None, Some(to), &bytes),
+            }
+        }
+    }
+
+    /// Hand a broadcast or directed message to connection `key`; a
+    /// connection whose output queue is full is closed at once.
+    fn offer(&mut self, key: usize, except: Option<ConnId>, to: Option<ConnId>, bytes: &[u8]) {
+        let limit = self.ctx.cfg.max_queued_output;
+        let Some(slot) = self.conns.get_mut(key) else {
+            return;
+        };
+        if slot.torn {
+            return;
+        }
+        match slot.core.take_message(except, to, bytes, limit) {
+            Delivery::Queued => self.mark_dirty(key),
+            Delivery::Skipped => {}
+            Delivery::OverLimit => {
+                self.ctx.stats.add(&self.ctx.stats.output_limit_closes, 1);
+                self.teardown(key, CloseReason::OutputLimit { limit });
             }
         }
     }
@@ -613,19 +634,22 @@ impl<H: Handler> Worker<H> {
         }
     }
 
-    /// Queue two linked SQEs next to each other.
+    /// Queue two linked SQEs next to each other: the link is only kept if
+    /// both reach the kernel in one submission, so room for both is made
+    /// first.
     fn push_linked(&mut self, first: squeue::Entry, second: squeue::Entry) {
-        let free = {
-            let sq = self.ring.submission();
-            sq.capacity() - sq.len()
-        };
-        if free < 2 {
-            if let Err(e) = self.ring.submit() {
-                if e.raw_os_error() != Some(libc::EBUSY) && e.raw_os_error() != Some(libc::EINTR) {
-                    self.fatal = Some(e);
-                    return;
-                }
+        loop {
+            if self.fatal.is_some() {
+                return;
             }
+            let free = {
+                let sq = self.ring.submission();
+                sq.capacity() - sq.len()
+            };
+            if free >= 2 {
+                break;
+            }
+            self.make_room();
         }
         self.push(first);
         self.push(second);
@@ -651,7 +675,8 @@ impl<H: Handler> Worker<H> {
         if res == 0 {
             self.ctx.stats.add(&self.ctx.stats.connected, 1);
             self.ctx.bus.admit();
-            req.backoff = crate::connect::FIRST_BACKOFF;
+            // The backoff starts over only once the connection has stayed
+            // up (`ConnectRequest::after_close`).
             let key = self.conns.vacant_key();
             self.open(sock, Some(req));
             if self.stopping {
@@ -1320,8 +1345,8 @@ impl<H: Handler> Worker<H> {
         let origin = slot.core.take_origin();
         self.ctx.bus.closed(id);
         self.handler.on_close(id, reason);
-        if let Some(req) = origin {
-            self.schedule(req.after_close());
+        if let Some(next) = origin {
+            self.schedule(next);
         }
     }
 

@@ -64,3 +64,13 @@ pub(crate) fn build_ring(cfg: &Config) -> Result<IoUring, Error> {
         probe::explain_setup_error(&e).reason_with_errno(),
     ))
 }
+
+/// Cancel every request on `ring` and wait (up to a second) until the
+/// kernel is done with them (IORING_REGISTER_SYNC_CANCEL, Linux 6.0): after
+/// an error exit, before the memory in-flight requests point at is freed.
+pub(crate) fn cancel_all_sync(ring: &IoUring) {
+    let timeout = io_uring::types::Timespec::from(std::time::Duration::from_secs(1));
+    let _ = ring
+        .submitter()
+        .register_sync_cancel(Some(timeout), io_uring::types::CancelBuilder::any());
+}

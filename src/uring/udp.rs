@@ -271,11 +271,7 @@ impl<H: DatagramHandler> Drop for UdpWorker<H> {
         if !self.recv_armed && self.sends.is_empty() {
             return;
         }
-        let timeout = types::Timespec::from(std::time::Duration::from_secs(1));
-        let _ = self
-            .ring
-            .submitter()
-            .register_sync_cancel(Some(timeout), types::CancelBuilder::any());
+        super::cancel_all_sync(&self.ring);
     }
 }
 

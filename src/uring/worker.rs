@@ -1459,10 +1459,6 @@ impl<H: Handler> Drop for Worker<H> {
         if self.conns.is_empty() && self.pending.is_empty() && !self.accept_armed {
             return;
         }
-        let timeout = types::Timespec::from(std::time::Duration::from_secs(1));
-        let _ = self
-            .ring
-            .submitter()
-            .register_sync_cancel(Some(timeout), types::CancelBuilder::any());
+        super::cancel_all_sync(&self.ring);
     }
 }

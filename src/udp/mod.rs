@@ -63,7 +63,7 @@
 //!
 //! # What can still be lost
 //!
-//! Nothing is lost silently; each of these is counted in [`UdpStats`]:
+//! Each of these is counted in [`UdpStats`] (with the one exception noted):
 //!
 //! * a new peer's first datagram while [`UdpOptions::backlog`] connections
 //!   are already waiting for `accept` (like a full SYN queue in TCP), or
@@ -75,7 +75,9 @@
 //! * datagrams of its own peer that a connection had not read when it was
 //!   closed (like unread bytes of a closed TCP connection). After
 //!   [`UdpConn::close`] the peer is unknown again, and its next datagram
-//!   starts a new connection.
+//!   starts a new connection. One exception is not counted: a datagram that
+//!   reaches the connection's socket in the instant between its last drain
+//!   and the socket's close is dropped by the kernel with the socket.
 //!
 //! # Waiting
 //!

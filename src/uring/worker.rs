@@ -44,12 +44,12 @@ use slab::Slab;
 use socket2::Socket;
 
 use super::groups::{Groups, SHARED};
-use crate::bus::Command;
+use crate::bus::{Command, CommandTarget};
 use crate::config::{Backend, BufferMode};
 use crate::connect::{socket_for, ConnectError, ConnectRequest};
 use crate::engine::WorkerCtx;
 use crate::handler::Env;
-use crate::handler::{CloseReason, ConnCore, Delivery, Handler};
+use crate::handler::{CloseReason, ConnCore, Handler};
 use crate::linger::{expire_timeouts, Deadlines, Lingering, Timeout};
 use crate::token::{ConnId, OpKind, Token, GENERATION_MASK};
 
@@ -527,38 +527,8 @@ impl<H: Handler> Worker<H> {
     /// Carry out what handlers and other threads asked for (after a batch,
     /// when no handler call is running): connects, broadcasts, sends.
     fn run_requests(&mut self) {
-        for cmd in std::mem::take(&mut self.requests) {
-            match cmd {
-                Command::Connect(req) => self.start_connect(req),
-                Command::Broadcast { except, bytes } => {
-                    let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
-                    for key in keys {
-                        self.offer(key, except, None, &bytes);
-                    }
-                }
-                Command::SendTo { to, bytes } => self.offer(to.key(), None, Some(to), &bytes),
-            }
-        }
-    }
-
-    /// Hand a broadcast or directed message to connection `key`; a
-    /// connection whose output queue is full is closed at once.
-    fn offer(&mut self, key: usize, except: Option<ConnId>, to: Option<ConnId>, bytes: &[u8]) {
-        let limit = self.ctx.cfg.max_queued_output;
-        let Some(slot) = self.conns.get_mut(key) else {
-            return;
-        };
-        if slot.torn {
-            return;
-        }
-        match slot.core.take_message(except, to, bytes, limit) {
-            Delivery::Queued => self.mark_dirty(key),
-            Delivery::Skipped => {}
-            Delivery::OverLimit => {
-                self.ctx.stats.add(&self.ctx.stats.output_limit_closes, 1);
-                self.teardown(key, CloseReason::OutputLimit { limit });
-            }
-        }
+        let cmds = std::mem::take(&mut self.requests);
+        self.run_commands(cmds);
     }
 
     /// Run `req` again after `wait` (persistent connections).
@@ -1447,6 +1417,33 @@ impl<H: Handler> Worker<H> {
                 self.dirty.clear();
             }
         }
+    }
+}
+
+impl<H: Handler> CommandTarget for Worker<H> {
+    fn start_connect(&mut self, req: ConnectRequest) {
+        Worker::start_connect(self, req);
+    }
+    fn conn_keys(&self) -> Vec<usize> {
+        self.conns.iter().map(|(k, _)| k).collect()
+    }
+    fn core_mut(&mut self, key: usize) -> Option<&mut ConnCore> {
+        self.conns
+            .get_mut(key)
+            .filter(|s| !s.torn)
+            .map(|s| &mut s.core)
+    }
+    fn flush_later(&mut self, key: usize) {
+        self.mark_dirty(key);
+    }
+    fn close_now(&mut self, key: usize, reason: CloseReason) {
+        self.teardown(key, reason);
+    }
+    fn counters(&self) -> &crate::stats::WorkerStats {
+        &self.ctx.stats
+    }
+    fn output_limit(&self) -> usize {
+        self.ctx.cfg.max_queued_output
     }
 }
 

@@ -210,7 +210,7 @@ fn slow_consumer_is_closed(backend: Backend) {
     let cfg = Config {
         send_high_watermark: 256 << 10,
         send_low_watermark: 64 << 10,
-        max_queued_output: 1 << 20,
+        max_queued_output: 4 << 20,
         ..config(backend)
     };
     let engine = Engine::start(cfg, |_| Framed::new(Framing::line(), Shout)).expect("engine");
@@ -223,7 +223,7 @@ fn slow_consumer_is_closed(backend: Backend) {
     open_count(&engine, 2);
     let LineClient { r, mut w } = talker;
     let line = "x".repeat(4095);
-    let n = 2000; // 8 MiB in all
+    let n = 4000; // 16 MiB in all
     let reader = std::thread::spawn(move || {
         let mut r = r;
         let mut got = 0;
@@ -251,7 +251,7 @@ fn slow_consumer_is_closed(backend: Backend) {
         "the slow consumer closed",
         |s| s.output_limit_closes == 1 && s.open == 1,
     );
-    println!("{backend}: slow consumer closed after 1 MiB queued; talker got {n} lines: {s:?}");
+    println!("{backend}: slow consumer closed after 4 MiB queued; talker got {n} lines: {s:?}");
     drop((sleeper, w));
     wait_baseline(&engine);
     engine.shutdown().expect("shutdown");

@@ -284,13 +284,13 @@ fn idle_and_read_timeouts(backend: Backend) {
 /// A line stream whose reads never end on a line boundary: every write
 /// completes the line held and starts the next. The read timeout counts from
 /// the start of the line held now, so a line completing every 50 ms is never
-/// timed out at 300 ms.
+/// timed out at 600 ms, over 2 s of such lines.
 fn streaming_lines_are_not_read_timed_out(backend: Backend) {
     let _t = TURN.lock().unwrap_or_else(|p| p.into_inner());
     use ringnet::framing::Framing;
     use ringnet::message::Framed;
     let cfg = Config {
-        read_timeout: Some(Duration::from_millis(300)),
+        read_timeout: Some(Duration::from_millis(600)),
         ..config(backend)
     };
     let engine = ringnet::Engine::start(cfg, |_| {
@@ -299,7 +299,7 @@ fn streaming_lines_are_not_read_timed_out(backend: Backend) {
     .expect("engine");
     let mut c = connect(engine.local_addr());
     c.write_all(b"x").expect("write");
-    for _ in 0..20 {
+    for _ in 0..40 {
         std::thread::sleep(Duration::from_millis(50));
         c.write_all(b"\nx").expect("write");
         let mut line = [0u8; 2];
@@ -309,7 +309,7 @@ fn streaming_lines_are_not_read_timed_out(backend: Backend) {
     }
     let s = engine.stats();
     println!(
-        "{backend}: 20 lines over 1 s, read timeouts {}",
+        "{backend}: 40 lines over 2 s, read timeouts {}",
         s.read_timeouts
     );
     assert_eq!(s.read_timeouts, 0);

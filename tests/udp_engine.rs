@@ -148,7 +148,7 @@ fn udp_peers_are_bounded(backend: Backend) {
     let engine = UdpEngine::start(
         Config {
             max_connections: 10,
-            idle_timeout: Some(Duration::from_secs(1)),
+            idle_timeout: Some(Duration::from_secs(2)),
             ..udp_config(backend)
         },
         |_| UdpEcho,
@@ -167,7 +167,8 @@ fn udp_peers_are_bounded(backend: Backend) {
     println!("{backend}: 30 peers, {served} served at once: {s:?}");
     if backend == Backend::Epoll {
         assert_eq!(served, 10, "the peer limit: {s:?}");
-        assert_eq!((s.peers_refused, s.peers_open), (20, 10));
+        assert_eq!(s.peers_refused, 20);
+        assert_eq!(s.peers_open + s.peers_expired, 10);
         let s = wait_udp(&engine, "idle peers let go", |s| s.peers_open == 0);
         assert_eq!(s.peers_expired, 10);
     } else {

@@ -642,26 +642,19 @@ impl<H: Handler> Worker<H> {
         } = self.pending.remove(tok.key());
         // The kernel is done with both once the connect has completed.
         drop((addr, timeout));
-        if res == 0 {
+        if res == 0 && !self.stopping {
             self.ctx.stats.add(&self.ctx.stats.connected, 1);
             self.ctx.bus.admit();
             // The backoff starts over only once the connection has stayed
             // up (`ConnectRequest::after_close`).
-            let key = self.conns.vacant_key();
             self.open(sock, Some(req));
-            if self.stopping {
-                // Connected after the shutdown began: close it gracefully too.
-                if let Some(slot) = self.conns.get_mut(key) {
-                    if slot.core.closing.is_none() {
-                        slot.core.closing = Some(CloseReason::Shutdown);
-                    }
-                }
-                self.mark_dirty(key);
-            }
             return;
         }
         drop(sock);
         let err = match -res {
+            // Connected after the shutdown began: reported as a shutdown,
+            // as the epoll backend does, and the socket closed.
+            0 => ConnectError::Shutdown,
             // The linked timeout cancelled it, or shutdown did.
             libc::ECANCELED if self.stopping => ConnectError::Shutdown,
             libc::ECANCELED => ConnectError::TimedOut,

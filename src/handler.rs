@@ -592,7 +592,11 @@ impl Conn<'_> {
     }
 
     /// Queue `bytes` on every open connection of the node, on every worker
-    /// (this one included), after what each already has queued.
+    /// (this one included), after what each already has queued. The bytes
+    /// are handed out after the callback returns, so on this connection they
+    /// follow anything the same callback queues with [`Conn::send`].
+    /// A connection whose queue would pass `Config::max_queued_output` is
+    /// closed instead ([`CloseReason::OutputLimit`]).
     pub fn broadcast(&mut self, bytes: &[u8]) {
         self.env.broadcast(None, bytes);
     }
@@ -604,8 +608,9 @@ impl Conn<'_> {
     }
 
     /// Queue `bytes` on connection `to`, on whichever worker owns it. An id
-    /// that is not open now is an error; if `to` closes before the bytes
-    /// reach its worker, they are dropped with it.
+    /// that is not open now is an error; `Ok` does not promise delivery: if
+    /// `to` is closing, or closes before the bytes reach its worker, they
+    /// are dropped with it.
     pub fn send_to(&mut self, to: ConnId, bytes: &[u8]) -> Result<(), SendError> {
         self.env.send_to(to, bytes)
     }

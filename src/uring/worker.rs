@@ -1400,16 +1400,13 @@ impl<H: Handler> Worker<H> {
         self.rearm.clear();
         // In the order the connections became dirty: the reply to the
         // earliest input of the batch goes out first.
-        while !self.dirty.is_empty() {
-            let dirty = std::mem::take(&mut self.dirty);
-            for &key in &dirty {
-                self.flush(key);
-            }
-            if self.dirty.is_empty() {
-                self.dirty = dirty;
-                self.dirty.clear();
-            }
+        // A flush may dirty more (appended, and flushed in this pass).
+        let mut next = 0;
+        while let Some(&key) = self.dirty.get(next) {
+            next += 1;
+            self.flush(key);
         }
+        self.dirty.clear();
     }
 }
 

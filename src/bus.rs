@@ -45,10 +45,8 @@ pub(crate) trait CommandTarget {
     fn flush_later(&mut self, key: usize);
     /// Close `key` now, for `reason`.
     fn close_now(&mut self, key: usize, reason: crate::CloseReason);
-    /// The worker's counters.
-    fn counters(&self) -> &crate::stats::WorkerStats;
-    /// `Config::max_queued_output`.
-    fn output_limit(&self) -> usize;
+    /// The worker's configuration and counters.
+    fn ctx(&self) -> &crate::engine::WorkerCtx;
 
     /// Carry out `cmds` in order: connects start, broadcasts and sends are
     /// offered to their connections.
@@ -70,7 +68,7 @@ pub(crate) trait CommandTarget {
     /// output queue is full is closed at once (a slow consumer).
     fn offer(&mut self, key: usize, except: Option<ConnId>, to: Option<ConnId>, bytes: &[u8]) {
         use crate::handler::Delivery;
-        let limit = self.output_limit();
+        let limit = self.ctx().cfg.max_queued_output;
         let Some(core) = self.core_mut(key) else {
             return;
         };
@@ -78,7 +76,7 @@ pub(crate) trait CommandTarget {
             Delivery::Queued => self.flush_later(key),
             Delivery::Skipped => {}
             Delivery::OverLimit => {
-                let st = self.counters();
+                let st = &self.ctx().stats;
                 st.add(&st.output_limit_closes, 1);
                 self.close_now(key, crate::CloseReason::OutputLimit { limit });
             }

@@ -1429,11 +1429,8 @@ impl<H: Handler> CommandTarget for Worker<H> {
     fn close_now(&mut self, key: usize, reason: CloseReason) {
         self.teardown(key, reason);
     }
-    fn counters(&self) -> &crate::stats::WorkerStats {
-        &self.ctx.stats
-    }
-    fn output_limit(&self) -> usize {
-        self.ctx.cfg.max_queued_output
+    fn ctx(&self) -> &WorkerCtx {
+        &self.ctx
     }
 }
 

@@ -321,13 +321,24 @@ fn udp_socket(addr: SocketAddr, cfg: &Config) -> Result<socket2::Socket, Error> 
     Ok(s)
 }
 
+/// The size of the provided buffers an io_uring UDP worker receives into:
+/// `buf_size`, at least 2048.
+pub(crate) fn recv_buf_size(cfg: &Config) -> u32 {
+    cfg.buf_size.max(2048)
+}
+
+/// What io_uring's multishot recvmsg writes into a buffer before the
+/// payload: its `io_uring_recvmsg_out` header (16 bytes) and room for the
+/// source address (the worker asks for a whole `sockaddr_storage`).
+pub(crate) const RECVMSG_ROOM: usize = 16 + std::mem::size_of::<libc::sockaddr_storage>();
+
 /// The largest datagram a UDP engine delivers with `cfg`, on both
-/// backends: io_uring receives into provided buffers of `buf_size` (at least
-/// 2048), less the room its recvmsg takes for a header (16 bytes) and the
-/// source address (128). Larger datagrams are dropped and counted as
+/// backends: io_uring's receive buffer (`buf_size`, at least 2048) less
+/// the 144 bytes its recvmsg writes first (a 16-byte header and room for the
+/// source address): 3952 bytes with the default 4 KiB buffers. Larger datagrams are dropped and counted as
 /// `truncated`; raise `buf_size` for bigger ones.
 pub fn max_datagram(cfg: &Config) -> usize {
-    cfg.buf_size.max(2048) as usize - 16 - 128
+    recv_buf_size(cfg) as usize - RECVMSG_ROOM
 }
 
 /// Peers the portable backend serves at once when `max_connections` is 0

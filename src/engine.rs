@@ -416,7 +416,7 @@ fn bind_listeners(cfg: &Config, n: usize, backend: Backend) -> Result<Vec<Arc<So
         // complaint, so another server already there would go unnoticed.
         // A probe without SO_REUSEPORT is refused by any existing listener:
         // report that as AddressInUse, like a plain bind would.
-        listener::probe_free(cfg.addr)?;
+        listener::probe_free(cfg.addr, socket2::Type::STREAM)?;
     }
     let first = listener::listen(cfg.addr, opts)?;
     let addr = listener::local_addr(&first)?;

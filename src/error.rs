@@ -49,6 +49,16 @@ pub enum Error {
 }
 
 impl Error {
+    /// A failure to bind (or set up, or listen on) `addr`:
+    /// [`Error::AddressInUse`] for EADDRINUSE, [`Error::Bind`] otherwise.
+    pub(crate) fn bind(addr: SocketAddr, source: io::Error) -> Error {
+        if source.kind() == io::ErrorKind::AddrInUse {
+            Error::AddressInUse(addr)
+        } else {
+            Error::Bind { addr, source }
+        }
+    }
+
     /// Turn an error from resolving an endpoint into [`Error::Endpoint`] when
     /// it was a rejected string, [`Error::Io`] otherwise.
     pub fn from_resolve(e: io::Error) -> Error {

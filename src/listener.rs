@@ -54,13 +54,7 @@ pub(crate) type ListenOpts = ListenOptions;
 /// waits on it by polling, and a blocking socket never hands an operation
 /// back with EAGAIN.
 pub(crate) fn listen(addr: SocketAddr, opts: ListenOpts) -> Result<Socket, Error> {
-    let bind_err = |source: io::Error| {
-        if source.kind() == io::ErrorKind::AddrInUse {
-            Error::AddressInUse(addr)
-        } else {
-            Error::Bind { addr, source }
-        }
-    };
+    let bind_err = |source| Error::bind(addr, source);
     let sock = Socket::new(
         Domain::for_address(addr),
         Type::STREAM.cloexec(),
@@ -88,18 +82,21 @@ pub(crate) fn listen(addr: SocketAddr, opts: ListenOpts) -> Result<Socket, Error
     Ok(sock)
 }
 
-/// Fail with [`Error::AddressInUse`] if something listens on `addr` (port 0
-/// always passes): a bind without SO_REUSEPORT, released at once.
-pub(crate) fn probe_free(addr: SocketAddr) -> Result<(), Error> {
+/// Fail with [`Error::AddressInUse`] if a socket of type `ty` (TCP stream
+/// or UDP datagram) holds `addr` (port 0 always passes): a bind without
+/// SO_REUSEPORT, released at once. Servers that bind with SO_REUSEPORT call
+/// it first, or a port another SO_REUSEPORT server holds would be shared
+/// silently instead of reported.
+pub(crate) fn probe_free(addr: SocketAddr, ty: Type) -> Result<(), Error> {
     if addr.port() == 0 {
         return Ok(());
     }
-    let probe = Socket::new(
-        Domain::for_address(addr),
-        Type::STREAM.cloexec(),
-        Some(Protocol::TCP),
-    )?;
-    probe.set_reuse_address(true)?;
+    let probe = Socket::new(Domain::for_address(addr), ty.cloexec(), None)?;
+    if ty == Type::STREAM {
+        // TCP: a port in TIME_WAIT is free. (For UDP, SO_REUSEADDR on both
+        // sides would let the probe share a held port.)
+        probe.set_reuse_address(true)?;
+    }
     match probe.bind(&addr.into()) {
         Err(e) if e.kind() == io::ErrorKind::AddrInUse => Err(Error::AddressInUse(addr)),
         _ => Ok(()),

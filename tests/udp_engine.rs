@@ -260,6 +260,52 @@ fn udp_shutdown_under_flood(backend: Backend) {
         .expect("clean shutdown");
 }
 
+/// A UDP port already held is "address in use" on both backends: held by
+/// a plain socket, and held by another engine (both engines bind with
+/// SO_REUSEPORT, so without the check the second would share the port and
+/// take part of the first one's traffic).
+fn udp_port_in_use_is_reported(backend: Backend) {
+    let holder = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let taken = holder.local_addr().expect("addr");
+    let err = UdpEngine::start(
+        Config {
+            addr: taken,
+            ..udp_config(backend)
+        },
+        |_| UdpEcho,
+    )
+    .err()
+    .expect("a held port is refused");
+    assert!(
+        matches!(err, ringnet::Error::AddressInUse(a) if a == taken),
+        "{err}"
+    );
+    drop(holder);
+    let first = UdpEngine::start(udp_config(backend), |_| UdpEcho).expect("first engine");
+    let err = UdpEngine::start(
+        Config {
+            addr: first.local_addr(),
+            ..udp_config(backend)
+        },
+        |_| UdpEcho,
+    )
+    .err()
+    .expect("a second engine on the same port is refused");
+    println!("{backend}: {err}");
+    assert!(matches!(err, ringnet::Error::AddressInUse(_)), "{err}");
+    first.shutdown().expect("shutdown");
+}
+
+#[test]
+fn udp_port_in_use_is_reported_uring() {
+    udp_port_in_use_is_reported(Backend::Uring);
+}
+
+#[test]
+fn udp_port_in_use_is_reported_epoll() {
+    udp_port_in_use_is_reported(Backend::Epoll);
+}
+
 #[test]
 fn udp_peers_are_bounded_uring() {
     udp_peers_are_bounded(Backend::Uring);

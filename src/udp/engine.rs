@@ -107,6 +107,9 @@ impl UdpEngine {
     {
         cfg.validate()?;
         let (backend, fallback) = crate::engine::select_backend(cfg.backend)?;
+        // Both backends bind with SO_REUSEPORT: see that nobody holds the
+        // port first.
+        crate::listener::probe_free(cfg.addr, socket2::Type::DGRAM)?;
         if let Some(reason) = &fallback {
             eprintln!("ringnet: io_uring unavailable ({reason}); falling back to epoll");
         }
@@ -189,7 +192,10 @@ impl UdpEngine {
                     recv_buffer_size: cfg.recv_buffer_size,
                     ..crate::udp::UdpOptions::default()
                 };
-                let server = Arc::new(crate::udp::UdpServer::bind(cfg.addr, opts)?);
+                let server = Arc::new(
+                    crate::udp::UdpServer::bind(cfg.addr, opts)
+                        .map_err(|e| Error::bind(cfg.addr, e))?,
+                );
                 let local_addr = server.local_addr();
                 let limits = PeerLimits {
                     max_peers: if cfg.max_connections == 0 {
@@ -296,13 +302,7 @@ impl Drop for UdpEngine {
 /// polls it).
 fn udp_socket(addr: SocketAddr, cfg: &Config) -> Result<socket2::Socket, Error> {
     use socket2::{Domain, Protocol, Socket, Type};
-    let err = |source: std::io::Error| {
-        if source.kind() == std::io::ErrorKind::AddrInUse {
-            Error::AddressInUse(addr)
-        } else {
-            Error::Bind { addr, source }
-        }
-    };
+    let err = |source| Error::bind(addr, source);
     let s = Socket::new(
         Domain::for_address(addr),
         Type::DGRAM.cloexec(),

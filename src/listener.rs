@@ -103,6 +103,21 @@ pub(crate) fn probe_free(addr: SocketAddr, ty: Type) -> Result<(), Error> {
     }
 }
 
+/// `addr`, with port 0 replaced by a port no socket of type `ty` uses. The
+/// kernel's own port-0 choice for UDP does not count sockets that set
+/// SO_REUSEADDR as users of a port when the new one sets it too, so two
+/// reuseport servers could be handed the same port and share each other's
+/// traffic; a bind without those options, released at once, picks a port
+/// that is really free.
+pub(crate) fn exclusive_port(addr: SocketAddr, ty: Type) -> io::Result<SocketAddr> {
+    if addr.port() != 0 {
+        return Ok(addr);
+    }
+    let probe = Socket::new(Domain::for_address(addr), ty.cloexec(), None)?;
+    probe.bind(&addr.into())?;
+    local_addr(&probe)
+}
+
 /// The address a socket is bound to (with the real port after port 0).
 pub(crate) fn local_addr(sock: &Socket) -> io::Result<SocketAddr> {
     sock.local_addr()?

@@ -696,3 +696,20 @@ fn burst_before_connect_is_handed_over() {
         assert_eq!(stats.dropped_queue_full + stats.dropped_backlog_full, 0);
     });
 }
+
+/// Port 0 means a port nobody uses. The kernel's own port-0 choice may give
+/// UDP sockets that all set SO_REUSEADDR (as every member of a reuseport
+/// group does) the same port, which would make two servers share their
+/// traffic: with 600 servers at once such a collision is almost certain
+/// (seen: 3) unless the server picks its port itself.
+#[test]
+fn port_zero_servers_get_distinct_ports() {
+    bounded(Duration::from_secs(60), || {
+        let servers: Vec<Arc<UdpServer>> = (0..600).map(|_| server("127.0.0.1:0")).collect();
+        let ports: HashSet<u16> = servers.iter().map(|s| s.local_addr().port()).collect();
+        for s in &servers {
+            s.close();
+        }
+        assert_eq!(ports.len(), servers.len(), "servers sharing a port");
+    });
+}

@@ -107,9 +107,11 @@ impl UdpEngine {
     {
         cfg.validate()?;
         let (backend, fallback) = crate::engine::select_backend(cfg.backend)?;
-        // Both backends bind with SO_REUSEPORT: see that nobody holds the
-        // port first.
-        crate::listener::probe_free(cfg.addr, socket2::Type::DGRAM)?;
+        // Both backends bind with SO_REUSEPORT: take a port nobody holds
+        // (port 0), or see that nobody holds the one asked for.
+        let addr = crate::listener::exclusive_port(cfg.addr, socket2::Type::DGRAM)
+            .map_err(|e| Error::bind(cfg.addr, e))?;
+        crate::listener::probe_free(addr, socket2::Type::DGRAM)?;
         if let Some(reason) = &fallback {
             eprintln!("ringnet: io_uring unavailable ({reason}); falling back to epoll");
         }
@@ -120,7 +122,7 @@ impl UdpEngine {
         match backend {
             Backend::Uring => {
                 let n = cfg.worker_count();
-                let first = udp_socket(cfg.addr, &cfg)?;
+                let first = udp_socket(addr, &cfg)?;
                 let local_addr = crate::listener::local_addr(&first)?;
                 let mut sockets = vec![first];
                 for _ in 1..n {
@@ -193,8 +195,7 @@ impl UdpEngine {
                     ..crate::udp::UdpOptions::default()
                 };
                 let server = Arc::new(
-                    crate::udp::UdpServer::bind(cfg.addr, opts)
-                        .map_err(|e| Error::bind(cfg.addr, e))?,
+                    crate::udp::UdpServer::bind(addr, opts).map_err(|e| Error::bind(addr, e))?,
                 );
                 let local_addr = server.local_addr();
                 let limits = PeerLimits {

@@ -73,6 +73,8 @@ impl UdpServer {
             poll_interval: options.poll_interval.max(Duration::from_millis(1)),
             ..options
         };
+        // Port 0: a port nobody holds, not one another reuseport server has.
+        let addr = crate::listener::exclusive_port(addr, socket2::Type::DGRAM)?;
         let sock = new_socket(addr, &options)?;
         sock.bind(&addr.into())?;
         let local = sock.local_addr()?.as_socket().ok_or_else(|| {

@@ -33,27 +33,11 @@ impl Deadlines {
         self.queue.push(Reverse((at, key, generation)));
     }
 
-    /// Like `push_at`, keeping the queue bounded by the connections alive
-    /// rather than by traffic: entries of closed connections stay until
-    /// they expire, so when the queue holds more than twice the `live`
-    /// connections (plus some slack) it drops every entry `alive` rejects.
-    /// Amortised O(1) per push.
-    pub(crate) fn push_bounded(
-        &mut self,
-        key: usize,
-        generation: u32,
-        at: Instant,
-        live: usize,
-        alive: impl Fn(usize, u32) -> bool,
-    ) {
-        self.push_at(key, generation, at);
-        if self.queue.len() > 2 * live + 1024 {
-            self.queue.retain(|Reverse((_, k, g))| alive(*k, *g));
-        }
-    }
-
-    /// `push_bounded` for a worker's slab of slots: an entry is alive while
-    /// its slot holds the same generation.
+    /// Like `push_at`, keeping the queue bounded by the connections alive in
+    /// `slab` rather than by traffic: entries of closed connections stay
+    /// until they expire, so when the queue holds more than twice the open
+    /// connections (plus some slack) it drops every entry whose slot no
+    /// longer holds its generation. Amortised O(1) per push.
     pub(crate) fn push_live<S: Generation>(
         &mut self,
         key: usize,
@@ -61,9 +45,11 @@ impl Deadlines {
         at: Instant,
         slab: &slab::Slab<S>,
     ) {
-        self.push_bounded(key, generation, at, slab.len(), |k, g| {
-            slab.get(k).is_some_and(|s| s.generation() == g)
-        });
+        self.push_at(key, generation, at);
+        if self.queue.len() > 2 * slab.len() + 1024 {
+            self.queue
+                .retain(|Reverse((_, k, g))| slab.get(*k).is_some_and(|s| s.generation() == *g));
+        }
     }
 
     /// Entries queued (live or not).
@@ -230,21 +216,36 @@ mod tests {
         Duration::from_millis(n)
     }
 
+    /// A test slot: just its generation.
+    impl Generation for u32 {
+        fn generation(&self) -> u32 {
+            *self
+        }
+    }
+
     /// Entries of closed connections are dropped once they outnumber the
     /// live ones: the queue follows open connections, not traffic.
     #[test]
     fn queue_stays_bounded_by_live_connections() {
+        // 100 000 connections open and close, 10 at a time; slots (keys)
+        // are reused, generations are not.
         let t0 = Instant::now();
         let mut d = Deadlines::default();
-        for key in 0..100_000usize {
-            d.push_bounded(key, 1, t0 + Duration::from_secs(30), 10, |k, _| {
-                k + 10 >= 100_000
-            });
+        let mut slab = slab::Slab::new();
+        let mut open = std::collections::VecDeque::new();
+        for generation in 0..100_000u32 {
+            let key = slab.insert(generation);
+            open.push_back((key, generation));
+            d.push_live(key, generation, t0 + Duration::from_secs(30), &slab);
+            if open.len() > 10 {
+                let (old, _) = open.pop_front().expect("open");
+                slab.remove(old);
+            }
         }
-        assert!(d.len() <= 2 * 10 + 1024 + 1, "{} entries", d.len());
+        assert!(d.len() <= 2 * 11 + 1024 + 1, "{} entries", d.len());
         // The live ones are all still there.
         let due = d.expired(t0 + Duration::from_secs(31));
-        assert!((99_990..100_000).all(|k| due.contains(&(k, 1))));
+        assert!(open.iter().all(|e| due.contains(e)), "{open:?}");
     }
 
     /// A read entry follows the message held now: re-queued for a younger

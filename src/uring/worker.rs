@@ -1235,12 +1235,9 @@ impl<H: Handler> Worker<H> {
             .build()
             .user_data(Token::worker(OpKind::LingerTick).to_user_data());
         self.push(sqe);
+        // Kept until the loop's next submit has drained the SQ (no extra
+        // io_uring_enter per timer).
         self.timer_specs.push(spec);
-        // Submit now so the timespec can go; if the submit fails (EBUSY,
-        // EINTR) it stays until a later submit drains the SQ.
-        if self.ring.submit().is_ok() && self.ring.submission().is_empty() {
-            self.timer_specs.clear();
-        }
         self.timers_pending.push(deadline);
     }
 

@@ -358,7 +358,7 @@ fn low_watermark_zero_resumes(backend: Backend) {
 }
 
 /// A client that reads slowly but steadily is paused for longer than the
-/// idle timeout again and again; it is not idle (the server stopped reading
+/// idle timeout; it is not idle (the server stopped reading
 /// it), so it is not closed, and gets every byte back.
 fn paused_reader_is_not_idle(backend: Backend) {
     let _t = TURN.lock().unwrap_or_else(|p| p.into_inner());
@@ -405,7 +405,10 @@ fn paused_reader_is_not_idle(backend: Backend) {
         "{backend}: paused {} time(s), idle timeouts {}",
         s.paused, s.idle_timeouts
     );
-    assert!(s.paused >= 2, "the reader was paused: {s:?}");
+    // Once is enough: each pause (240 KiB to drain at ~640 KiB/s) outlasts
+    // the idle timeout; how many there are depends on how much input the
+    // server finds at once.
+    assert!(s.paused >= 1, "the reader was paused: {s:?}");
     assert_eq!(s.idle_timeouts, 0);
     drop((c, r));
     wait_baseline(&engine);

@@ -64,3 +64,53 @@ fn probe_cli_prints_json() {
         "unexpected `ringnet probe --json` output:\n{stdout}\nstderr:\n{stderr}"
     );
 }
+
+/// A blocking receive with a timeout on `s` that must run the whole timeout
+/// out: `Interrupted` means the kernel sent this thread a notification.
+fn quiet_wait(s: &std::net::UdpSocket, after: &str) {
+    let mut buf = [0u8; 16];
+    match s.recv(&mut buf) {
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) => {}
+        other => panic!("a blocking recv on the caller's thread after {after}: {other:?}"),
+    }
+}
+
+/// Starting an io_uring engine (or probing) must not disturb the calling
+/// thread. A thread that submitted to a ring is sent a task-work
+/// notification when that ring is torn down, and that notification turns a
+/// blocking call with a timeout (SO_RCVTIMEO) into EINTR. The probe rings
+/// live on a throwaway thread, so the caller's blocking sockets are safe.
+#[test]
+fn starting_an_engine_does_not_interrupt_the_callers_blocking_calls() {
+    if report_or_skip("starting_an_engine_does_not_interrupt_the_callers_blocking_calls").is_none()
+    {
+        return;
+    }
+    let idle = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    idle.set_read_timeout(Some(std::time::Duration::from_millis(250)))
+        .expect("timeout");
+    for round in 0..3 {
+        let _ = probe();
+        quiet_wait(&idle, &format!("probe() (round {round})"));
+        ringnet::uring::probe::engine_requirements().expect("io_uring engine requirements");
+        quiet_wait(&idle, &format!("engine_requirements() (round {round})"));
+        let cfg = ringnet::Config {
+            addr: "127.0.0.1:0".parse().expect("addr"),
+            workers: 1,
+            backend: ringnet::BackendChoice::Uring,
+            ..ringnet::Config::default()
+        };
+        let engine =
+            ringnet::Engine::start(cfg.clone(), |_| ringnet::app::echo::Echo).expect("engine");
+        quiet_wait(&idle, &format!("Engine::start (round {round})"));
+        engine.shutdown().expect("shutdown");
+        let udp = ringnet::udp::engine::UdpEngine::start(cfg, |_| ringnet::udp::engine::UdpEcho)
+            .expect("udp engine");
+        quiet_wait(&idle, &format!("UdpEngine::start (round {round})"));
+        udp.shutdown().expect("shutdown");
+    }
+}

@@ -123,12 +123,45 @@ impl SetupError {
     }
 }
 
+/// Run `f` on a short-lived thread of its own (or, if no thread can be
+/// spawned, on this one).
+///
+/// When a ring is torn down the kernel sends every thread that submitted to
+/// it a task-work notification (TWA_SIGNAL). That notification ends a
+/// blocking call with a timeout (SO_RCVTIMEO, SO_SNDTIMEO) with EINTR, so a
+/// probe run on the caller's thread would make the caller's next timed
+/// socket read fail spuriously. On a thread that has exited, the
+/// notification has no one to disturb.
+fn on_own_thread<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    let mut f = Some(f);
+    let spawned = std::thread::scope(|scope| {
+        let run = &mut f;
+        std::thread::Builder::new()
+            .name("ringnet-probe".into())
+            .spawn_scoped(scope, move || run.take().map(|f| f()))
+            .ok()
+            .map(|handle| handle.join())
+    });
+    match spawned {
+        Some(Ok(Some(out))) => out,
+        Some(Err(panic)) => std::panic::resume_unwind(panic),
+        // No thread could be spawned: probe here (`f` was not taken).
+        _ => f.take().map(|f| f()).expect("the probe ran nowhere"),
+    }
+}
+
 /// Probe io_uring on this machine: can a ring be set up, and which features work.
 ///
-/// Runs on the calling thread, takes at most a few seconds even on a misbehaving
-/// kernel (every wait is bounded), and leaves no descriptors or mappings behind.
+/// Runs on a short-lived thread of its own (so the rings it tears down do not
+/// interrupt the caller's blocking calls), takes at most a few seconds even on
+/// a misbehaving kernel (every wait is bounded), and leaves no descriptors or
+/// mappings behind.
 #[must_use]
 pub fn probe() -> ProbeReport {
+    on_own_thread(probe_here)
+}
+
+fn probe_here() -> ProbeReport {
     let kernel = fs::read_to_string(OSRELEASE)
         .ok()
         .map(|s| s.trim().to_owned())
@@ -204,7 +237,21 @@ pub fn probe() -> ProbeReport {
 /// can be set up, IORING_FEAT_NODROP, multishot accept, provided buffer rings
 /// and multishot recv (each tried for real). `Err` carries a one-line reason
 /// (the errno and likely cause, or the missing feature and its kernel).
+///
+/// Like [`probe`], it runs on a thread of its own. A success is remembered
+/// for the life of the process (the kernel does not lose features), so
+/// starting many engines probes once; a failure is probed again next time.
 pub fn engine_requirements() -> Result<(), String> {
+    static MET: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    if MET.get().is_some() {
+        return Ok(());
+    }
+    on_own_thread(engine_requirements_here)?;
+    let _ = MET.set(());
+    Ok(())
+}
+
+fn engine_requirements_here() -> Result<(), String> {
     let ring =
         IoUring::new(RING_ENTRIES).map_err(|e| explain_setup_error(&e).reason_with_errno())?;
     if !ring.params().is_feature_nodrop() {

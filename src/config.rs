@@ -170,7 +170,8 @@ pub struct Config {
     /// A connection whose queued output makes no progress for this long
     /// (the peer does not read) is closed with ETIMEDOUT.
     pub write_timeout: Duration,
-    /// Close a connection that has sent nothing for this long
+    /// Close a connection with no traffic for this long: it sent nothing,
+    /// nothing was written to it, and it has no output queued
     /// ([`crate::CloseReason::IdleTimeout`]). `None`: never.
     pub idle_timeout: Option<Duration>,
     /// Close a connection whose partial message (bytes the handler left

@@ -85,7 +85,7 @@ pub enum CloseReason {
         /// The configured [`crate::Config::max_queued_output`].
         limit: usize,
     },
-    /// No input for `Config::idle_timeout`.
+    /// No traffic either way for `Config::idle_timeout`.
     IdleTimeout,
     /// A partial message did not complete within `Config::read_timeout`
     /// (for example a slowloris peer sending one byte a second).
@@ -213,8 +213,9 @@ pub(crate) struct ConnCore {
 /// When a connection's input arrived, for idle and read timeouts.
 #[derive(Debug)]
 pub(crate) struct InputClock {
-    /// When input last arrived (or the connection opened).
-    pub(crate) last_input: std::time::Instant,
+    /// When input last arrived or output was last written (or the
+    /// connection opened).
+    pub(crate) last_active: std::time::Instant,
     /// When the partial message now held back began; `None` when nothing
     /// is held.
     pub(crate) partial_since: Option<std::time::Instant>,
@@ -230,7 +231,7 @@ pub(crate) struct InputClock {
 impl InputClock {
     pub(crate) fn new() -> InputClock {
         InputClock {
-            last_input: std::time::Instant::now(),
+            last_active: std::time::Instant::now(),
             partial_since: None,
             partial_started: false,
             read_queued: std::cell::Cell::new(false),
@@ -316,7 +317,7 @@ impl ConnCore {
         self.paused = false;
         if let Some(c) = self.clock.as_deref_mut() {
             let now = std::time::Instant::now();
-            c.last_input = now;
+            c.last_active = now;
             if c.partial_since.is_some() {
                 c.partial_since = Some(now);
             }
@@ -359,8 +360,15 @@ impl ConnCore {
     }
 
     /// Record `n` more bytes written; `true` once the current send is done.
+    /// Output progress is activity: the idle clock restarts, so a
+    /// connection whose output just drained is not closed as idle at once.
     pub(crate) fn advance(&mut self, n: usize) -> bool {
         self.written += n as u64;
+        if let Some(c) = self.clock.as_deref_mut() {
+            if n > 0 {
+                c.last_active = std::time::Instant::now();
+            }
+        }
         self.sent = (self.sent + n).min(self.sending.len());
         self.sent == self.sending.len()
     }
@@ -442,7 +450,7 @@ impl ConnCore {
         let (held, clock) = (self.held.len(), self.clock.as_deref_mut());
         if let Some(c) = clock {
             let now = std::time::Instant::now();
-            c.last_input = now;
+            c.last_active = now;
             if held == 0 {
                 c.partial_since = None;
             } else if was_empty || held <= data.len() {

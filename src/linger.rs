@@ -96,8 +96,8 @@ pub(crate) enum Verdict {
     Drop,
 }
 
-/// An idle-timeout entry expired: close if no input came for `idle`. A
-/// connection with output still queued is not idle (its peer is reading it,
+/// An idle-timeout entry expired: close if no input came and no output was
+/// written for `idle`. A connection with output still queued is not idle (its peer is reading it,
 /// and `write_timeout` closes it if that stalls), nor is one whose receiving
 /// is paused (by the server's doing): look again later.
 pub(crate) fn idle_verdict(
@@ -114,7 +114,7 @@ pub(crate) fn idle_verdict(
     let Some(clock) = core.clock.as_deref() else {
         return Verdict::Drop;
     };
-    let due = clock.last_input + idle;
+    let due = clock.last_active + idle;
     if due <= now {
         Verdict::Close(crate::CloseReason::IdleTimeout)
     } else {
@@ -292,12 +292,40 @@ mod tests {
 
     /// Idle and read entries of one connection expiring together close it
     /// once, counted as idle.
+    /// Output that just drained is activity: the idle clock counts from the
+    /// last byte written, not from the last input.
+    #[test]
+    fn draining_output_restarts_the_idle_clock() {
+        let mut c = core();
+        let long_ago = Instant::now() - ms(1000);
+        c.clock.as_deref_mut().expect("timed").last_active = long_ago;
+        let now = Instant::now();
+        assert_eq!(
+            idle_verdict(&c, now, ms(300)),
+            Verdict::Close(CloseReason::IdleTimeout),
+            "no traffic for a second"
+        );
+        c.advance(0);
+        assert_eq!(
+            idle_verdict(&c, now, ms(300)),
+            Verdict::Close(CloseReason::IdleTimeout),
+            "writing nothing is no traffic"
+        );
+        c.advance(4096);
+        let written_at = c.clock.as_deref().expect("timed").last_active;
+        assert!(written_at >= now);
+        assert_eq!(
+            idle_verdict(&c, now, ms(300)),
+            Verdict::Recheck(written_at + ms(300))
+        );
+    }
+
     #[test]
     fn idle_and_read_expiring_together_close_once() {
         let t0 = Instant::now();
         let mut c = core();
         let clock = c.clock.as_deref_mut().expect("timed");
-        clock.last_input = t0;
+        clock.last_active = t0;
         clock.partial_since = Some(t0);
         let cfg = Config {
             idle_timeout: Some(ms(100)),

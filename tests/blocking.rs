@@ -434,3 +434,51 @@ fn stream_addresses_match_both_ends() {
         assert!(format!("{conn:?}").contains("buffered"));
     });
 }
+
+extern "C" fn ignore_signal(_: libc::c_int) {}
+
+/// Signals do not stretch a timeout: a blocking receive interrupted over and
+/// over (EINTR every 20 ms, handler installed without SA_RESTART) still
+/// times out when its deadline passes, instead of starting its full timeout
+/// again after each interruption and never returning.
+#[test]
+fn a_timeout_holds_when_signals_interrupt_the_receive() {
+    // SAFETY: a zeroed sigaction is valid (empty mask, no flags); the
+    // handler is an `extern "C" fn` that does nothing, so it is
+    // async-signal-safe. SIGUSR1 is used by no other test in this binary.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = ignore_signal as *const () as usize;
+        assert_eq!(libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut()), 0);
+    }
+    within(20, || {
+        let server = local();
+        let (mut client, mut conn) = pair(&server);
+        client.send(b"0123", T).expect("send");
+        // SAFETY: pthread_self has no preconditions.
+        let me = unsafe { libc::pthread_self() };
+        let done = Arc::new(AtomicBool::new(false));
+        let signaller = {
+            let done = Arc::clone(&done);
+            thread::spawn(move || {
+                let mut sent = 0u32;
+                while !done.load(Ordering::Acquire) {
+                    // SAFETY: `me` is alive: it sets `done` before it
+                    // joins this thread, and only then may it exit.
+                    assert_eq!(unsafe { libc::pthread_kill(me, libc::SIGUSR1) }, 0);
+                    sent += 1;
+                    thread::sleep(Duration::from_millis(20));
+                }
+                sent
+            })
+        };
+        let got = conn.recv_exact(10, Some(Duration::from_millis(300)));
+        done.store(true, Ordering::Release);
+        let sent = signaller.join().expect("signaller");
+        assert!(sent >= 5, "only {sent} signals were sent");
+        assert_eq!(kind(got), io::ErrorKind::TimedOut);
+        // The bytes that came stay buffered.
+        client.send(b"456789", T).expect("send");
+        assert_eq!(conn.recv_exact(10, T).expect("exact"), b"0123456789");
+    });
+}

@@ -280,11 +280,6 @@ impl Stream {
         if !first && deadline.expired() {
             return Err(timed_out(what));
         }
-        let t = deadline.socket_timeout();
-        if self.read_timeout != Some(t) {
-            self.sock.set_read_timeout(t)?;
-            self.read_timeout = Some(t);
-        }
         if self.start > 0 {
             self.buf.drain(..self.start);
             self.start = 0;
@@ -292,8 +287,21 @@ impl Stream {
         let old = self.buf.len();
         self.buf.resize(old + READ_CHUNK, 0);
         let res = loop {
+            // Set again after EINTR, so a signal does not stretch the call
+            // past its deadline.
+            let t = deadline.socket_timeout();
+            if self.read_timeout != Some(t) {
+                if let Err(e) = self.sock.set_read_timeout(t) {
+                    break Err(e);
+                }
+                self.read_timeout = Some(t);
+            }
             match (&self.sock).read(&mut self.buf[old..]) {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                    if deadline.expired() {
+                        break Err(io::ErrorKind::TimedOut.into());
+                    }
+                }
                 res => break res,
             }
         };

@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 out=${OUT:-target/bench-compare}
 mkdir -p "$out"
 cargo build --release --quiet
-bin=target/release/ringnet
+bin=${CARGO_TARGET_DIR:-target}/release/ringnet
 runs=${RUNS:-3}
 dur=${DURATION:-4}
 

@@ -18,7 +18,7 @@ secs=$((mins * 60))
 out=${OUT:-target/soak}
 mkdir -p "$out"
 cargo build --release --quiet
-bin=target/release/ringnet
+bin=${CARGO_TARGET_DIR:-target}/release/ringnet
 
 "$bin" serve echo --addr 127.0.0.1:0 --workers 2 --backend "$backend" > "$out/server.out" 2> "$out/server.err" &
 srv=$!

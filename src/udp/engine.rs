@@ -416,7 +416,12 @@ fn portable_acceptor<H: DatagramHandler, F: Fn(usize) -> H + Send + Sync + 'stat
         let spawned = std::thread::Builder::new()
             .name(format!("ringnet-udp-peer{index}"))
             .spawn(move || {
+                // Dropped in reverse: the peer's socket closes before its
+                // slot frees, so once `peers_open` has come down, the peer's
+                // next datagram finds no socket left to vanish into and
+                // makes a new peer.
                 let _slot = slot;
+                let conn = conn;
                 let counters = counters_t;
                 let _ = pin_worker(&cpus, index);
                 let mut handler = factory(index);

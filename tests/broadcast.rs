@@ -188,7 +188,14 @@ fn two_chat_nodes_relay(backend: Backend) {
     )
     .expect("node a again");
     open_count(&node_a, 1);
-    let s = node_b.stats();
+    // A counts the link as soon as it accepts it; B counts it once its own
+    // worker has seen the connect complete.
+    let s = wait_stats(
+        &node_b,
+        Duration::from_secs(10),
+        "B to count the link re-made",
+        |s| s.connected >= 2,
+    );
     println!(
         "{backend}: link re-made after node A restarted; B connected {} times, {} failed rounds",
         s.connected, s.connect_failures

@@ -64,11 +64,23 @@ fn max_connections_refuses_then_recovers(backend: Backend) {
     engine.shutdown().expect("shutdown");
 }
 
+/// A shutdown with a deadline: idle connections close gracefully (their
+/// peers close when told, or their lingering close runs out), the one whose
+/// output never drains is forced at the deadline, and no descriptor is left
+/// behind.
 fn shutdown_with_a_deadline(backend: Backend) {
     let _t = TURN.lock().unwrap_or_else(|p| p.into_inner());
     let fds_before = open_fds();
+    // The deadline is well past the linger time: an idle connection closes
+    // gracefully even if its client is slow to see the end of stream (its
+    // lingering close runs out first), while the stuck peer's output never
+    // drains, so it never reaches its lingering close and only the
+    // deadline ends it.
+    const LINGER: Duration = Duration::from_secs(1);
+    const DEADLINE: Duration = Duration::from_secs(3);
     let engine = echo_engine(Config {
         workers: 2,
+        linger: LINGER,
         ..config(backend)
     });
     let addr = engine.local_addr();
@@ -104,9 +116,7 @@ fn shutdown_with_a_deadline(backend: Backend) {
             })
         })
         .collect();
-    let report = engine
-        .shutdown_within(Duration::from_millis(500))
-        .expect("shutdown");
+    let report = engine.shutdown_within(DEADLINE).expect("shutdown");
     println!("{backend}: {report:?}");
     assert_eq!(report.open_at_start, 11);
     assert_eq!(report.forced, 1, "only the peer that never reads is forced");
@@ -120,8 +130,12 @@ fn shutdown_with_a_deadline(backend: Backend) {
     }
     drop(stuck);
     let _ = writer.join();
-    // Give the kernel a moment to finish closing sockets before counting.
-    std::thread::sleep(Duration::from_millis(100));
+    // Every descriptor should be closed by now; allow a moment for a close
+    // still in flight. A leaked one stays and fails the count.
+    let counted = std::time::Instant::now();
+    while open_fds() != fds_before && counted.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
     assert_eq!(open_fds(), fds_before, "no descriptor left behind");
 }
 
@@ -227,8 +241,8 @@ fn idle_and_read_timeouts(backend: Backend) {
     use ringnet::framing::Framing;
     use ringnet::message::Framed;
     let cfg = Config {
-        idle_timeout: Some(Duration::from_millis(400)),
-        read_timeout: Some(Duration::from_millis(300)),
+        idle_timeout: Some(Duration::from_millis(1500)),
+        read_timeout: Some(Duration::from_millis(600)),
         ..config(backend)
     };
     let engine = ringnet::Engine::start(cfg, |_| {
@@ -249,13 +263,23 @@ fn idle_and_read_timeouts(backend: Backend) {
             std::thread::sleep(Duration::from_millis(100));
         }
     });
-    for i in 0..12 {
+    // The active client talks every 100 ms until both timeouts have fired
+    // (the slowloris after 600 ms, the idle client after 1.5 s).
+    let start = std::time::Instant::now();
+    let mut i = 0u32;
+    let s = loop {
         ping(&mut active, format!("line {i}\n").as_bytes());
+        i += 1;
+        let s = engine.stats();
+        if s.idle_timeouts >= 1 && s.read_timeouts >= 1 {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "timed out waiting for both timeouts: {s:?}"
+        );
         std::thread::sleep(Duration::from_millis(100));
-    }
-    let s = wait_stats(&engine, Duration::from_secs(10), "both timeouts", |s| {
-        s.idle_timeouts >= 1 && s.read_timeouts >= 1
-    });
+    };
     println!(
         "{backend}: idle timeouts {}, read timeouts {}",
         s.idle_timeouts, s.read_timeouts
@@ -284,13 +308,14 @@ fn idle_and_read_timeouts(backend: Backend) {
 /// A line stream whose reads never end on a line boundary: every write
 /// completes the line held and starts the next. The read timeout counts from
 /// the start of the line held now, so a line completing every 50 ms is never
-/// timed out at 600 ms, over 2 s of such lines.
+/// timed out at 1.5 s, over 4 s of such lines (a clock that never restarted
+/// would fire well within them).
 fn streaming_lines_are_not_read_timed_out(backend: Backend) {
     let _t = TURN.lock().unwrap_or_else(|p| p.into_inner());
     use ringnet::framing::Framing;
     use ringnet::message::Framed;
     let cfg = Config {
-        read_timeout: Some(Duration::from_millis(600)),
+        read_timeout: Some(Duration::from_millis(1500)),
         ..config(backend)
     };
     let engine = ringnet::Engine::start(cfg, |_| {
@@ -299,7 +324,7 @@ fn streaming_lines_are_not_read_timed_out(backend: Backend) {
     .expect("engine");
     let mut c = connect(engine.local_addr());
     c.write_all(b"x").expect("write");
-    for _ in 0..40 {
+    for _ in 0..80 {
         std::thread::sleep(Duration::from_millis(50));
         c.write_all(b"\nx").expect("write");
         let mut line = [0u8; 2];
@@ -309,7 +334,7 @@ fn streaming_lines_are_not_read_timed_out(backend: Backend) {
     }
     let s = engine.stats();
     println!(
-        "{backend}: 40 lines over 2 s, read timeouts {}",
+        "{backend}: 80 lines over 4 s, read timeouts {}",
         s.read_timeouts
     );
     assert_eq!(s.read_timeouts, 0);
@@ -382,10 +407,13 @@ fn paused_reader_is_not_idle(backend: Backend) {
         // Fails if the server closes the connection.
         w.write_all(&pattern(9, total)).is_ok()
     });
+    let expected = pattern(9, total);
     // At most 16 KiB every 25 ms: each pause (240 KiB to drain) outlasts
-    // the idle timeout. The last 128 KiB are read at full speed, so the
-    // stats below are read long before the idle timeout of a connection
-    // that has legitimately gone quiet after its output drained.
+    // the idle timeout. The last 128 KiB are read at full speed and the
+    // stats are taken as soon as the last byte is in, long before the idle
+    // timeout of a connection that has legitimately gone quiet after its
+    // output drained. An idle close during the transfer ends the stream
+    // early and fails the loop.
     let mut r = c.try_clone().expect("clone");
     let mut back = Vec::with_capacity(total);
     let mut chunk = vec![0u8; 16 << 10];
@@ -402,9 +430,9 @@ fn paused_reader_is_not_idle(backend: Backend) {
         );
         back.extend_from_slice(&chunk[..n]);
     }
-    assert!(writer.join().expect("writer"), "all input accepted");
-    assert!(back == pattern(9, total), "echo intact");
     let s = engine.stats();
+    assert!(writer.join().expect("writer"), "all input accepted");
+    assert!(back == expected, "echo intact");
     println!(
         "{backend}: paused {} time(s), idle timeouts {}",
         s.paused, s.idle_timeouts
@@ -465,7 +493,9 @@ fn serve_prints_stats_and_a_shutdown_report() {
         .expect("spawn ringnet");
     let stdout = child.stdout.take().expect("stdout");
     let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
+    // Joined once the child has exited, so the pipe is closed before the
+    // next test counts descriptors.
+    let reader = std::thread::spawn(move || {
         for line in std::io::BufReader::new(stdout)
             .lines()
             .map_while(Result::ok)
@@ -496,6 +526,9 @@ fn serve_prints_stats_and_a_shutdown_report() {
         }
         std::thread::sleep(Duration::from_millis(20));
     };
+    // The child is gone: its end of the pipe is closed and the reader sees
+    // end of stream.
+    reader.join().expect("stdout reader");
     let mut err = String::new();
     let _ = child
         .stderr

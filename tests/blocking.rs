@@ -47,6 +47,29 @@ fn kind<T: std::fmt::Debug>(r: io::Result<T>) -> io::ErrorKind {
     r.expect_err("expected an error").kind()
 }
 
+/// Call `attempt` (a receive with a short timeout, which must time out)
+/// until `stream` holds `want` buffered: loopback delivers at once on an
+/// idle machine, but a busy one may take longer than one short timeout.
+fn time_out_until_buffered<T: std::fmt::Debug>(
+    stream: &mut Stream,
+    want: &[u8],
+    mut attempt: impl FnMut(&mut Stream) -> io::Result<T>,
+) {
+    let end = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        assert_eq!(kind(attempt(stream)), io::ErrorKind::TimedOut);
+        if stream.buffered().len() >= want.len() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "only {:?} buffered after 10 s",
+            stream.buffered()
+        );
+    }
+    assert_eq!(stream.buffered(), want);
+}
+
 fn ipv6_available() -> bool {
     match Server::bind("[::1]:0", ListenOptions::default()) {
         Ok(_) => true,
@@ -261,8 +284,7 @@ fn recv_line_timeout_keeps_the_partial_line() {
         let server = local();
         let (mut client, mut conn) = pair(&server);
         client.send(b"hello, wo", T).expect("send");
-        assert_eq!(kind(conn.recv_line(SHORT)), io::ErrorKind::TimedOut);
-        assert_eq!(conn.buffered(), b"hello, wo");
+        time_out_until_buffered(&mut conn, b"hello, wo", |c| c.recv_line(SHORT));
         client.send(b"rld\r\nnext\n", T).expect("send");
         assert_eq!(conn.recv_line(T).expect("line"), "hello, world");
         assert_eq!(conn.recv_line(T).expect("line"), "next");
@@ -276,7 +298,7 @@ fn recv_exact_timeout_keeps_the_bytes() {
         let server = local();
         let (mut client, mut conn) = pair(&server);
         client.send(b"0123", T).expect("send");
-        assert_eq!(kind(conn.recv_exact(10, SHORT)), io::ErrorKind::TimedOut);
+        time_out_until_buffered(&mut conn, b"0123", |c| c.recv_exact(10, SHORT));
         client.send(b"456789AB", T).expect("send");
         assert_eq!(conn.recv_exact(10, T).expect("exact"), b"0123456789");
         assert_eq!(conn.recv(100, T).expect("rest"), b"AB");
@@ -289,10 +311,9 @@ fn recv_until_timeout_keeps_the_bytes_and_finds_a_split_delimiter() {
         let server = local();
         let (mut client, mut conn) = pair(&server);
         client.send(b"key: value\r\n\r", T).expect("send");
-        assert_eq!(
-            kind(conn.recv_until(b"\r\n\r\n", SHORT)),
-            io::ErrorKind::TimedOut
-        );
+        time_out_until_buffered(&mut conn, b"key: value\r\n\r", |c| {
+            c.recv_until(b"\r\n\r\n", SHORT)
+        });
         client.send(b"\nbody", T).expect("send");
         assert_eq!(
             conn.recv_until(b"\r\n\r\n", T).expect("until"),
@@ -308,10 +329,9 @@ fn send_after_timeout_sends_nothing_and_keeps_the_bytes() {
         let server = local();
         let (mut client, mut conn) = pair(&server);
         conn.send(b"Passw", T).expect("send");
-        assert_eq!(
-            kind(client.send_after(b"word: ", b"secret\n", SHORT)),
-            io::ErrorKind::TimedOut
-        );
+        time_out_until_buffered(&mut client, b"Passw", |c| {
+            c.send_after(b"word: ", b"secret\n", SHORT)
+        });
         // Nothing was sent.
         assert_eq!(kind(conn.recv(1, SHORT)), io::ErrorKind::TimedOut);
         conn.send(b"ord: ", T).expect("send");

@@ -6,9 +6,9 @@ mod util;
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::mpsc::{self, Receiver, Sender};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use ringnet::{Backend, Config, Conn, ConnectError, Ctx, Engine, Handler};
+use ringnet::{Backend, CloseReason, Config, Conn, ConnId, ConnectError, Ctx, Engine, Handler};
 use util::*;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,10 +73,21 @@ fn next(rx: &Receiver<Event>) -> Event {
         .expect("an event within 10 s")
 }
 
-/// A port on 127.0.0.1 with nothing listening.
-fn refused_addr() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr")
+/// A port on 127.0.0.1 that refuses connections for as long as the
+/// returned socket lives: it is bound there but does not listen, so nothing
+/// else can listen on the port meanwhile.
+fn refused_addr() -> (socket2::Socket, SocketAddr) {
+    let holder =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    holder
+        .bind(&"127.0.0.1:0".parse::<SocketAddr>().expect("addr").into())
+        .expect("bind");
+    let addr = holder
+        .local_addr()
+        .expect("addr")
+        .as_socket()
+        .expect("inet");
+    (holder, addr)
 }
 
 /// A listener whose accept queue is full and never drained: further SYNs
@@ -159,10 +170,8 @@ fn endpoint_strings(backend: Backend) {
 }
 
 fn refused_is_reported(backend: Backend) {
-    let (engine, rx) = node(
-        backend,
-        Some((vec![refused_addr()], Duration::from_secs(5), 3)),
-    );
+    let (_holder, refused) = refused_addr();
+    let (engine, rx) = node(backend, Some((vec![refused], Duration::from_secs(5), 3)));
     assert_eq!(next(&rx), Event::Failed(3, ConnectError::Refused));
     assert_eq!(engine.stats().connect_failures, 1);
     // The node is still serving.
@@ -181,7 +190,8 @@ fn timeout_is_reported(backend: Backend) {
 
 fn addresses_are_tried_in_order(backend: Backend) {
     let target = echo_engine(config(backend));
-    let addrs = vec![refused_addr(), target.local_addr()];
+    let (_holder, refused) = refused_addr();
+    let addrs = vec![refused, target.local_addr()];
     let (engine, rx) = node(backend, Some((addrs, Duration::from_secs(5), 5)));
     assert_eq!(
         next(&rx),
@@ -202,46 +212,117 @@ fn shutdown_while_connecting(backend: Backend) {
     assert_eq!(next(&rx), Event::Failed(6, ConnectError::Shutdown));
 }
 
-/// Keeps one connection to `addr` up from worker 0.
-struct Keeper(SocketAddr, Duration);
+/// What a [`Keeper`] saw of its link, and when.
+enum Link {
+    Up(Instant),
+    Down(Instant),
+}
+
+/// Keeps one connection to `addr` up from worker 0 and reports each time
+/// it comes up and goes down.
+struct Keeper {
+    addr: SocketAddr,
+    timeout: Duration,
+    links: Sender<Link>,
+}
 
 impl Handler for Keeper {
     fn on_start(&mut self, ctx: &mut Ctx<'_>) {
         if ctx.worker() == 0 {
-            ctx.connect_persistent(&[self.0], self.1, 7);
+            ctx.connect_persistent(&[self.addr], self.timeout, 7);
         }
+    }
+    fn on_open(&mut self, _conn: &mut Conn<'_>) {
+        let _ = self.links.send(Link::Up(Instant::now()));
     }
     fn on_data(&mut self, _conn: &mut Conn<'_>, data: &[u8]) -> usize {
         data.len()
     }
+    fn on_close(&mut self, _id: ConnId, _reason: &CloseReason) {
+        let _ = self.links.send(Link::Down(Instant::now()));
+    }
 }
+
+/// The engine's backoff policy: the first wait, its cap, and how long a
+/// link must stay up for the backoff to start over.
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+const STABLE_AFTER: Duration = Duration::from_secs(1);
 
 /// A peer that accepts and closes at once: the persistent connection is
 /// made again with growing waits (100, 200, 400, 800 ms ...), not every
 /// 100 ms; a connection that closes at once does not reset the backoff. An
 /// absurd timeout (`Duration::MAX`) is clamped, not an overflow.
+///
+/// Each wait (from a link going down to the next coming up, as the handler
+/// sees them) is at least the backoff, however slow the machine: delays
+/// only make waits longer. Four waits in a row are checked (at least 100,
+/// 200, 400 and 800 ms). Only a link that stayed up for
+/// `STABLE_AFTER` may start the backoff over, which happens only if the
+/// test is held up that long; such a link starts the count again.
 fn persistent_connection_backs_off(backend: Backend) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr");
     listener.set_nonblocking(true).expect("nonblocking");
-    let engine =
-        Engine::start(config(backend), move |_| Keeper(addr, Duration::MAX)).expect("engine");
-    let start = std::time::Instant::now();
-    let mut accepted = 0;
-    while start.elapsed() < Duration::from_millis(2500) {
-        match listener.accept() {
-            Ok((s, _)) => {
-                accepted += 1;
-                drop(s);
+    let (tx, rx) = mpsc::channel();
+    let engine = Engine::start(config(backend), move |_| Keeper {
+        addr,
+        timeout: Duration::MAX,
+        links: tx.clone(),
+    })
+    .expect("engine");
+    let end = Instant::now() + Duration::from_secs(20);
+    // The wait expected next (while the link is down): when the link went
+    // down, and the least the engine waits before it comes up again.
+    let mut down: Option<(Instant, Duration)> = None;
+    let mut up: Option<Instant> = None;
+    let mut backoff = FIRST_BACKOFF;
+    let mut waits: Vec<(Duration, Duration)> = Vec::new();
+    while waits.len() < 4 {
+        assert!(
+            Instant::now() < end,
+            "{backend}: only {} waits in 20 s (wait, least expected): {waits:?}",
+            waits.len()
+        );
+        if let Ok((s, _)) = listener.accept() {
+            drop(s);
+            continue;
+        }
+        match rx.recv_timeout(Duration::from_millis(5)) {
+            Ok(Link::Up(at)) => {
+                assert!(up.is_none(), "{backend}: two links up at once");
+                if let Some((went_down, least)) = down.take() {
+                    let wait = at - went_down;
+                    waits.push((wait, least));
+                    // Timers never fire early; a little slack for where
+                    // the handler's clock readings fall.
+                    assert!(
+                        wait >= least.mul_f64(0.9),
+                        "{backend}: the link came back after {wait:?}, the backoff \
+                         was {least:?} (wait, least expected): {waits:?}"
+                    );
+                }
+                up = Some(at);
             }
-            Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            Ok(Link::Down(at)) => {
+                let lived = at - up.take().expect("a link goes down after it came up");
+                // Near `STABLE_AFTER` the engine may or may not start over;
+                // the first backoff is a lower bound either way.
+                let least = if lived >= STABLE_AFTER.mul_f64(0.8) {
+                    println!("{backend}: a link stayed up {lived:?}: counting again");
+                    waits.clear();
+                    FIRST_BACKOFF
+                } else {
+                    backoff
+                };
+                backoff = (least * 2).min(MAX_BACKOFF);
+                down = Some((at, least));
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => panic!("the engine stopped"),
         }
     }
-    println!("{backend}: {accepted} connections in 2.5 s from a persistent link to a peer that closes at once");
-    assert!(
-        (3..=7).contains(&accepted),
-        "expected ~5 attempts with backoff, got {accepted}"
-    );
+    println!("{backend}: waits before reconnecting (wait, least expected): {waits:?}");
     engine.shutdown().expect("shutdown");
 }
 

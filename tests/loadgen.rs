@@ -8,7 +8,7 @@
 
 mod util;
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
@@ -310,9 +310,14 @@ fn run_against_drop_once(backend: Backend, lose: Lose) -> RunResult {
         lose,
         done: false,
     });
-    let duration = Duration::from_millis(500);
+    // The generator looks for stalled operations once a second and at the
+    // end, so a round trip that never completes is reported if it started
+    // more than `op_timeout` before the end: 2 s leaves the server well over
+    // a second to reach the lost byte, even in a slow debug build.
+    let duration = Duration::from_secs(2);
     let mut opts = options(Mode::Echo, engine.local_addr(), 8, 64, duration);
-    // Shorter than the run, so a reply that never completes is reported.
+    // Much shorter than the run, so a reply that never completes is
+    // reported.
     opts.op_timeout = Duration::from_millis(200);
     let started = Instant::now();
     let r = run_bounded(&format!("server loses {lose:?} on {backend}"), opts);
@@ -500,11 +505,18 @@ fn hold_mode_reports_rss_per_connection_epoll() {
 
 #[test]
 fn refused_connections_are_errors_not_a_hang() {
-    let port = {
-        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.local_addr().expect("addr").port()
-    };
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    // A bound socket that does not listen holds the port for the whole test
+    // (nothing else can listen there); connecting to it is refused.
+    let holder =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    holder
+        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .expect("bind");
+    let addr = holder
+        .local_addr()
+        .expect("addr")
+        .as_socket()
+        .expect("inet");
     let duration = Duration::from_millis(300);
     let opts = options(Mode::Echo, addr, 4, 64, duration);
     let started = Instant::now();

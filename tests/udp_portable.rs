@@ -11,14 +11,16 @@ use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Barrier, Mutex};
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ringnet::udp::{UdpConn, UdpOptions, UdpServer, UdpStats};
 
 /// How long a client waits for one reply before sending again.
 const REPLY_WAIT: Duration = Duration::from_millis(300);
-/// How many times a client sends one datagram again before giving up.
-const MAX_RESENDS: u32 = 10;
+/// How many times a client sends one datagram again before giving up
+/// (with [`REPLY_WAIT`]: about 12 s without a reply, generous on a loaded
+/// machine; every test still has its overall limit).
+const MAX_RESENDS: u32 = 40;
 /// Generous wait for things that should happen at once.
 const WAIT: Option<Duration> = Some(Duration::from_secs(5));
 
@@ -615,23 +617,27 @@ fn burst_before_connect_is_handed_over() {
                 .collect(),
         );
         let stop = Arc::new(AtomicBool::new(false));
+        // Datagrams read by the connections so far.
+        let read = Arc::new(AtomicU64::new(0));
         type Seen = Vec<(SocketAddr, Vec<(usize, u32)>)>;
         let acceptors: Vec<JoinHandle<Seen>> = (0..4)
             .map(|_| {
-                let (server, stop) = (Arc::clone(&server), Arc::clone(&stop));
+                let (server, stop, read) =
+                    (Arc::clone(&server), Arc::clone(&stop), Arc::clone(&read));
                 thread::spawn(move || {
                     let mut readers = Vec::new();
                     while !stop.load(Ordering::SeqCst) {
                         let Ok(conn) = server.accept(Some(Duration::from_millis(100))) else {
                             continue;
                         };
-                        let stop = Arc::clone(&stop);
+                        let (stop, read) = (Arc::clone(&stop), Arc::clone(&read));
                         readers.push(thread::spawn(move || {
                             let mut got = Vec::new();
                             while !stop.load(Ordering::SeqCst) {
                                 if let Ok(d) = conn.recv(Some(Duration::from_millis(100))) {
                                     let text = String::from_utf8_lossy(&d);
                                     got.push(parse_pair(&text).expect("well-formed"));
+                                    read.fetch_add(1, Ordering::SeqCst);
                                 }
                             }
                             (conn.peer_addr(), got)
@@ -662,7 +668,32 @@ fn burst_before_connect_is_handed_over() {
         for c in clients {
             c.join().expect("client");
         }
-        thread::sleep(Duration::from_secs(2));
+        // Every datagram is sent, but the server may still be routing some
+        // (a new peer's datagram can wait on another peer's socket until
+        // that connection reads it). Stop once every peer found so far is
+        // accepted and neither new peers nor datagrams have turned up for a
+        // while.
+        const QUIET: Duration = Duration::from_millis(500);
+        let end = Instant::now() + Duration::from_secs(20);
+        let progress = || (server.stats().new_peers, read.load(Ordering::SeqCst));
+        let mut last = progress();
+        let mut since = Instant::now();
+        loop {
+            thread::sleep(Duration::from_millis(20));
+            let now = progress();
+            if now != last {
+                last = now;
+                since = Instant::now();
+            }
+            let stats = server.stats();
+            if stats.accepted == stats.new_peers && since.elapsed() >= QUIET {
+                break;
+            }
+            assert!(
+                Instant::now() < end,
+                "peers or datagrams still arriving, or peers waiting for accept: {stats:?}"
+            );
+        }
         stop.store(true, Ordering::SeqCst);
         let seen: Seen = acceptors
             .into_iter()

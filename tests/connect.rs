@@ -73,23 +73,6 @@ fn next(rx: &Receiver<Event>) -> Event {
         .expect("an event within 10 s")
 }
 
-/// A port on 127.0.0.1 that refuses connections for as long as the
-/// returned socket lives: it is bound there but does not listen, so nothing
-/// else can listen on the port meanwhile.
-fn refused_addr() -> (socket2::Socket, SocketAddr) {
-    let holder =
-        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
-    holder
-        .bind(&"127.0.0.1:0".parse::<SocketAddr>().expect("addr").into())
-        .expect("bind");
-    let addr = holder
-        .local_addr()
-        .expect("addr")
-        .as_socket()
-        .expect("inet");
-    (holder, addr)
-}
-
 /// A listener whose accept queue is full and never drained: further SYNs
 /// are dropped, so a connect to it never completes.
 fn black_hole() -> (socket2::Socket, Vec<socket2::Socket>, SocketAddr) {

@@ -505,18 +505,7 @@ fn hold_mode_reports_rss_per_connection_epoll() {
 
 #[test]
 fn refused_connections_are_errors_not_a_hang() {
-    // A bound socket that does not listen holds the port for the whole test
-    // (nothing else can listen there); connecting to it is refused.
-    let holder =
-        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
-    holder
-        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
-        .expect("bind");
-    let addr = holder
-        .local_addr()
-        .expect("addr")
-        .as_socket()
-        .expect("inet");
+    let (_holder, addr) = util::refused_addr();
     let duration = Duration::from_millis(300);
     let opts = options(Mode::Echo, addr, 4, 64, duration);
     let started = Instant::now();

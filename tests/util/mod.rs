@@ -125,3 +125,20 @@ pub fn ping(s: &mut TcpStream, msg: &[u8]) {
     s.read_exact(&mut buf).expect("read echo");
     assert_eq!(buf, msg);
 }
+
+/// A port on 127.0.0.1 that refuses connections for as long as the
+/// returned socket lives: it is bound there but does not listen, so nothing
+/// else can listen on the port meanwhile.
+pub fn refused_addr() -> (socket2::Socket, SocketAddr) {
+    let holder =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    holder
+        .bind(&"127.0.0.1:0".parse::<SocketAddr>().expect("addr").into())
+        .expect("bind");
+    let addr = holder
+        .local_addr()
+        .expect("addr")
+        .as_socket()
+        .expect("inet");
+    (holder, addr)
+}

@@ -238,17 +238,12 @@ fn probe_here() -> ProbeReport {
 /// and multishot recv (each tried for real). `Err` carries a one-line reason
 /// (the errno and likely cause, or the missing feature and its kernel).
 ///
-/// Like [`probe`], it runs on a thread of its own. A success is remembered
-/// for the life of the process (the kernel does not lose features), so
-/// starting many engines probes once; a failure is probed again next time.
+/// Like [`probe`], it runs on a thread of its own, spawned from the calling
+/// thread, so it sees the caller's seccomp filter (which the engine's
+/// workers inherit too). It is not cached: a thread that filters io_uring
+/// out after an earlier check passed still falls back to epoll.
 pub fn engine_requirements() -> Result<(), String> {
-    static MET: std::sync::OnceLock<()> = std::sync::OnceLock::new();
-    if MET.get().is_some() {
-        return Ok(());
-    }
-    on_own_thread(engine_requirements_here)?;
-    let _ = MET.set(());
-    Ok(())
+    on_own_thread(engine_requirements_here)
 }
 
 fn engine_requirements_here() -> Result<(), String> {

@@ -132,21 +132,15 @@ impl SetupError {
 /// probe run on the caller's thread would make the caller's next timed
 /// socket read fail spuriously. On a thread that has exited, the
 /// notification has no one to disturb.
-fn on_own_thread<T: Send>(f: impl FnOnce() -> T + Send) -> T {
-    let mut f = Some(f);
-    let spawned = std::thread::scope(|scope| {
-        let run = &mut f;
-        std::thread::Builder::new()
-            .name("ringnet-probe".into())
-            .spawn_scoped(scope, move || run.take().map(|f| f()))
-            .ok()
-            .map(|handle| handle.join())
-    });
-    match spawned {
-        Some(Ok(Some(out))) => out,
-        Some(Err(panic)) => std::panic::resume_unwind(panic),
-        // No thread could be spawned: probe here (`f` was not taken).
-        _ => f.take().map(|f| f()).expect("the probe ran nowhere"),
+fn on_own_thread<T: Send + 'static>(f: fn() -> T) -> T {
+    match std::thread::Builder::new()
+        .name("ringnet-probe".into())
+        .spawn(f)
+    {
+        Ok(handle) => handle
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+        Err(_) => f(),
     }
 }
 

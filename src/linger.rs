@@ -149,24 +149,19 @@ pub(crate) fn read_verdict(
     verdict
 }
 
-/// Which timeout closed a connection (for the counters).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Timeout {
-    Idle,
-    Read,
-}
-
 /// Expire both timeout queues at `now`. `core(key, generation)` gives the
 /// connection's state if that slot still holds that connection (and it is
 /// not being torn down). Idle entries of connections active since are
-/// pushed back; the connections to close are returned with their reason.
+/// pushed back; the connections to close are counted in `stats`
+/// (`idle_timeouts`, `read_timeouts`) and returned with their reason.
 pub(crate) fn expire_timeouts<'c>(
     idle_q: &mut Deadlines,
     reads_q: &mut Deadlines,
     cfg: &crate::Config,
+    stats: &crate::stats::WorkerStats,
     now: Instant,
     mut core: impl FnMut(usize, u32) -> Option<&'c crate::handler::ConnCore>,
-) -> Vec<(usize, Timeout, crate::CloseReason)> {
+) -> Vec<(usize, crate::CloseReason)> {
     let mut close = Vec::new();
     if let Some(idle) = cfg.idle_timeout {
         for (key, generation) in idle_q.expired(now) {
@@ -174,12 +169,14 @@ pub(crate) fn expire_timeouts<'c>(
                 continue;
             };
             match idle_verdict(c, now, idle) {
-                Verdict::Close(reason) => close.push((key, Timeout::Idle, reason)),
+                Verdict::Close(reason) => close.push((key, reason)),
                 Verdict::Recheck(at) => idle_q.push_at(key, generation, at),
                 Verdict::Drop => {}
             }
         }
     }
+    let idle_closes = close.len() as u64;
+    stats.add(&stats.idle_timeouts, idle_closes);
     if let Some(read) = cfg.read_timeout {
         // A connection the idle pass closes is counted once, as idle.
         let idle_closed: std::collections::HashSet<usize> = close.iter().map(|c| c.0).collect();
@@ -191,12 +188,13 @@ pub(crate) fn expire_timeouts<'c>(
                 continue;
             }
             match read_verdict(c, now, read) {
-                Verdict::Close(reason) => close.push((key, Timeout::Read, reason)),
+                Verdict::Close(reason) => close.push((key, reason)),
                 Verdict::Recheck(at) => reads_q.push_at(key, generation, at),
                 Verdict::Drop => {}
             }
         }
     }
+    stats.add(&stats.read_timeouts, close.len() as u64 - idle_closes);
     close
 }
 
@@ -335,9 +333,13 @@ mod tests {
         let (mut idle, mut reads) = (Deadlines::default(), Deadlines::default());
         idle.push_at(0, 1, t0 + ms(100));
         reads.push_at(0, 1, t0 + ms(100));
-        let closes = expire_timeouts(&mut idle, &mut reads, &cfg, t0 + ms(200), |_, _| Some(&c));
-        assert_eq!(closes.len(), 1, "{closes:?}");
-        assert_eq!(closes[0].1, Timeout::Idle);
+        let stats = crate::stats::WorkerStats::default();
+        let closes = expire_timeouts(&mut idle, &mut reads, &cfg, &stats, t0 + ms(200), |_, _| {
+            Some(&c)
+        });
+        assert_eq!(closes, vec![(0, CloseReason::IdleTimeout)]);
+        let counted = stats.snapshot();
+        assert_eq!((counted.idle_timeouts, counted.read_timeouts), (1, 0));
     }
 
     #[test]

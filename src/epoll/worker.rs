@@ -40,7 +40,7 @@ use crate::connect::{socket_for, ConnectError, ConnectRequest};
 use crate::engine::WorkerCtx;
 use crate::handler::Env;
 use crate::handler::{CloseReason, ConnCore, Handler};
-use crate::linger::{expire_timeouts, Deadlines, Lingering, Timeout};
+use crate::linger::{expire_timeouts, Deadlines, Lingering};
 use crate::sys::epoll::{self, Epoll, Event};
 use crate::token::{ConnId, OpKind, Token, GENERATION_MASK};
 
@@ -248,6 +248,7 @@ impl<H: Handler> Worker<H> {
             &mut self.idle,
             &mut self.reads,
             &self.ctx.cfg,
+            &self.ctx.stats,
             now,
             |key, g| {
                 conns
@@ -256,16 +257,7 @@ impl<H: Handler> Worker<H> {
                     .map(|s| &s.core)
             },
         );
-        for (key, kind, reason) in due {
-            let st = &self.ctx.stats;
-            st.add(
-                if kind == Timeout::Idle {
-                    &st.idle_timeouts
-                } else {
-                    &st.read_timeouts
-                },
-                1,
-            );
+        for (key, reason) in due {
             self.conns[key].core.closing = Some(reason);
             self.mark_dirty(key);
         }

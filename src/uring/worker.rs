@@ -50,7 +50,7 @@ use crate::connect::{socket_for, ConnectError, ConnectRequest};
 use crate::engine::WorkerCtx;
 use crate::handler::Env;
 use crate::handler::{CloseReason, ConnCore, Handler};
-use crate::linger::{expire_timeouts, Deadlines, Lingering, Timeout};
+use crate::linger::{expire_timeouts, Deadlines, Lingering};
 use crate::token::{ConnId, OpKind, Token, GENERATION_MASK};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1249,6 +1249,7 @@ impl<H: Handler> Worker<H> {
             &mut self.idle,
             &mut self.reads,
             &self.ctx.cfg,
+            &self.ctx.stats,
             Instant::now(),
             |key, g| {
                 conns
@@ -1257,16 +1258,7 @@ impl<H: Handler> Worker<H> {
                     .map(|s| &s.core)
             },
         );
-        for (key, kind, reason) in due {
-            let st = &self.ctx.stats;
-            st.add(
-                if kind == Timeout::Idle {
-                    &st.idle_timeouts
-                } else {
-                    &st.read_timeouts
-                },
-                1,
-            );
+        for (key, reason) in due {
             self.conns[key].core.closing = Some(reason);
             self.mark_dirty(key);
         }

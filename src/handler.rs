@@ -213,7 +213,7 @@ pub(crate) struct ConnCore {
 /// When a connection's input arrived, for idle and read timeouts.
 #[derive(Debug)]
 pub(crate) struct InputClock {
-    /// When input last arrived or output was last written (or the
+    /// When input last arrived or queued output last drained (or the
     /// connection opened).
     pub(crate) last_active: std::time::Instant,
     /// When the partial message now held back began; `None` when nothing
@@ -360,17 +360,19 @@ impl ConnCore {
     }
 
     /// Record `n` more bytes written; `true` once the current send is done.
-    /// Output progress is activity: the idle clock restarts, so a
+    /// Output is activity: while any is queued the connection is not idle,
+    /// and when the last of it is written the idle clock restarts, so a
     /// connection whose output just drained is not closed as idle at once.
     pub(crate) fn advance(&mut self, n: usize) -> bool {
         self.written += n as u64;
-        if let Some(c) = self.clock.as_deref_mut() {
-            if n > 0 {
+        self.sent = (self.sent + n).min(self.sending.len());
+        let done = self.sent == self.sending.len();
+        if n > 0 && done && self.out.is_empty() {
+            if let Some(c) = self.clock.as_deref_mut() {
                 c.last_active = std::time::Instant::now();
             }
         }
-        self.sent = (self.sent + n).min(self.sending.len());
-        self.sent == self.sending.len()
+        done
     }
 
     /// Whether part of the current send is still unwritten.

@@ -290,8 +290,8 @@ mod tests {
 
     /// Idle and read entries of one connection expiring together close it
     /// once, counted as idle.
-    /// Output that just drained is activity: the idle clock counts from the
-    /// last byte written, not from the last input.
+    /// Output that just drained is activity: the idle clock counts from
+    /// when the last queued byte was written, not from the last input.
     #[test]
     fn draining_output_restarts_the_idle_clock() {
         let mut c = core();
@@ -309,6 +309,14 @@ mod tests {
             Verdict::Close(CloseReason::IdleTimeout),
             "writing nothing is no traffic"
         );
+        c.out.extend_from_slice(b"more output queued");
+        c.advance(4096);
+        assert_eq!(
+            c.clock.as_deref().expect("timed").last_active,
+            long_ago,
+            "the clock restarts when the output drains, not per write"
+        );
+        c.out.clear();
         c.advance(4096);
         let written_at = c.clock.as_deref().expect("timed").last_active;
         assert!(written_at >= now);

@@ -149,6 +149,42 @@ pub(crate) fn read_verdict(
     verdict
 }
 
+/// What a write-timeout check found for a watched connection.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum WriteCheck {
+    /// Nothing left to send: stop watching it.
+    Drained,
+    /// No progress for `write_timeout`: close it (ETIMEDOUT).
+    Stalled,
+    /// Still sending: keep watching.
+    Sending,
+}
+
+/// Check a watched connection's output against `timeout`; `in_flight`: a
+/// send is still with the kernel (io_uring), so it is not drained even
+/// with nothing queued.
+pub(crate) fn write_check(
+    core: &mut crate::handler::ConnCore,
+    in_flight: bool,
+    now: Instant,
+    timeout: Duration,
+) -> WriteCheck {
+    if !in_flight && core.queued() == 0 {
+        WriteCheck::Drained
+    } else if core.write_stalled(now, timeout) {
+        WriteCheck::Stalled
+    } else {
+        WriteCheck::Sending
+    }
+}
+
+/// How often watched connections are checked: a quarter of
+/// `write_timeout`, between 10 ms and 1 s, so a stall is reported within a
+/// quarter of the timeout after it.
+pub(crate) fn write_check_interval(timeout: Duration) -> Duration {
+    (timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(1))
+}
+
 /// Expire both timeout queues at `now`. `core(key, generation)` gives the
 /// connection's state if that slot still holds that connection (and it is
 /// not being torn down). Idle entries of connections active since are

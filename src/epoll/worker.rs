@@ -40,7 +40,9 @@ use crate::connect::{socket_for, ConnectError, ConnectRequest};
 use crate::engine::WorkerCtx;
 use crate::handler::Env;
 use crate::handler::{CloseReason, ConnCore, Handler};
-use crate::linger::{expire_timeouts, Deadlines, Lingering};
+use crate::linger::{
+    expire_timeouts, write_check, write_check_interval, Deadlines, Lingering, WriteCheck,
+};
 use crate::sys::epoll::{self, Epoll, Event};
 use crate::token::{ConnId, OpKind, Token, GENERATION_MASK};
 
@@ -385,17 +387,15 @@ impl<H: Handler> Worker<H> {
             if slot.generation != generation {
                 continue;
             }
-            if slot.core.queued() == 0 {
-                slot.watched = false;
-                continue;
+            match write_check(&mut slot.core, false, now, timeout) {
+                WriteCheck::Drained => slot.watched = false,
+                WriteCheck::Stalled => {
+                    slot.watched = false;
+                    self.ctx.stats.add(&self.ctx.stats.write_timeouts, 1);
+                    self.teardown(key, CloseReason::Error(libc::ETIMEDOUT));
+                }
+                WriteCheck::Sending => keep.push((key, generation)),
             }
-            if slot.core.write_stalled(now, timeout) {
-                slot.watched = false;
-                self.ctx.stats.add(&self.ctx.stats.write_timeouts, 1);
-                self.teardown(key, CloseReason::Error(libc::ETIMEDOUT));
-                continue;
-            }
-            keep.push((key, generation));
         }
         self.write_watch = keep;
         self.write_check_at = None;
@@ -404,11 +404,7 @@ impl<H: Handler> Worker<H> {
 
     fn schedule_write_check(&mut self, now: Instant) {
         if self.write_check_at.is_none() && !self.write_watch.is_empty() {
-            let every = (self.ctx.cfg.write_timeout / 4).clamp(
-                std::time::Duration::from_millis(10),
-                std::time::Duration::from_secs(1),
-            );
-            self.write_check_at = Some(now + every);
+            self.write_check_at = Some(now + write_check_interval(self.ctx.cfg.write_timeout));
         }
     }
 

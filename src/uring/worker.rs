@@ -50,7 +50,9 @@ use crate::connect::{socket_for, ConnectError, ConnectRequest};
 use crate::engine::WorkerCtx;
 use crate::handler::Env;
 use crate::handler::{CloseReason, ConnCore, Handler};
-use crate::linger::{expire_timeouts, Deadlines, Lingering};
+use crate::linger::{
+    expire_timeouts, write_check, write_check_interval, Deadlines, Lingering, WriteCheck,
+};
 use crate::token::{ConnId, OpKind, Token, GENERATION_MASK};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1150,17 +1152,15 @@ impl<H: Handler> Worker<H> {
             if slot.generation != generation || slot.torn {
                 continue;
             }
-            if !slot.send_busy && slot.core.queued() == 0 {
-                slot.watched = false;
-                continue;
+            match write_check(&mut slot.core, slot.send_busy, now, timeout) {
+                WriteCheck::Drained => slot.watched = false,
+                WriteCheck::Stalled => {
+                    slot.watched = false;
+                    self.ctx.stats.add(&self.ctx.stats.write_timeouts, 1);
+                    self.teardown(key, CloseReason::Error(libc::ETIMEDOUT));
+                }
+                WriteCheck::Sending => keep.push((key, generation)),
             }
-            if slot.core.write_stalled(now, timeout) {
-                slot.watched = false;
-                self.ctx.stats.add(&self.ctx.stats.write_timeouts, 1);
-                self.teardown(key, CloseReason::Error(libc::ETIMEDOUT));
-                continue;
-            }
-            keep.push((key, generation));
         }
         self.write_watch = keep;
         self.write_check_at = None;
@@ -1169,11 +1169,8 @@ impl<H: Handler> Worker<H> {
 
     fn schedule_write_check(&mut self) {
         if self.write_check_at.is_none() && !self.write_watch.is_empty() {
-            let every = (self.ctx.cfg.write_timeout / 4).clamp(
-                std::time::Duration::from_millis(10),
-                std::time::Duration::from_secs(1),
-            );
-            self.write_check_at = Some(Instant::now() + every);
+            self.write_check_at =
+                Some(Instant::now() + write_check_interval(self.ctx.cfg.write_timeout));
             self.arm_linger_timer();
         }
     }

@@ -363,6 +363,36 @@ mod tests {
     }
 
     #[test]
+    fn write_check_drains_stalls_and_keeps_watching() {
+        let mut c = core();
+        let t0 = Instant::now();
+        assert_eq!(write_check(&mut c, false, t0, ms(300)), WriteCheck::Drained);
+        // A send still with the kernel is not drained, even with nothing queued.
+        assert_eq!(write_check(&mut c, true, t0, ms(300)), WriteCheck::Sending);
+        // That check saw no progress: the stall clock runs from t0.
+        c.out.extend_from_slice(b"unread by the peer");
+        assert_eq!(
+            write_check(&mut c, false, t0 + ms(250), ms(300)),
+            WriteCheck::Sending
+        );
+        assert_eq!(
+            write_check(&mut c, false, t0 + ms(300), ms(300)),
+            WriteCheck::Stalled
+        );
+        c.advance(5);
+        assert_eq!(
+            write_check(&mut c, false, t0 + ms(500), ms(300)),
+            WriteCheck::Sending,
+            "progress starts the stall clock over"
+        );
+        assert_eq!(
+            write_check_interval(Duration::from_secs(30)),
+            Duration::from_secs(1)
+        );
+        assert_eq!(write_check_interval(ms(8)), ms(10));
+    }
+
+    #[test]
     fn idle_and_read_expiring_together_close_once() {
         let t0 = Instant::now();
         let mut c = core();

@@ -32,58 +32,6 @@ pub(crate) enum Command {
     SendTo { to: ConnId, bytes: Arc<[u8]> },
 }
 
-/// A worker carrying out commands; the dispatch is the same for both
-/// backends, the connection access is each worker's own.
-pub(crate) trait CommandTarget {
-    /// Start an outbound connection attempt.
-    fn start_connect(&mut self, req: ConnectRequest);
-    /// The slab keys of the worker's connections.
-    fn conn_keys(&self) -> Vec<usize>;
-    /// Connection `key`'s shared state, unless it is gone or being torn down.
-    fn core_mut(&mut self, key: usize) -> Option<&mut crate::handler::ConnCore>;
-    /// Flush `key` after the batch.
-    fn flush_later(&mut self, key: usize);
-    /// Close `key` now, for `reason`.
-    fn close_now(&mut self, key: usize, reason: crate::CloseReason);
-    /// The worker's configuration and counters.
-    fn ctx(&self) -> &crate::engine::WorkerCtx;
-
-    /// Carry out `cmds` in order: connects start, broadcasts and sends are
-    /// offered to their connections.
-    fn run_commands(&mut self, cmds: Vec<Command>) {
-        for cmd in cmds {
-            match cmd {
-                Command::Connect(req) => self.start_connect(req),
-                Command::Broadcast { except, bytes } => {
-                    for key in self.conn_keys() {
-                        self.offer(key, except, None, &bytes);
-                    }
-                }
-                Command::SendTo { to, bytes } => self.offer(to.key(), None, Some(to), &bytes),
-            }
-        }
-    }
-
-    /// Hand a broadcast or directed message to connection `key`; one whose
-    /// output queue is full is closed at once (a slow consumer).
-    fn offer(&mut self, key: usize, except: Option<ConnId>, to: Option<ConnId>, bytes: &[u8]) {
-        use crate::handler::Delivery;
-        let limit = self.ctx().cfg.max_queued_output;
-        let Some(core) = self.core_mut(key) else {
-            return;
-        };
-        match core.take_message(except, to, bytes, limit) {
-            Delivery::Queued => self.flush_later(key),
-            Delivery::Skipped => {}
-            Delivery::OverLimit => {
-                let st = &self.ctx().stats;
-                st.add(&st.output_limit_closes, 1);
-                self.close_now(key, crate::CloseReason::OutputLimit { limit });
-            }
-        }
-    }
-}
-
 /// One worker as the others see it.
 #[derive(Debug)]
 pub(crate) struct Peer {

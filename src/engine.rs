@@ -21,23 +21,7 @@ use crate::handler::Handler;
 use crate::listener::{self, ListenOpts};
 use crate::stats::{Stats, WorkerStats};
 use crate::sys::EventFd;
-
-/// What a worker is given by the engine.
-pub(crate) struct WorkerCtx {
-    pub(crate) index: usize,
-    pub(crate) cfg: Config,
-    pub(crate) listener: Arc<Socket>,
-    pub(crate) stats: Arc<WorkerStats>,
-    pub(crate) stop: Arc<AtomicBool>,
-    pub(crate) wake: Arc<EventFd>,
-    /// Requests from other threads; the sender writes `wake` after each.
-    pub(crate) commands: mpsc::Receiver<Command>,
-    /// Every worker, for sends and broadcasts across workers.
-    pub(crate) bus: Arc<Bus>,
-    /// How long a shutdown may take, in milliseconds; read when the stop
-    /// flag is seen (set by `Engine::shutdown_within`).
-    pub(crate) shutdown_ms: Arc<std::sync::atomic::AtomicU64>,
-}
+use crate::worker::{Worker, WorkerCtx};
 
 struct WorkerHandle {
     join: Option<JoinHandle<std::io::Result<()>>>,
@@ -327,18 +311,7 @@ fn run_worker<H: Handler, F: Fn(usize) -> H>(
         return Ok(());
     }
     let handler = factory(index);
-    match backend {
-        Backend::Uring => report_then_run(
-            crate::uring::worker::Worker::new(ctx, handler),
-            ready,
-            |w| w.run(),
-        ),
-        Backend::Epoll => report_then_run(
-            crate::epoll::worker::Worker::new(ctx, handler),
-            ready,
-            |w| w.run(),
-        ),
-    }
+    report_then_run(Worker::new(ctx, handler, backend), ready, |w| w.run())
 }
 
 /// Pin worker `index`'s thread to `cpus[index % cpus.len()]` (nothing when

@@ -31,14 +31,14 @@ pub mod bench;
 pub mod blocking;
 mod bus;
 mod config;
+mod conn;
 pub mod connect;
+mod driver;
 pub mod endpoint;
 mod engine;
-mod epoll;
 mod error;
 pub mod framing;
 pub mod handler;
-mod linger;
 pub mod listener;
 pub mod message;
 pub mod reference;
@@ -49,6 +49,7 @@ pub mod token;
 pub mod udp;
 #[allow(unsafe_code)]
 pub mod uring;
+mod worker;
 
 pub use bus::SendError;
 pub use config::{Backend, BackendChoice, BufferMode, Config, ListenerMode};

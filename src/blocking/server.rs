@@ -105,7 +105,7 @@ impl Server {
             if self.closed.load(Ordering::Acquire) {
                 return Err(closed());
             }
-            match epoll::accept_nonblocking(&self.listener) {
+            match epoll::accept_nonblocking(self.listener.as_raw_fd()) {
                 Ok(sock) => {
                     sock.set_nonblocking(false)?;
                     return Ok(Stream::from_socket(sock));

@@ -93,12 +93,12 @@ impl Epoll {
 }
 
 /// accept4(2) with SOCK_NONBLOCK | SOCK_CLOEXEC, in one call.
-pub(crate) fn accept_nonblocking(listener: &Socket) -> io::Result<Socket> {
+pub(crate) fn accept_nonblocking(listener: RawFd) -> io::Result<Socket> {
     // SAFETY: null address pointers are allowed (the peer address is not
     // wanted); the result is checked.
     let fd = cvt(unsafe {
         libc::accept4(
-            listener.as_raw_fd(),
+            listener,
             std::ptr::null_mut(),
             std::ptr::null_mut(),
             libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,

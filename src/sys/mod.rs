@@ -16,6 +16,19 @@ fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
     }
 }
 
+/// `recv(2)` on a socket the caller does not own here (the engine's
+/// connection, borrowed by descriptor while its state is lent elsewhere).
+pub(crate) fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the whole
+    // call; a bad descriptor is reported as EBADF, not undefined behaviour.
+    let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
 /// A non-blocking eventfd(2) used to wake a worker from another thread.
 #[derive(Debug)]
 pub(crate) struct EventFd {

@@ -113,6 +113,7 @@
 
 use std::time::Duration;
 
+pub(crate) mod datagram;
 pub mod engine;
 pub mod portable;
 

@@ -4,15 +4,17 @@
 //! * `bufring` maps and registers provided buffer rings (5.19).
 //! * `groups` keeps the worker's buffer groups: the shared one, and the
 //!   pool of per-connection rings recycled as connections come and go.
-//! * `worker` runs one ring on one thread: multishot accept (5.19),
-//!   multishot recv (6.0), sends, cancels and closes.
+//! * `ring` is the one submission path: every SQE is built there, the
+//!   memory in-flight operations point at is held there until their last
+//!   completion, and completions are typed once. The engine's io_uring
+//!   driver and the UDP worker use it.
 //! * [`probe`] finds out what this kernel supports.
 
 pub(crate) mod bufring;
 pub(crate) mod groups;
 pub mod probe;
+pub(crate) mod ring;
 pub(crate) mod udp;
-pub(crate) mod worker;
 
 use io_uring::IoUring;
 

@@ -22,7 +22,7 @@ use socket2::{SockAddr, Socket};
 use super::bufring::BufRing;
 use crate::sys::EventFd;
 use crate::token::{OpKind, Token};
-use crate::udp::engine::{DatagramHandler, Replies, UdpCounters};
+use crate::udp::datagram::{DatagramHandler, Replies, UdpCounters};
 
 /// What a UDP worker is given.
 pub(crate) struct UdpCtx {
@@ -63,7 +63,7 @@ impl<H: DatagramHandler> UdpWorker<H> {
     pub(crate) fn new(ctx: UdpCtx, handler: H) -> Result<UdpWorker<H>, crate::Error> {
         let ring = super::build_ring(&ctx.cfg)?;
         // Room for the header and a full source address before the payload.
-        let buf_size = crate::udp::engine::recv_buf_size(&ctx.cfg);
+        let buf_size = crate::udp::datagram::recv_buf_size(&ctx.cfg);
         let buffers = BufRing::new(&ring, 0, ctx.cfg.buf_count, buf_size)?;
         // SAFETY: msghdr is plain data; all-zero is a valid value (no name,
         // iov or control pointers), filled in below.

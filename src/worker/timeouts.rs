@@ -1,6 +1,9 @@
-//! Lingering close and the other per-connection deadlines (idle and read
-//! timeouts), shared by both backends.
+//! Every per-connection deadline the core keeps — lingering close, idle and
+//! read timeouts, write stalls — and the verdicts on them. The verdicts take
+//! the connection's state and `now` and return what to do, so they are
+//! unit-tested without sockets or sleeps.
 //!
+//! Lingering close:
 //! Closing a socket that still has unread input makes Linux send a reset and
 //! throw away output not yet transmitted, so a peer could lose the last
 //! response it was sent. A graceful close therefore shuts down the write side
@@ -14,6 +17,8 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::{Duration, Instant};
 
+use crate::conn::ConnCore;
+
 /// Connections waiting out one kind of deadline, earliest first (a
 /// min-heap: idle re-checks are pushed at `last input + timeout`, which can
 /// be earlier than entries already queued). Push and expiry are O(log n) and
@@ -23,9 +28,6 @@ use std::time::{Duration, Instant};
 pub(crate) struct Deadlines {
     queue: BinaryHeap<Reverse<(Instant, usize, u32)>>,
 }
-
-/// The lingering-close queue.
-pub(crate) type Lingering = Deadlines;
 
 impl Deadlines {
     /// An entry due at `at`.
@@ -100,15 +102,11 @@ pub(crate) enum Verdict {
 /// written for `idle`. A connection with output still queued is not idle (its peer is reading it,
 /// and `write_timeout` closes it if that stalls), nor is one whose receiving
 /// is paused (by the server's doing): look again later.
-pub(crate) fn idle_verdict(
-    core: &crate::handler::ConnCore,
-    now: Instant,
-    idle: Duration,
-) -> Verdict {
-    if core.closing.is_some() {
+pub(crate) fn idle_verdict(core: &ConnCore, now: Instant, idle: Duration) -> Verdict {
+    if core.is_closing() {
         return Verdict::Drop;
     }
-    if core.paused || core.queued() > 0 {
+    if core.is_paused() || core.queued() > 0 {
         return Verdict::Recheck(now + idle);
     }
     let Some(clock) = core.clock.as_deref() else {
@@ -128,23 +126,20 @@ pub(crate) fn idle_verdict(
 /// is re-queued for the younger one; with nothing held it is dropped. While
 /// receiving is paused the rest of the message sits unread in the socket by
 /// the server's choice, so the entry is re-queued.
-pub(crate) fn read_verdict(
-    core: &crate::handler::ConnCore,
-    now: Instant,
-    read: Duration,
-) -> Verdict {
-    let Some(clock) = core.clock.as_deref() else {
+pub(crate) fn read_verdict(core: &mut ConnCore, now: Instant, read: Duration) -> Verdict {
+    let (closing, paused) = (core.is_closing(), core.is_paused());
+    let Some(clock) = core.clock.as_deref_mut() else {
         return Verdict::Drop;
     };
     let verdict = match clock.partial_since {
-        Some(_) if core.closing.is_some() => Verdict::Drop,
-        Some(_) if core.paused => Verdict::Recheck(now + read),
+        Some(_) if closing => Verdict::Drop,
+        Some(_) if paused => Verdict::Recheck(now + read),
         Some(t) if t + read <= now => Verdict::Close(crate::CloseReason::ReadTimeout),
         Some(t) => Verdict::Recheck(t + read),
         None => Verdict::Drop,
     };
     if verdict == Verdict::Drop {
-        clock.read_queued.set(false);
+        clock.read_queued = false;
     }
     verdict
 }
@@ -160,18 +155,51 @@ pub(crate) enum WriteCheck {
     Sending,
 }
 
+/// A connection whose output is watched against the write timeout.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Watch {
+    pub(crate) key: usize,
+    pub(crate) generation: u32,
+    /// Bytes the connection had written at the last check, and when a check
+    /// first found no progress since.
+    mark: u64,
+    stalled_since: Option<Instant>,
+}
+
+impl Watch {
+    /// Start watching `core` (slot `key`, `generation`).
+    pub(crate) fn new(key: usize, generation: u32, core: &ConnCore) -> Watch {
+        Watch {
+            key,
+            generation,
+            mark: core.written,
+            stalled_since: None,
+        }
+    }
+}
+
 /// Check a watched connection's output against `timeout`; `in_flight`: a
 /// send is still with the kernel (io_uring), so it is not drained even
-/// with nothing queued.
+/// with nothing queued. Progress is counted in bytes between checks, so the
+/// send path reads no clock; a stall is timed from the first check that saw
+/// none (so it is reported within one check interval after `timeout`).
 pub(crate) fn write_check(
-    core: &mut crate::handler::ConnCore,
+    w: &mut Watch,
+    core: &ConnCore,
     in_flight: bool,
     now: Instant,
     timeout: Duration,
 ) -> WriteCheck {
     if !in_flight && core.queued() == 0 {
-        WriteCheck::Drained
-    } else if core.write_stalled(now, timeout) {
+        return WriteCheck::Drained;
+    }
+    if core.written != w.mark {
+        w.mark = core.written;
+        w.stalled_since = None;
+        return WriteCheck::Sending;
+    }
+    let since = *w.stalled_since.get_or_insert(now);
+    if now.duration_since(since) >= timeout {
         WriteCheck::Stalled
     } else {
         WriteCheck::Sending
@@ -185,23 +213,28 @@ pub(crate) fn write_check_interval(timeout: Duration) -> Duration {
     (timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(1))
 }
 
-/// Expire both timeout queues at `now`. `core(key, generation)` gives the
-/// connection's state if that slot still holds that connection (and it is
-/// not being torn down). Idle entries of connections active since are
+/// The open connections of a worker, by slab key and generation.
+pub(crate) trait Slots {
+    /// Slot `key`'s connection if it still holds `generation` and is not
+    /// torn down.
+    fn live_mut(&mut self, key: usize, generation: u32) -> Option<&mut ConnCore>;
+}
+
+/// Expire both timeout queues at `now` over the connections in `slots`. Idle entries of connections active since are
 /// pushed back; the connections to close are counted in `stats`
 /// (`idle_timeouts`, `read_timeouts`) and returned with their reason.
-pub(crate) fn expire_timeouts<'c>(
+pub(crate) fn expire_timeouts(
     idle_q: &mut Deadlines,
     reads_q: &mut Deadlines,
     cfg: &crate::Config,
     stats: &crate::stats::WorkerStats,
     now: Instant,
-    mut core: impl FnMut(usize, u32) -> Option<&'c crate::handler::ConnCore>,
+    slots: &mut impl Slots,
 ) -> Vec<(usize, crate::CloseReason)> {
     let mut close = Vec::new();
     if let Some(idle) = cfg.idle_timeout {
         for (key, generation) in idle_q.expired(now) {
-            let Some(c) = core(key, generation) else {
+            let Some(c) = slots.live_mut(key, generation) else {
                 continue;
             };
             match idle_verdict(c, now, idle) {
@@ -217,7 +250,7 @@ pub(crate) fn expire_timeouts<'c>(
         // A connection the idle pass closes is counted once, as idle.
         let idle_closed: std::collections::HashSet<usize> = close.iter().map(|c| c.0).collect();
         for (key, generation) in reads_q.expired(now) {
-            let Some(c) = core(key, generation) else {
+            let Some(c) = slots.live_mut(key, generation) else {
                 continue;
             };
             if idle_closed.contains(&key) {
@@ -237,17 +270,25 @@ pub(crate) fn expire_timeouts<'c>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::handler::ConnCore;
-    use crate::{Backend, CloseReason, Config, ConnId};
+    use crate::{CloseReason, Config, ConnId};
 
     fn core() -> ConnCore {
         let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
             .expect("socket");
-        ConnCore::new(ConnId::new(0, 1, 1), sock, Backend::Uring, true)
+        ConnCore::new(ConnId::new(0, 1, 1), sock, Some(Instant::now()))
     }
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
+    }
+
+    /// One connection, in every slot.
+    struct One(ConnCore);
+
+    impl Slots for One {
+        fn live_mut(&mut self, _key: usize, _generation: u32) -> Option<&mut ConnCore> {
+            Some(&mut self.0)
+        }
     }
 
     /// A test slot: just its generation.
@@ -290,38 +331,35 @@ mod tests {
         let t0 = Instant::now();
         let mut c = core();
         let clock = c.clock.as_deref_mut().expect("timed");
-        clock.read_queued.set(true);
+        clock.read_queued = true;
         clock.partial_since = Some(t0 + ms(250));
         assert_eq!(
-            read_verdict(&c, t0 + ms(300), ms(300)),
+            read_verdict(&mut c, t0 + ms(300), ms(300)),
             Verdict::Recheck(t0 + ms(550))
         );
         assert_eq!(
-            read_verdict(&c, t0 + ms(550), ms(300)),
+            read_verdict(&mut c, t0 + ms(550), ms(300)),
             Verdict::Close(CloseReason::ReadTimeout)
         );
-        c.paused = true;
+        c.phase = crate::conn::Phase::Paused;
         assert_eq!(
-            read_verdict(&c, t0 + ms(600), ms(300)),
+            read_verdict(&mut c, t0 + ms(600), ms(300)),
             Verdict::Recheck(t0 + ms(900))
         );
         assert_eq!(
             idle_verdict(&c, t0 + ms(600), ms(300)),
             Verdict::Recheck(t0 + ms(900))
         );
-        c.paused = false;
+        c.phase = crate::conn::Phase::Open;
         c.out.extend_from_slice(b"output the peer is still reading");
         assert_eq!(
             idle_verdict(&c, t0 + ms(600), ms(300)),
             Verdict::Recheck(t0 + ms(900))
         );
         c.clock.as_deref_mut().expect("timed").partial_since = None;
-        assert_eq!(read_verdict(&c, t0 + ms(900), ms(300)), Verdict::Drop);
+        assert_eq!(read_verdict(&mut c, t0 + ms(900), ms(300)), Verdict::Drop);
         let clock = c.clock.as_deref().expect("timed");
-        assert!(
-            !clock.read_queued.get(),
-            "a later message queues a new entry"
-        );
+        assert!(!clock.read_queued, "a later message queues a new entry");
     }
 
     /// Idle and read entries of one connection expiring together close it
@@ -339,21 +377,21 @@ mod tests {
             Verdict::Close(CloseReason::IdleTimeout),
             "no traffic for a second"
         );
-        c.advance(0);
+        c.advance(0, Instant::now);
         assert_eq!(
             idle_verdict(&c, now, ms(300)),
             Verdict::Close(CloseReason::IdleTimeout),
             "writing nothing is no traffic"
         );
         c.out.extend_from_slice(b"more output queued");
-        c.advance(4096);
+        c.advance(4096, Instant::now);
         assert_eq!(
             c.clock.as_deref().expect("timed").last_active,
             long_ago,
             "the clock restarts when the output drains, not per write"
         );
         c.out.clear();
-        c.advance(4096);
+        c.advance(4096, Instant::now);
         let written_at = c.clock.as_deref().expect("timed").last_active;
         assert!(written_at >= now);
         assert_eq!(
@@ -365,23 +403,31 @@ mod tests {
     #[test]
     fn write_check_drains_stalls_and_keeps_watching() {
         let mut c = core();
+        let mut w = Watch::new(1, 1, &c);
         let t0 = Instant::now();
-        assert_eq!(write_check(&mut c, false, t0, ms(300)), WriteCheck::Drained);
+        assert_eq!(
+            write_check(&mut w, &c, false, t0, ms(300)),
+            WriteCheck::Drained
+        );
         // A send still with the kernel is not drained, even with nothing queued.
-        assert_eq!(write_check(&mut c, true, t0, ms(300)), WriteCheck::Sending);
+        assert_eq!(
+            write_check(&mut w, &c, true, t0, ms(300)),
+            WriteCheck::Sending
+        );
         // That check saw no progress: the stall clock runs from t0.
         c.out.extend_from_slice(b"unread by the peer");
         assert_eq!(
-            write_check(&mut c, false, t0 + ms(250), ms(300)),
+            write_check(&mut w, &c, false, t0 + ms(250), ms(300)),
             WriteCheck::Sending
         );
         assert_eq!(
-            write_check(&mut c, false, t0 + ms(300), ms(300)),
+            write_check(&mut w, &c, false, t0 + ms(300), ms(300)),
             WriteCheck::Stalled
         );
-        c.advance(5);
+        assert!(c.next_send());
+        c.advance(5, Instant::now);
         assert_eq!(
-            write_check(&mut c, false, t0 + ms(500), ms(300)),
+            write_check(&mut w, &c, false, t0 + ms(500), ms(300)),
             WriteCheck::Sending,
             "progress starts the stall clock over"
         );
@@ -408,9 +454,14 @@ mod tests {
         idle.push_at(0, 1, t0 + ms(100));
         reads.push_at(0, 1, t0 + ms(100));
         let stats = crate::stats::WorkerStats::default();
-        let closes = expire_timeouts(&mut idle, &mut reads, &cfg, &stats, t0 + ms(200), |_, _| {
-            Some(&c)
-        });
+        let closes = expire_timeouts(
+            &mut idle,
+            &mut reads,
+            &cfg,
+            &stats,
+            t0 + ms(200),
+            &mut One(c),
+        );
         assert_eq!(closes, vec![(0, CloseReason::IdleTimeout)]);
         let counted = stats.snapshot();
         assert_eq!((counted.idle_timeouts, counted.read_timeouts), (1, 0));
@@ -429,7 +480,7 @@ mod tests {
     #[test]
     fn expires_in_order() {
         let t0 = Instant::now();
-        let mut l = Lingering::default();
+        let mut l = Deadlines::default();
         l.push_at(1, 10, t0 + Duration::from_secs(1));
         l.push_at(2, 20, t0 + Duration::from_millis(1500));
         assert_eq!(l.next_deadline(), Some(t0 + Duration::from_secs(1)));

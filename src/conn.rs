@@ -1,0 +1,554 @@
+//! A connection's state as the engine core sees it, without I/O: its phase
+//! (open, paused, closing, lingering, closed), its queued output and the
+//! current send, the input the handler left unconsumed, and the clocks the
+//! timeouts read. Both drivers serve the same `ConnCore`; every decision
+//! about it is a method that takes what happened (and `now`, where time
+//! matters) and returns what to do, so it is unit-tested without sockets.
+
+use std::io;
+use std::time::Instant;
+
+use socket2::Socket;
+
+use crate::connect::ConnectRequest;
+use crate::token::ConnId;
+
+/// Why a connection closed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// The peer ended its side of the stream (recv returned 0).
+    PeerClosed,
+    /// The handler called `Conn::close`.
+    Local,
+    /// The engine is shutting down.
+    Shutdown,
+    /// The handler left more than `limit` bytes unconsumed.
+    InputLimit {
+        /// The configured [`crate::Config::max_unconsumed`].
+        limit: usize,
+    },
+    /// A receive or send failed with this OS error (for example ECONNRESET
+    /// or EPIPE).
+    Error(i32),
+    /// The peer announced a frame larger than the limit; nothing of that
+    /// size was allocated.
+    FrameTooLarge {
+        /// The size the peer declared (for a line: the bytes seen so far).
+        declared: u64,
+        /// The limit in force.
+        limit: usize,
+    },
+    /// The peer's bytes are not valid frames for the connection's framing.
+    BadFrame(String),
+    /// A broadcast or `send_to` found more than `limit` bytes of output
+    /// already queued for this connection (a consumer slower than the
+    /// traffic sent to it); the queue was dropped.
+    OutputLimit {
+        /// The configured [`crate::Config::max_queued_output`].
+        limit: usize,
+    },
+    /// No traffic either way for `Config::idle_timeout`.
+    IdleTimeout,
+    /// A partial message did not complete within `Config::read_timeout`
+    /// (for example a slowloris peer sending one byte a second).
+    ReadTimeout,
+}
+
+impl CloseReason {
+    /// The reason for a failed receive or send (EIO when the error carries
+    /// no errno).
+    pub(crate) fn from_io(e: &io::Error) -> CloseReason {
+        CloseReason::Error(e.raw_os_error().unwrap_or(libc::EIO))
+    }
+
+    /// Whether a close for this reason is graceful: once queued output is
+    /// handed to the kernel, the write side is shut down and the connection
+    /// lingers until the peer closes (so unread input cannot turn the close
+    /// into a reset). Every reason but an I/O error or the input limit is;
+    /// those close as soon as the queued output is handed over.
+    pub(crate) fn flushes(&self) -> bool {
+        !matches!(self, CloseReason::Error(_) | CloseReason::InputLimit { .. })
+    }
+}
+
+impl std::fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CloseReason::PeerClosed => f.write_str("peer closed"),
+            CloseReason::Local => f.write_str("closed by handler"),
+            CloseReason::Shutdown => f.write_str("server shutting down"),
+            CloseReason::InputLimit { limit } => {
+                write!(f, "more than {limit} unconsumed input bytes")
+            }
+            CloseReason::Error(errno) => {
+                write!(f, "{}", io::Error::from_raw_os_error(*errno))
+            }
+            CloseReason::FrameTooLarge { declared, limit } => {
+                write!(
+                    f,
+                    "frame of {declared} bytes exceeds the limit of {limit} bytes"
+                )
+            }
+            CloseReason::BadFrame(why) => write!(f, "bad frame: {why}"),
+            CloseReason::OutputLimit { limit } => {
+                write!(
+                    f,
+                    "more than {limit} bytes of output queued (slow consumer)"
+                )
+            }
+            CloseReason::IdleTimeout => f.write_str("idle timeout"),
+            CloseReason::ReadTimeout => {
+                f.write_str("read timeout: a message did not complete in time")
+            }
+        }
+    }
+}
+
+/// Where a connection is in its life. Transitions:
+///
+/// ```text
+///  Open <-> Paused            queued output above / below the watermarks
+///  Open|Paused -> Closing     Conn::close, end of stream, a timeout, shutdown
+///  Closing -> Lingering       output handed over, write side shut down
+///  any -> Closed              teardown (error, linger over, or graceful end)
+/// ```
+///
+/// The handler is told (`on_close`) when the connection enters `Lingering`
+/// or `Closed`, whichever comes first; nothing is called for it after that.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Input is delivered to the handler.
+    Open,
+    /// Receiving is paused: more than the high watermark of output is
+    /// queued.
+    Paused,
+    /// No more input is delivered; once the queued output is handed over the
+    /// connection lingers (graceful reasons) or closes.
+    Closing(CloseReason),
+    /// Output handed over and the write side shut down; input is read and
+    /// discarded until the peer closes or the linger time is up. The
+    /// handler has been told.
+    Lingering(CloseReason),
+    /// Torn down: the handler has been told; the slot is freed once no
+    /// operation on it is in flight.
+    Closed,
+}
+
+/// What a callback or an event asks of a connection's receiving side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Flow {
+    /// Keep reading.
+    More,
+    /// Stop reading (paused); what was already taken is still delivered.
+    Enough,
+    /// Stop delivering: the connection is being torn down.
+    Stop,
+}
+
+/// What became of a broadcast or directed message at one connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Delivery {
+    /// Queued: flush the connection.
+    Queued,
+    /// Not for this connection (or it is closing).
+    Skipped,
+    /// Its output queue is full: tear the connection down now.
+    OverLimit,
+}
+
+/// The backpressure decision after output was queued or written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pressure {
+    /// Nothing changes.
+    Steady,
+    /// Above the high watermark: stop receiving.
+    Pause,
+    /// At or below the low watermark again: receive again.
+    Resume,
+}
+
+/// The part of a connection both drivers share.
+#[derive(Debug)]
+pub(crate) struct ConnCore {
+    pub(crate) id: ConnId,
+    pub(crate) sock: Socket,
+    pub(crate) phase: Phase,
+    /// Bytes queued by the handler and not yet handed to the kernel.
+    pub(crate) out: Vec<u8>,
+    /// Bytes presented to the handler and not consumed.
+    pub(crate) held: Vec<u8>,
+    /// The current send's bytes (empty while lent to the kernel); `sent` of
+    /// its `send_len` bytes are written.
+    sending: Vec<u8>,
+    sent: usize,
+    send_len: usize,
+    /// For an outbound connection, what it keeps of its request (boxed:
+    /// accepted connections, the many, carry only an empty pointer).
+    outbound: Option<Box<Outbound>>,
+    /// Bytes written to the socket so far (write-timeout progress).
+    pub(crate) written: u64,
+    /// Input timing for idle and read timeouts; only when they are
+    /// configured (boxed: a connection without them does not pay for it).
+    pub(crate) clock: Option<Box<InputClock>>,
+}
+
+/// When a connection's input arrived, for idle and read timeouts.
+#[derive(Debug)]
+pub(crate) struct InputClock {
+    /// When input last arrived or queued output last drained (or the
+    /// connection opened).
+    pub(crate) last_active: Instant,
+    /// When the partial message now held back began; `None` when nothing
+    /// is held.
+    pub(crate) partial_since: Option<Instant>,
+    /// A read-timeout entry is queued for this connection (at most one is;
+    /// when it expires early it is re-queued for the current message).
+    pub(crate) read_queued: bool,
+}
+
+impl InputClock {
+    pub(crate) fn new(now: Instant) -> InputClock {
+        InputClock {
+            last_active: now,
+            partial_since: None,
+            read_queued: false,
+        }
+    }
+}
+
+/// What an outbound connection keeps of the request that made it.
+#[derive(Debug)]
+struct Outbound {
+    tag: u64,
+    /// When the connection was established.
+    opened: Instant,
+    /// The request, when the connection is to be kept up (re-made after a
+    /// close).
+    origin: Option<ConnectRequest>,
+}
+
+/// Buffers larger than this are released rather than kept for reuse once
+/// they are empty, so one large transfer does not pin memory for the life of
+/// an otherwise idle connection.
+pub(crate) const KEEP_CAPACITY: usize = 64 << 10;
+
+impl ConnCore {
+    /// A connection's shared state; `timed`: when idle or read timeouts are
+    /// configured, the time its input is timed from.
+    pub(crate) fn new(id: ConnId, sock: Socket, timed: Option<Instant>) -> ConnCore {
+        ConnCore {
+            id,
+            sock,
+            phase: Phase::Open,
+            out: Vec::new(),
+            held: Vec::new(),
+            sending: Vec::new(),
+            sent: 0,
+            send_len: 0,
+            outbound: None,
+            written: 0,
+            clock: timed.map(|now| Box::new(InputClock::new(now))),
+        }
+    }
+
+    /// Input is no longer delivered (closing, lingering or closed).
+    pub(crate) fn is_closing(&self) -> bool {
+        !matches!(self.phase, Phase::Open | Phase::Paused)
+    }
+
+    /// Receiving is paused by backpressure.
+    pub(crate) fn is_paused(&self) -> bool {
+        self.phase == Phase::Paused
+    }
+
+    /// Torn down (waiting only for operations in flight).
+    pub(crate) fn is_closed(&self) -> bool {
+        self.phase == Phase::Closed
+    }
+
+    /// Whether a receive should be armed now: open and not paused, or
+    /// lingering (which reads and discards until the peer closes).
+    pub(crate) fn wants_input(&self) -> bool {
+        matches!(self.phase, Phase::Open | Phase::Lingering(_))
+    }
+
+    /// How the receiving side goes on after a delivery.
+    pub(crate) fn flow(&self) -> Flow {
+        match self.phase {
+            Phase::Open | Phase::Closing(_) | Phase::Lingering(_) => Flow::More,
+            Phase::Paused => Flow::Enough,
+            Phase::Closed => Flow::Stop,
+        }
+    }
+
+    /// Start closing for `reason` (no more input; output flushed first).
+    /// No effect once closing.
+    pub(crate) fn close(&mut self, reason: CloseReason) {
+        if !self.is_closing() {
+            self.phase = Phase::Closing(reason);
+        }
+    }
+
+    /// The reason a closing, lingering connection gives.
+    pub(crate) fn close_reason(&self) -> CloseReason {
+        match &self.phase {
+            Phase::Closing(r) | Phase::Lingering(r) => r.clone(),
+            _ => CloseReason::Local,
+        }
+    }
+
+    /// Remember the request that made this (outbound) connection.
+    pub(crate) fn set_origin(&mut self, origin: Option<ConnectRequest>, now: Instant) {
+        self.outbound = origin.map(|r| {
+            let tag = r.tag;
+            let keep = r.persistent;
+            Box::new(Outbound {
+                tag,
+                opened: now,
+                origin: keep.then_some(r),
+            })
+        });
+    }
+
+    /// For an outbound connection, the tag its request carried.
+    pub(crate) fn tag(&self) -> Option<u64> {
+        self.outbound.as_ref().map(|o| o.tag)
+    }
+
+    /// The request to make again once this connection has closed, if it is
+    /// to be kept up (taken: asked once), with its wait before the attempt.
+    pub(crate) fn take_origin(&mut self) -> Option<(std::time::Duration, ConnectRequest)> {
+        let o = self.outbound.as_mut()?;
+        let lived = o.opened.elapsed();
+        o.origin.take().map(|req| req.after_close(lived))
+    }
+
+    /// The backpressure decision for `high`/`low` watermarks; applies it to
+    /// the phase. Resuming restarts the input clocks: the time spent paused
+    /// was the server's doing.
+    pub(crate) fn pressure(
+        &mut self,
+        high: usize,
+        low: usize,
+        now: impl FnOnce() -> Instant,
+    ) -> Pressure {
+        let queued = self.queued();
+        match self.phase {
+            Phase::Open if queued > high => {
+                self.phase = Phase::Paused;
+                Pressure::Pause
+            }
+            Phase::Paused if queued <= low => {
+                self.phase = Phase::Open;
+                if let Some(c) = self.clock.as_deref_mut() {
+                    let now = now();
+                    c.last_active = now;
+                    if c.partial_since.is_some() {
+                        c.partial_since = Some(now);
+                    }
+                }
+                Pressure::Resume
+            }
+            _ => Pressure::Steady,
+        }
+    }
+
+    /// Bytes queued and not yet written to the socket.
+    pub(crate) fn queued(&self) -> usize {
+        self.out.len() + (self.send_len - self.sent)
+    }
+
+    /// Whether part of the current send is still unwritten.
+    pub(crate) fn send_pending(&self) -> bool {
+        self.sent < self.send_len
+    }
+
+    /// The bytes of the current send not yet written (empty while they are
+    /// lent to the kernel).
+    pub(crate) fn unsent(&self) -> &[u8] {
+        self.sending.get(self.sent..).unwrap_or(&[])
+    }
+
+    /// Lend the current send's bytes to the kernel: the buffer and the
+    /// offset of its first unwritten byte. Comes back with `return_send`.
+    pub(crate) fn lend_send(&mut self) -> (Vec<u8>, usize) {
+        (std::mem::take(&mut self.sending), self.sent)
+    }
+
+    /// The lent buffer is back (its send completed).
+    pub(crate) fn return_send(&mut self, buf: Vec<u8>) {
+        self.sending = buf;
+    }
+
+    /// Record `n` more bytes written at `now`; `true` once the current send
+    /// is done. Output is activity: while any is queued the connection is
+    /// not idle, and when the last of it is written the idle clock restarts,
+    /// so a connection whose output just drained is not closed as idle at
+    /// once. (`now` is read only when that can happen.)
+    pub(crate) fn advance(&mut self, n: usize, now: impl FnOnce() -> Instant) -> bool {
+        self.written += n as u64;
+        self.sent = (self.sent + n).min(self.send_len);
+        let done = self.sent == self.send_len;
+        if n > 0 && done && self.out.is_empty() {
+            if let Some(c) = self.clock.as_deref_mut() {
+                c.last_active = now();
+            }
+        }
+        done
+    }
+
+    /// Make the next send current: once the current one is done, recycle its
+    /// buffer and take everything queued since, in order. Returns whether
+    /// there is anything to write.
+    pub(crate) fn next_send(&mut self) -> bool {
+        if !self.send_pending() {
+            self.sending.clear();
+            self.sent = 0;
+            if self.sending.capacity() > KEEP_CAPACITY {
+                self.sending = Vec::new();
+            }
+            if !self.out.is_empty() {
+                std::mem::swap(&mut self.sending, &mut self.out);
+            }
+            self.send_len = self.sending.len();
+        }
+        self.send_pending()
+    }
+
+    /// Queue a broadcast or directed message on this connection: unless it
+    /// is `except`, it is `to` (when given), and it is not closing. When the
+    /// bytes would take the queued output past `limit`, nothing is queued,
+    /// the connection is marked closing with [`CloseReason::OutputLimit`]
+    /// and the caller must tear it down.
+    pub(crate) fn take_message(
+        &mut self,
+        except: Option<ConnId>,
+        to: Option<ConnId>,
+        bytes: &[u8],
+        limit: usize,
+    ) -> Delivery {
+        if self.is_closing() || Some(self.id) == except || to.is_some_and(|t| t != self.id) {
+            return Delivery::Skipped;
+        }
+        if self.queued().saturating_add(bytes.len()) > limit {
+            self.close(CloseReason::OutputLimit { limit });
+            return Delivery::OverLimit;
+        }
+        self.out.extend_from_slice(bytes);
+        Delivery::Queued
+    }
+
+    /// Note a delivery at `now` that left `held` bytes unconsumed (`was_empty`:
+    /// nothing was held before it; `len`: the bytes it brought). Returns
+    /// whether a partial message began and no read-timeout entry is queued
+    /// for it yet (the caller queues one).
+    pub(crate) fn note_input(&mut self, was_empty: bool, len: usize, now: Instant) -> bool {
+        let held = self.held.len();
+        let Some(c) = self.clock.as_deref_mut() else {
+            return false;
+        };
+        c.last_active = now;
+        if held == 0 {
+            c.partial_since = None;
+        } else if was_empty || held <= len {
+            // A message began in this delivery: nothing was held before,
+            // or the handler consumed all that was (held now is only new
+            // bytes), so the earlier message completed.
+            c.partial_since = Some(now);
+            if !c.read_queued {
+                c.read_queued = true;
+                return true;
+            }
+        }
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn core() -> ConnCore {
+        let sock = Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+        ConnCore::new(ConnId::new(0, 1, 1), sock, Some(Instant::now()))
+    }
+
+    #[test]
+    fn phases_move_only_forward_on_close() {
+        let mut c = core();
+        assert!(c.wants_input() && !c.is_closing());
+        c.close(CloseReason::Local);
+        assert_eq!(c.phase, Phase::Closing(CloseReason::Local));
+        c.close(CloseReason::Shutdown);
+        assert_eq!(
+            c.close_reason(),
+            CloseReason::Local,
+            "the first reason stays"
+        );
+        assert!(!c.wants_input());
+        assert_eq!(
+            c.flow(),
+            Flow::More,
+            "input while closing is read and dropped"
+        );
+    }
+
+    #[test]
+    fn pressure_pauses_above_high_and_resumes_at_low() {
+        let mut c = core();
+        let t0 = Instant::now();
+        c.out.extend_from_slice(&[0; 100]);
+        assert_eq!(c.pressure(64, 16, || t0), Pressure::Pause);
+        assert!(c.is_paused() && !c.wants_input());
+        assert_eq!(c.flow(), Flow::Enough);
+        assert_eq!(c.pressure(64, 16, || t0), Pressure::Steady);
+        assert!(c.next_send());
+        assert!(!c.advance(90, Instant::now));
+        assert_eq!(c.queued(), 10);
+        let later = t0 + std::time::Duration::from_secs(1);
+        assert_eq!(c.pressure(64, 16, || later), Pressure::Resume);
+        assert_eq!(c.clock.as_deref().expect("timed").last_active, later);
+        // A closing connection is never paused.
+        c.out.extend_from_slice(&[0; 100]);
+        c.close(CloseReason::Local);
+        assert_eq!(c.pressure(64, 16, || later), Pressure::Steady);
+    }
+
+    #[test]
+    fn a_lent_send_still_counts_as_queued() {
+        let mut c = core();
+        c.out.extend_from_slice(b"hello");
+        assert!(c.next_send());
+        let (buf, from) = c.lend_send();
+        assert_eq!((&buf[from..], c.queued()), (&b"hello"[..], 5));
+        c.out.extend_from_slice(b"!");
+        assert_eq!(c.queued(), 6);
+        c.return_send(buf);
+        assert!(!c.advance(2, Instant::now), "short send");
+        assert_eq!(c.unsent(), b"llo");
+        assert!(c.next_send(), "the rest goes before newer output");
+        assert_eq!(c.unsent(), b"llo");
+        assert!(c.advance(3, Instant::now));
+        assert!(c.next_send());
+        assert_eq!(c.unsent(), b"!");
+    }
+
+    #[test]
+    fn messages_over_the_output_limit_close() {
+        let mut c = core();
+        let other = ConnId::new(0, 2, 1);
+        assert_eq!(
+            c.take_message(None, Some(other), b"x", 8),
+            Delivery::Skipped
+        );
+        assert_eq!(c.take_message(Some(c.id), None, b"x", 8), Delivery::Skipped);
+        assert_eq!(c.take_message(None, None, b"1234", 8), Delivery::Queued);
+        assert_eq!(c.take_message(None, None, b"12345", 8), Delivery::OverLimit);
+        assert_eq!(
+            c.phase,
+            Phase::Closing(CloseReason::OutputLimit { limit: 8 })
+        );
+        assert_eq!(c.take_message(None, None, b"1", 8), Delivery::Skipped);
+    }
+}

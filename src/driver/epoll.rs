@@ -1,0 +1,155 @@
+//! The epoll driver: one epoll set per worker, level-triggered, and one
+//! read buffer; readiness turned into the same typed [`Completion`]s the
+//! io_uring driver reports. Nothing is ever in flight in the kernel, so
+//! every operation finishes in its call.
+//!
+//! The listener is in the set while the core accepts (with
+//! `EPOLLEXCLUSIVE` when every worker shares it, so one connection wakes
+//! one worker); each wake-up accepts up to [`ACCEPT_BATCH`] connections
+//! with `accept4(SOCK_NONBLOCK)`. On EMFILE/ENFILE/ENOMEM the listener
+//! leaves the set and the core hears [`Completion::AcceptEnded`], so the
+//! loop never spins on a queue it cannot drain. Connections are in the set
+//! for `EPOLLIN|EPOLLRDHUP` while the core receives and for `EPOLLOUT`
+//! only while output waits for the socket.
+
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::{Completion, RecvEvent};
+use crate::stats::WorkerStats;
+use crate::sys::epoll::{self, Epoll, Event};
+use crate::token::{OpKind, Token};
+
+/// Connections accepted per listener wake-up.
+pub(crate) const ACCEPT_BATCH: usize = 64;
+/// Reads per readiness event on one connection.
+pub(crate) const READS_PER_EVENT: usize = 32;
+/// Events taken per `epoll_wait`.
+const MAX_EVENTS: usize = 1024;
+
+pub(crate) struct EpollDriver {
+    pub(super) ep: Epoll,
+    /// The one read buffer, lent to the handler for each read.
+    pub(super) buf: Vec<u8>,
+    events: Vec<Event>,
+    /// The listener while it is in the set.
+    pub(super) listening: Option<RawFd>,
+    pub(super) stats: Arc<WorkerStats>,
+}
+
+impl EpollDriver {
+    pub(crate) fn new(
+        buf_size: usize,
+        wake: &impl AsRawFd,
+        stats: Arc<WorkerStats>,
+    ) -> io::Result<EpollDriver> {
+        let ep = Epoll::new(MAX_EVENTS)?;
+        ep.add(
+            wake.as_raw_fd(),
+            epoll::IN,
+            Token::worker(OpKind::Wake).to_user_data(),
+        )?;
+        Ok(EpollDriver {
+            ep,
+            buf: vec![0u8; buf_size],
+            events: Vec::with_capacity(MAX_EVENTS),
+            listening: None,
+            stats,
+        })
+    }
+
+    pub(super) fn wait(
+        &mut self,
+        deadline: Option<Instant>,
+        out: &mut Vec<Completion>,
+    ) -> io::Result<()> {
+        let timeout = match deadline {
+            None => -1,
+            Some(t) => {
+                let left = t.saturating_duration_since(Instant::now());
+                // Round up so the deadline has passed when we wake.
+                left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32
+            }
+        };
+        let mut events = std::mem::take(&mut self.events);
+        let waited = self.ep.wait(&mut events, timeout);
+        self.stats.add(&self.stats.waits, 1);
+        match waited {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                self.events = events;
+                return Err(e);
+            }
+        }
+        for ev in &events {
+            let Some(tok) = Token::from_user_data(ev.data) else {
+                continue;
+            };
+            let (key, generation) = (tok.key(), tok.generation());
+            match tok.kind() {
+                OpKind::Accept => self.accept_batch(out),
+                OpKind::Wake => out.push(Completion::Wake),
+                OpKind::Connect => out.push(Completion::Connected {
+                    key,
+                    generation,
+                    res: None,
+                }),
+                OpKind::Recv => {
+                    if ev.events & epoll::OUT != 0 {
+                        out.push(Completion::Writable { key, generation });
+                    }
+                    if ev.events & (epoll::IN | epoll::RDHUP | epoll::HUP_ERR) != 0 {
+                        out.push(Completion::Recv {
+                            key,
+                            generation,
+                            ev: RecvEvent::Readable,
+                        });
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.events = events;
+        Ok(())
+    }
+
+    /// Take the listener out of the set.
+    pub(super) fn unlisten(&mut self) {
+        if let Some(fd) = self.listening.take() {
+            let _ = self.ep.delete(fd);
+        }
+    }
+
+    /// Change a connection's interest to `want` (epoll bits), adding it to
+    /// the set the first time.
+    pub(super) fn set_interest(
+        &mut self,
+        dc: &mut super::DriverConn,
+        fd: RawFd,
+        data: u64,
+        want: u32,
+    ) -> io::Result<()> {
+        if dc.has(super::DriverConn::REGISTERED) {
+            self.ep.modify(fd, want, data)?;
+        } else {
+            self.ep.add(fd, want, data)?;
+            dc.set(super::DriverConn::REGISTERED, true);
+        }
+        Ok(())
+    }
+}
+
+/// The epoll bits for a connection's driver state.
+pub(super) fn interest(dc: super::DriverConn) -> u32 {
+    let mut want = 0;
+    if dc.has(super::DriverConn::READ) {
+        want |= epoll::IN | epoll::RDHUP;
+    }
+    if dc.has(super::DriverConn::WRITE) {
+        want |= epoll::OUT;
+    }
+    want
+}

@@ -1,0 +1,176 @@
+//! Drivers: how a worker's operations reach the kernel, on io_uring or on
+//! epoll. The core (the worker module) decides; a driver carries out.
+//!
+//! # The contract
+//!
+//! The core owns every connection (its socket, its [`ConnCore`] and a small
+//! [`DriverConn`] the driver keeps in the same slot) and asks the driver for
+//! operations on it. An operation either finishes in the call (epoll does
+//! everything that way: readiness, then a non-blocking system call) or is
+//! *in flight* and finishes later with a [`Completion`] (io_uring). Every
+//! call says which, and the core keeps its bookkeeping by that answer:
+//!
+//! * [`Driver::arm_recv`] starts receiving: io_uring submits a multishot
+//!   recv over the connection's buffer group; epoll adds read interest.
+//!   Input then arrives as [`Completion::Recv`], which the core hands back
+//!   to [`Driver::receive`] with a closure that takes the bytes: io_uring
+//!   lends the provided buffers the kernel filled and recycles them when the
+//!   closure returns; epoll reads into its one buffer (at most
+//!   [`epoll::READS_PER_EVENT`] times, multishot recv's fairness bound).
+//!   [`Driver::stop_recv`] pauses: in flight on io_uring (a cancel, then a
+//!   last `Recv` completion), at once on epoll.
+//! * [`Driver::send`] writes the current send: io_uring takes the bytes
+//!   (they come back in [`Completion::Sent`]); epoll writes what the socket
+//!   takes now and says [`SendStart::WouldBlock`] for the rest, after which
+//!   the core asks for [`Driver::want_writable`] and gets
+//!   [`Completion::Writable`].
+//! * [`Driver::shutdown_write`], [`Driver::cancel`], [`Driver::open_conn`]
+//!   (registered descriptors on io_uring) and [`Driver::abort_connect`]
+//!   return `true` when a completion will follow.
+//! * [`Driver::close`] releases a connection whose operations have all
+//!   finished; the driver closes the descriptor (on io_uring with a `Close`
+//!   it waits for: [`Driver::busy`]).
+//! * Accepts and outbound connects report [`Completion::Accepted`],
+//!   [`Completion::AcceptEnded`] and [`Completion::Connected`].
+//! * [`Driver::wait`] waits for completions, but no longer than the core's
+//!   nearest deadline, and appends them in order.
+//!
+//! A completion names its connection by slab key and generation; the core
+//! drops those whose slot holds another generation (stale). Each
+//! operation's io_uring form and epoll form sit side by side in one
+//! function under `op/`.
+
+pub(crate) mod epoll;
+mod op;
+pub(crate) mod uring;
+
+use std::io;
+use std::time::Instant;
+
+use socket2::Socket;
+
+pub(crate) use op::recv::Received;
+pub(crate) use op::send::SendStart;
+
+use crate::config::Backend;
+
+/// What a driver keeps per connection, in the core's slot (4 bytes).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct DriverConn {
+    /// io_uring: the buffer group the connection receives into.
+    bgid: u16,
+    /// io_uring: `FIXED`; epoll: `REGISTERED`, `READ`, `WRITE`.
+    flags: u8,
+}
+
+impl DriverConn {
+    const FIXED: u8 = 1;
+    const REGISTERED: u8 = 2;
+    const READ: u8 = 4;
+    const WRITE: u8 = 8;
+
+    fn has(self, f: u8) -> bool {
+        self.flags & f != 0
+    }
+
+    fn set(&mut self, f: u8, on: bool) {
+        if on {
+            self.flags |= f;
+        } else {
+            self.flags &= !f;
+        }
+    }
+}
+
+/// How a receive event reached the core.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum RecvEvent {
+    /// io_uring: a recv completion (result and flags).
+    Uring { res: i32, flags: u32 },
+    /// epoll: the socket is readable (or hung up).
+    Readable,
+}
+
+/// A completion, typed once by the driver.
+#[derive(Debug)]
+pub(crate) enum Completion {
+    /// A connection from the listener.
+    Accepted(Socket),
+    /// The accept stopped: 0 when it just ended (re-arm), `ECANCELED` when
+    /// it was cancelled, else the errno (back off or re-arm).
+    AcceptEnded(i32),
+    /// Input (or its end) for a connection.
+    Recv {
+        key: usize,
+        generation: u32,
+        ev: RecvEvent,
+    },
+    /// epoll: the connection takes output again.
+    Writable { key: usize, generation: u32 },
+    /// io_uring: a send finished; `res` bytes written or `-errno`; the bytes
+    /// come back.
+    Sent {
+        key: usize,
+        generation: u32,
+        res: i32,
+        buf: Vec<u8>,
+    },
+    /// io_uring: a `shutdown(SHUT_WR)` finished.
+    ShutDown { key: usize, generation: u32 },
+    /// io_uring: a connection's descriptor was installed in the registered
+    /// table (`ok`), or could not be (it keeps its plain descriptor).
+    Registered {
+        key: usize,
+        generation: u32,
+        ok: bool,
+    },
+    /// An outbound attempt finished (key in the core's pending slab);
+    /// decided by [`Driver::connect_result`].
+    Connected {
+        key: usize,
+        generation: u32,
+        res: Option<i32>,
+    },
+    /// The wake eventfd fired.
+    Wake,
+}
+
+/// A worker's driver.
+// One per worker, built once and never moved: boxing the larger variant
+// would only add a pointer chase to every operation.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Driver {
+    Uring(uring::UringDriver),
+    Epoll(epoll::EpollDriver),
+}
+
+impl Driver {
+    /// The backend this driver runs on.
+    pub(crate) fn backend(&self) -> Backend {
+        match self {
+            Driver::Uring(_) => Backend::Uring,
+            Driver::Epoll(_) => Backend::Epoll,
+        }
+    }
+
+    /// Wait for completions (none when some are already waiting), at most
+    /// until `deadline`, and append them to `out`.
+    pub(crate) fn wait(
+        &mut self,
+        deadline: Option<Instant>,
+        out: &mut Vec<Completion>,
+    ) -> io::Result<()> {
+        match self {
+            Driver::Uring(d) => d.wait(deadline, out),
+            Driver::Epoll(d) => d.wait(deadline, out),
+        }
+    }
+
+    /// Operations the driver still waits for on its own (closes in flight).
+    pub(crate) fn busy(&self) -> bool {
+        match self {
+            Driver::Uring(d) => d.closes_in_flight > 0,
+            Driver::Epoll(_) => false,
+        }
+    }
+}

@@ -1,0 +1,230 @@
+//! Receiving: arming, pausing, and taking what arrived.
+//!
+//! * io_uring: one multishot recv per connection over its buffer group
+//!   (6.0; with bundles, 6.10, one completion may name several consecutive
+//!   buffers). Each completion's buffers are lent to the core and go back to
+//!   their ring when it returns. ENOBUFS (the ring ran dry) is not end of
+//!   stream: the core re-arms once every buffer is back. Pausing cancels
+//!   the recv; its last completion says `ECANCELED`.
+//! * epoll: read interest in the set; a readable connection is read into
+//!   the driver's one buffer up to [`READS_PER_EVENT`] times, each read
+//!   lent to the core. Pausing drops the interest.
+
+use std::io;
+use std::os::fd::RawFd;
+
+use io_uring::cqueue;
+
+use super::super::epoll::{interest, EpollDriver, READS_PER_EVENT};
+use super::super::uring::UringDriver;
+use super::super::{Driver, DriverConn, RecvEvent};
+use crate::conn::Flow;
+use crate::token::{OpKind, Token};
+use crate::uring::ring::{Op, Target};
+
+/// How a receive event ended, for the core.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Received {
+    /// Still receiving.
+    Armed,
+    /// The multishot recv ended (a full CQ, or its own fairness rule): arm
+    /// again if still wanted.
+    Ended,
+    /// The buffer ring ran dry (not end of stream): arm again once buffers
+    /// are back.
+    NoBuffers,
+    /// End of stream: the peer shut down its write side.
+    Eof,
+    /// A pause (or teardown) cancelled the recv.
+    Cancelled,
+    /// The receive failed with this errno.
+    Failed(i32),
+}
+
+impl Driver {
+    /// Start receiving on connection `key`.
+    pub(crate) fn arm_recv(
+        &mut self,
+        key: usize,
+        generation: u32,
+        dc: &mut DriverConn,
+        fd: RawFd,
+    ) -> io::Result<()> {
+        match self {
+            Driver::Uring(d) => {
+                let target = if dc.has(DriverConn::FIXED) {
+                    Target::Fixed(key as u32)
+                } else {
+                    Target::Fd(fd)
+                };
+                let op = Op::RecvMulti {
+                    target,
+                    bgid: dc.bgid,
+                    bundle: d.bundle,
+                };
+                d.ring
+                    .submit(op, Token::new(OpKind::Recv, key as u32, generation));
+                Ok(())
+            }
+            Driver::Epoll(d) => {
+                dc.set(DriverConn::READ, true);
+                let data = Token::new(OpKind::Recv, key as u32, generation).to_user_data();
+                d.set_interest(dc, fd, data, interest(*dc))
+            }
+        }
+    }
+
+    /// Stop receiving (a pause). `true`: the recv's last completion follows
+    /// (`Received::Cancelled`, possibly after data already taken).
+    pub(crate) fn stop_recv(
+        &mut self,
+        key: usize,
+        generation: u32,
+        dc: &mut DriverConn,
+        fd: RawFd,
+    ) -> io::Result<bool> {
+        match self {
+            Driver::Uring(d) => {
+                let target = Token::new(OpKind::Recv, key as u32, generation).to_user_data();
+                d.ring.submit(
+                    Op::Cancel { user_data: target },
+                    Token::new(OpKind::Cancel, key as u32, generation),
+                );
+                Ok(true)
+            }
+            Driver::Epoll(d) => {
+                dc.set(DriverConn::READ, false);
+                let data = Token::new(OpKind::Recv, key as u32, generation).to_user_data();
+                d.set_interest(dc, fd, data, interest(*dc))?;
+                Ok(false)
+            }
+        }
+    }
+
+    /// Take what a receive event brought: each chunk of bytes is lent to
+    /// `take`, which says whether to go on.
+    pub(crate) fn receive(
+        &mut self,
+        key: usize,
+        generation: u32,
+        dc: &mut DriverConn,
+        fd: RawFd,
+        ev: RecvEvent,
+        take: impl FnMut(&[u8]) -> Flow,
+    ) -> Received {
+        match (self, ev) {
+            (Driver::Uring(d), RecvEvent::Uring { res, flags }) => d.receive(*dc, res, flags, take),
+            (Driver::Epoll(d), RecvEvent::Readable) => d.receive(key, generation, dc, fd, take),
+            // Each driver reports only its own kind of event.
+            _ => Received::Armed,
+        }
+    }
+}
+
+impl UringDriver {
+    fn receive(
+        &mut self,
+        dc: DriverConn,
+        res: i32,
+        flags: u32,
+        mut take: impl FnMut(&[u8]) -> Flow,
+    ) -> Received {
+        let st = &self.stats;
+        let buffer = cqueue::buffer_select(flags);
+        let Some(ring) = self.groups.get_mut(dc.bgid) else {
+            return Received::Failed(libc::EIO);
+        };
+        if res <= 0 {
+            // Some kernels consume a buffer even for an error or end of
+            // stream; give back any buffer a completion names.
+            if let Some(bid) = buffer {
+                ring.recycle(bid);
+            }
+            return match -res {
+                0 => Received::Eof,
+                libc::ENOBUFS => {
+                    st.add(&st.enobufs, 1);
+                    Received::NoBuffers
+                }
+                libc::ECANCELED => Received::Cancelled,
+                errno => Received::Failed(errno),
+            };
+        }
+        let Some(bid) = buffer else {
+            // The kernel always names a buffer for a selected recv.
+            return Received::Failed(libc::EIO);
+        };
+        st.add(&st.bytes_in, res as u64);
+        // One buffer, or with bundles the consecutive ring entries from
+        // `bid`.
+        let bufs = &mut self.recv_bufs;
+        if self.bundle {
+            ring.bundle_into(bid, res as usize, bufs);
+            if bufs.len() > 1 {
+                st.add(&st.bundled_buffers, bufs.len() as u64);
+            }
+        } else {
+            bufs.clear();
+            bufs.push((bid, res as usize));
+        }
+        st.add(&st.buffers_in_use, bufs.len() as u64);
+        let mut flow = Flow::More;
+        for &(b, n) in bufs.iter() {
+            // Bytes already taken from the socket are delivered even when
+            // paused; a teardown drops the rest.
+            if flow != Flow::Stop {
+                flow = take(ring.filled(b, n));
+            }
+            ring.recycle(b);
+        }
+        st.sub(&st.buffers_in_use, bufs.len() as u64);
+        if cqueue::more(flags) {
+            Received::Armed
+        } else {
+            Received::Ended
+        }
+    }
+}
+
+impl EpollDriver {
+    fn receive(
+        &mut self,
+        key: usize,
+        generation: u32,
+        dc: &mut DriverConn,
+        fd: RawFd,
+        mut take: impl FnMut(&[u8]) -> Flow,
+    ) -> Received {
+        if !dc.has(DriverConn::READ) {
+            return Received::Armed;
+        }
+        for _ in 0..READS_PER_EVENT {
+            let end = match crate::sys::recv(fd, &mut self.buf) {
+                Ok(0) => Received::Eof,
+                Ok(n) => {
+                    let st = &self.stats;
+                    st.add(&st.bytes_in, n as u64);
+                    st.add(&st.buffers_in_use, 1);
+                    let flow = take(&self.buf[..n]);
+                    st.sub(&st.buffers_in_use, 1);
+                    // Drained (the next read would say EAGAIN), paused or
+                    // torn down: stop here.
+                    if flow != Flow::More || n < self.buf.len() {
+                        return Received::Armed;
+                    }
+                    continue;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Received::Armed,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => Received::Failed(e.raw_os_error().unwrap_or(libc::EIO)),
+            };
+            // The stream is over: level-triggered readiness would report
+            // it again and again, so the interest goes.
+            dc.set(DriverConn::READ, false);
+            let data = Token::new(OpKind::Recv, key as u32, generation).to_user_data();
+            let _ = self.set_interest(dc, fd, data, interest(*dc));
+            return end;
+        }
+        Received::Armed
+    }
+}

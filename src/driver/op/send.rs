@@ -1,0 +1,97 @@
+//! Sending a connection's current send.
+//!
+//! * io_uring: `SEND` (or `SEND_ZC` from `send_zc_threshold` bytes) with
+//!   MSG_NOSIGNAL; the ring holds the bytes until the completion, which
+//!   gives them back with the count written. A short send is resubmitted
+//!   for the remainder before anything newer.
+//! * epoll: `send(2)` now, as much as the socket takes; on EAGAIN the core
+//!   asks for `EPOLLOUT` and goes on when the socket is writable.
+
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+
+use super::super::epoll::interest;
+use super::super::{Driver, DriverConn};
+use crate::conn::ConnCore;
+use crate::token::{OpKind, Token};
+use crate::uring::ring::{Op, Target};
+
+/// What a send call did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SendStart {
+    /// In flight: [`super::super::Completion::Sent`] follows, with the
+    /// bytes.
+    InFlight,
+    /// Wrote this many bytes now.
+    Wrote(usize),
+    /// The socket takes nothing now.
+    WouldBlock,
+    /// The send failed with this errno.
+    Failed(i32),
+}
+
+impl Driver {
+    /// Send `core`'s current send (which must be pending).
+    pub(crate) fn send(
+        &mut self,
+        key: usize,
+        generation: u32,
+        dc: DriverConn,
+        core: &mut ConnCore,
+    ) -> SendStart {
+        match self {
+            Driver::Uring(d) => {
+                let target = if dc.has(DriverConn::FIXED) {
+                    Target::Fixed(key as u32)
+                } else {
+                    Target::Fd(core.sock.as_raw_fd())
+                };
+                let (buf, from) = core.lend_send();
+                let zc = d.zc_threshold > 0 && buf.len() - from >= d.zc_threshold;
+                if zc {
+                    d.stats.add(&d.stats.zc_sends, 1);
+                }
+                let op = Op::Send {
+                    target,
+                    buf,
+                    from,
+                    zc,
+                };
+                d.ring
+                    .submit(op, Token::new(OpKind::Send, key as u32, generation));
+                SendStart::InFlight
+            }
+            Driver::Epoll(_) => {
+                match core.sock.send_with_flags(core.unsent(), libc::MSG_NOSIGNAL) {
+                    Ok(n) => SendStart::Wrote(n),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => SendStart::WouldBlock,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => SendStart::Wrote(0),
+                    Err(e) => SendStart::Failed(e.raw_os_error().unwrap_or(libc::EIO)),
+                }
+            }
+        }
+    }
+
+    /// Ask (or stop asking) to hear when the socket takes output again
+    /// (epoll's `EPOLLOUT`; io_uring's send completions say it already).
+    pub(crate) fn want_writable(
+        &mut self,
+        key: usize,
+        generation: u32,
+        dc: &mut DriverConn,
+        fd: RawFd,
+        on: bool,
+    ) -> io::Result<()> {
+        match self {
+            Driver::Uring(_) => Ok(()),
+            Driver::Epoll(d) => {
+                if dc.has(DriverConn::WRITE) == on {
+                    return Ok(());
+                }
+                dc.set(DriverConn::WRITE, on);
+                let data = Token::new(OpKind::Recv, key as u32, generation).to_user_data();
+                d.set_interest(dc, fd, data, interest(*dc))
+            }
+        }
+    }
+}

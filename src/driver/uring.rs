@@ -1,0 +1,226 @@
+//! The io_uring driver: a [`Ring`] per worker, its buffer groups, the
+//! registered-file table, and the turning of raw completions into typed
+//! [`Completion`]s.
+//!
+//! In flight at any time: one multishot accept, one multishot poll on the
+//! wake eventfd, per open connection one multishot recv and at most one
+//! send, and transient operations (files updates, shutdowns, cancels,
+//! closes, the worker timer). The worker timer is one `Timeout` armed for
+//! the core's nearest deadline; a new, earlier deadline arms one more, so
+//! none is late.
+
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
+use std::time::Instant;
+
+use io_uring::types;
+use socket2::Socket;
+
+use super::{Completion, RecvEvent};
+use crate::config::Config;
+use crate::stats::WorkerStats;
+use crate::token::{OpKind, Token};
+use crate::uring::groups::Groups;
+use crate::uring::ring::{Cqe, Held, Op, Ring};
+
+pub(crate) struct UringDriver {
+    // Field order matters: the ring (which cancels what is in flight when
+    // dropped) goes before the buffer groups it has registered.
+    pub(super) ring: Ring,
+    pub(super) groups: Groups,
+    pub(super) stats: Arc<WorkerStats>,
+    wake: RawFd,
+    /// Registered-file table size (0: plain descriptors only).
+    pub(super) fixed_files: usize,
+    /// Recv with bundles (configured and supported by the kernel).
+    pub(super) bundle: bool,
+    pub(super) zc_threshold: usize,
+    /// Each connection takes a buffer ring of its own from the pool.
+    pub(super) per_conn_groups: bool,
+    /// Closes submitted and not completed: the worker does not exit before
+    /// they are, or their descriptors would leak.
+    pub(super) closes_in_flight: usize,
+    /// Deadlines of the worker timers in flight.
+    timers: Vec<Instant>,
+    /// Batched waiting: (completions to wait for, min-wait in µs), when
+    /// configured and the kernel has min-wait (6.12).
+    batch: Option<(usize, u32)>,
+    /// The general timeout of a batched wait.
+    batch_ts: types::Timespec,
+    cqes: Vec<Cqe>,
+    /// The buffers of one recv completion (reused).
+    pub(super) recv_bufs: Vec<(u16, usize)>,
+}
+
+impl UringDriver {
+    /// Build the worker's ring (on the worker's thread: SINGLE_ISSUER binds
+    /// it), its buffer groups and registered-file table, and arm the wake
+    /// poll.
+    pub(crate) fn new(
+        cfg: &Config,
+        wake: &impl AsRawFd,
+        stats: Arc<WorkerStats>,
+    ) -> Result<UringDriver, crate::Error> {
+        let raw = crate::uring::build_ring(cfg)?;
+        let groups = Groups::new(
+            &raw,
+            cfg.buf_count,
+            cfg.conn_buf_count,
+            cfg.buf_size,
+            cfg.group_pool_max,
+        )?;
+        // A sparse table of direct descriptors (Linux 5.19). If the kernel
+        // refuses it, connections just use plain descriptors.
+        let fixed_files = if cfg.fixed_files > 0
+            && raw
+                .submitter()
+                .register_files_sparse(cfg.fixed_files)
+                .is_ok()
+        {
+            cfg.fixed_files as usize
+        } else {
+            0
+        };
+        let bundle = cfg.recv_bundle && raw.params().is_feature_recvsend_bundle();
+        let batch_us = u32::try_from(cfg.batch_wait.as_micros()).unwrap_or(u32::MAX);
+        let batch = (batch_us > 0 && raw.params().is_feature_min_timeout())
+            .then_some((cfg.wait_batch.min(cfg.cq_entries) as usize, batch_us));
+        let mut d = UringDriver {
+            ring: Ring::new(raw),
+            groups,
+            stats,
+            wake: wake.as_raw_fd(),
+            fixed_files,
+            bundle,
+            zc_threshold: cfg.send_zc_threshold,
+            per_conn_groups: cfg.buffers == crate::config::BufferMode::PerConnection,
+            closes_in_flight: 0,
+            timers: Vec::new(),
+            batch,
+            batch_ts: types::Timespec::new().sec(1),
+            cqes: Vec::with_capacity(cfg.cq_entries as usize),
+            recv_bufs: Vec::new(),
+        };
+        d.arm_wake();
+        d.sync_group_stats();
+        Ok(d)
+    }
+
+    fn arm_wake(&mut self) {
+        self.ring
+            .submit(Op::PollMulti { fd: self.wake }, Token::worker(OpKind::Wake));
+    }
+
+    pub(super) fn sync_group_stats(&self) {
+        let st = &self.stats;
+        st.set(&st.groups_in_use, self.groups.in_use as u64);
+        st.set(&st.groups_idle, self.groups.idle() as u64);
+    }
+
+    /// Make sure a timer fires by `deadline`.
+    fn arm_timer(&mut self, deadline: Instant) {
+        if self.timers.iter().any(|&t| t <= deadline) {
+            return;
+        }
+        let after = deadline
+            .saturating_duration_since(Instant::now())
+            .max(std::time::Duration::from_millis(1));
+        self.ring
+            .submit(Op::Timeout { after }, Token::worker(OpKind::Timer));
+        self.timers.push(deadline);
+    }
+
+    pub(super) fn wait(
+        &mut self,
+        deadline: Option<Instant>,
+        out: &mut Vec<Completion>,
+    ) -> io::Result<()> {
+        if let Some(t) = deadline {
+            self.arm_timer(t);
+        }
+        if let Some(e) = self.ring.take_fatal() {
+            return Err(e);
+        }
+        if self.ring.submit_and_wait(self.batch, &self.batch_ts)? {
+            self.stats.add(&self.stats.waits, 1);
+        }
+        let mut cqes = std::mem::take(&mut self.cqes);
+        let (dropped, overflow) = self.ring.reap(&mut cqes);
+        self.stats.set(&self.stats.cq_dropped, u64::from(dropped));
+        if overflow {
+            self.stats.add(&self.stats.cq_overflows, 1);
+        }
+        for c in cqes.drain(..) {
+            self.convert(c, out);
+        }
+        self.cqes = cqes;
+        Ok(())
+    }
+
+    fn convert(&mut self, c: Cqe, out: &mut Vec<Completion>) {
+        let (key, generation) = (c.token.key(), c.token.generation());
+        match c.token.kind() {
+            OpKind::Accept => {
+                let more = c.more();
+                if let Some(fd) = c.fd {
+                    out.push(Completion::Accepted(Socket::from(fd)));
+                }
+                if !more {
+                    out.push(Completion::AcceptEnded(if c.res < 0 { -c.res } else { 0 }));
+                }
+            }
+            OpKind::Recv => out.push(Completion::Recv {
+                key,
+                generation,
+                ev: RecvEvent::Uring {
+                    res: c.res,
+                    flags: c.flags,
+                },
+            }),
+            OpKind::Send => {
+                if let Some(Held::Bytes(buf)) = c.held {
+                    out.push(Completion::Sent {
+                        key,
+                        generation,
+                        res: c.res,
+                        buf,
+                    });
+                }
+            }
+            OpKind::ShutdownWrite => out.push(Completion::ShutDown { key, generation }),
+            OpKind::FilesUpdate => {
+                // Only installs are reported; a clear's completion is not.
+                if matches!(c.held, Some(Held::Fd(ref fd)) if **fd >= 0) {
+                    out.push(Completion::Registered {
+                        key,
+                        generation,
+                        ok: c.res == 1,
+                    });
+                }
+            }
+            OpKind::Connect => out.push(Completion::Connected {
+                key,
+                generation,
+                res: Some(c.res),
+            }),
+            OpKind::Wake => {
+                if !c.more() {
+                    self.arm_wake();
+                }
+                out.push(Completion::Wake);
+            }
+            OpKind::Timer => {
+                // Timers fire in deadline order: this was the earliest.
+                if let Some(i) = (0..self.timers.len()).min_by_key(|&i| self.timers[i]) {
+                    self.timers.swap_remove(i);
+                }
+            }
+            // A failed close of a socket still releases the descriptor.
+            OpKind::Close => self.closes_in_flight -= 1,
+            // Acknowledgements: the operations they target post their own
+            // completions.
+            OpKind::Cancel | OpKind::AcceptCancel => {}
+        }
+    }
+}

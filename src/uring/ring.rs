@@ -1,0 +1,406 @@
+//! The one submission path to io_uring, and the one place completions are
+//! read: a ring plus the memory its in-flight operations point at.
+//!
+//! Every SQE the engine submits is described by an [`Op`] and built here.
+//! An operation that makes the kernel read memory after the submit call
+//! returns (a send's bytes, a connect's address, a timeout's timespec, the
+//! source of a files update) hands that memory over by value: [`Ring`]
+//! keeps it in its `held` slab until the operation's last completion has
+//! been reaped, then gives it back in the typed [`Cqe`]. So no safe caller
+//! can hand the kernel a pointer to a temporary; the one step whose
+//! soundness rests on that bookkeeping, [`Ring::push`], is an `unsafe fn`.
+//!
+//! Completions are converted once ([`Ring::reap`]): the `user_data` is
+//! decoded into its [`Token`], held memory is returned, an accepted
+//! descriptor becomes an [`OwnedFd`], and a SEND_ZC's result is joined with
+//! its notification (the kernel is done with the bytes only then).
+
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+use io_uring::{cqueue, opcode, squeue, types, IoUring};
+use slab::Slab;
+use socket2::SockAddr;
+
+use crate::token::{OpKind, Token};
+
+/// `user_data` bit marking an operation whose memory sits in `held`; the
+/// low 32 bits are then the held slot, and the real token is kept there.
+const HELD: u64 = 1 << 63;
+
+/// Which descriptor an operation names.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Target {
+    /// A plain descriptor.
+    Fd(RawFd),
+    /// An index in the ring's registered-file table.
+    Fixed(u32),
+}
+
+/// Every operation the engine submits.
+#[derive(Debug)]
+pub(crate) enum Op {
+    /// Multishot accept on a listener (5.19).
+    AcceptMulti { fd: RawFd },
+    /// Multishot poll for readability (the wake eventfd).
+    PollMulti { fd: RawFd },
+    /// Multishot recv over buffer group `bgid` (6.0), with bundles (6.10).
+    RecvMulti {
+        target: Target,
+        bgid: u16,
+        bundle: bool,
+    },
+    /// Send `buf[from..]` (SEND_ZC when `zc`); the bytes come back in the
+    /// completion.
+    Send {
+        target: Target,
+        buf: Vec<u8>,
+        from: usize,
+        zc: bool,
+    },
+    /// `shutdown(fd, SHUT_WR)`.
+    ShutdownWrite { fd: RawFd },
+    /// Cancel every request on `fd` (5.19).
+    CancelFd { fd: RawFd },
+    /// Cancel the request submitted with `user_data`.
+    Cancel { user_data: u64 },
+    /// Close a descriptor.
+    Close { fd: RawFd },
+    /// Put `fd` (or -1: clear the entry) at registered-file index `index`.
+    UpdateFile { index: u32, fd: RawFd },
+    /// Connect `fd` to `addr`.
+    Connect { fd: RawFd, addr: SockAddr },
+    /// Complete after `after`.
+    Timeout { after: Duration },
+}
+
+/// Memory an in-flight operation points at.
+#[derive(Debug)]
+pub(crate) enum Held {
+    /// A send's bytes (the heap buffer does not move with the `Vec`).
+    Bytes(Vec<u8>),
+    /// A connect's address (only kept alive, never read back).
+    Addr(#[allow(dead_code)] Box<SockAddr>),
+    /// A timeout's duration (only kept alive, never read back).
+    Timespec(#[allow(dead_code)] Box<types::Timespec>),
+    /// The source cell of a files update.
+    Fd(Box<RawFd>),
+}
+
+#[derive(Debug)]
+struct HeldOp {
+    token: Token,
+    mem: Held,
+    /// A SEND_ZC's result, kept until its notification.
+    first_res: Option<i32>,
+}
+
+/// One completion, converted once.
+#[derive(Debug)]
+pub(crate) struct Cqe {
+    pub(crate) token: Token,
+    pub(crate) res: i32,
+    pub(crate) flags: u32,
+    /// The memory the operation held, on its last completion.
+    pub(crate) held: Option<Held>,
+    /// An accepted descriptor, owned from here on.
+    pub(crate) fd: Option<OwnedFd>,
+}
+
+impl Cqe {
+    /// More completions will follow for this operation (multishot).
+    pub(crate) fn more(&self) -> bool {
+        cqueue::more(self.flags)
+    }
+}
+
+/// A ring, the memory its operations hold, and completions set aside.
+pub(crate) struct Ring {
+    ring: IoUring,
+    held: Slab<HeldOp>,
+    /// Raw completions moved aside when a submit met EBUSY; reaped first.
+    backlog: Vec<(u64, i32, u32)>,
+    /// Operations submitted whose last completion has not been reaped.
+    in_flight: usize,
+    /// A submit error that is not transient.
+    fatal: Option<io::Error>,
+}
+
+impl Ring {
+    pub(crate) fn new(ring: IoUring) -> Ring {
+        Ring {
+            ring,
+            held: Slab::new(),
+            backlog: Vec::new(),
+            in_flight: 0,
+            fatal: None,
+        }
+    }
+
+    /// The ring, for registering buffers and files and reading parameters.
+    pub(crate) fn raw(&self) -> &IoUring {
+        &self.ring
+    }
+
+    /// The first error a submission met that was not transient.
+    pub(crate) fn take_fatal(&mut self) -> Option<io::Error> {
+        self.fatal.take()
+    }
+
+    /// Submit `op` with `token` as its identity (queued in the SQ; it goes
+    /// to the kernel with the next submit or wait).
+    pub(crate) fn submit(&mut self, op: Op, token: Token) {
+        let plain = |sqe: squeue::Entry| sqe.user_data(token.to_user_data());
+        let sqe = match op {
+            Op::AcceptMulti { fd } => plain(
+                opcode::AcceptMulti::new(types::Fd(fd))
+                    .flags(libc::SOCK_CLOEXEC)
+                    .build(),
+            ),
+            Op::PollMulti { fd } => plain(
+                opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u32)
+                    .multi(true)
+                    .build(),
+            ),
+            Op::RecvMulti {
+                target,
+                bgid,
+                bundle,
+            } => plain(match (target, bundle) {
+                (Target::Fd(fd), false) => opcode::RecvMulti::new(types::Fd(fd), bgid).build(),
+                (Target::Fixed(i), false) => opcode::RecvMulti::new(types::Fixed(i), bgid).build(),
+                (Target::Fd(fd), true) => opcode::RecvMultiBundle::new(types::Fd(fd), bgid).build(),
+                (Target::Fixed(i), true) => {
+                    opcode::RecvMultiBundle::new(types::Fixed(i), bgid).build()
+                }
+            }),
+            Op::ShutdownWrite { fd } => {
+                plain(opcode::Shutdown::new(types::Fd(fd), libc::SHUT_WR).build())
+            }
+            Op::CancelFd { fd } => plain(
+                opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fd(fd)).all()).build(),
+            ),
+            Op::Cancel { user_data } => plain(opcode::AsyncCancel::new(user_data).build()),
+            Op::Close { fd } => plain(opcode::Close::new(types::Fd(fd)).build()),
+            Op::Send {
+                target,
+                buf,
+                from,
+                zc,
+            } => {
+                let from = from.min(buf.len());
+                let (ptr, len) = (buf[from..].as_ptr(), (buf.len() - from) as u32);
+                let flags = libc::MSG_NOSIGNAL;
+                let sqe = match (target, zc) {
+                    (Target::Fd(fd), false) => opcode::Send::new(types::Fd(fd), ptr, len)
+                        .flags(flags)
+                        .build(),
+                    (Target::Fixed(i), false) => opcode::Send::new(types::Fixed(i), ptr, len)
+                        .flags(flags)
+                        .build(),
+                    (Target::Fd(fd), true) => opcode::SendZc::new(types::Fd(fd), ptr, len)
+                        .flags(flags)
+                        .build(),
+                    (Target::Fixed(i), true) => opcode::SendZc::new(types::Fixed(i), ptr, len)
+                        .flags(flags)
+                        .build(),
+                };
+                self.hold(sqe, token, Held::Bytes(buf));
+                return;
+            }
+            Op::Connect { fd, addr } => {
+                let addr = Box::new(addr);
+                let sqe =
+                    opcode::Connect::new(types::Fd(fd), addr.as_ptr().cast(), addr.len()).build();
+                self.hold(sqe, token, Held::Addr(addr));
+                return;
+            }
+            Op::Timeout { after } => {
+                let spec = Box::new(types::Timespec::from(after));
+                let sqe = opcode::Timeout::new(&*spec).build();
+                self.hold(sqe, token, Held::Timespec(spec));
+                return;
+            }
+            Op::UpdateFile { index, fd } => {
+                let cell = Box::new(fd);
+                let sqe = opcode::FilesUpdate::new(&*cell, 1)
+                    .offset(index as i32)
+                    .build();
+                self.hold(sqe, token, Held::Fd(cell));
+                return;
+            }
+        };
+        // SAFETY: the operations above point at no memory of ours (buffers
+        // are chosen by the kernel from registered rings, which stay mapped
+        // until the ring is dropped).
+        unsafe { self.push(&sqe) };
+    }
+
+    /// Queue an SQE whose memory is `mem`, keeping `mem` until its last
+    /// completion.
+    fn hold(&mut self, sqe: squeue::Entry, token: Token, mem: Held) {
+        let slot = self.held.insert(HeldOp {
+            token,
+            mem,
+            first_res: None,
+        });
+        let sqe = sqe.user_data(HELD | slot as u64);
+        // SAFETY: every pointer in `sqe` points into `mem`'s heap
+        // allocation (a `Vec`'s buffer or a `Box`), which does not move when
+        // the slab does and is kept in `held` until `reap` sees this
+        // operation's last completion.
+        unsafe { self.push(&sqe) };
+    }
+
+    /// Queue one SQE, submitting first if the SQ is full.
+    ///
+    /// # Safety
+    /// Every pointer in `sqe` must stay valid, and the memory it points at
+    /// unmoved and not otherwise written (read, for a receive buffer), until
+    /// the operation's last completion has been reaped.
+    unsafe fn push(&mut self, sqe: &squeue::Entry) {
+        if self.fatal.is_some() {
+            return;
+        }
+        loop {
+            // SAFETY: the caller keeps what `sqe` points at alive (above).
+            if unsafe { self.ring.submission().push(sqe) }.is_ok() {
+                self.in_flight += 1;
+                return;
+            }
+            if !self.flush() {
+                return;
+            }
+        }
+    }
+
+    /// Hand queued SQEs to the kernel without waiting. `false` on an error
+    /// that is not transient (kept for `take_fatal`).
+    pub(crate) fn flush(&mut self) -> bool {
+        match self
+            .ring
+            .submit()
+            .map(|_| ())
+            .or_else(|e| self.transient(e))
+        {
+            Ok(()) => true,
+            Err(e) => {
+                self.fatal = Some(e);
+                false
+            }
+        }
+    }
+
+    /// EBUSY: the CQ is backed up; move completions aside (they are reaped
+    /// first next time) so the kernel can flush its overflow list. EINTR: a
+    /// signal; ETIME: a batched wait's general timeout passed. Anything
+    /// else comes back.
+    fn transient(&mut self, e: io::Error) -> io::Result<()> {
+        match e.raw_os_error() {
+            Some(libc::EBUSY) => {
+                let cq = self.ring.completion();
+                self.backlog
+                    .extend(cq.map(|c| (c.user_data(), c.result(), c.flags())));
+                Ok(())
+            }
+            Some(libc::EINTR) | Some(libc::ETIME) => Ok(()),
+            _ => Err(e),
+        }
+    }
+
+    /// Submit and wait for a completion (none when completions were set
+    /// aside). With `batch` (`(count, min-wait µs)`, Linux 6.12), wait for
+    /// `count` completions but at most the min-wait, then for any, bounded by
+    /// `general`. Returns whether the call waited.
+    pub(crate) fn submit_and_wait(
+        &mut self,
+        batch: Option<(usize, u32)>,
+        general: &types::Timespec,
+    ) -> io::Result<bool> {
+        let want = usize::from(self.backlog.is_empty());
+        let res = match batch {
+            Some((nr, us)) if want == 1 => {
+                let args = types::SubmitArgs::new().min_wait_usec(us).timespec(general);
+                self.ring.submitter().submit_with_args(nr, &args)
+            }
+            _ => self.ring.submit_and_wait(want),
+        };
+        if let Err(e) = res {
+            self.transient(e)?;
+        }
+        Ok(want > 0)
+    }
+
+    /// Move every completion (set-aside ones first) into `out`, converted.
+    /// Returns the kernel's count of dropped completions and whether it
+    /// holds completions back in its overflow list.
+    pub(crate) fn reap(&mut self, out: &mut Vec<Cqe>) -> (u32, bool) {
+        let mut raw = std::mem::take(&mut self.backlog);
+        let dropped = {
+            let cq = self.ring.completion();
+            let dropped = cq.overflow();
+            raw.extend(cq.map(|c| (c.user_data(), c.result(), c.flags())));
+            dropped
+        };
+        let overflow = self.ring.submission().cq_overflow();
+        out.reserve(raw.len());
+        for (ud, res, flags) in raw.drain(..) {
+            if let Some(c) = self.convert(ud, res, flags) {
+                out.push(c);
+            }
+        }
+        self.backlog = raw;
+        (dropped, overflow)
+    }
+
+    fn convert(&mut self, ud: u64, res: i32, flags: u32) -> Option<Cqe> {
+        let last = !cqueue::more(flags);
+        if last {
+            self.in_flight = self.in_flight.saturating_sub(1);
+        }
+        let (token, res, held) = if ud & HELD != 0 {
+            let slot = (ud & u64::from(u32::MAX)) as usize;
+            let op = self.held.get_mut(slot)?;
+            let token = op.token;
+            if !last {
+                // A SEND_ZC's result: the bytes stay until the notification.
+                op.first_res = Some(res);
+                return None;
+            }
+            let op = self.held.remove(slot);
+            let res = if cqueue::notif(flags) {
+                op.first_res.unwrap_or(res)
+            } else {
+                res
+            };
+            (token, res, Some(op.mem))
+        } else {
+            (Token::from_user_data(ud)?, res, None)
+        };
+        let fd = (token.kind() == OpKind::Accept && res >= 0).then(|| {
+            // SAFETY: a non-negative accept result is a descriptor the kernel
+            // has just installed for this process and nobody else owns.
+            unsafe { OwnedFd::from_raw_fd(res) }
+        });
+        Some(Cqe {
+            token,
+            res,
+            flags,
+            held,
+            fd,
+        })
+    }
+}
+
+impl Drop for Ring {
+    /// Requests may still be in flight after an error exit or a panic:
+    /// cancel every one synchronously (IORING_REGISTER_SYNC_CANCEL, Linux
+    /// 6.0) before the memory they point at (held here, or the buffer rings
+    /// dropped after the ring) is freed.
+    fn drop(&mut self) {
+        if self.in_flight > 0 {
+            super::cancel_all_sync(&self.ring);
+        }
+    }
+}

@@ -1,0 +1,352 @@
+//! A connection's life after it opened: receiving, sending, backpressure,
+//! the lingering close and teardown. Each function decides from the
+//! connection's phase and its operations in flight, and asks the driver.
+
+use std::os::fd::AsRawFd;
+use std::time::Instant;
+
+use super::timeouts::{write_check, write_check_interval, Watch, WriteCheck};
+use super::{op, Worker};
+use crate::conn::{Flow, Phase, Pressure};
+use crate::driver::{Received, RecvEvent, SendStart};
+use crate::handler::{deliver, CloseReason, Env, Handler};
+
+impl<H: Handler> Worker<H> {
+    /// Arm connection `key`'s receive.
+    pub(super) fn arm_recv(&mut self, key: usize) {
+        let slot = &mut self.conns[key];
+        let fd = slot.core.sock.as_raw_fd();
+        match self
+            .driver
+            .arm_recv(key, slot.generation, &mut slot.drv, fd)
+        {
+            Ok(()) => slot.ops |= op::RECV,
+            Err(e) => self.teardown(key, CloseReason::from_io(&e)),
+        }
+    }
+
+    /// Input (or its end) for connection `key`.
+    pub(super) fn on_recv(&mut self, key: usize, ev: RecvEvent) {
+        let limit = self.ctx.cfg.max_unconsumed;
+        let backend = self.driver.backend();
+        let Worker {
+            driver,
+            conns,
+            handler,
+            requests,
+            ctx,
+            ..
+        } = self;
+        let slot = &mut conns[key];
+        let (generation, fd) = (slot.generation, slot.core.sock.as_raw_fd());
+        let core = &mut slot.core;
+        let (mut failed, mut partial) = (None, false);
+        let got = driver.receive(key, generation, &mut slot.drv, fd, ev, |bytes| {
+            if core.is_closed() {
+                return Flow::Stop;
+            }
+            let env = Env {
+                requests: &mut *requests,
+                bus: &ctx.bus,
+                worker: ctx.index,
+                backend,
+            };
+            match deliver(core, handler, bytes, limit, env) {
+                Ok(began) => {
+                    partial |= began;
+                    core.flow()
+                }
+                Err(reason) => {
+                    failed = Some(reason);
+                    Flow::Stop
+                }
+            }
+        });
+        match got {
+            Received::Armed => {}
+            Received::Ended | Received::NoBuffers | Received::Cancelled => {
+                slot.ops &= !op::RECV;
+            }
+            Received::Eof | Received::Failed(_) => slot.ops = slot.ops & !op::RECV | op::RECV_DONE,
+        }
+        if slot.core.is_closed() {
+            self.finish_if_idle(key);
+            return;
+        }
+        if let Some(reason) = failed {
+            self.teardown(key, reason);
+            return;
+        }
+        if partial {
+            if let Some(read) = self.ctx.cfg.read_timeout {
+                self.reads
+                    .push_live(key, generation, Instant::now() + read, &self.conns);
+            }
+        }
+        match got {
+            Received::Armed => {}
+            // Ended, or the ring ran dry (not end of stream): armed again
+            // after the batch, when every buffer has been returned.
+            Received::Ended | Received::NoBuffers => self.rearm.push((key, generation)),
+            // Only a pause cancels the recv of a live connection: armed
+            // again once it is no longer paused (even if it resumed before
+            // this arrived).
+            Received::Cancelled => {
+                if !self.conns[key].core.is_paused() {
+                    self.rearm.push((key, generation));
+                }
+            }
+            Received::Eof => {
+                let core = &mut self.conns[key].core;
+                if matches!(core.phase, Phase::Lingering(_)) {
+                    // The peer closed its side too: the lingering close is
+                    // over.
+                    let reason = core.close_reason();
+                    self.teardown(key, reason);
+                    return;
+                }
+                // End of stream: flush what is queued, then close.
+                core.close(CloseReason::PeerClosed);
+            }
+            Received::Failed(errno) => {
+                self.teardown(key, CloseReason::Error(errno));
+                return;
+            }
+        }
+        self.mark_dirty(key);
+    }
+
+    /// A send finished: its bytes are back; `res` written or `-errno`.
+    pub(super) fn on_sent(&mut self, key: usize, res: i32, buf: Vec<u8>) {
+        let slot = &mut self.conns[key];
+        slot.ops &= !op::SEND;
+        slot.core.return_send(buf);
+        if slot.core.is_closed() {
+            self.finish_if_idle(key);
+            return;
+        }
+        if res <= 0 {
+            // 0 bytes for a non-empty send would repeat forever: treat as a
+            // broken pipe.
+            let errno = if res == 0 { libc::EPIPE } else { -res };
+            self.teardown(key, CloseReason::Error(errno));
+            return;
+        }
+        self.ctx.stats.add(&self.ctx.stats.bytes_out, res as u64);
+        slot.core.advance(res as usize, Instant::now);
+        // The remainder of a short send goes next, before anything newer.
+        self.mark_dirty(key);
+    }
+
+    /// Hand queued output to the driver, apply backpressure, and finish a
+    /// graceful close once everything is handed over.
+    pub(super) fn flush(&mut self, key: usize) {
+        let Some(slot) = self.conns.get_mut(key) else {
+            return;
+        };
+        slot.ops &= !op::DIRTY;
+        if slot.core.is_closed() {
+            return;
+        }
+        let generation = slot.generation;
+        while !slot.has(op::SEND) && slot.core.next_send() {
+            match self.driver.send(key, generation, slot.drv, &mut slot.core) {
+                SendStart::InFlight => slot.ops |= op::SEND,
+                SendStart::Wrote(n) => {
+                    self.ctx.stats.add(&self.ctx.stats.bytes_out, n as u64);
+                    slot.core.advance(n, Instant::now);
+                }
+                SendStart::WouldBlock => break,
+                SendStart::Failed(errno) => {
+                    self.teardown(key, CloseReason::Error(errno));
+                    return;
+                }
+            }
+        }
+        let in_flight = slot.has(op::SEND);
+        // Output the socket did not take now: hear when it takes more.
+        let blocked = !in_flight && slot.core.send_pending();
+        let fd = slot.core.sock.as_raw_fd();
+        if let Err(e) = self
+            .driver
+            .want_writable(key, generation, &mut slot.drv, fd, blocked)
+        {
+            self.teardown(key, CloseReason::from_io(&e));
+            return;
+        }
+        if (in_flight || blocked) && !slot.has(op::WATCHED) {
+            slot.ops |= op::WATCHED;
+            self.write_watch
+                .push(Watch::new(key, generation, &slot.core));
+            self.schedule_write_check(Instant::now());
+        }
+        self.backpressure(key);
+        let Some(slot) = self.conns.get(key) else {
+            return;
+        };
+        if in_flight || blocked || slot.core.is_closed() {
+            return;
+        }
+        if let Phase::Closing(reason) = &slot.core.phase {
+            let reason = reason.clone();
+            if !reason.flushes() || slot.has(op::RECV_DONE) {
+                // A handler's close_with(Error or InputLimit): its output is
+                // handed over; close without lingering. Or end of stream was
+                // read: nothing unread can make the close a reset.
+                self.teardown(key, reason);
+            } else {
+                self.start_linger(key, reason);
+            }
+        }
+    }
+
+    /// Pause receiving above the high watermark of queued output, resume at
+    /// or below the low one.
+    fn backpressure(&mut self, key: usize) {
+        let (high, low) = (
+            self.ctx.cfg.send_high_watermark,
+            self.ctx.cfg.send_low_watermark,
+        );
+        let slot = &mut self.conns[key];
+        match slot.core.pressure(high, low, Instant::now) {
+            Pressure::Steady => {}
+            Pressure::Pause => {
+                self.ctx.stats.add(&self.ctx.stats.paused, 1);
+                if slot.has(op::RECV) {
+                    let fd = slot.core.sock.as_raw_fd();
+                    match self
+                        .driver
+                        .stop_recv(key, slot.generation, &mut slot.drv, fd)
+                    {
+                        // The recv's last completion clears the bit.
+                        Ok(true) => {}
+                        Ok(false) => slot.ops &= !op::RECV,
+                        Err(e) => self.teardown(key, CloseReason::from_io(&e)),
+                    }
+                }
+            }
+            Pressure::Resume => {
+                if !slot.has(op::RECV | op::RECV_DONE | op::REG) {
+                    self.arm_recv(key);
+                }
+            }
+        }
+    }
+
+    /// Close connections whose output made no progress for `write_timeout`
+    /// (their peers do not read); forget those with nothing left to send.
+    pub(super) fn check_writes(&mut self, now: Instant) {
+        let timeout = self.ctx.cfg.write_timeout;
+        let mut watch = std::mem::take(&mut self.write_watch);
+        let mut stalled = Vec::new();
+        watch.retain_mut(|w| {
+            let Some(slot) = self.conns.get_mut(w.key) else {
+                return false;
+            };
+            if slot.generation != w.generation || slot.core.is_closed() {
+                return false;
+            }
+            match write_check(w, &slot.core, slot.has(op::SEND), now, timeout) {
+                WriteCheck::Sending => true,
+                WriteCheck::Drained => {
+                    slot.ops &= !op::WATCHED;
+                    false
+                }
+                WriteCheck::Stalled => {
+                    slot.ops &= !op::WATCHED;
+                    stalled.push(w.key);
+                    false
+                }
+            }
+        });
+        self.write_watch = watch;
+        for key in stalled {
+            self.ctx.stats.add(&self.ctx.stats.write_timeouts, 1);
+            self.teardown(key, CloseReason::Error(libc::ETIMEDOUT));
+        }
+        self.write_check_at = None;
+        self.schedule_write_check(now);
+    }
+
+    fn schedule_write_check(&mut self, now: Instant) {
+        if self.write_check_at.is_none() && !self.write_watch.is_empty() {
+            self.write_check_at = Some(now + write_check_interval(self.ctx.cfg.write_timeout));
+        }
+    }
+
+    /// All output is handed over: tell the handler, shut down the write side
+    /// and keep reading (discarding) until the peer closes or the linger
+    /// time is up.
+    fn start_linger(&mut self, key: usize, reason: CloseReason) {
+        self.notify_closed(key, &reason);
+        let slot = &mut self.conns[key];
+        slot.core.phase = Phase::Lingering(reason);
+        let generation = slot.generation;
+        if self.driver.shutdown_write(key, generation, &slot.core.sock) {
+            slot.ops |= op::SHUT;
+        }
+        if !slot.has(op::RECV | op::RECV_DONE) {
+            // A receive that ended (paused, ENOBUFS, a full CQ) while the
+            // close was pending drains the input now.
+            self.rearm.push((key, generation));
+        }
+        self.lingering.push_live(
+            key,
+            generation,
+            Instant::now() + self.ctx.cfg.linger,
+            &self.conns,
+        );
+    }
+
+    /// Tell the handler (once) that the connection is closed; it leaves the
+    /// bus, and a persistent outbound connection is scheduled again.
+    fn notify_closed(&mut self, key: usize, reason: &CloseReason) {
+        let core = &mut self.conns[key].core;
+        if matches!(core.phase, Phase::Lingering(_) | Phase::Closed) {
+            return;
+        }
+        let id = core.id;
+        let origin = core.take_origin();
+        self.ctx.bus.closed(id);
+        self.handler.on_close(id, reason);
+        if let Some(next) = origin {
+            self.schedule(next);
+        }
+    }
+
+    /// Close now: tell the handler, cancel what is in flight, and free the
+    /// slot once nothing is.
+    pub(super) fn teardown(&mut self, key: usize, reason: CloseReason) {
+        if !self.conns.get(key).is_some_and(|s| !s.core.is_closed()) {
+            return;
+        }
+        self.notify_closed(key, &reason);
+        let slot = &mut self.conns[key];
+        slot.core.phase = Phase::Closed;
+        if slot.has(op::RECV | op::SEND | op::SHUT) {
+            let fd = slot.core.sock.as_raw_fd();
+            if !self.driver.cancel(key, slot.generation, fd) {
+                // Nothing was with the kernel (epoll): done now.
+                slot.ops &= !(op::RECV | op::SEND | op::SHUT);
+            }
+        }
+        self.finish_if_idle(key);
+    }
+
+    /// Free a torn-down slot once no operation on it is in flight.
+    pub(super) fn finish_if_idle(&mut self, key: usize) {
+        let Some(slot) = self.conns.get(key) else {
+            return;
+        };
+        if !slot.core.is_closed() || slot.has(op::IN_FLIGHT) {
+            return;
+        }
+        let slot = self.conns.remove(key);
+        self.driver
+            .close(key, slot.generation, slot.drv, slot.core.sock);
+        self.ctx.bus.release();
+        let st = &self.ctx.stats;
+        st.add(&st.closed, 1);
+        st.sub(&st.open, 1);
+    }
+}

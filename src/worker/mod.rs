@@ -1,0 +1,508 @@
+//! The engine core: one worker loop and one connection state machine for
+//! both backends. It decides what to arm, send, shut down and close, when
+//! to pause, time out, linger, drain on shutdown and deliver broadcasts; a
+//! [`Driver`] carries the operations out and reports typed completions.
+//!
+//! * `mod.rs` (this file): the worker's state, its loop and its timers.
+//! * `io.rs`: a connection's receiving, sending, backpressure, lingering
+//!   close and teardown.
+//! * `open.rs`: accepting, outbound connects, and the commands handlers
+//!   and other threads send (connect, broadcast, send-to).
+//! * `timeouts.rs`: the deadline queues and the timeout verdicts.
+//!
+//! # Life of a connection
+//! Accepted (or connected out), it takes a slab slot stamped with a fresh
+//! generation, is registered with the driver, told to the handler
+//! (`on_open`) and armed for input. Its phase ([`Phase`]) then moves from
+//! `Open` (and `Paused` under backpressure) to `Closing` (no more input;
+//! output flushed), `Lingering` (write side shut down, input discarded
+//! until the peer closes) and `Closed`; the handler hears `on_close` once,
+//! when it enters `Lingering` or `Closed`. The slot is freed when no
+//! operation on it is in flight.
+//!
+//! # Life of a completion
+//! `Driver::wait` returns a batch of typed completions, each naming its
+//! connection by key and generation (a stale one is dropped). Each is
+//! dispatched; then the deadlines due are handled, queued requests run,
+//! receives that ended are armed again (every buffer is back by then), and
+//! dirty connections are flushed in the order they became dirty.
+
+mod io;
+mod open;
+pub(crate) mod timeouts;
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::Instant;
+
+use slab::Slab;
+use socket2::Socket;
+
+use self::timeouts::{expire_timeouts, Deadlines, Slots, Watch};
+use crate::bus::{Bus, Command};
+use crate::config::{Backend, Config};
+use crate::conn::{ConnCore, Phase};
+use crate::connect::{ConnectError, ConnectRequest};
+use crate::driver::{Completion, Driver, DriverConn};
+use crate::handler::{CloseReason, Env, Handler};
+use crate::stats::WorkerStats;
+use crate::sys::EventFd;
+use crate::token::GENERATION_MASK;
+
+/// What a worker is given by the engine.
+pub(crate) struct WorkerCtx {
+    pub(crate) index: usize,
+    pub(crate) cfg: Config,
+    pub(crate) listener: Arc<Socket>,
+    pub(crate) stats: Arc<WorkerStats>,
+    pub(crate) stop: Arc<AtomicBool>,
+    pub(crate) wake: Arc<EventFd>,
+    /// Requests from other threads; the sender writes `wake` after each.
+    pub(crate) commands: mpsc::Receiver<Command>,
+    /// Every worker, for sends and broadcasts across workers.
+    pub(crate) bus: Arc<Bus>,
+    /// How long a shutdown may take, in milliseconds; read when the stop
+    /// flag is seen (set by `Engine::shutdown_within`).
+    pub(crate) shutdown_ms: Arc<AtomicU64>,
+}
+
+/// Operations of a connection in flight, and list memberships (bits of
+/// `Slot::ops`).
+mod op {
+    /// A receive is armed (io_uring: a multishot recv in flight; epoll: read
+    /// interest).
+    pub(super) const RECV: u8 = 1;
+    /// Input ended for good (end of stream or an error): never re-armed.
+    pub(super) const RECV_DONE: u8 = 2;
+    /// A send is in flight.
+    pub(super) const SEND: u8 = 4;
+    /// A `shutdown(SHUT_WR)` is in flight.
+    pub(super) const SHUT: u8 = 8;
+    /// A registration is in flight (nothing may be armed before it).
+    pub(super) const REG: u8 = 16;
+    /// Listed in `Worker::dirty`.
+    pub(super) const DIRTY: u8 = 32;
+    /// Listed in `Worker::write_watch`.
+    pub(super) const WATCHED: u8 = 64;
+    /// Any operation in flight on the connection's descriptor.
+    pub(super) const IN_FLIGHT: u8 = RECV | SEND | SHUT | REG;
+}
+
+struct Slot {
+    core: ConnCore,
+    generation: u32,
+    ops: u8,
+    drv: DriverConn,
+}
+
+impl Slot {
+    fn has(&self, bits: u8) -> bool {
+        self.ops & bits != 0
+    }
+}
+
+impl timeouts::Generation for Slot {
+    fn generation(&self) -> u32 {
+        self.generation
+    }
+}
+
+impl Slots for Slab<Slot> {
+    fn live_mut(&mut self, key: usize, generation: u32) -> Option<&mut ConnCore> {
+        self.get_mut(key)
+            .filter(|s| s.generation == generation && !s.core.is_closed())
+            .map(|s| &mut s.core)
+    }
+}
+
+/// An outbound attempt in flight (kept apart from the connections: a
+/// connection joins the slab only once it is connected).
+struct Pending {
+    sock: Socket,
+    req: ConnectRequest,
+    generation: u32,
+    /// Given up (timeout or shutdown); the driver's completion is awaited.
+    aborted: Option<ConnectError>,
+}
+
+/// The worker's accept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Accept {
+    Idle,
+    Armed,
+    /// Backing off after EMFILE/ENFILE/ENOMEM until then.
+    Backoff(Instant),
+}
+
+pub(crate) struct Worker<H: Handler> {
+    driver: Driver,
+    handler: H,
+    conns: Slab<Slot>,
+    ctx: WorkerCtx,
+    next_generation: u32,
+    accept: Accept,
+    stopping: bool,
+    /// When a shutdown forces the connections still open closed.
+    shutdown_at: Option<Instant>,
+    /// Connections in their lingering close, by deadline.
+    lingering: Deadlines,
+    /// Idle-timeout and read-timeout entries.
+    idle: Deadlines,
+    reads: Deadlines,
+    /// Connections with output waiting, checked against `write_timeout`,
+    /// and when they are next checked.
+    write_watch: Vec<Watch>,
+    write_check_at: Option<Instant>,
+    /// What handler callbacks and other threads asked for, run after the
+    /// batch.
+    requests: Vec<Command>,
+    /// Persistent outbound connections waiting out their backoff.
+    delayed: Vec<(Instant, ConnectRequest)>,
+    pending: Slab<Pending>,
+    /// Outbound attempts' deadlines, earliest first.
+    connect_deadlines: BinaryHeap<Reverse<(Instant, usize, u32)>>,
+    /// Connections whose output or close waits for the end of the batch.
+    dirty: Vec<usize>,
+    /// Connections whose receive is armed again after the batch.
+    rearm: Vec<(usize, u32)>,
+    completions: Vec<Completion>,
+    /// An error that ends the loop.
+    fatal: Option<std::io::Error>,
+}
+
+impl<H: Handler> Worker<H> {
+    /// Build the worker's driver for `backend` (on the worker's thread) and
+    /// start accepting.
+    pub(crate) fn new(ctx: WorkerCtx, handler: H, backend: Backend) -> Result<Self, crate::Error> {
+        let index = ctx.index;
+        let worker_err = move |source| crate::Error::Worker {
+            worker: index,
+            source,
+        };
+        let stats = Arc::clone(&ctx.stats);
+        let driver = match backend {
+            Backend::Uring => Driver::Uring(
+                crate::driver::uring::UringDriver::new(&ctx.cfg, &*ctx.wake, stats).map_err(
+                    |e| match e {
+                        crate::Error::Io(source) => worker_err(source),
+                        other => other,
+                    },
+                )?,
+            ),
+            Backend::Epoll => Driver::Epoll(
+                crate::driver::epoll::EpollDriver::new(
+                    ctx.cfg.buf_size as usize,
+                    &*ctx.wake,
+                    stats,
+                )
+                .map_err(worker_err)?,
+            ),
+        };
+        let mut w = Worker {
+            driver,
+            handler,
+            conns: Slab::new(),
+            ctx,
+            next_generation: 0,
+            accept: Accept::Idle,
+            stopping: false,
+            shutdown_at: None,
+            lingering: Deadlines::default(),
+            idle: Deadlines::default(),
+            reads: Deadlines::default(),
+            write_watch: Vec::new(),
+            write_check_at: None,
+            requests: Vec::new(),
+            delayed: Vec::new(),
+            pending: Slab::new(),
+            connect_deadlines: BinaryHeap::new(),
+            dirty: Vec::new(),
+            rearm: Vec::new(),
+            completions: Vec::new(),
+            fatal: None,
+        };
+        w.arm_accept();
+        match w.fatal.take() {
+            Some(source) => Err(worker_err(source)),
+            None => Ok(w),
+        }
+    }
+
+    /// Run until shutdown is requested and every connection has closed.
+    pub(crate) fn run(mut self) -> std::io::Result<()> {
+        let Worker {
+            handler,
+            requests,
+            ctx,
+            driver,
+            ..
+        } = &mut self;
+        let env = Env {
+            requests,
+            bus: &ctx.bus,
+            worker: ctx.index,
+            backend: driver.backend(),
+        };
+        handler.on_start(&mut crate::handler::Ctx { env });
+        self.after_batch();
+        let mut done = Vec::new();
+        loop {
+            if let Some(e) = self.fatal.take() {
+                return Err(e);
+            }
+            if self.stopping
+                && self.conns.is_empty()
+                && self.pending.is_empty()
+                && self.accept == Accept::Idle
+                && !self.driver.busy()
+            {
+                return Ok(());
+            }
+            // Requests queued after the batch's own run go out at once.
+            let deadline = if self.requests.is_empty() {
+                self.next_deadline()
+            } else {
+                Some(Instant::now())
+            };
+            std::mem::swap(&mut done, &mut self.completions);
+            self.driver.wait(deadline, &mut done)?;
+            for c in done.drain(..) {
+                self.dispatch(c);
+            }
+            if let Some(t) = self.next_deadline() {
+                let now = Instant::now();
+                if t <= now {
+                    self.run_timers(now);
+                }
+            }
+            self.after_batch();
+        }
+    }
+
+    fn dispatch(&mut self, c: Completion) {
+        match c {
+            Completion::Accepted(sock) => self.on_accepted(sock),
+            Completion::AcceptEnded(errno) => self.on_accept_ended(errno),
+            Completion::Recv {
+                key,
+                generation,
+                ev,
+            } => {
+                if self.current(key, generation) {
+                    self.on_recv(key, ev);
+                }
+            }
+            Completion::Writable { key, generation } => {
+                if self.current(key, generation) {
+                    self.mark_dirty(key);
+                }
+            }
+            Completion::Sent {
+                key,
+                generation,
+                res,
+                buf,
+            } => {
+                if self.current(key, generation) {
+                    self.on_sent(key, res, buf);
+                }
+            }
+            Completion::ShutDown { key, generation } => {
+                if self.current(key, generation) {
+                    self.conns[key].ops &= !op::SHUT;
+                    self.finish_if_idle(key);
+                }
+            }
+            Completion::Registered {
+                key,
+                generation,
+                ok,
+            } => {
+                if self.current(key, generation) {
+                    self.on_registered(key, ok);
+                }
+            }
+            Completion::Connected {
+                key,
+                generation,
+                res,
+            } => self.on_connected(key, generation, res),
+            Completion::Wake => self.on_wake(),
+        }
+    }
+
+    /// Whether slot `key` still holds the connection of `generation`; a
+    /// completion for an earlier occupant is stale (counted, dropped).
+    fn current(&self, key: usize, generation: u32) -> bool {
+        let current = self
+            .conns
+            .get(key)
+            .is_some_and(|s| s.generation == generation);
+        if !current {
+            self.ctx.stats.add(&self.ctx.stats.stale, 1);
+        }
+        current
+    }
+
+    fn next_generation(&mut self) -> u32 {
+        let g = self.next_generation;
+        self.next_generation = (g + 1) & GENERATION_MASK;
+        g
+    }
+
+    fn on_wake(&mut self) {
+        self.ctx.wake.drain();
+        while let Ok(cmd) = self.ctx.commands.try_recv() {
+            self.requests.push(cmd);
+        }
+        // Acquire pairs with the Release store in `Engine::shutdown`.
+        if self.ctx.stop.load(Ordering::Acquire) && !self.stopping {
+            self.begin_shutdown();
+        }
+    }
+
+    /// Stop accepting, close every connection gracefully (forced at the
+    /// shutdown deadline), and give up pending connects.
+    fn begin_shutdown(&mut self) {
+        self.stopping = true;
+        match self.accept {
+            Accept::Armed if self.driver.stop_accept() => {}
+            _ => self.accept = Accept::Idle,
+        }
+        // Relaxed: stored before the Release store of `stop`, which this
+        // worker has read with Acquire.
+        let ms = self.ctx.shutdown_ms.load(Ordering::Relaxed);
+        self.shutdown_at = Some(Instant::now() + std::time::Duration::from_millis(ms));
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            self.conns[key].core.close(CloseReason::Shutdown);
+            self.mark_dirty(key);
+        }
+        let keys: Vec<usize> = self.pending.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            self.abort_connect(key, ConnectError::Shutdown);
+        }
+    }
+
+    /// The nearest deadline of any kind.
+    fn next_deadline(&self) -> Option<Instant> {
+        let backoff = match self.accept {
+            Accept::Backoff(t) => Some(t),
+            _ => None,
+        };
+        [
+            backoff,
+            self.shutdown_at,
+            self.lingering.next_deadline(),
+            self.idle.next_deadline(),
+            self.reads.next_deadline(),
+            self.connect_deadlines.peek().map(|r| r.0 .0),
+            self.delayed.iter().map(|(t, _)| *t).min(),
+            self.write_check_at,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Handle every deadline due by `now`.
+    fn run_timers(&mut self, now: Instant) {
+        if matches!(self.accept, Accept::Backoff(t) if t <= now) {
+            self.accept = Accept::Idle;
+            self.arm_accept();
+        }
+        let (due, wait): (Vec<_>, Vec<_>) = std::mem::take(&mut self.delayed)
+            .into_iter()
+            .partition(|(t, _)| *t <= now);
+        self.delayed = wait;
+        for (_, req) in due {
+            self.start_connect(req);
+        }
+        let due = expire_timeouts(
+            &mut self.idle,
+            &mut self.reads,
+            &self.ctx.cfg,
+            &self.ctx.stats,
+            now,
+            &mut self.conns,
+        );
+        for (key, reason) in due {
+            self.conns[key].core.close(reason);
+            self.mark_dirty(key);
+        }
+        if self.write_check_at.is_some_and(|t| t <= now) {
+            self.check_writes(now);
+        }
+        for (key, generation) in self.lingering.expired(now) {
+            let due = self.conns.get(key).is_some_and(|s| {
+                s.generation == generation && matches!(s.core.phase, Phase::Lingering(_))
+            });
+            if due {
+                let reason = self.conns[key].core.close_reason();
+                self.teardown(key, reason);
+            }
+        }
+        while let Some(&Reverse((t, key, generation))) = self.connect_deadlines.peek() {
+            if t > now {
+                break;
+            }
+            self.connect_deadlines.pop();
+            if self
+                .pending
+                .get(key)
+                .is_some_and(|p| p.generation == generation)
+            {
+                self.abort_connect(key, ConnectError::TimedOut);
+            }
+        }
+        if self.shutdown_at.is_some_and(|t| t <= now) {
+            self.shutdown_at = None;
+            let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+            for key in keys {
+                if !self.conns[key].core.is_closed() {
+                    self.ctx.stats.add(&self.ctx.stats.shutdown_forced, 1);
+                }
+                self.teardown(key, CloseReason::Shutdown);
+            }
+        }
+    }
+
+    /// After the batch: run requests, re-arm receives that ended, flush
+    /// dirty connections in the order they became dirty (a flush may dirty
+    /// more; they are flushed in this pass too).
+    fn after_batch(&mut self) {
+        let cmds = std::mem::take(&mut self.requests);
+        self.run_commands(cmds);
+        let rearm = std::mem::take(&mut self.rearm);
+        for &(key, generation) in &rearm {
+            let ok = self.conns.get(key).is_some_and(|s| {
+                s.generation == generation
+                    && !s.has(op::RECV | op::RECV_DONE | op::REG)
+                    && s.core.wants_input()
+            });
+            if ok {
+                self.ctx.stats.add(&self.ctx.stats.recv_rearms, 1);
+                self.arm_recv(key);
+            }
+        }
+        self.rearm = rearm;
+        self.rearm.clear();
+        let mut next = 0;
+        while let Some(&key) = self.dirty.get(next) {
+            next += 1;
+            self.flush(key);
+        }
+        self.dirty.clear();
+    }
+
+    fn mark_dirty(&mut self, key: usize) {
+        if let Some(slot) = self.conns.get_mut(key) {
+            if !slot.has(op::DIRTY) {
+                slot.ops |= op::DIRTY;
+                self.dirty.push(key);
+            }
+        }
+    }
+}

@@ -1,0 +1,282 @@
+//! How connections join a worker (accepted, or connected out), and the
+//! commands handlers and other threads send it: connect, broadcast,
+//! send-to.
+
+use std::cmp::Reverse;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use socket2::Socket;
+
+use super::{op, Accept, Pending, Slot, Worker};
+use crate::bus::Command;
+use crate::config::ListenerMode;
+use crate::conn::{ConnCore, Delivery};
+use crate::connect::{socket_for, ConnectError, ConnectRequest};
+use crate::driver::{Driver, DriverConn};
+use crate::handler::{CloseReason, Conn, Env, Handler};
+use crate::token::ConnId;
+
+impl<H: Handler> Worker<H> {
+    /// Start accepting (unless shutting down, armed, or backing off).
+    pub(super) fn arm_accept(&mut self) {
+        if self.stopping || self.accept != Accept::Idle {
+            return;
+        }
+        let fd = self.ctx.listener.as_raw_fd();
+        let exclusive = self.ctx.cfg.listener == ListenerMode::Shared;
+        match self.driver.arm_accept(fd, exclusive) {
+            Ok(()) => self.accept = Accept::Armed,
+            Err(e) => self.fatal = Some(e),
+        }
+    }
+
+    pub(super) fn on_accepted(&mut self, sock: Socket) {
+        if self.stopping {
+            return; // dropped: closed at once
+        }
+        if !self.ctx.bus.try_admit() {
+            // At max_connections: accepted and closed at once.
+            self.ctx.stats.add(&self.ctx.stats.refused, 1);
+            return;
+        }
+        self.ctx.stats.add(&self.ctx.stats.accepted, 1);
+        self.open(sock, None);
+    }
+
+    /// The accept stopped: re-arm now, or after `accept_backoff` when the
+    /// process is out of descriptors or memory (the connection stays
+    /// queued), so the loop never spins.
+    pub(super) fn on_accept_ended(&mut self, errno: i32) {
+        self.accept = Accept::Idle;
+        if self.stopping || errno == libc::ECANCELED {
+            return;
+        }
+        match errno {
+            // Ended by itself, the peer gave up before we took it, or a
+            // signal: again now.
+            0 | libc::ECONNABORTED | libc::EINTR | libc::EAGAIN => {
+                self.ctx.stats.add(&self.ctx.stats.accept_rearms, 1);
+                self.arm_accept();
+            }
+            _ => {
+                self.ctx.stats.add(&self.ctx.stats.accept_backoffs, 1);
+                self.accept = Accept::Backoff(Instant::now() + self.ctx.cfg.accept_backoff);
+            }
+        }
+    }
+
+    /// A new connection (accepted, or connected out for `origin`) joins the
+    /// slab. Accepted streams get TCP_NODELAY from the listener (see
+    /// `listener::ListenOptions`); outbound ones from `socket_for`.
+    pub(super) fn open(&mut self, sock: Socket, origin: Option<ConnectRequest>) {
+        let generation = self.next_generation();
+        let key = self.conns.vacant_entry().key();
+        let outbound = origin.is_some();
+        let mut drv = DriverConn::default();
+        let registering =
+            match self
+                .driver
+                .open_conn(key, generation, &mut drv, sock.as_raw_fd(), outbound)
+            {
+                Ok(r) => r,
+                Err(_) => {
+                    // Dropped: closed at once, never seen by the handler.
+                    self.ctx.bus.release();
+                    if let Some(req) = origin {
+                        self.attempt_failed(req, ConnectError::Os(libc::EIO));
+                    }
+                    return;
+                }
+            };
+        let cfg = &self.ctx.cfg;
+        let now = (cfg.input_timeouts() || outbound).then(Instant::now);
+        let id = ConnId::new(self.ctx.index, key, generation);
+        let mut core = ConnCore::new(id, sock, now.filter(|_| cfg.input_timeouts()));
+        if let Some(now) = now {
+            core.set_origin(origin, now);
+        }
+        self.conns.insert(Slot {
+            core,
+            generation,
+            ops: if registering { op::REG } else { 0 },
+            drv,
+        });
+        let st = &self.ctx.stats;
+        st.add(&st.open, 1);
+        if let (Some(idle), Some(now)) = (self.ctx.cfg.idle_timeout, now) {
+            self.idle
+                .push_live(key, generation, now + idle, &self.conns);
+        }
+        self.ctx.bus.opened(id);
+        let backend = self.driver.backend();
+        let Worker {
+            conns,
+            handler,
+            requests,
+            ctx,
+            ..
+        } = self;
+        let env = Env {
+            requests,
+            bus: &ctx.bus,
+            worker: ctx.index,
+            backend,
+        };
+        handler.on_open(&mut Conn {
+            core: &mut conns[key].core,
+            env,
+        });
+        if !registering && self.conns[key].core.wants_input() {
+            self.arm_recv(key);
+        }
+        self.mark_dirty(key);
+    }
+
+    /// A registration finished: arm the first receive.
+    pub(super) fn on_registered(&mut self, key: usize, ok: bool) {
+        let slot = &mut self.conns[key];
+        slot.ops &= !op::REG;
+        self.driver.registered(&mut slot.drv, ok);
+        if slot.core.is_closed() {
+            self.finish_if_idle(key);
+        } else if !slot.has(op::RECV | op::RECV_DONE) && slot.core.wants_input() {
+            self.arm_recv(key);
+        }
+    }
+
+    /// One attempt of `req` at its current address; on a failure to even
+    /// start, the next address, and so on.
+    pub(super) fn start_connect(&mut self, req: ConnectRequest) {
+        if self.stopping {
+            return self.connect_failed(&req, ConnectError::Shutdown);
+        }
+        let Some(addr) = req.addr() else {
+            return self.connect_failed(&req, ConnectError::Os(libc::EDESTADDRREQ));
+        };
+        let sock = match socket_for(addr, &self.ctx.cfg, self.driver.nonblocking()) {
+            Ok(s) => s,
+            Err(e) => return self.attempt_failed(req, ConnectError::from_io(&e)),
+        };
+        let generation = self.next_generation();
+        let key = self.pending.vacant_entry().key();
+        if let Err(e) = self.driver.connect(key, generation, &sock, addr) {
+            return self.attempt_failed(req, ConnectError::from_io(&e));
+        }
+        let deadline = Instant::now() + req.timeout;
+        self.pending.insert(Pending {
+            sock,
+            req,
+            generation,
+            aborted: None,
+        });
+        self.connect_deadlines
+            .push(Reverse((deadline, key, generation)));
+    }
+
+    /// Give up pending attempt `key` for `why` (timeout, shutdown).
+    pub(super) fn abort_connect(&mut self, key: usize, why: ConnectError) {
+        let p = &mut self.pending[key];
+        if p.aborted.is_some() {
+            return;
+        }
+        p.aborted = Some(why.clone());
+        if !self
+            .driver
+            .abort_connect(key, p.generation, p.sock.as_raw_fd())
+        {
+            let p = self.pending.remove(key);
+            self.attempt_failed(p.req, why);
+        }
+    }
+
+    pub(super) fn on_connected(&mut self, key: usize, generation: u32, res: Option<i32>) {
+        if !self
+            .pending
+            .get(key)
+            .is_some_and(|p| p.generation == generation)
+        {
+            return;
+        }
+        let Pending {
+            sock, req, aborted, ..
+        } = self.pending.remove(key);
+        let outcome = Driver::connect_result(res, &sock);
+        let err = match (outcome, aborted) {
+            (Ok(()), None) if !self.stopping => {
+                self.ctx.stats.add(&self.ctx.stats.connected, 1);
+                self.ctx.bus.admit();
+                // The backoff starts over only once the connection has
+                // stayed up (`ConnectRequest::after_close`).
+                return self.open(sock, Some(req));
+            }
+            // Given up meanwhile (it may still have connected): reported
+            // as what gave it up, and the socket closed.
+            (_, Some(why)) => why,
+            (Ok(()), None) => ConnectError::Shutdown,
+            (Err(_), None) if self.stopping => ConnectError::Shutdown,
+            (Err(e), None) => ConnectError::from_io(&e),
+        };
+        drop(sock);
+        self.attempt_failed(req, err);
+    }
+
+    /// An attempt failed: try the next address, or report the failure.
+    fn attempt_failed(&mut self, mut req: ConnectRequest, err: ConnectError) {
+        if err != ConnectError::Shutdown && !self.stopping && req.advance() {
+            return self.start_connect(req);
+        }
+        self.connect_failed(&req, err);
+    }
+
+    fn connect_failed(&mut self, req: &ConnectRequest, err: ConnectError) {
+        self.ctx.stats.add(&self.ctx.stats.connect_failures, 1);
+        self.handler.on_connect_failed(req.tag, &err);
+        if req.persistent && err != ConnectError::Shutdown {
+            self.schedule(req.retry());
+        }
+    }
+
+    /// Run `req` again after `wait` (persistent connections).
+    pub(super) fn schedule(&mut self, (wait, req): (Duration, ConnectRequest)) {
+        if !self.stopping {
+            self.delayed.push((Instant::now() + wait, req));
+        }
+    }
+
+    /// Carry out `cmds` in order (after a batch, outside any handler call):
+    /// connects start, broadcasts and sends are offered to connections.
+    pub(super) fn run_commands(&mut self, cmds: Vec<Command>) {
+        for cmd in cmds {
+            match cmd {
+                Command::Connect(req) => self.start_connect(req),
+                Command::Broadcast { except, bytes } => {
+                    let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+                    for key in keys {
+                        self.offer(key, except, None, &bytes);
+                    }
+                }
+                Command::SendTo { to, bytes } => self.offer(to.key(), None, Some(to), &bytes),
+            }
+        }
+    }
+
+    /// Hand a broadcast or directed message to connection `key`; one whose
+    /// output queue is full is closed at once (a slow consumer).
+    fn offer(&mut self, key: usize, except: Option<ConnId>, to: Option<ConnId>, bytes: &Arc<[u8]>) {
+        let limit = self.ctx.cfg.max_queued_output;
+        let Some(slot) = self.conns.get_mut(key) else {
+            return;
+        };
+        match slot.core.take_message(except, to, bytes, limit) {
+            Delivery::Queued => self.mark_dirty(key),
+            Delivery::Skipped => {}
+            Delivery::OverLimit => {
+                let st = &self.ctx.stats;
+                st.add(&st.output_limit_closes, 1);
+                self.teardown(key, CloseReason::OutputLimit { limit });
+            }
+        }
+    }
+}

@@ -4,7 +4,8 @@
 
 mod util;
 
-use std::net::{SocketAddr, TcpListener};
+use std::collections::HashSet;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::time::{Duration, Instant};
 
@@ -94,8 +95,59 @@ fn black_hole() -> (socket2::Socket, Vec<socket2::Socket>, SocketAddr) {
         let _ = s.connect(&addr.into());
         fillers.push(s);
     }
-    std::thread::sleep(Duration::from_millis(100));
+    // The queue is full once a handshake has completed into it (the
+    // listener's Recv-Q, as `ss -l` shows it).
+    wait_until(
+        Duration::from_secs(10),
+        "the black hole's accept queue to fill",
+        || {
+            tcp4_sockets()
+                .iter()
+                .any(|s| s.state == TCP_LISTEN && s.local == addr && s.rx_queue >= 1)
+        },
+    );
     (l, fillers, addr)
+}
+
+/// One IPv4 TCP socket of this network namespace, as `/proc/net/tcp`
+/// lists it.
+struct TcpEntry {
+    local: SocketAddr,
+    remote: SocketAddr,
+    state: u8,
+    /// For a listening socket: connections waiting in its accept queue.
+    rx_queue: u32,
+}
+
+/// `st` in `/proc/net/tcp` (the kernel's TCP_* states).
+const TCP_SYN_SENT: u8 = 0x02;
+const TCP_LISTEN: u8 = 0x0a;
+
+fn tcp4_sockets() -> Vec<TcpEntry> {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("read /proc/net/tcp");
+    table
+        .lines()
+        .skip(1)
+        .map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let (_, rx_queue) = f[4].split_once(':').expect("tx_queue:rx_queue");
+            TcpEntry {
+                local: proc_net_addr(f[1]),
+                remote: proc_net_addr(f[2]),
+                state: u8::from_str_radix(f[3], 16).expect("state"),
+                rx_queue: u32::from_str_radix(rx_queue, 16).expect("rx_queue"),
+            }
+        })
+        .collect()
+}
+
+/// `0100007F:1F90`: the address as the kernel prints its 32-bit value
+/// (network order bytes read as a host number), then the port.
+fn proc_net_addr(field: &str) -> SocketAddr {
+    let (ip, port) = field.split_once(':').expect("address:port");
+    let ip = u32::from_str_radix(ip, 16).expect("address");
+    let port = u16::from_str_radix(port, 16).expect("port");
+    SocketAddr::new(Ipv4Addr::from(ip.to_ne_bytes()).into(), port)
 }
 
 fn node_connects_out_and_serves_both_sides(backend: Backend) {
@@ -186,9 +238,28 @@ fn addresses_are_tried_in_order(backend: Backend) {
 }
 
 fn shutdown_while_connecting(backend: Backend) {
-    let (_l, _fillers, addr) = black_hole();
+    let (_l, filler_socks, addr) = black_hole();
+    let fillers: HashSet<SocketAddr> = filler_socks
+        .iter()
+        .map(|s| s.local_addr().expect("addr").as_socket().expect("inet"))
+        .collect();
     let (engine, rx) = node(backend, Some((vec![addr], Duration::from_secs(30), 6)));
-    std::thread::sleep(Duration::from_millis(200));
+    // Shut down only once the node's connect is in flight: a socket other
+    // than the fillers' has sent its SYN to the black hole (and, the SYN
+    // being dropped, waits for an answer).
+    wait_until(
+        Duration::from_secs(10),
+        "the node's connect to the black hole to be in flight",
+        || {
+            tcp4_sockets()
+                .iter()
+                .any(|s| s.state == TCP_SYN_SENT && s.remote == addr && !fillers.contains(&s.local))
+        },
+    );
+    assert!(
+        rx.try_recv().is_err(),
+        "nothing to report before the shutdown"
+    );
     engine
         .shutdown()
         .expect("shutdown returns while a connect is pending");

@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 
 use ringnet::udp::{UdpConn, UdpOptions, UdpServer, UdpStats};
 
+mod util;
+
 /// How long a client waits for one reply before sending again.
 const REPLY_WAIT: Duration = Duration::from_millis(300);
 /// How many times a client sends one datagram again before giving up
@@ -355,36 +357,68 @@ fn two_hundred_peers_at_once() {
     });
 }
 
+/// Every client's datagrams after its reply go to the connection already
+/// accepted for it. Once every connection has read its client's flush mark
+/// (sent after the reply) and a new peer has been accepted behind them,
+/// every datagram the clients sent has been routed: a peer accepted twice
+/// has shown up by then, however slow the machine.
 #[test]
 fn concurrent_accept_gives_each_peer_once() {
     bounded(Duration::from_secs(60), || {
         const PEERS: usize = 50;
+        // The flush mark: `"{id}:{FLUSH}"` (hellos do not parse as marks).
+        const FLUSH: u32 = 0;
         let server = server("127.0.0.1:0");
         let target = server.local_addr();
         let stop = Arc::new(AtomicBool::new(false));
         let accepted = Arc::new(Mutex::new(Vec::new()));
-        let acceptors: Vec<JoinHandle<Vec<UdpConn>>> = (0..4)
+        let marks: Arc<Marks> = Arc::default();
+        let acceptors: Vec<JoinHandle<usize>> = (0..4)
             .map(|_| {
-                let (server, stop, accepted) = (
+                let (server, stop, accepted, marks) = (
                     Arc::clone(&server),
                     Arc::clone(&stop),
                     Arc::clone(&accepted),
+                    Arc::clone(&marks),
                 );
                 thread::spawn(move || {
-                    // Keep every connection open, so a client's resend goes
-                    // to it and cannot make the peer new again.
-                    let mut conns = Vec::new();
+                    // Keep every connection open and read, so a client's
+                    // later datagrams go to it and cannot make the peer
+                    // new again (and other peers' datagrams that landed on
+                    // its socket are routed).
+                    let mut readers = Vec::new();
                     while !stop.load(Ordering::SeqCst) {
                         match server.accept(Some(Duration::from_millis(100))) {
                             Ok(conn) => {
-                                accepted.lock().expect("lock").push(conn.peer_addr());
-                                let first = conn.recv(WAIT).expect("first datagram");
-                                conn.send(&first).expect("reply");
-                                conns.push(conn);
+                                let peer = conn.peer_addr();
+                                accepted.lock().expect("lock").push(peer);
+                                let (stop, marks) = (Arc::clone(&stop), Arc::clone(&marks));
+                                readers.push(thread::spawn(move || {
+                                    let note = |d: &[u8]| {
+                                        let text = String::from_utf8_lossy(d);
+                                        if let Some((_, seq)) = parse_pair(&text) {
+                                            marks.lock().expect("lock").insert((peer, seq));
+                                        }
+                                    };
+                                    let first = conn.recv(WAIT).expect("first datagram");
+                                    conn.send(&first).expect("reply");
+                                    note(&first);
+                                    while !stop.load(Ordering::SeqCst) {
+                                        match conn.recv(Some(Duration::from_millis(100))) {
+                                            Ok(d) => note(&d),
+                                            Err(e) if is_timeout(&e) => {}
+                                            Err(e) => panic!("recv from {peer}: {e}"),
+                                        }
+                                    }
+                                }));
                             }
                             Err(e) if is_timeout(&e) => {}
                             Err(e) => panic!("accept: {e}"),
                         }
+                    }
+                    let conns = readers.len();
+                    for r in readers {
+                        r.join().expect("reader");
                     }
                     conns
                 })
@@ -392,7 +426,8 @@ fn concurrent_accept_gives_each_peer_once() {
             .collect();
 
         let barrier = Arc::new(Barrier::new(PEERS));
-        let clients: Vec<JoinHandle<SocketAddr>> = (0..PEERS)
+        // Each client hands its socket back, to send its flush mark from.
+        let clients: Vec<JoinHandle<UdpSocket>> = (0..PEERS)
             .map(|id| {
                 let barrier = Arc::clone(&barrier);
                 thread::spawn(move || {
@@ -400,27 +435,56 @@ fn concurrent_accept_gives_each_peer_once() {
                     barrier.wait();
                     let report = run_hello(&sock, id, target);
                     report.expect("client gets its reply");
-                    sock.local_addr().expect("client addr")
+                    sock
                 })
             })
             .collect();
-        let client_addrs: HashSet<SocketAddr> = clients
+        let clients: Vec<UdpSocket> = clients
             .into_iter()
             .map(|t| t.join().expect("client thread"))
             .collect();
-        // Leave time for a duplicate accept to show up, then stop.
-        thread::sleep(Duration::from_millis(300));
+        let client_addrs: HashSet<SocketAddr> = clients
+            .iter()
+            .map(|s| s.local_addr().expect("client addr"))
+            .collect();
+
+        // Every client has its reply, so every peer has been accepted; its
+        // resends may still be anywhere (its own socket, the listener's,
+        // another peer's). A flush mark after them reaches the
+        // connection's own socket behind its resends: a connection that
+        // has read it has read (or routed) everything that socket had
+        // before.
+        let clients: Vec<(usize, &UdpSocket)> = clients.iter().enumerate().collect();
+        send_marks(&clients, target, FLUSH, &marks, Duration::from_secs(20));
+        // Then a new peer: its datagram reaches the listening socket
+        // behind whatever was still queued there, and the listener is read
+        // in order, so once it is accepted, every datagram the clients sent
+        // has been routed, and a duplicate is in the accept queue ahead of
+        // it (accept takes them in order).
+        let sentinel = UdpSocket::bind("127.0.0.1:0").expect("sentinel bind");
+        run_hello(&sentinel, PEERS, target).expect("the sentinel gets its reply");
+        let sentinel = sentinel.local_addr().expect("sentinel addr");
+
         stop.store(true, Ordering::SeqCst);
         let conns: usize = acceptors
             .into_iter()
-            .map(|t| t.join().expect("acceptor").len())
+            .map(|t| t.join().expect("acceptor"))
             .sum();
         let accepted = accepted.lock().expect("lock").clone();
         let distinct: HashSet<SocketAddr> = accepted.iter().copied().collect();
-        println!("stats: {:?}", server.stats());
-        assert_eq!(accepted.len(), PEERS, "accepts");
-        assert_eq!(conns, PEERS);
-        assert_eq!(distinct, client_addrs, "each peer once");
+        let mut expected = client_addrs;
+        expected.insert(sentinel);
+        let stats = server.stats();
+        println!("stats: {stats:?}");
+        assert_eq!(
+            accepted.len(),
+            PEERS + 1,
+            "accepts (the clients, the sentinel)"
+        );
+        assert_eq!(conns, PEERS + 1);
+        assert_eq!(distinct, expected, "each peer once");
+        assert_eq!(stats.new_peers, PEERS as u64 + 1, "connections made");
+        assert_eq!(stats.pending_accept, 0, "connections left unaccepted");
     });
 }
 
@@ -564,13 +628,29 @@ fn closing_the_server_wakes_every_acceptor() {
         assert_eq!(conn.recv(WAIT).expect("recv"), b"before");
 
         let (tx, rx) = mpsc::channel();
+        let (tids_tx, tids) = mpsc::channel();
         for _ in 0..4 {
-            let (server, tx) = (Arc::clone(&server), tx.clone());
+            let (server, tx, tids_tx) = (Arc::clone(&server), tx.clone(), tids_tx.clone());
             thread::spawn(move || {
+                tids_tx.send(thread_id()).expect("send thread id");
                 let _ = tx.send(server.accept(None).map(|c| c.peer_addr()));
             });
         }
-        thread::sleep(Duration::from_millis(200));
+        let tids: Vec<u64> = (0..4)
+            .map(|_| tids.recv_timeout(WAIT.expect("wait")).expect("thread id"))
+            .collect();
+        // Close only once every acceptor is blocked: after saying who it
+        // is, it does nothing but call accept, so asleep on a futex it is
+        // waiting in accept, and it is the close that has to wake it.
+        util::wait_until(
+            Duration::from_secs(10),
+            "every acceptor to block in accept",
+            || tids.iter().all(|&tid| blocked_on_futex(tid)),
+        );
+        assert!(
+            rx.try_recv().is_err(),
+            "no accept returned before the close"
+        );
         server.close();
         for _ in 0..4 {
             let result = rx
@@ -588,6 +668,33 @@ fn closing_the_server_wakes_every_acceptor() {
     });
 }
 
+/// The calling thread's kernel id.
+fn thread_id() -> u64 {
+    // SAFETY: gettid has no preconditions.
+    let tid = unsafe { libc::gettid() };
+    u64::try_from(tid).expect("thread id")
+}
+
+/// Whether thread `tid` of this process is asleep in a futex wait (where a
+/// blocked mutex or condition variable waits). Where the kernel does not
+/// say which system call a thread is in, asleep at all counts.
+fn blocked_on_futex(tid: u64) -> bool {
+    let task = format!("/proc/self/task/{tid}");
+    let stat = std::fs::read_to_string(format!("{task}/stat"))
+        .unwrap_or_else(|e| panic!("thread {tid} still running: {e}"));
+    // "tid (comm) S ...": the state follows the last parenthesis.
+    let state = stat[stat.rfind(')').expect("comm") + 1..].trim_start();
+    if !state.starts_with('S') {
+        return false;
+    }
+    match std::fs::read_to_string(format!("{task}/syscall")) {
+        Ok(syscall) => {
+            syscall.split_whitespace().next() == Some(libc::SYS_futex.to_string().as_str())
+        }
+        Err(_) => true,
+    }
+}
+
 /// Peers that send a burst without waiting: most of each burst reaches the
 /// listening socket before the peer's socket is connected, and must be
 /// handed over to the right connection. The kernel may drop datagrams when
@@ -599,6 +706,9 @@ fn burst_before_connect_is_handed_over() {
     bounded(Duration::from_secs(60), || {
         const PEERS: usize = 100;
         const BURST: u32 = 10;
+        // Marks: seqs past the burst, sent after it (see below).
+        const KNOWN: u32 = BURST;
+        const DRAINED: u32 = BURST + 1;
         let options = UdpOptions {
             recv_buffer_size: Some(4 << 20),
             ..UdpOptions::default()
@@ -617,30 +727,41 @@ fn burst_before_connect_is_handed_over() {
                 .collect(),
         );
         let stop = Arc::new(AtomicBool::new(false));
-        // Datagrams read by the connections so far.
-        let read = Arc::new(AtomicU64::new(0));
+        let marks: Arc<Marks> = Arc::default();
         type Seen = Vec<(SocketAddr, Vec<(usize, u32)>)>;
         let acceptors: Vec<JoinHandle<Seen>> = (0..4)
             .map(|_| {
-                let (server, stop, read) =
-                    (Arc::clone(&server), Arc::clone(&stop), Arc::clone(&read));
+                let (server, stop, marks) =
+                    (Arc::clone(&server), Arc::clone(&stop), Arc::clone(&marks));
                 thread::spawn(move || {
                     let mut readers = Vec::new();
                     while !stop.load(Ordering::SeqCst) {
                         let Ok(conn) = server.accept(Some(Duration::from_millis(100))) else {
                             continue;
                         };
-                        let (stop, read) = (Arc::clone(&stop), Arc::clone(&read));
+                        let (stop, marks) = (Arc::clone(&stop), Arc::clone(&marks));
                         readers.push(thread::spawn(move || {
+                            let peer = conn.peer_addr();
                             let mut got = Vec::new();
+                            let mut note = |d: Vec<u8>| {
+                                let text = String::from_utf8_lossy(&d);
+                                let (id, seq) = parse_pair(&text).expect("well-formed");
+                                if seq >= BURST {
+                                    marks.lock().expect("lock").insert((peer, seq));
+                                }
+                                got.push((id, seq));
+                            };
                             while !stop.load(Ordering::SeqCst) {
                                 if let Ok(d) = conn.recv(Some(Duration::from_millis(100))) {
-                                    let text = String::from_utf8_lossy(&d);
-                                    got.push(parse_pair(&text).expect("well-formed"));
-                                    read.fetch_add(1, Ordering::SeqCst);
+                                    note(d);
                                 }
                             }
-                            (conn.peer_addr(), got)
+                            // Everything has been routed by now: read what
+                            // is left, queued or on the socket.
+                            while let Ok(d) = conn.recv(Some(Duration::from_millis(1))) {
+                                note(d);
+                            }
+                            (peer, got)
                         }));
                     }
                     readers
@@ -651,7 +772,8 @@ fn burst_before_connect_is_handed_over() {
             })
             .collect();
         let barrier = Arc::new(Barrier::new(PEERS));
-        let clients: Vec<JoinHandle<()>> = sockets
+        // Each client hands its socket back, to send its marks from.
+        let clients: Vec<JoinHandle<UdpSocket>> = sockets
             .into_iter()
             .enumerate()
             .map(|(id, sock)| {
@@ -662,56 +784,62 @@ fn burst_before_connect_is_handed_over() {
                         sock.send_to(format!("{id}:{seq}").as_bytes(), target)
                             .expect("send");
                     }
+                    sock
                 })
             })
             .collect();
-        for c in clients {
-            c.join().expect("client");
-        }
+        let clients: Vec<UdpSocket> = clients
+            .into_iter()
+            .map(|c| c.join().expect("client"))
+            .collect();
+        let clients: Vec<(usize, &UdpSocket)> = clients.iter().enumerate().collect();
         // Every datagram is sent, but the server may still be routing some
         // (a new peer's datagram can wait on another peer's socket until
-        // that connection reads it). Stop once every peer found so far is
-        // accepted and neither new peers nor datagrams have turned up for a
-        // while.
-        const QUIET: Duration = Duration::from_millis(500);
-        let end = Instant::now() + Duration::from_secs(20);
-        let progress = || (server.stats().new_peers, read.load(Ordering::SeqCst));
-        let mut last = progress();
-        let mut since = Instant::now();
-        loop {
-            thread::sleep(Duration::from_millis(20));
-            let now = progress();
-            if now != last {
-                last = now;
-                since = Instant::now();
-            }
-            let stats = server.stats();
-            if stats.accepted == stats.new_peers && since.elapsed() >= QUIET {
-                break;
-            }
-            assert!(
-                Instant::now() < end,
-                "peers or datagrams still arriving, or peers waiting for accept: {stats:?}"
-            );
-        }
+        // that connection reads it). Rather than wait for a quiet spell,
+        // wait until nothing can be left in flight:
+        // 1. every client's KNOWN mark is read by its connection: every
+        //    client is a peer with a connected socket of its own;
+        // 2. a new peer (the sentinel) is accepted: its first datagram
+        //    reached the listening socket behind everything still queued
+        //    there, and the listener is read in order, so all of that has
+        //    been routed;
+        // 3. every peer's DRAINED mark, which reaches its own socket, is
+        //    read: each connection has read or routed everything its
+        //    socket held before.
+        // What was routed to a connection after its mark, it reads once
+        // told to stop.
+        let limit = Duration::from_secs(20);
+        send_marks(&clients, target, KNOWN, &marks, limit);
+        let sentinel = UdpSocket::bind("127.0.0.1:0").expect("sentinel bind");
+        send_marks(&[(PEERS, &sentinel)], target, KNOWN, &marks, limit);
+        let mut all = clients.clone();
+        all.push((PEERS, &sentinel));
+        send_marks(&all, target, DRAINED, &marks, limit);
         stop.store(true, Ordering::SeqCst);
         let seen: Seen = acceptors
             .into_iter()
             .flat_map(|a| a.join().expect("acceptor"))
             .collect();
 
+        let sentinel = sentinel.local_addr().expect("sentinel addr");
         let mut delivered = 0;
         let mut peers = HashSet::new();
         for (peer, got) in &seen {
             assert!(peers.insert(*peer), "{peer} accepted twice");
-            let me = ids[peer];
-            let seqs: HashSet<u32> = got.iter().map(|&(_, seq)| seq).collect();
+            let me = if *peer == sentinel { PEERS } else { ids[peer] };
             assert!(
                 got.iter().all(|&(id, _)| id == me),
                 "misdelivered to {peer}"
             );
-            assert_eq!(seqs.len(), got.len(), "duplicates for {peer}");
-            delivered += got.len();
+            // Marks may come more than once (sent again); the burst not.
+            let burst: Vec<u32> = got
+                .iter()
+                .map(|&(_, seq)| seq)
+                .filter(|&seq| seq < BURST)
+                .collect();
+            let seqs: HashSet<u32> = burst.iter().copied().collect();
+            assert_eq!(seqs.len(), burst.len(), "duplicates for {peer}");
+            delivered += burst.len();
         }
         let stats = server.stats();
         println!(
@@ -723,9 +851,48 @@ fn burst_before_connect_is_handed_over() {
             stats.rerouted_from_listener,
         );
         println!("stats: {stats:?}");
+        assert_eq!(peers.len(), PEERS + 1, "every client and the sentinel");
         assert_eq!(stats.new_peers, seen.len() as u64);
         assert_eq!(stats.dropped_queue_full + stats.dropped_backlog_full, 0);
     });
+}
+
+/// Marks read by connections: (peer, seq).
+type Marks = Mutex<HashSet<(SocketAddr, u32)>>;
+
+/// Send `"{id}:{mark}"` to `target` from each `(id, socket)`, again after
+/// [`REPLY_WAIT`] from those whose connection has not read it yet (the
+/// kernel may have dropped it), until every one has; panic after `limit`.
+fn send_marks(
+    socks: &[(usize, &UdpSocket)],
+    target: SocketAddr,
+    mark: u32,
+    marks: &Marks,
+    limit: Duration,
+) {
+    let end = Instant::now() + limit;
+    loop {
+        let missing: Vec<&(usize, &UdpSocket)> = {
+            let marks = marks.lock().expect("lock");
+            socks
+                .iter()
+                .filter(|(_, s)| !marks.contains(&(s.local_addr().expect("addr"), mark)))
+                .collect()
+        };
+        if missing.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < end,
+            "mark {mark} not read after {limit:?} for {} peers",
+            missing.len()
+        );
+        for (id, sock) in missing {
+            sock.send_to(format!("{id}:{mark}").as_bytes(), target)
+                .expect("send mark");
+        }
+        thread::sleep(REPLY_WAIT);
+    }
 }
 
 /// Port 0 means a port nobody uses. The kernel's own port-0 choice may give

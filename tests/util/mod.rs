@@ -82,6 +82,22 @@ pub fn echo_roundtrip(addr: SocketAddr, payload: Vec<u8>) {
     }
 }
 
+/// Poll `f` every few milliseconds until it holds, or panic after `limit`
+/// saying what was awaited. For conditions that come true by themselves
+/// (soon, on an idle machine): the limit is generous and only there so a
+/// broken feature fails the test instead of hanging it.
+#[track_caller]
+pub fn wait_until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() <= limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Wait until `f(stats)` holds, or panic after `limit` with the last stats.
 pub fn wait_stats(
     engine: &Engine,

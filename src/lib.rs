@@ -23,10 +23,20 @@
 //! engine.shutdown()?;
 //! # Ok::<(), ringnet::Error>(())
 //! ```
+//!
+//! # Cargo features
+//!
+//! * `tools` (default): the `ringnet` command and what it runs besides the
+//!   engine: the load generator (`bench`), the tokio reference server
+//!   (`reference`) and the demo handlers behind `ringnet serve` (`app`).
+//!   They bring clap, tokio, hdrhistogram, serde_json and httparse; with
+//!   `default-features = false` the crate is the engine alone.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+#[cfg(feature = "tools")]
 pub mod app;
+#[cfg(feature = "tools")]
 pub mod bench;
 pub mod blocking;
 mod bus;
@@ -41,6 +51,7 @@ pub mod handler;
 mod linger;
 pub mod listener;
 pub mod message;
+#[cfg(feature = "tools")]
 pub mod reference;
 mod stats;
 #[allow(unsafe_code)]

@@ -415,7 +415,7 @@ fn bad_config_is_refused(backend: Backend) {
             buf_count: 3,
             ..config(backend)
         },
-        |_| ringnet::app::echo::Echo,
+        |_| Echo,
     )
     .err()
     .expect("refused");
@@ -476,7 +476,7 @@ fn panicking_worker_setup_fails_start(backend: Backend) {
             if i == 1 {
                 panic!("handler factory fails for worker 1 (expected by this test)");
             }
-            ringnet::app::echo::Echo
+            Echo
         });
         let _ = tx.send(res.err().map(|e| e.to_string()));
     });
@@ -650,7 +650,7 @@ fn reuseport_still_reports_address_in_use(backend: Backend) {
             workers: 2,
             ..config(backend)
         },
-        |_| ringnet::app::echo::Echo,
+        |_| Echo,
     ) {
         Err(ringnet::Error::AddressInUse(a)) => assert_eq!(a, taken),
         Err(e) => panic!("expected AddressInUse, got {e}"),

@@ -3,8 +3,8 @@
 //! One worker thread per ring. Each worker keeps a multishot accept on the
 //! listening socket and one multishot recv per connection, with buffers
 //! taken from provided buffer rings; connections live in a slab, and every
-//! completion is matched to its connection by a [`Token`](token::Token)
-//! carrying the slab key and a generation. User code implements
+//! completion is matched to its connection by a token carrying the slab
+//! key and a generation (handlers see it as a [`ConnId`]). User code implements
 //! [`Handler`]; see the [`handler`] module for the contract.
 //!
 //! ```no_run
@@ -56,7 +56,7 @@ pub mod reference;
 mod stats;
 #[allow(unsafe_code)]
 mod sys;
-pub mod token;
+mod token;
 pub mod udp;
 #[allow(unsafe_code)]
 pub mod uring;

@@ -81,7 +81,7 @@ impl Engine {
         cfg.validate()?;
         let (backend, fallback) = select_backend(cfg.backend)?;
         if let Some(reason) = &fallback {
-            eprintln!("ringnet: io_uring unavailable ({reason}); falling back to epoll");
+            log::warn!("io_uring unavailable ({reason}); falling back to epoll");
         }
         let n = cfg.worker_count();
         let listeners = bind_listeners(&cfg, n, backend)?;

@@ -31,6 +31,11 @@
 //!   (`reference`) and the demo handlers behind `ringnet serve` (`app`).
 //!   They bring clap, tokio, hdrhistogram, serde_json and httparse; with
 //!   `default-features = false` the crate is the engine alone.
+//!
+//! The library never prints: it logs through the [`log`](https://docs.rs/log)
+//! facade (falling back to epoll is a warning), so the application decides
+//! where messages go; the `ringnet` command shows warnings on stderr and
+//! takes its level from `RUST_LOG`.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 

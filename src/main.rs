@@ -1,6 +1,7 @@
 //! The `ringnet` command: `serve` runs a server, `probe` reports what this
 //! kernel's io_uring supports.
 
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -405,7 +406,26 @@ fn print_stats(engine: &Engine) {
     }
 }
 
+/// Send the library's log records to stderr: warnings and errors (such as
+/// the epoll fallback) by default, `RUST_LOG` to change that (`off`,
+/// `info`, `ringnet=debug`, ...). Warnings and errors read like the
+/// command's own messages.
+fn init_logger() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        .format(|out, record| match record.level() {
+            log::Level::Error | log::Level::Warn => writeln!(out, "ringnet: {}", record.args()),
+            level => writeln!(
+                out,
+                "ringnet: [{level} {}] {}",
+                record.target(),
+                record.args()
+            ),
+        })
+        .init();
+}
+
 fn main() -> ExitCode {
+    init_logger();
     let cli = Cli::parse();
     let result = match cli.cmd {
         Cmd::Serve(a) => serve(a),

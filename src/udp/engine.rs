@@ -113,7 +113,7 @@ impl UdpEngine {
             .map_err(|e| Error::bind(cfg.addr, e))?;
         crate::listener::probe_free(addr, socket2::Type::DGRAM)?;
         if let Some(reason) = &fallback {
-            eprintln!("ringnet: io_uring unavailable ({reason}); falling back to epoll");
+            log::warn!("io_uring unavailable ({reason}); falling back to epoll");
         }
         let stop = Arc::new(AtomicBool::new(false));
         let counters = Arc::new(UdpCounters::default());

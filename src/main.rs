@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use anyhow::{anyhow, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use ringnet::framing::Framing;
 use ringnet::message::Framed;
@@ -173,7 +174,7 @@ fn parse_backend(s: &str) -> Result<BackendChoice, String> {
     s.parse().map_err(|e: ringnet::Error| e.to_string())
 }
 
-fn serve(a: ServeArgs) -> Result<(), ringnet::Error> {
+fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let cfg = Config {
         addr: a.addr,
         backend: a.backend,
@@ -200,10 +201,10 @@ fn serve(a: ServeArgs) -> Result<(), ringnet::Error> {
         batch_wait: Duration::from_micros(a.batch_wait_us),
         wait_batch: a.wait_batch,
         linger: Duration::try_from_secs_f64(a.linger).map_err(|_| {
-            ringnet::Error::Config(format!(
+            anyhow!(
                 "--linger must be a non-negative number of seconds, got {}",
                 a.linger
-            ))
+            )
         })?,
         ..Config::default()
     };
@@ -211,9 +212,7 @@ fn serve(a: ServeArgs) -> Result<(), ringnet::Error> {
     ringnet::block_stop_signals()?;
     if a.udp {
         if !matches!(a.mode, Mode::Echo) {
-            return Err(ringnet::Error::Config(
-                "--udp goes with `serve echo`".into(),
-            ));
+            bail!("--udp goes with `serve echo`");
         }
         let engine =
             ringnet::udp::engine::UdpEngine::start(cfg, |_| ringnet::udp::engine::UdpEcho)?;
@@ -266,9 +265,7 @@ fn serve(a: ServeArgs) -> Result<(), ringnet::Error> {
                 .ok()
                 .filter(|d| !d.is_zero())
                 .ok_or_else(|| {
-                    ringnet::Error::Config(format!(
-                        "--stats must be a positive number of seconds, got {secs}"
-                    ))
+                    anyhow!("--stats must be a positive number of seconds, got {secs}")
                 })?,
         ),
         None => None,
@@ -348,10 +345,10 @@ struct BenchArgs {
     json: bool,
 }
 
-fn bench(a: BenchArgs) -> Result<(), String> {
+fn bench(a: BenchArgs) -> anyhow::Result<()> {
     let secs = |v: f64, what: &str| {
         Duration::try_from_secs_f64(v)
-            .map_err(|_| format!("--{what} must be a non-negative number of seconds"))
+            .map_err(|_| anyhow!("--{what} must be a non-negative number of seconds"))
     };
     let mut opts = ringnet::bench::Options::new(a.mode, a.addr);
     opts.conns = a.conns;
@@ -363,7 +360,7 @@ fn bench(a: BenchArgs) -> Result<(), String> {
     opts.cpu = a.cpu;
     if a.compare {
         let exe =
-            std::env::current_exe().map_err(|e| format!("cannot find the ringnet binary: {e}"))?;
+            std::env::current_exe().map_err(|e| anyhow!("cannot find the ringnet binary: {e}"))?;
         let load_cpu = a.cpu.unwrap_or(1);
         eprintln!(
             "ringnet bench --compare {}: servers pinned to CPU {}, load to CPU {load_cpu}, {} runs each",
@@ -375,8 +372,7 @@ fn bench(a: BenchArgs) -> Result<(), String> {
             a.runs,
             (a.server_cpu, load_cpu),
             &a.uring_arg,
-        )
-        .map_err(|e| e.to_string())?;
+        )?;
         if a.json {
             println!("{}", cmp.to_json());
         } else {
@@ -384,14 +380,14 @@ fn bench(a: BenchArgs) -> Result<(), String> {
         }
         return Ok(());
     }
-    let r = ringnet::bench::run(&opts).map_err(|e| e.to_string())?;
+    let r = ringnet::bench::run(&opts)?;
     if a.json {
         println!("{}", r.to_json());
     } else {
         print!("{}", r.to_table());
     }
     if r.errors + r.mismatches > 0 {
-        return Err(format!("{} errors, {} mismatches", r.errors, r.mismatches));
+        bail!("{} errors, {} mismatches", r.errors, r.mismatches);
     }
     Ok(())
 }
@@ -429,11 +425,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.cmd {
         Cmd::Serve(a) => serve(a),
-        Cmd::Bench(a) => bench(a).map_err(ringnet::Error::Config),
+        Cmd::Bench(a) => bench(a),
         Cmd::ServeTokio { addr, cpu } => ringnet::reference::tokio_echo(addr, cpu, |bound| {
             println!("ringnet: serving tokio-echo on {bound} (tokio current-thread reference)");
         })
-        .map_err(ringnet::Error::from),
+        .map_err(anyhow::Error::from),
         Cmd::Probe { json } => {
             let report = ringnet::uring::probe::probe();
             if json {
@@ -447,6 +443,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            // The library's errors name their cause in their message.
             eprintln!("ringnet: {e}");
             ExitCode::FAILURE
         }

@@ -1,11 +1,10 @@
 //! The individual feature probes: each runs the operation, registers the
 //! resource or builds a ring with the setup flag, and reports what it saw.
 
-use std::io::{self, Write as _};
+use std::io::Write as _;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::ptr::{self, NonNull};
 use std::sync::atomic::{AtomicU16, Ordering};
 
 use io_uring::{cqueue, opcode, squeue, types, Builder, IoUring, Probe};
@@ -13,6 +12,7 @@ use io_uring::{cqueue, opcode, squeue, types, Builder, IoUring, Probe};
 use super::report::Feature;
 use super::run::{drive_multishot, push, MULTISHOT_UD};
 use super::{errno_text, io_text, RING_ENTRIES, WAIT_BUDGET};
+use crate::uring::mmap::AnonMap;
 
 /// Result of one probe before it is named and dated.
 pub(super) struct Outcome {
@@ -139,7 +139,7 @@ pub(super) fn probe_buf_ring_and_multishot_recv() -> (Outcome, Outcome) {
 
     let needs = |what: &str| Outcome::no(format!("needs provided buffer rings ({what})"));
     // Declared before the ring so it is unmapped only after the ring is gone.
-    let mapping = match Mapping::anonymous(map_len) {
+    let mapping = match AnonMap::new(map_len) {
         Ok(m) => m,
         Err(err) => {
             let why = format!("mmap: {}", io_text(&err));
@@ -154,8 +154,8 @@ pub(super) fn probe_buf_ring_and_multishot_recv() -> (Outcome, Outcome) {
         }
     };
 
-    let base = mapping.ptr.as_ptr().cast::<types::BufRingEntry>();
-    let buffers = mapping.ptr.as_ptr() as u64 + ring_bytes as u64;
+    let base = mapping.as_ptr().cast::<types::BufRingEntry>();
+    let buffers = mapping.as_ptr() as u64 + ring_bytes as u64;
     for i in 0..ENTRIES {
         // SAFETY: the mapping is page-aligned, zero-filled and `map_len` bytes long;
         // entry `i < ENTRIES` lies inside its first `ring_bytes` bytes, BufRingEntry
@@ -246,50 +246,4 @@ pub(super) fn probe_buf_ring_and_multishot_recv() -> (Outcome, Outcome) {
         mapping.leak();
     }
     (buf_rings, recv)
-}
-
-/// An anonymous private memory mapping, unmapped on drop.
-struct Mapping {
-    ptr: NonNull<libc::c_void>,
-    len: usize,
-}
-
-impl Mapping {
-    fn anonymous(len: usize) -> io::Result<Self> {
-        // SAFETY: an anonymous private mapping with no address hint only creates new
-        // memory; it cannot alias or replace anything that already exists.
-        let addr = unsafe {
-            libc::mmap(
-                ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if addr == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        NonNull::new(addr)
-            .map(|ptr| Mapping { ptr, len })
-            .ok_or_else(|| io::Error::other("mmap returned a null mapping"))
-    }
-
-    /// Give up the mapping without unmapping it.
-    fn leak(self) {
-        std::mem::forget(self);
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: `ptr`/`len` are exactly the mapping created in `anonymous`, and the
-        // only user besides us (a buffer ring registration) was unregistered or its
-        // ring dropped with no request left that could use it; otherwise the mapping
-        // is leaked and this never runs.
-        unsafe {
-            libc::munmap(self.ptr.as_ptr(), self.len);
-        }
-    }
 }

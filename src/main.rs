@@ -10,6 +10,7 @@ use anyhow::{anyhow, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use ringnet::framing::Framing;
 use ringnet::message::Framed;
+use ringnet::uring::probe::ProbeReport;
 use ringnet::{app, BackendChoice, BufferMode, Config, Engine, ListenerMode};
 
 #[derive(Parser)]
@@ -392,6 +393,32 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `ringnet probe --json`: compact, keys in this order:
+/// `{"kernel":"...","io_uring":{"ok":true,"errno":null,"reason":null},"features":[{"name":"...","supported":true,"since":"...","detail":"..."}]}`.
+fn probe_json(report: &ProbeReport) -> serde_json::Value {
+    let (ok, errno, reason) = match &report.uring {
+        Ok(()) => (true, None, None),
+        Err(e) => (false, Some(e.errno), Some(e.reason.as_str())),
+    };
+    let features: Vec<serde_json::Value> = report
+        .features
+        .iter()
+        .map(|f| {
+            serde_json::json!({
+                "name": f.name,
+                "supported": f.supported,
+                "since": f.since,
+                "detail": f.detail,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "kernel": report.kernel,
+        "io_uring": { "ok": ok, "errno": errno, "reason": reason },
+        "features": features,
+    })
+}
+
 /// One line of counters, per worker.
 fn print_stats(engine: &Engine) {
     for (i, s) in engine.worker_stats().iter().enumerate() {
@@ -433,7 +460,7 @@ fn main() -> ExitCode {
         Cmd::Probe { json } => {
             let report = ringnet::uring::probe::probe();
             if json {
-                println!("{}", report.to_json());
+                println!("{}", probe_json(&report));
             } else {
                 print!("{}", report.to_table());
             }
@@ -447,5 +474,80 @@ fn main() -> ExitCode {
             eprintln!("ringnet: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ringnet::uring::probe::{Feature, SetupError};
+
+    fn sample(uring: Result<(), SetupError>, features: Vec<Feature>) -> ProbeReport {
+        ProbeReport {
+            kernel: "6.18.0-test".to_owned(),
+            uring,
+            features,
+        }
+    }
+
+    fn feature(name: &'static str, supported: bool, detail: &str) -> Feature {
+        Feature {
+            name,
+            supported,
+            detail: detail.to_owned(),
+            since: "5.19",
+        }
+    }
+
+    #[test]
+    fn probe_json_has_the_exact_layout() {
+        let report = sample(
+            Ok(()),
+            vec![
+                feature("multishot accept", true, "ok"),
+                feature("NODROP", false, "no"),
+            ],
+        );
+        assert_eq!(
+            probe_json(&report).to_string(),
+            concat!(
+                r#"{"kernel":"6.18.0-test","io_uring":{"ok":true,"errno":null,"reason":null},"#,
+                r#""features":[{"name":"multishot accept","supported":true,"since":"5.19","detail":"ok"},"#,
+                r#"{"name":"NODROP","supported":false,"since":"5.19","detail":"no"}]}"#
+            )
+        );
+    }
+
+    #[test]
+    fn probe_json_reports_setup_errors() {
+        let report = sample(
+            Err(SetupError {
+                errno: 1,
+                reason: "blocked \"here\"".to_owned(),
+            }),
+            Vec::new(),
+        );
+        assert_eq!(
+            probe_json(&report).to_string(),
+            r#"{"kernel":"6.18.0-test","io_uring":{"ok":false,"errno":1,"reason":"blocked \"here\""},"features":[]}"#
+        );
+    }
+
+    #[test]
+    fn probe_json_escapes_strings() {
+        let report = sample(
+            Ok(()),
+            vec![feature(
+                "SQPOLL",
+                false,
+                "say \"hi\"\\ path\nnext\ttab\u{1}",
+            )],
+        );
+        let json = probe_json(&report).to_string();
+        assert!(
+            json.contains(r#""detail":"say \"hi\"\\ path\nnext\ttab\u0001""#),
+            "{json}"
+        );
+        assert!(!json.contains('\n'), "{json}");
     }
 }

@@ -6,6 +6,10 @@ use std::fmt;
 use super::one_line;
 
 /// Everything [`probe`](super::probe) found out about io_uring on this machine.
+///
+/// The fields are public, so a caller renders the report as it likes
+/// (`ringnet probe --json` builds its JSON from them); [`ProbeReport::to_table`]
+/// is the plain-text form.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProbeReport {
     /// Kernel release from `/proc/sys/kernel/osrelease` (trimmed), or `"unknown"`.
@@ -111,58 +115,6 @@ impl ProbeReport {
         }
         out
     }
-
-    /// Compact JSON, keys in this order:
-    /// `{"kernel":"...","io_uring":{"ok":true,"errno":null,"reason":null},"features":[{"name":"...","supported":true,"since":"...","detail":"..."}]}`.
-    #[must_use]
-    pub fn to_json(&self) -> String {
-        let mut out = String::from("{\"kernel\":");
-        push_json_str(&mut out, &self.kernel);
-        out.push_str(",\"io_uring\":{");
-        match &self.uring {
-            Ok(()) => out.push_str("\"ok\":true,\"errno\":null,\"reason\":null"),
-            Err(err) => {
-                out.push_str(&format!("\"ok\":false,\"errno\":{},\"reason\":", err.errno));
-                push_json_str(&mut out, &err.reason);
-            }
-        }
-        out.push_str("},\"features\":[");
-        for (i, f) in self.features.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            out.push_str("{\"name\":");
-            push_json_str(&mut out, f.name);
-            out.push_str(",\"supported\":");
-            out.push_str(if f.supported { "true" } else { "false" });
-            out.push_str(",\"since\":");
-            push_json_str(&mut out, f.since);
-            out.push_str(",\"detail\":");
-            push_json_str(&mut out, &f.detail);
-            out.push('}');
-        }
-        out.push_str("]}");
-        out
-    }
-}
-
-/// Append `s` to `out` as a JSON string literal (quotes included).
-fn push_json_str(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
 }
 
 #[cfg(test)]
@@ -184,57 +136,6 @@ mod tests {
             detail: detail.to_owned(),
             since: "5.19",
         }
-    }
-    #[test]
-    fn json_has_the_exact_layout() {
-        let report = sample(
-            Ok(()),
-            vec![
-                feature("multishot accept", true, "ok"),
-                feature("NODROP", false, "no"),
-            ],
-        );
-        assert_eq!(
-            report.to_json(),
-            concat!(
-                r#"{"kernel":"6.18.0-test","io_uring":{"ok":true,"errno":null,"reason":null},"#,
-                r#""features":[{"name":"multishot accept","supported":true,"since":"5.19","detail":"ok"},"#,
-                r#"{"name":"NODROP","supported":false,"since":"5.19","detail":"no"}]}"#
-            )
-        );
-    }
-
-    #[test]
-    fn json_reports_setup_errors() {
-        let report = sample(
-            Err(SetupError {
-                errno: 1,
-                reason: "blocked \"here\"".to_owned(),
-            }),
-            Vec::new(),
-        );
-        assert_eq!(
-            report.to_json(),
-            r#"{"kernel":"6.18.0-test","io_uring":{"ok":false,"errno":1,"reason":"blocked \"here\""},"features":[]}"#
-        );
-    }
-
-    #[test]
-    fn json_escapes_strings() {
-        let report = sample(
-            Ok(()),
-            vec![feature(
-                "SQPOLL",
-                false,
-                "say \"hi\"\\ path\nnext\ttab\u{1}",
-            )],
-        );
-        let json = report.to_json();
-        assert!(
-            json.contains(r#""detail":"say \"hi\"\\ path\nnext\ttab\u0001""#),
-            "{json}"
-        );
-        assert!(!json.contains('\n'), "{json}");
     }
 
     #[test]

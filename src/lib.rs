@@ -29,8 +29,9 @@
 //! * `tools` (default): the `ringnet` command and what it runs besides the
 //!   engine: the load generator (`bench`), the tokio reference server
 //!   (`reference`) and the demo handlers behind `ringnet serve` (`app`).
-//!   They bring clap, tokio, hdrhistogram, serde_json and httparse; with
-//!   `default-features = false` the crate is the engine alone.
+//!   They bring clap, tokio, hdrhistogram, serde_json, httparse, env_logger
+//!   and anyhow; with `default-features = false` the crate is the engine
+//!   alone.
 //!
 //! The library never prints: it logs through the [`log`](https://docs.rs/log)
 //! facade (falling back to epoll is a warning), so the application decides

@@ -12,7 +12,7 @@
 //! Contenders, in the one criterion group `accept`:
 //!
 //! * `io_uring`: a ringnet engine on the io_uring backend, 1 worker, the
-//!   [`ringnet::app::echo::Echo`] handler;
+//!   echo handler (`common::Echo`);
 //! * `io_uring-coop-taskrun`: the same with `defer_taskrun: false`
 //!   (COOP_TASKRUN instead of SINGLE_ISSUER + DEFER_TASKRUN);
 //! * `io_uring-batch-wait-20us`: the same with `batch_wait` 20 µs (Linux

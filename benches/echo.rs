@@ -3,7 +3,7 @@
 //! For every number of connections (1, 32) and message size (64 B, 4096 B)
 //! there is a criterion group `echo/{conns}conn/{size}B` with two contenders,
 //! `io_uring` and `epoll`: a ringnet engine on that backend, one worker pinned
-//! to CPU 0, the [`ringnet::app::echo::Echo`] handler. The client runs on the
+//! to CPU 0, the echo handler (`common::Echo`). The client runs on the
 //! bench thread, pinned to CPU 1, with `conns` blocking `TcpStream`s
 //! (`TCP_NODELAY` on) opened once per bench. One iteration is one round trip
 //! on every connection: write `size` bytes to each stream, then read `size`

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The checks CI runs, in order: formatting, lints, docs, the test suite (the
-# README's test command), then a smoke run of the real binary under wrk.
+# The checks CI runs, in order: formatting, lints, the library built without
+# its tools, docs, the test suite (the README's test command), then a smoke
+# run of the real binary under wrk.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +20,17 @@ cargo fmt --all -- --check
 
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings
+
+step "the library alone: cargo build / clippy --no-default-features"
+# Without the `tools` feature the crate is the engine: none of the tools'
+# dependencies may be built.
+cargo build --no-default-features
+cargo clippy --no-default-features --all-targets -- -D warnings
+if cargo tree --no-default-features -e normal --prefix none \
+    | grep -E '^(clap|tokio|hdrhistogram|serde_json|httparse|env_logger|anyhow) '; then
+  echo "a tools dependency is built without the tools feature" >&2
+  exit 1
+fi
 
 step "cargo doc (warnings are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps

@@ -28,8 +28,17 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use ringnet::app::echo::Echo;
-use ringnet::{Backend, BufferMode, Config, Engine, Stats};
+use ringnet::{Backend, BufferMode, Config, Conn, Engine, Handler, Stats};
+
+/// The server: every byte received is sent back.
+struct Echo;
+
+impl Handler for Echo {
+    fn on_data(&mut self, conn: &mut Conn<'_>, data: &[u8]) -> usize {
+        conn.send(data);
+        data.len()
+    }
+}
 
 type Res<T> = Result<T, Box<dyn Error>>;
 

@@ -248,15 +248,14 @@ impl Default for Config {
 impl Config {
     /// Listen on `endpoint` (a `SocketAddr`, an address list, or a string such
     /// as `"localhost:0"` or `"[::]:7000"`, validated before anything is
-    /// resolved); the first resolved address is used.
+    /// resolved); the first resolved address is used ([`crate::Error::NoAddress`]
+    /// when there is none).
     pub fn listen_on(
         mut self,
         endpoint: impl crate::endpoint::ToEndpoint,
     ) -> Result<Config, crate::Error> {
         let addrs = endpoint.to_addrs().map_err(crate::Error::from_resolve)?;
-        self.addr = *addrs
-            .first()
-            .ok_or_else(|| crate::Error::Config("the endpoint resolves to no address".into()))?;
+        self.addr = *addrs.first().ok_or(crate::Error::NoAddress)?;
         Ok(self)
     }
 
@@ -358,6 +357,26 @@ mod tests {
         Config::default()
             .validate()
             .expect("default config is valid");
+    }
+
+    #[test]
+    fn an_endpoint_without_addresses_is_no_address() {
+        // Breaks the `ToEndpoint` contract: no address, and no error.
+        struct Nowhere;
+        impl crate::endpoint::ToEndpoint for Nowhere {
+            fn to_addrs(&self) -> std::io::Result<Vec<SocketAddr>> {
+                Ok(Vec::new())
+            }
+        }
+        assert!(matches!(
+            Config::default().listen_on(Nowhere),
+            Err(crate::Error::NoAddress)
+        ));
+        let one: SocketAddr = "127.0.0.1:7001".parse().expect("addr");
+        assert_eq!(
+            Config::default().listen_on(one).expect("listen_on").addr,
+            one
+        );
     }
 
     #[test]

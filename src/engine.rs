@@ -65,7 +65,7 @@ impl Engine {
         cfg.validate()?;
         let (backend, fallback) = select_backend(cfg.backend)?;
         if let Some(reason) = &fallback {
-            eprintln!("ringnet: io_uring unavailable ({reason}); falling back to epoll");
+            log::warn!("io_uring unavailable ({reason}); falling back to epoll");
         }
         let n = cfg.worker_count();
         let listeners = bind_listeners(&cfg, n, backend)?;
@@ -75,7 +75,9 @@ impl Engine {
         let shutdown_ms = Arc::new(std::sync::atomic::AtomicU64::new(
             cfg.shutdown_timeout.as_millis() as u64,
         ));
-        let (ready_tx, ready_rx) = mpsc::channel::<Result<(), Error>>();
+        // One setup report channel per worker: a worker that hangs up
+        // without reporting panicked, and it is known which.
+        let mut readies = Vec::with_capacity(n);
         // The bus first: every worker must be reachable before any runs.
         let mut bus = Bus::default();
         bus.max_connections = cfg.max_connections;
@@ -114,7 +116,8 @@ impl Engine {
                 shutdown_ms: Arc::clone(&shutdown_ms),
             };
             let factory = Arc::clone(&factory);
-            let ready = ready_tx.clone();
+            let (ready, report) = mpsc::channel();
+            readies.push(report);
             let join = std::thread::Builder::new()
                 .name(format!("ringnet-w{index}"))
                 .spawn(move || run_worker(backend, ctx, &*factory, ready))?;
@@ -124,12 +127,11 @@ impl Engine {
                 stats,
             });
         }
-        drop(ready_tx);
-        for _ in 0..n {
-            match ready_rx.recv() {
+        for (worker, report) in readies.into_iter().enumerate() {
+            match report.recv() {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => return Err(e), // drop stops the others
-                Err(_) => return Err(Error::Config("a worker exited during setup".into())),
+                Err(_) => return Err(Error::WorkerPanicked { worker }),
             }
         }
         Ok(engine)
@@ -161,6 +163,7 @@ impl Engine {
     /// [`crate::Conn::tag`] `== Some(tag)`), or `on_connect_failed(tag, ..)`
     /// says why not. Resolve endpoints before calling (e.g. with
     /// `Endpoint::resolve`); this never blocks on DNS.
+    /// [`Error::WorkerStopped`] when that worker has stopped.
     pub fn connect(
         &self,
         worker: usize,
@@ -171,7 +174,7 @@ impl Engine {
         let index = worker % self.workers.len();
         let req = ConnectRequest::new(addrs.to_vec(), timeout, tag, false);
         if !self.bus.post(index, Command::Connect(req)) {
-            return Err(Error::Config("the worker has stopped".into()));
+            return Err(Error::WorkerStopped { worker: index });
         }
         Ok(())
     }
@@ -278,10 +281,7 @@ impl Engine {
                     worker: index,
                     source,
                 }),
-                Err(_) => Err(Error::Worker {
-                    worker: index,
-                    source: std::io::Error::other("worker thread panicked"),
-                }),
+                Err(_) => Err(Error::WorkerPanicked { worker: index }),
             };
             if first.is_ok() {
                 first = res;
@@ -335,9 +335,7 @@ fn report_then_run<W>(
     match built {
         Ok(worker) => {
             let _ = ready.send(Ok(()));
-            // Drop the sender now: if another worker dies in its setup,
-            // `Engine::start` sees every sender gone instead of waiting for
-            // ever.
+            // Nothing more to report: hang up at once.
             drop(ready);
             run(worker)
         }

@@ -4,6 +4,8 @@ use std::io;
 use std::net::SocketAddr;
 
 /// Errors from starting or running the engine.
+///
+/// Each variant means one thing; match on the variant, not on the message.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -32,16 +34,40 @@ pub enum Error {
     /// An endpoint string was rejected before any socket was made.
     #[error("bad endpoint: {0}")]
     Endpoint(#[from] crate::endpoint::EndpointError),
-    /// A configuration value is out of range.
+    /// An endpoint gave no address and no error (a [`ToEndpoint`] that
+    /// breaks its contract; the crate's own fail with the reason instead),
+    /// so there is nothing to bind.
+    ///
+    /// [`ToEndpoint`]: crate::endpoint::ToEndpoint
+    #[error("the endpoint resolves to no address")]
+    NoAddress,
+    /// A configuration value is invalid (out of range, or not one of the
+    /// values allowed); the message names the field.
     #[error("invalid configuration: {0}")]
     Config(String),
-    /// A worker thread failed.
+    /// A worker failed with an I/O error: in its setup (pinning it to a CPU,
+    /// building its ring or epoll set) or while serving.
     #[error("worker {worker}: {source}")]
     Worker {
         /// The worker index.
         worker: usize,
         /// What failed.
         source: io::Error,
+    },
+    /// A worker's thread panicked: in its setup (the handler factory, or the
+    /// backend's set-up) or while serving (a handler callback). The panic
+    /// message went to the panic hook (stderr by default).
+    #[error("worker {worker} panicked")]
+    WorkerPanicked {
+        /// The worker index.
+        worker: usize,
+    },
+    /// The worker asked to do something has stopped (it failed or panicked)
+    /// and takes no more requests.
+    #[error("worker {worker} has stopped")]
+    WorkerStopped {
+        /// The worker index.
+        worker: usize,
     },
     /// Any other I/O error.
     #[error(transparent)]

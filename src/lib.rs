@@ -3,8 +3,8 @@
 //! One worker thread per ring. Each worker keeps a multishot accept on the
 //! listening socket and one multishot recv per connection, with buffers
 //! taken from provided buffer rings; connections live in a slab, and every
-//! completion is matched to its connection by a [`Token`](token::Token)
-//! carrying the slab key and a generation. User code implements
+//! completion is matched to its connection by a token carrying the slab
+//! key and a generation (handlers see it as a [`ConnId`]). User code implements
 //! [`Handler`]; see the [`handler`] module for the contract.
 //!
 //! ```no_run
@@ -23,10 +23,26 @@
 //! engine.shutdown()?;
 //! # Ok::<(), ringnet::Error>(())
 //! ```
+//!
+//! # Cargo features
+//!
+//! * `tools` (default): the `ringnet` command and what it runs besides the
+//!   engine: the load generator (`bench`), the tokio reference server
+//!   (`reference`) and the demo handlers behind `ringnet serve` (`app`).
+//!   They bring clap, tokio, hdrhistogram, serde_json, httparse, env_logger
+//!   and anyhow; with `default-features = false` the crate is the engine
+//!   alone.
+//!
+//! The library never prints: it logs through the [`log`](https://docs.rs/log)
+//! facade (falling back to epoll is a warning), so the application decides
+//! where messages go; the `ringnet` command shows warnings on stderr and
+//! takes its level from `RUST_LOG`.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+#[cfg(feature = "tools")]
 pub mod app;
+#[cfg(feature = "tools")]
 pub mod bench;
 pub mod blocking;
 mod bus;
@@ -41,11 +57,12 @@ pub mod framing;
 pub mod handler;
 pub mod listener;
 pub mod message;
+#[cfg(feature = "tools")]
 pub mod reference;
 mod stats;
 #[allow(unsafe_code)]
 mod sys;
-pub mod token;
+mod token;
 pub mod udp;
 #[allow(unsafe_code)]
 pub mod uring;

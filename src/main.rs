@@ -1,13 +1,16 @@
 //! The `ringnet` command: `serve` runs a server, `probe` reports what this
 //! kernel's io_uring supports.
 
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use anyhow::{anyhow, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use ringnet::framing::Framing;
 use ringnet::message::Framed;
+use ringnet::uring::probe::ProbeReport;
 use ringnet::{app, BackendChoice, BufferMode, Config, Engine, ListenerMode};
 
 #[derive(Parser)]
@@ -172,7 +175,7 @@ fn parse_backend(s: &str) -> Result<BackendChoice, String> {
     s.parse().map_err(|e: ringnet::Error| e.to_string())
 }
 
-fn serve(a: ServeArgs) -> Result<(), ringnet::Error> {
+fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let cfg = Config {
         addr: a.addr,
         backend: a.backend,
@@ -199,10 +202,10 @@ fn serve(a: ServeArgs) -> Result<(), ringnet::Error> {
         batch_wait: Duration::from_micros(a.batch_wait_us),
         wait_batch: a.wait_batch,
         linger: Duration::try_from_secs_f64(a.linger).map_err(|_| {
-            ringnet::Error::Config(format!(
+            anyhow!(
                 "--linger must be a non-negative number of seconds, got {}",
                 a.linger
-            ))
+            )
         })?,
         ..Config::default()
     };
@@ -210,9 +213,7 @@ fn serve(a: ServeArgs) -> Result<(), ringnet::Error> {
     ringnet::block_stop_signals()?;
     if a.udp {
         if !matches!(a.mode, Mode::Echo) {
-            return Err(ringnet::Error::Config(
-                "--udp goes with `serve echo`".into(),
-            ));
+            bail!("--udp goes with `serve echo`");
         }
         let engine =
             ringnet::udp::engine::UdpEngine::start(cfg, |_| ringnet::udp::engine::UdpEcho)?;
@@ -265,9 +266,7 @@ fn serve(a: ServeArgs) -> Result<(), ringnet::Error> {
                 .ok()
                 .filter(|d| !d.is_zero())
                 .ok_or_else(|| {
-                    ringnet::Error::Config(format!(
-                        "--stats must be a positive number of seconds, got {secs}"
-                    ))
+                    anyhow!("--stats must be a positive number of seconds, got {secs}")
                 })?,
         ),
         None => None,
@@ -347,10 +346,10 @@ struct BenchArgs {
     json: bool,
 }
 
-fn bench(a: BenchArgs) -> Result<(), String> {
+fn bench(a: BenchArgs) -> anyhow::Result<()> {
     let secs = |v: f64, what: &str| {
         Duration::try_from_secs_f64(v)
-            .map_err(|_| format!("--{what} must be a non-negative number of seconds"))
+            .map_err(|_| anyhow!("--{what} must be a non-negative number of seconds"))
     };
     let mut opts = ringnet::bench::Options::new(a.mode, a.addr);
     opts.conns = a.conns;
@@ -362,7 +361,7 @@ fn bench(a: BenchArgs) -> Result<(), String> {
     opts.cpu = a.cpu;
     if a.compare {
         let exe =
-            std::env::current_exe().map_err(|e| format!("cannot find the ringnet binary: {e}"))?;
+            std::env::current_exe().map_err(|e| anyhow!("cannot find the ringnet binary: {e}"))?;
         let load_cpu = a.cpu.unwrap_or(1);
         eprintln!(
             "ringnet bench --compare {}: servers pinned to CPU {}, load to CPU {load_cpu}, {} runs each",
@@ -374,8 +373,7 @@ fn bench(a: BenchArgs) -> Result<(), String> {
             a.runs,
             (a.server_cpu, load_cpu),
             &a.uring_arg,
-        )
-        .map_err(|e| e.to_string())?;
+        )?;
         if a.json {
             println!("{}", cmp.to_json());
         } else {
@@ -383,16 +381,42 @@ fn bench(a: BenchArgs) -> Result<(), String> {
         }
         return Ok(());
     }
-    let r = ringnet::bench::run(&opts).map_err(|e| e.to_string())?;
+    let r = ringnet::bench::run(&opts)?;
     if a.json {
         println!("{}", r.to_json());
     } else {
         print!("{}", r.to_table());
     }
     if r.errors + r.mismatches > 0 {
-        return Err(format!("{} errors, {} mismatches", r.errors, r.mismatches));
+        bail!("{} errors, {} mismatches", r.errors, r.mismatches);
     }
     Ok(())
+}
+
+/// `ringnet probe --json`: compact, keys in this order:
+/// `{"kernel":"...","io_uring":{"ok":true,"errno":null,"reason":null},"features":[{"name":"...","supported":true,"since":"...","detail":"..."}]}`.
+fn probe_json(report: &ProbeReport) -> serde_json::Value {
+    let (ok, errno, reason) = match &report.uring {
+        Ok(()) => (true, None, None),
+        Err(e) => (false, Some(e.errno), Some(e.reason.as_str())),
+    };
+    let features: Vec<serde_json::Value> = report
+        .features
+        .iter()
+        .map(|f| {
+            serde_json::json!({
+                "name": f.name,
+                "supported": f.supported,
+                "since": f.since,
+                "detail": f.detail,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "kernel": report.kernel,
+        "io_uring": { "ok": ok, "errno": errno, "reason": reason },
+        "features": features,
+    })
 }
 
 /// One line of counters, per worker.
@@ -405,19 +429,38 @@ fn print_stats(engine: &Engine) {
     }
 }
 
+/// Send the library's log records to stderr: warnings and errors (such as
+/// the epoll fallback) by default, `RUST_LOG` to change that (`off`,
+/// `info`, `ringnet=debug`, ...). Warnings and errors read like the
+/// command's own messages.
+fn init_logger() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        .format(|out, record| match record.level() {
+            log::Level::Error | log::Level::Warn => writeln!(out, "ringnet: {}", record.args()),
+            level => writeln!(
+                out,
+                "ringnet: [{level} {}] {}",
+                record.target(),
+                record.args()
+            ),
+        })
+        .init();
+}
+
 fn main() -> ExitCode {
+    init_logger();
     let cli = Cli::parse();
     let result = match cli.cmd {
         Cmd::Serve(a) => serve(a),
-        Cmd::Bench(a) => bench(a).map_err(ringnet::Error::Config),
+        Cmd::Bench(a) => bench(a),
         Cmd::ServeTokio { addr, cpu } => ringnet::reference::tokio_echo(addr, cpu, |bound| {
             println!("ringnet: serving tokio-echo on {bound} (tokio current-thread reference)");
         })
-        .map_err(ringnet::Error::from),
+        .map_err(anyhow::Error::from),
         Cmd::Probe { json } => {
             let report = ringnet::uring::probe::probe();
             if json {
-                println!("{}", report.to_json());
+                println!("{}", probe_json(&report));
             } else {
                 print!("{}", report.to_table());
             }
@@ -427,8 +470,84 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            // The library's errors name their cause in their message.
             eprintln!("ringnet: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ringnet::uring::probe::{Feature, SetupError};
+
+    fn sample(uring: Result<(), SetupError>, features: Vec<Feature>) -> ProbeReport {
+        ProbeReport {
+            kernel: "6.18.0-test".to_owned(),
+            uring,
+            features,
+        }
+    }
+
+    fn feature(name: &'static str, supported: bool, detail: &str) -> Feature {
+        Feature {
+            name,
+            supported,
+            detail: detail.to_owned(),
+            since: "5.19",
+        }
+    }
+
+    #[test]
+    fn probe_json_has_the_exact_layout() {
+        let report = sample(
+            Ok(()),
+            vec![
+                feature("multishot accept", true, "ok"),
+                feature("NODROP", false, "no"),
+            ],
+        );
+        assert_eq!(
+            probe_json(&report).to_string(),
+            concat!(
+                r#"{"kernel":"6.18.0-test","io_uring":{"ok":true,"errno":null,"reason":null},"#,
+                r#""features":[{"name":"multishot accept","supported":true,"since":"5.19","detail":"ok"},"#,
+                r#"{"name":"NODROP","supported":false,"since":"5.19","detail":"no"}]}"#
+            )
+        );
+    }
+
+    #[test]
+    fn probe_json_reports_setup_errors() {
+        let report = sample(
+            Err(SetupError {
+                errno: 1,
+                reason: "blocked \"here\"".to_owned(),
+            }),
+            Vec::new(),
+        );
+        assert_eq!(
+            probe_json(&report).to_string(),
+            r#"{"kernel":"6.18.0-test","io_uring":{"ok":false,"errno":1,"reason":"blocked \"here\""},"features":[]}"#
+        );
+    }
+
+    #[test]
+    fn probe_json_escapes_strings() {
+        let report = sample(
+            Ok(()),
+            vec![feature(
+                "SQPOLL",
+                false,
+                "say \"hi\"\\ path\nnext\ttab\u{1}",
+            )],
+        );
+        let json = probe_json(&report).to_string();
+        assert!(
+            json.contains(r#""detail":"say \"hi\"\\ path\nnext\ttab\u0001""#),
+            "{json}"
+        );
+        assert!(!json.contains('\n'), "{json}");
     }
 }

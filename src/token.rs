@@ -17,7 +17,7 @@
 //!   connection closed and the key went to a new connection would otherwise be
 //!   applied to the wrong peer. Every slot is stamped with a fresh generation
 //!   when it is filled; a completion whose generation differs from the slot's
-//!   is **stale** and is dropped (see [`Token::is_current`]).
+//!   is **stale** and is dropped (the worker core checks every completion).
 //!
 //! Generations come from a per-worker counter that wraps at 2^24, so a stale
 //! completion could only be mistaken for current after 16 million
@@ -139,13 +139,6 @@ impl Token {
     pub fn generation(self) -> u32 {
         self.generation
     }
-
-    /// Whether this completion still belongs to the slot's current occupant,
-    /// whose generation is `slot_generation`. `false` means stale: the
-    /// connection it was for has gone and the key was reused.
-    pub fn is_current(self, slot_generation: u32) -> bool {
-        self.generation == slot_generation & GENERATION_MASK
-    }
 }
 
 impl fmt::Debug for Token {
@@ -256,16 +249,16 @@ mod tests {
         let slot_generation = 42;
         let t = Token::from_user_data(recv).expect("decodes");
         assert_eq!(t.key(), 7);
-        assert!(!t.is_current(slot_generation), "old recv must be stale");
-        assert!(t.is_current(41));
+        assert_ne!(t.generation(), slot_generation, "old recv must be stale");
+        assert_eq!(t.generation(), 41);
     }
 
     #[test]
     fn generation_wraps_at_24_bits() {
         let t = Token::new(OpKind::Send, 3, GENERATION_MASK + 1);
         assert_eq!(t.generation(), 0);
-        assert!(t.is_current(GENERATION_MASK + 1));
-        assert!(!t.is_current(1));
+        assert_eq!(t.generation(), (GENERATION_MASK + 1) & GENERATION_MASK);
+        assert_ne!(t.generation(), 1);
     }
 
     #[test]

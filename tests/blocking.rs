@@ -104,6 +104,23 @@ fn a_taken_port_is_address_in_use_naming_the_address() {
     }
 }
 
+/// An endpoint that breaks the `ToEndpoint` contract: no address, no error.
+struct Nowhere;
+
+impl ringnet::endpoint::ToEndpoint for Nowhere {
+    fn to_addrs(&self) -> io::Result<Vec<std::net::SocketAddr>> {
+        Ok(Vec::new())
+    }
+}
+
+#[test]
+fn no_address_to_bind_is_no_address() {
+    match Server::bind(Nowhere, ListenOptions::default()) {
+        Err(Error::NoAddress) => {}
+        other => panic!("expected NoAddress, got {other:?}"),
+    }
+}
+
 #[test]
 fn dual_stack_server_accepts_ipv4_as_v4_mapped() {
     if !ipv6_available() {

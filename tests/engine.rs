@@ -415,10 +415,11 @@ fn bad_config_is_refused(backend: Backend) {
             buf_count: 3,
             ..config(backend)
         },
-        |_| ringnet::app::echo::Echo,
+        |_| Echo,
     )
     .err()
     .expect("refused");
+    assert!(matches!(err, ringnet::Error::Config(_)), "{err:?}");
     assert!(err.to_string().contains("buf_count"), "{err}");
 }
 
@@ -464,7 +465,8 @@ fn close_with_unread_input_delivers_everything(backend: Backend) {
     engine.shutdown().expect("clean shutdown");
 }
 
-/// A worker whose setup panics makes `Engine::start` fail, not hang.
+/// A worker whose setup panics makes `Engine::start` fail, not hang, and
+/// the error names that worker.
 fn panicking_worker_setup_fails_start(backend: Backend) {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -476,15 +478,58 @@ fn panicking_worker_setup_fails_start(backend: Backend) {
             if i == 1 {
                 panic!("handler factory fails for worker 1 (expected by this test)");
             }
-            ringnet::app::echo::Echo
+            Echo
         });
-        let _ = tx.send(res.err().map(|e| e.to_string()));
+        let _ = tx.send(res.err());
     });
     let err = rx
         .recv_timeout(Duration::from_secs(20))
         .expect("Engine::start returned instead of hanging")
         .expect("Engine::start reported an error");
+    assert!(
+        matches!(err, ringnet::Error::WorkerPanicked { worker: 1 }),
+        "{err:?}"
+    );
     println!("start with a panicking worker: {err}");
+}
+
+/// Panics when its worker starts (after a successful setup).
+struct PanicOnStart;
+
+impl ringnet::Handler for PanicOnStart {
+    fn on_start(&mut self, _ctx: &mut ringnet::Ctx<'_>) {
+        panic!("handler fails on start (expected by this test)");
+    }
+    fn on_data(&mut self, _conn: &mut ringnet::Conn<'_>, data: &[u8]) -> usize {
+        data.len()
+    }
+}
+
+/// A worker that panicked takes no more requests: `Engine::connect` says it
+/// has stopped, and the shutdown reports the panic, both naming the worker.
+fn stopped_worker_refuses_requests(backend: Backend) {
+    let engine = ringnet::Engine::start(config(backend), |_| PanicOnStart).expect("engine starts");
+    let target = engine.local_addr();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let err = loop {
+        match engine.connect(0, &[target], Duration::from_secs(1), 7) {
+            Err(e) => break e,
+            // The worker has not unwound yet.
+            Ok(()) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            Ok(()) => panic!("connect still accepted 20 s after the worker panicked"),
+        }
+    };
+    assert!(
+        matches!(err, ringnet::Error::WorkerStopped { worker: 0 }),
+        "{err:?}"
+    );
+    let end = engine
+        .shutdown()
+        .expect_err("the shutdown reports the panic");
+    assert!(
+        matches!(end, ringnet::Error::WorkerPanicked { worker: 0 }),
+        "{end:?}"
+    );
 }
 
 /// Greets each connection with what it reads back from the accepted socket:
@@ -650,7 +695,7 @@ fn reuseport_still_reports_address_in_use(backend: Backend) {
             workers: 2,
             ..config(backend)
         },
-        |_| ringnet::app::echo::Echo,
+        |_| Echo,
     ) {
         Err(ringnet::Error::AddressInUse(a)) => assert_eq!(a, taken),
         Err(e) => panic!("expected AddressInUse, got {e}"),
@@ -778,6 +823,14 @@ fn close_with_unread_input_delivers_everything_epoll() {
     close_with_unread_input_delivers_everything(Backend::Epoll);
 }
 
+#[test]
+fn stopped_worker_refuses_requests_uring() {
+    stopped_worker_refuses_requests(Backend::Uring);
+}
+#[test]
+fn stopped_worker_refuses_requests_epoll() {
+    stopped_worker_refuses_requests(Backend::Epoll);
+}
 #[test]
 fn panicking_worker_setup_fails_start_uring() {
     panicking_worker_setup_fails_start(Backend::Uring);

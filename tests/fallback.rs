@@ -155,6 +155,17 @@ struct Server {
 
 impl Server {
     fn spawn(backend_flag: &str, env: BackendEnv<'_>, seccomp: bool) -> Server {
+        Server::spawn_logging(backend_flag, env, seccomp, None)
+    }
+
+    /// [`Server::spawn`] with `RUST_LOG` set to `rust_log` (`None`: unset,
+    /// the command's default level).
+    fn spawn_logging(
+        backend_flag: &str,
+        env: BackendEnv<'_>,
+        seccomp: bool,
+        rust_log: Option<&str>,
+    ) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringnet"));
         cmd.args([
             "serve",
@@ -177,6 +188,10 @@ impl Server {
                 cmd.env("RINGNET_BACKEND", v);
             }
         }
+        match rust_log {
+            Some(level) => cmd.env("RUST_LOG", level),
+            None => cmd.env_remove("RUST_LOG"),
+        };
         if seccomp {
             block_io_uring(&mut cmd);
         }
@@ -379,6 +394,30 @@ fn auto_falls_back_to_epoll_under_seccomp() {
     server.stop_cleanly();
     println!("stdout: {line}");
     println!("stderr: {fallback}");
+}
+
+/// The fallback line is a log record: `RUST_LOG=off` silences it, while the
+/// command's own messages stay.
+#[test]
+fn rust_log_off_silences_the_fallback_warning() {
+    let mut server = Server::spawn_logging("auto", BackendEnv::Removed, true, Some("off"));
+    let (line, addr) = server.startup_line();
+    assert!(
+        line.contains("(epoll backend"),
+        "expected the epoll backend: {line:?}"
+    );
+    check_echo(addr);
+    // Stopping collects stderr up to its end.
+    server.stop_cleanly();
+    let stderr = server.stderr_text();
+    assert!(
+        stderr.contains("shutting down"),
+        "the command's own lines stay:\n{stderr}"
+    );
+    assert!(
+        !stderr.contains("falling back"),
+        "RUST_LOG=off should silence the fallback warning:\n{stderr}"
+    );
 }
 
 #[test]

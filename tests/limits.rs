@@ -245,10 +245,8 @@ fn idle_and_read_timeouts(backend: Backend) {
         read_timeout: Some(Duration::from_millis(600)),
         ..config(backend)
     };
-    let engine = ringnet::Engine::start(cfg, |_| {
-        Framed::new(Framing::line(), ringnet::app::framed::MessageEcho)
-    })
-    .expect("engine");
+    let engine =
+        ringnet::Engine::start(cfg, |_| Framed::new(Framing::line(), MessageEcho)).expect("engine");
     let addr = engine.local_addr();
     let mut active = connect(addr);
     let mut idle = connect(addr);
@@ -318,10 +316,8 @@ fn streaming_lines_are_not_read_timed_out(backend: Backend) {
         read_timeout: Some(Duration::from_millis(1500)),
         ..config(backend)
     };
-    let engine = ringnet::Engine::start(cfg, |_| {
-        Framed::new(Framing::line(), ringnet::app::framed::MessageEcho)
-    })
-    .expect("engine");
+    let engine =
+        ringnet::Engine::start(cfg, |_| Framed::new(Framing::line(), MessageEcho)).expect("engine");
     let mut c = connect(engine.local_addr());
     c.write_all(b"x").expect("write");
     for _ in 0..80 {

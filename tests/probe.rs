@@ -4,9 +4,10 @@
 //! as root). Where io_uring cannot be set up at all (old kernel, seccomp, the
 //! `kernel.io_uring_disabled` sysctl) they print the reason and skip.
 
-use std::process::Command;
+mod util;
 
 use ringnet::uring::probe::{probe, ProbeReport};
+use util::Echo;
 
 /// The probe report, or `None` (after saying why) when io_uring is unavailable.
 fn report_or_skip(test: &str) -> Option<ProbeReport> {
@@ -43,12 +44,13 @@ fn probe_finds_the_features_the_engine_needs() {
     }
 }
 
+#[cfg(feature = "tools")]
 #[test]
 fn probe_cli_prints_json() {
     if report_or_skip("probe_cli_prints_json").is_none() {
         return;
     }
-    let output = Command::new(env!("CARGO_BIN_EXE_ringnet"))
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_ringnet"))
         .args(["probe", "--json"])
         .output()
         .expect("running `ringnet probe --json`");
@@ -104,8 +106,7 @@ fn starting_an_engine_does_not_interrupt_the_callers_blocking_calls() {
             backend: ringnet::BackendChoice::Uring,
             ..ringnet::Config::default()
         };
-        let engine =
-            ringnet::Engine::start(cfg.clone(), |_| ringnet::app::echo::Echo).expect("engine");
+        let engine = ringnet::Engine::start(cfg.clone(), |_| Echo).expect("engine");
         quiet_wait(&idle, &format!("Engine::start (round {round})"));
         engine.shutdown().expect("shutdown");
         let udp = ringnet::udp::engine::UdpEngine::start(cfg, |_| ringnet::udp::engine::UdpEcho)

@@ -341,6 +341,73 @@ fn udp_port_in_use_is_reported(backend: Backend) {
     first.shutdown().expect("shutdown");
 }
 
+/// Panics on the first datagram it is given.
+struct PanicOnDatagram;
+
+impl ringnet::udp::engine::DatagramHandler for PanicOnDatagram {
+    fn on_datagram(
+        &mut self,
+        _from: std::net::SocketAddr,
+        _data: &[u8],
+        _out: &mut ringnet::udp::engine::Replies,
+    ) {
+        panic!("handler fails on a datagram (expected by this test)");
+    }
+}
+
+/// A panicking handler is reported as the panic of the worker it served
+/// for: io_uring builds each worker's handler in its setup, so a factory
+/// that panics for worker 1 fails the start naming it (epoll builds one per
+/// peer, later); and a handler that panics while serving is reported by the
+/// shutdown.
+fn udp_panics_name_the_worker(backend: Backend) {
+    let started = UdpEngine::start(
+        Config {
+            workers: 2,
+            ..udp_config(backend)
+        },
+        |i| {
+            if i == 1 {
+                panic!("handler factory fails for worker 1 (expected by this test)");
+            }
+            PanicOnDatagram
+        },
+    );
+    match (backend, started) {
+        (Backend::Uring, Err(ringnet::Error::WorkerPanicked { worker: 1 })) => {}
+        (Backend::Epoll, Ok(engine)) => engine.shutdown().expect("no peer, no handler yet"),
+        (_, other) => panic!("{backend}: unexpected start: {:?}", other.err()),
+    }
+
+    let engine = UdpEngine::start(udp_config(backend), |_| PanicOnDatagram).expect("udp engine");
+    let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    s.connect(engine.local_addr()).expect("connect");
+    // Counted just before the handler sees it; resent in case one is lost.
+    let end = Instant::now() + Duration::from_secs(10);
+    while engine.stats().datagrams_in == 0 {
+        assert!(Instant::now() < end, "no datagram arrived");
+        s.send(b"boom").expect("send");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let err = engine
+        .shutdown()
+        .expect_err("the shutdown reports the panic");
+    assert!(
+        matches!(err, ringnet::Error::WorkerPanicked { worker: 0 }),
+        "{backend}: {err:?}"
+    );
+}
+
+#[test]
+fn udp_panics_name_the_worker_uring() {
+    udp_panics_name_the_worker(Backend::Uring);
+}
+
+#[test]
+fn udp_panics_name_the_worker_epoll() {
+    udp_panics_name_the_worker(Backend::Epoll);
+}
+
 #[test]
 fn udp_port_in_use_is_reported_uring() {
     udp_port_in_use_is_reported(Backend::Uring);

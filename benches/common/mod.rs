@@ -4,7 +4,17 @@
 
 use std::net::SocketAddr;
 
-use ringnet::{Backend, Config, Engine};
+use ringnet::{Backend, Config, Conn, Engine, Handler};
+
+/// The server under test: echoes every byte.
+pub struct Echo;
+
+impl Handler for Echo {
+    fn on_data(&mut self, conn: &mut Conn<'_>, data: &[u8]) -> usize {
+        conn.send(data);
+        data.len()
+    }
+}
 
 /// CPU the server (engine worker or other runtime) runs on.
 pub const SERVER_CPU: usize = 0;
@@ -41,7 +51,7 @@ pub fn start_engine(backend: Backend, defer_taskrun: bool) -> Engine {
 /// [`start_engine`] with a whole configuration (its backend must be
 /// `backend`).
 pub fn start_engine_with(backend: Backend, cfg: Config) -> Engine {
-    let engine = Engine::start(cfg, |_worker| ringnet::app::echo::Echo)
+    let engine = Engine::start(cfg, |_worker| Echo)
         .unwrap_or_else(|e| panic!("starting the {backend} engine failed: {e}"));
     assert_eq!(
         engine.backend(),

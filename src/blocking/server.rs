@@ -54,7 +54,8 @@ pub struct Server {
 impl Server {
     /// Listen on `endpoint` with `options`. The endpoint's addresses are
     /// tried in order and the first that binds is used; if none does, the
-    /// first error is returned ([`Error::AddressInUse`] for a taken port).
+    /// first error is returned ([`Error::AddressInUse`] for a taken port;
+    /// [`Error::NoAddress`] when there was no address to try).
     /// Port 0 asks the OS for a free port: see [`Server::local_addr`].
     pub fn bind(endpoint: impl ToEndpoint, options: ListenOptions) -> Result<Server, Error> {
         let addrs = endpoint.to_addrs().map_err(Error::from_resolve)?;
@@ -75,7 +76,7 @@ impl Server {
                 }
             }
         }
-        Err(first_err.unwrap_or_else(|| Error::Config("no address to bind".into())))
+        Err(first_err.unwrap_or(Error::NoAddress))
     }
 
     /// The address the server is bound to, with the real port after port 0.

@@ -156,14 +156,18 @@ pub(crate) fn pin_current_thread(cpu: usize) -> io::Result<()> {
     Ok(())
 }
 
-/// Send SIGTERM to `pid` (a child the caller has not reaped yet).
+/// Send SIGTERM to `pid` (a child the caller has not reaped yet); for the
+/// load generator's server children.
+#[cfg(feature = "tools")]
 pub(crate) fn terminate(pid: libc::pid_t) {
     // SAFETY: kill(2) has no memory-safety preconditions; the caller owns the
     // unreaped child, so the pid cannot have been reused.
     unsafe { libc::kill(pid, libc::SIGTERM) };
 }
 
-/// Clock ticks per second, the unit of CPU times in /proc/PID/stat.
+/// Clock ticks per second, the unit of CPU times in /proc/PID/stat (read
+/// by the load generator).
+#[cfg(feature = "tools")]
 pub(crate) fn clock_ticks() -> u64 {
     // SAFETY: sysconf has no memory-safety preconditions.
     let n = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };

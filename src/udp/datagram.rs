@@ -66,10 +66,10 @@ pub struct UdpStats {
     /// io_uring keeps no per-peer state and reports 0).
     pub peers_open: u64,
     /// Portable backend: new peers turned away at the peer limit
-    /// (`max_connections`, or [`DEFAULT_MAX_PEERS`]).
+    /// (`max_connections`, or [`DEFAULT_MAX_PEERS`](super::engine::DEFAULT_MAX_PEERS)).
     pub peers_refused: u64,
     /// Portable backend: peers let go after `idle_timeout` (or
-    /// [`DEFAULT_PEER_IDLE`]) without a datagram.
+    /// [`DEFAULT_PEER_IDLE`](super::engine::DEFAULT_PEER_IDLE)) without a datagram.
     pub peers_expired: u64,
 }
 

@@ -13,7 +13,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -24,13 +24,16 @@ use crate::error::Error;
 use super::datagram::UdpCounters;
 pub use super::datagram::{max_datagram, DatagramHandler, Replies, UdpEcho, UdpStats};
 
+/// The threads of a UDP engine, each with the worker it serves for.
+type Threads = Arc<Mutex<Vec<(usize, JoinHandle<std::io::Result<()>>)>>>;
+
 /// A running UDP engine.
 pub struct UdpEngine {
     local_addr: SocketAddr,
     backend: Backend,
     stop: Arc<AtomicBool>,
     wakes: Vec<Arc<crate::sys::EventFd>>,
-    threads: Arc<Mutex<Vec<JoinHandle<std::io::Result<()>>>>>,
+    threads: Threads,
     portable: Option<Arc<crate::udp::UdpServer>>,
     counters: Arc<UdpCounters>,
 }
@@ -50,7 +53,7 @@ impl UdpEngine {
             .map_err(|e| Error::bind(cfg.addr, e))?;
         crate::listener::probe_free(addr, socket2::Type::DGRAM)?;
         if let Some(reason) = &fallback {
-            eprintln!("ringnet: io_uring unavailable ({reason}); falling back to epoll");
+            log::warn!("io_uring unavailable ({reason}); falling back to epoll");
         }
         let stop = Arc::new(AtomicBool::new(false));
         let counters = Arc::new(UdpCounters::default());
@@ -65,7 +68,8 @@ impl UdpEngine {
                 for _ in 1..n {
                     sockets.push(udp_socket(local_addr, &cfg)?);
                 }
-                let (ready_tx, ready_rx) = mpsc::channel();
+                // One setup report channel per worker (see `Engine::start`).
+                let mut readies = Vec::with_capacity(n);
                 let mut wakes = Vec::new();
                 for (index, socket) in sockets.into_iter().enumerate() {
                     let wake = Arc::new(crate::sys::EventFd::new()?);
@@ -78,7 +82,8 @@ impl UdpEngine {
                         counters: Arc::clone(&counters),
                     };
                     let factory = Arc::clone(&factory);
-                    let ready = ready_tx.clone();
+                    let (ready, report) = mpsc::channel();
+                    readies.push(report);
                     let cpus = cfg.cpus.clone();
                     let join = std::thread::Builder::new()
                         .name(format!("ringnet-udp{index}"))
@@ -99,12 +104,12 @@ impl UdpEngine {
                                 }
                             }
                         })?;
+                    // A Vec of handles stays whole if a holder panicked.
                     threads
                         .lock()
-                        .map_err(|_| Error::Config("poisoned".into()))?
-                        .push(join);
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .push((index, join));
                 }
-                drop(ready_tx);
                 let engine = UdpEngine {
                     local_addr,
                     backend,
@@ -114,13 +119,11 @@ impl UdpEngine {
                     portable: None,
                     counters,
                 };
-                for _ in 0..n {
-                    match ready_rx.recv() {
+                for (worker, report) in readies.into_iter().enumerate() {
+                    match report.recv() {
                         Ok(Ok(())) => {}
                         Ok(Err(e)) => return Err(e),
-                        Err(_) => {
-                            return Err(Error::Config("a UDP worker exited during setup".into()))
-                        }
+                        Err(_) => return Err(Error::WorkerPanicked { worker }),
                     }
                 }
                 Ok(engine)
@@ -158,10 +161,11 @@ impl UdpEngine {
                                 index, &cpus, &server, &stop, &factory, &counters, &peers, limits,
                             )
                         })?;
+                    // A Vec of handles stays whole if a holder panicked.
                     threads
                         .lock()
-                        .map_err(|_| Error::Config("poisoned".into()))?
-                        .push(join);
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .push((index, join));
                 }
                 Ok(UdpEngine {
                     local_addr,
@@ -216,11 +220,15 @@ impl UdpEngine {
         }
         let mut first = Ok(());
         loop {
-            let next = self.threads.lock().ok().and_then(|mut t| t.pop());
-            let Some(join) = next else { break };
+            let next = self
+                .threads
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .pop();
+            let Some((worker, join)) = next else { break };
             let res = match join.join() {
                 Ok(r) => r.map_err(Error::from),
-                Err(_) => Err(Error::Config("a UDP thread panicked".into())),
+                Err(_) => Err(Error::WorkerPanicked { worker }),
             };
             if first.is_ok() {
                 first = res;
@@ -302,7 +310,7 @@ fn portable_acceptor<H: DatagramHandler, F: Fn(usize) -> H + Send + Sync + 'stat
     stop: &Arc<AtomicBool>,
     factory: &Arc<F>,
     counters: &Arc<UdpCounters>,
-    threads: &Arc<Mutex<Vec<JoinHandle<std::io::Result<()>>>>>,
+    threads: &Threads,
     limits: PeerLimits,
 ) -> std::io::Result<()> {
     pin_worker(cpus, index).map_err(|e| std::io::Error::other(e.to_string()))?;
@@ -316,7 +324,7 @@ fn portable_acceptor<H: DatagramHandler, F: Fn(usize) -> H + Send + Sync + 'stat
         };
         if let Ok(mut t) = threads.lock() {
             // Peers that went idle have ended: forget their handles.
-            t.retain(|h| !h.is_finished());
+            t.retain(|(_, h)| !h.is_finished());
         }
         if counters.peers_open.load(Ordering::Relaxed) >= limits.max_peers as u64 {
             // Dropping the connection forgets the peer: a later datagram
@@ -382,7 +390,7 @@ fn portable_acceptor<H: DatagramHandler, F: Fn(usize) -> H + Send + Sync + 'stat
         match spawned {
             Ok(handle) => {
                 if let Ok(mut t) = threads.lock() {
-                    t.push(handle);
+                    t.push((index, handle));
                 }
             }
             // No thread for it (the slot moved into the failed closure was

@@ -1,7 +1,7 @@
 //! Provided buffer rings (buffer groups), io_uring_setup_buf_ring(3),
 //! io_uring_provided_buffers(7); Linux 5.19.
 //!
-//! A [`BufRing`] is one anonymous mapping: the ring of `entries`
+//! A [`BufRing`] is one anonymous mapping ([`AnonMap`]): the ring of `entries`
 //! `io_uring_buf` descriptors at the start (page-aligned, as the kernel
 //! requires), then `entries` buffers of `buf_size` bytes. The kernel takes a
 //! buffer from the head when a recv needs one and reports its id in the
@@ -18,11 +18,12 @@
 //! after a synchronous cancel of everything (both workers' `Drop`).
 
 use std::io;
-use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU16, Ordering};
 
 use io_uring::types::BufRingEntry;
 use io_uring::IoUring;
+
+use super::mmap::AnonMap;
 
 /// The kernel's `struct io_uring_buf` (16 bytes); `resv` of descriptor 0 is
 /// the ring's tail.
@@ -38,8 +39,8 @@ const _: () = assert!(std::mem::size_of::<RawBuf>() == std::mem::size_of::<BufRi
 
 /// One registered buffer group.
 pub(crate) struct BufRing {
-    base: NonNull<u8>,
-    map_len: usize,
+    /// The descriptors, then the buffers; unmapped when this is dropped.
+    map: AnonMap,
     ring_bytes: usize,
     entries: u16,
     buf_size: u32,
@@ -70,27 +71,11 @@ impl BufRing {
         let page = crate::sys::page_size();
         let ring_bytes =
             (usize::from(entries) * std::mem::size_of::<BufRingEntry>()).next_multiple_of(page);
-        let map_len = ring_bytes + usize::from(entries) * buf_size as usize;
-        // SAFETY: an anonymous private mapping with no address hint aliases no
-        // existing memory; the result is checked against MAP_FAILED.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                map_len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        let base = NonNull::new(ptr.cast::<u8>()).ok_or_else(io::Error::last_os_error)?;
+        let map = AnonMap::new(ring_bytes + usize::from(entries) * buf_size as usize)?;
+        let base = map.as_ptr();
         let n = usize::from(entries);
         let mut br = BufRing {
-            base,
-            map_len,
+            map,
             ring_bytes,
             entries,
             buf_size,
@@ -104,10 +89,11 @@ impl BufRing {
         br.publish();
         // SAFETY: the ring memory is page-aligned, holds `entries` descriptors
         // and stays mapped until `self` is dropped, which the owner does only
-        // after unregistering `bgid` or tearing down `ring` (module docs).
+        // after unregistering `bgid` or tearing down `ring` (module docs). If
+        // registering fails, nothing was registered when `br` is unmapped.
         unsafe {
             ring.submitter()
-                .register_buf_ring_with_flags(base.as_ptr() as u64, entries, bgid, 0)?
+                .register_buf_ring_with_flags(base as u64, entries, bgid, 0)?
         };
         Ok(br)
     }
@@ -150,7 +136,7 @@ impl BufRing {
     fn buf_ptr(&self, bid: u16) -> *mut u8 {
         // SAFETY: bid < entries, so the offset stays within the mapping.
         unsafe {
-            self.base
+            self.map
                 .as_ptr()
                 .add(self.ring_bytes + usize::from(bid) * self.buf_size as usize)
         }
@@ -170,7 +156,7 @@ impl BufRing {
         // to the whole descriptor: descriptor 0's `resv` is the tail that the
         // kernel reads concurrently, and it is not touched here.
         unsafe {
-            let entry = self.base.as_ptr().cast::<RawBuf>().add(slot);
+            let entry = self.map.as_ptr().cast::<RawBuf>().add(slot);
             std::ptr::addr_of_mut!((*entry).addr).write(addr);
             std::ptr::addr_of_mut!((*entry).len).write(self.buf_size);
             std::ptr::addr_of_mut!((*entry).bid).write(bid);
@@ -184,19 +170,10 @@ impl BufRing {
         // mapping and is 2-byte aligned; the kernel reads it concurrently, so
         // it is accessed only as an atomic.
         let tail = unsafe {
-            &*BufRingEntry::tail(self.base.as_ptr().cast::<BufRingEntry>()).cast::<AtomicU16>()
+            &*BufRingEntry::tail(self.map.as_ptr().cast::<BufRingEntry>()).cast::<AtomicU16>()
         };
         // Release: the descriptor writes above must be visible before the
         // kernel sees the new tail.
         tail.store(self.tail, Ordering::Release);
-    }
-}
-
-impl Drop for BufRing {
-    fn drop(&mut self) {
-        // SAFETY: `base`/`map_len` are exactly what mmap returned; the owner
-        // unregistered the group or tore down the ring first, with no
-        // operation left that could write into a buffer (module docs).
-        unsafe { libc::munmap(self.base.as_ptr().cast(), self.map_len) };
     }
 }

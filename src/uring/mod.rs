@@ -1,7 +1,8 @@
 //! The io_uring backend: ring setup, provided buffer rings and the worker
 //! event loop. Every io_uring call of the crate lives below this module.
 //!
-//! * `bufring` maps and registers provided buffer rings (5.19).
+//! * `bufring` maps and registers provided buffer rings (5.19), in an
+//!   anonymous mapping (`mmap`, shared with the probe's test ring).
 //! * `groups` keeps the worker's buffer groups: the shared one, and the
 //!   pool of per-connection rings recycled as connections come and go.
 //! * `ring` is the one submission path: every SQE is built there, the
@@ -12,6 +13,7 @@
 
 pub(crate) mod bufring;
 pub(crate) mod groups;
+mod mmap;
 pub mod probe;
 pub(crate) mod ring;
 pub(crate) mod udp;

@@ -5,7 +5,31 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use ringnet::{Backend, Config, Engine, Stats};
+use ringnet::message::{MessageHandler, MsgConn};
+use ringnet::{Backend, CloseReason, Config, Conn, Engine, Handler, Stats};
+
+/// Echoes every byte (the tests' own, so they need no demo handlers).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Echo;
+
+impl Handler for Echo {
+    fn on_data(&mut self, conn: &mut Conn<'_>, data: &[u8]) -> usize {
+        conn.send(data);
+        data.len()
+    }
+}
+
+/// Echoes every whole message in the connection's framing.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct MessageEcho;
+
+impl MessageHandler for MessageEcho {
+    fn on_message(&mut self, conn: &mut MsgConn<'_, '_>, msg: &[u8]) {
+        if let Err(e) = conn.send_msg(msg) {
+            conn.conn().close_with(CloseReason::BadFrame(e.to_string()));
+        }
+    }
+}
 
 /// A config for tests: loopback, port 0, one worker, the given backend.
 pub fn config(backend: Backend) -> Config {
@@ -20,7 +44,7 @@ pub fn config(backend: Backend) -> Config {
 /// Start an echo engine and check it runs on the backend asked for.
 pub fn echo_engine(cfg: Config) -> Engine {
     let asked = cfg.backend;
-    let engine = Engine::start(cfg, |_| ringnet::app::echo::Echo).expect("engine starts");
+    let engine = Engine::start(cfg, |_| Echo).expect("engine starts");
     assert_eq!(
         ringnet::BackendChoice::from(engine.backend()),
         asked,
@@ -40,10 +64,18 @@ pub fn connect(addr: SocketAddr) -> TcpStream {
     s
 }
 
-/// Deterministic pseudo-random bytes, so a failure can be replayed from its
-/// seed (the load generator's own pattern).
+/// Deterministic pseudo-random bytes (xorshift), so a failure can be
+/// replayed from its seed.
 pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
-    ringnet::bench::pattern(seed, len)
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 56) as u8
+        })
+        .collect()
 }
 
 /// A small deterministic number in `0..n`.

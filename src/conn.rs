@@ -125,11 +125,11 @@ pub(crate) enum Phase {
     Paused,
     /// No more input is delivered; once the queued output is handed over the
     /// connection lingers (graceful reasons) or closes.
-    Closing(CloseReason),
+    Closing(Box<CloseReason>),
     /// Output handed over and the write side shut down; input is read and
     /// discarded until the peer closes or the linger time is up. The
     /// handler has been told.
-    Lingering(CloseReason),
+    Lingering(Box<CloseReason>),
     /// Torn down: the handler has been told; the slot is freed once no
     /// operation on it is in flight.
     Closed,
@@ -168,29 +168,37 @@ pub(crate) enum Pressure {
     Resume,
 }
 
-/// The part of a connection both drivers share.
+/// The part of a connection both drivers share. Kept small (a unit test
+/// bounds it): state few connections need (held-back input, an outbound
+/// request) sits behind one optional box.
 #[derive(Debug)]
 pub(crate) struct ConnCore {
     pub(crate) id: ConnId,
     pub(crate) sock: Socket,
     pub(crate) phase: Phase,
-    /// Bytes queued by the handler and not yet handed to the kernel.
+    /// Output queued by the handler: `out[sent..]` is not yet written
+    /// (epoll writes from it in place; io_uring lends the whole buffer to
+    /// the kernel and starts a new one).
     pub(crate) out: Vec<u8>,
-    /// Bytes presented to the handler and not consumed.
-    pub(crate) held: Vec<u8>,
-    /// The current send's bytes (empty while lent to the kernel); `sent` of
-    /// its `send_len` bytes are written.
-    sending: Vec<u8>,
     sent: usize,
-    send_len: usize,
-    /// For an outbound connection, what it keeps of its request (boxed:
-    /// accepted connections, the many, carry only an empty pointer).
-    outbound: Option<Box<Outbound>>,
-    /// Bytes written to the socket so far (write-timeout progress).
-    pub(crate) written: u64,
+    /// Bytes lent to the kernel in a send in flight (io_uring).
+    lent: u32,
+    /// Bytes written to the socket so far, wrapping (write-timeout
+    /// progress is compared between checks at most a second apart).
+    pub(crate) written: u32,
     /// Input timing for idle and read timeouts; only when they are
     /// configured (boxed: a connection without them does not pay for it).
     pub(crate) clock: Option<Box<InputClock>>,
+    extra: Option<Box<Extra>>,
+}
+
+/// What only some connections need.
+#[derive(Debug, Default)]
+struct Extra {
+    /// Bytes presented to the handler and not consumed.
+    held: Vec<u8>,
+    /// For an outbound connection, what it keeps of its request.
+    outbound: Option<Outbound>,
 }
 
 /// When a connection's input arrived, for idle and read timeouts.
@@ -233,6 +241,9 @@ struct Outbound {
 /// an otherwise idle connection.
 pub(crate) const KEEP_CAPACITY: usize = 64 << 10;
 
+/// The most one send hands the kernel at once (a send's length is 32 bits).
+pub(crate) const MAX_SEND: usize = 1 << 30;
+
 impl ConnCore {
     /// A connection's shared state; `timed`: when idle or read timeouts are
     /// configured, the time its input is timed from.
@@ -242,14 +253,16 @@ impl ConnCore {
             sock,
             phase: Phase::Open,
             out: Vec::new(),
-            held: Vec::new(),
-            sending: Vec::new(),
             sent: 0,
-            send_len: 0,
-            outbound: None,
+            lent: 0,
             written: 0,
             clock: timed.map(|now| Box::new(InputClock::new(now))),
+            extra: None,
         }
+    }
+
+    fn extra(&mut self) -> &mut Extra {
+        self.extra.get_or_insert_with(Default::default)
     }
 
     /// Input is no longer delivered (closing, lingering or closed).
@@ -286,40 +299,59 @@ impl ConnCore {
     /// No effect once closing.
     pub(crate) fn close(&mut self, reason: CloseReason) {
         if !self.is_closing() {
-            self.phase = Phase::Closing(reason);
+            self.phase = Phase::Closing(Box::new(reason));
         }
     }
 
     /// The reason a closing, lingering connection gives.
     pub(crate) fn close_reason(&self) -> CloseReason {
         match &self.phase {
-            Phase::Closing(r) | Phase::Lingering(r) => r.clone(),
+            Phase::Closing(r) | Phase::Lingering(r) => (**r).clone(),
             _ => CloseReason::Local,
+        }
+    }
+
+    /// The bytes presented to the handler and not consumed.
+    pub(crate) fn held(&self) -> &[u8] {
+        self.extra.as_deref().map_or(&[], |e| &e.held)
+    }
+
+    /// Take the held-back bytes (to present them with new ones).
+    pub(crate) fn take_held(&mut self) -> Vec<u8> {
+        self.extra
+            .as_deref_mut()
+            .map(|e| std::mem::take(&mut e.held))
+            .unwrap_or_default()
+    }
+
+    /// Keep `buf` as the held-back bytes.
+    pub(crate) fn put_held(&mut self, buf: Vec<u8>) {
+        if !buf.is_empty() || buf.capacity() > 0 {
+            self.extra().held = buf;
         }
     }
 
     /// Remember the request that made this (outbound) connection.
     pub(crate) fn set_origin(&mut self, origin: Option<ConnectRequest>, now: Instant) {
-        self.outbound = origin.map(|r| {
-            let tag = r.tag;
+        if let Some(r) = origin {
             let keep = r.persistent;
-            Box::new(Outbound {
-                tag,
+            self.extra().outbound = Some(Outbound {
+                tag: r.tag,
                 opened: now,
                 origin: keep.then_some(r),
-            })
-        });
+            });
+        }
     }
 
     /// For an outbound connection, the tag its request carried.
     pub(crate) fn tag(&self) -> Option<u64> {
-        self.outbound.as_ref().map(|o| o.tag)
+        self.extra.as_deref()?.outbound.as_ref().map(|o| o.tag)
     }
 
     /// The request to make again once this connection has closed, if it is
     /// to be kept up (taken: asked once), with its wait before the attempt.
     pub(crate) fn take_origin(&mut self) -> Option<(std::time::Duration, ConnectRequest)> {
-        let o = self.outbound.as_mut()?;
+        let o = self.extra.as_deref_mut()?.outbound.as_mut()?;
         let lived = o.opened.elapsed();
         o.origin.take().map(|req| req.after_close(lived))
     }
@@ -354,66 +386,89 @@ impl ConnCore {
         }
     }
 
-    /// Bytes queued and not yet written to the socket.
+    /// Bytes queued and not yet written to the socket (lent ones included).
     pub(crate) fn queued(&self) -> usize {
-        self.out.len() + (self.send_len - self.sent)
+        self.out.len() - self.sent + self.lent as usize
     }
 
-    /// Whether part of the current send is still unwritten.
-    pub(crate) fn send_pending(&self) -> bool {
-        self.sent < self.send_len
+    /// Output waits to be handed to the kernel (and none is lent to it).
+    pub(crate) fn has_output(&self) -> bool {
+        self.lent == 0 && self.sent < self.out.len()
     }
 
-    /// The bytes of the current send not yet written (empty while they are
-    /// lent to the kernel).
+    /// The output not yet written, to write in place (epoll).
     pub(crate) fn unsent(&self) -> &[u8] {
-        self.sending.get(self.sent..).unwrap_or(&[])
+        &self.out[self.sent..]
     }
 
-    /// Lend the current send's bytes to the kernel: the buffer and the
-    /// offset of its first unwritten byte. Comes back with `return_send`.
-    pub(crate) fn lend_send(&mut self) -> (Vec<u8>, usize) {
-        (std::mem::take(&mut self.sending), self.sent)
-    }
-
-    /// The lent buffer is back (its send completed).
-    pub(crate) fn return_send(&mut self, buf: Vec<u8>) {
-        self.sending = buf;
-    }
-
-    /// Record `n` more bytes written at `now`; `true` once the current send
-    /// is done. Output is activity: while any is queued the connection is
-    /// not idle, and when the last of it is written the idle clock restarts,
-    /// so a connection whose output just drained is not closed as idle at
-    /// once. (`now` is read only when that can happen.)
-    pub(crate) fn advance(&mut self, n: usize, now: impl FnOnce() -> Instant) -> bool {
-        self.written += n as u64;
-        self.sent = (self.sent + n).min(self.send_len);
-        let done = self.sent == self.send_len;
-        if n > 0 && done && self.out.is_empty() {
-            if let Some(c) = self.clock.as_deref_mut() {
-                c.last_active = now();
-            }
-        }
-        done
-    }
-
-    /// Make the next send current: once the current one is done, recycle its
-    /// buffer and take everything queued since, in order. Returns whether
-    /// there is anything to write.
-    pub(crate) fn next_send(&mut self) -> bool {
-        if !self.send_pending() {
-            self.sending.clear();
+    /// `n` bytes of [`ConnCore::unsent`] were written. Output is activity:
+    /// while any is queued the connection is not idle, and when the last of
+    /// it is written the idle clock restarts (read from `now` only then), so
+    /// a connection whose output just drained is not closed as idle at once.
+    pub(crate) fn wrote(&mut self, n: usize, now: impl FnOnce() -> Instant) {
+        let n = n.min(self.out.len() - self.sent);
+        self.written = self.written.wrapping_add(n as u32);
+        self.sent += n;
+        if self.sent == self.out.len() {
             self.sent = 0;
-            if self.sending.capacity() > KEEP_CAPACITY {
-                self.sending = Vec::new();
+            self.out.clear();
+            if self.out.capacity() > KEEP_CAPACITY {
+                self.out = Vec::new();
             }
-            if !self.out.is_empty() {
-                std::mem::swap(&mut self.sending, &mut self.out);
+            if n > 0 {
+                self.drained(now);
             }
-            self.send_len = self.sending.len();
         }
-        self.send_pending()
+    }
+
+    /// Lend the queued output (at most [`MAX_SEND`] bytes) to the kernel;
+    /// newer output queues in a new buffer. Comes back with
+    /// [`ConnCore::returned`].
+    pub(crate) fn lend(&mut self) -> Vec<u8> {
+        if self.sent > 0 {
+            self.out.drain(..self.sent);
+            self.sent = 0;
+        }
+        let rest = if self.out.len() > MAX_SEND {
+            self.out.split_off(MAX_SEND)
+        } else {
+            Vec::new()
+        };
+        let buf = std::mem::replace(&mut self.out, rest);
+        self.lent = buf.len() as u32;
+        buf
+    }
+
+    /// The lent buffer is back with its first `n` bytes written. The rest
+    /// goes next, before anything queued since; a fully written buffer is
+    /// kept for the next output when nothing newer is queued.
+    pub(crate) fn returned(&mut self, mut buf: Vec<u8>, n: usize, now: impl FnOnce() -> Instant) {
+        let n = n.min(buf.len());
+        self.lent = 0;
+        self.written = self.written.wrapping_add(n as u32);
+        if n < buf.len() {
+            buf.drain(..n);
+            buf.extend_from_slice(&self.out[self.sent..]);
+            self.out = buf;
+            self.sent = 0;
+            return;
+        }
+        if self.out.is_empty() {
+            buf.clear();
+            if buf.capacity() <= KEEP_CAPACITY {
+                self.out = buf;
+            }
+            if n > 0 {
+                self.drained(now);
+            }
+        }
+    }
+
+    /// Every queued byte is written: the idle clock restarts.
+    fn drained(&mut self, now: impl FnOnce() -> Instant) {
+        if let Some(c) = self.clock.as_deref_mut() {
+            c.last_active = now();
+        }
     }
 
     /// Queue a broadcast or directed message on this connection: unless it
@@ -439,12 +494,12 @@ impl ConnCore {
         Delivery::Queued
     }
 
-    /// Note a delivery at `now` that left `held` bytes unconsumed (`was_empty`:
-    /// nothing was held before it; `len`: the bytes it brought). Returns
-    /// whether a partial message began and no read-timeout entry is queued
-    /// for it yet (the caller queues one).
+    /// Note a delivery at `now` that brought `len` bytes (`was_empty`:
+    /// nothing was held before it). Returns whether a partial message began
+    /// and no read-timeout entry is queued for it yet (the caller queues
+    /// one).
     pub(crate) fn note_input(&mut self, was_empty: bool, len: usize, now: Instant) -> bool {
-        let held = self.held.len();
+        let held = self.held().len();
         let Some(c) = self.clock.as_deref_mut() else {
             return false;
         };
@@ -479,7 +534,7 @@ mod tests {
         let mut c = core();
         assert!(c.wants_input() && !c.is_closing());
         c.close(CloseReason::Local);
-        assert_eq!(c.phase, Phase::Closing(CloseReason::Local));
+        assert_eq!(c.phase, Phase::Closing(Box::new(CloseReason::Local)));
         c.close(CloseReason::Shutdown);
         assert_eq!(
             c.close_reason(),
@@ -503,8 +558,7 @@ mod tests {
         assert!(c.is_paused() && !c.wants_input());
         assert_eq!(c.flow(), Flow::Enough);
         assert_eq!(c.pressure(64, 16, || t0), Pressure::Steady);
-        assert!(c.next_send());
-        assert!(!c.advance(90, Instant::now));
+        c.wrote(90, Instant::now);
         assert_eq!(c.queued(), 10);
         let later = t0 + std::time::Duration::from_secs(1);
         assert_eq!(c.pressure(64, 16, || later), Pressure::Resume);
@@ -519,19 +573,56 @@ mod tests {
     fn a_lent_send_still_counts_as_queued() {
         let mut c = core();
         c.out.extend_from_slice(b"hello");
-        assert!(c.next_send());
-        let (buf, from) = c.lend_send();
-        assert_eq!((&buf[from..], c.queued()), (&b"hello"[..], 5));
+        assert!(c.has_output());
+        let buf = c.lend();
+        assert_eq!((&buf[..], c.queued()), (&b"hello"[..], 5));
+        assert!(!c.has_output(), "one send in flight at a time");
         c.out.extend_from_slice(b"!");
         assert_eq!(c.queued(), 6);
-        c.return_send(buf);
-        assert!(!c.advance(2, Instant::now), "short send");
-        assert_eq!(c.unsent(), b"llo");
-        assert!(c.next_send(), "the rest goes before newer output");
-        assert_eq!(c.unsent(), b"llo");
-        assert!(c.advance(3, Instant::now));
-        assert!(c.next_send());
-        assert_eq!(c.unsent(), b"!");
+        assert!(!c.has_output(), "newer output waits for the lent bytes");
+        c.returned(buf, 2, Instant::now);
+        assert_eq!(c.unsent(), b"llo!", "the rest goes before newer output");
+        assert_eq!((c.queued(), c.written), (4, 2));
+        let buf = c.lend();
+        let cap = buf.capacity();
+        c.returned(buf, 4, Instant::now);
+        assert_eq!(c.queued(), 0);
+        assert_eq!(c.out.capacity(), cap, "a drained buffer is kept for reuse");
+    }
+
+    #[test]
+    fn writes_in_place_and_drains() {
+        let mut c = core();
+        let t0 = Instant::now() - std::time::Duration::from_secs(5);
+        c.clock.as_deref_mut().expect("timed").last_active = t0;
+        c.out.extend_from_slice(b"0123456789");
+        c.wrote(4, || unreachable!("not drained: no clock read"));
+        assert_eq!(c.unsent(), b"456789");
+        let now = Instant::now();
+        c.wrote(100, || now);
+        assert_eq!((c.queued(), c.out.len(), c.written), (0, 0, 10));
+        assert_eq!(c.clock.as_deref().expect("timed").last_active, now);
+    }
+
+    #[test]
+    fn large_output_is_lent_in_bounded_sends() {
+        let mut c = core();
+        c.out.resize(MAX_SEND + 3, 7);
+        let buf = c.lend();
+        assert_eq!((buf.len(), c.queued()), (MAX_SEND, MAX_SEND + 3));
+        c.returned(buf, MAX_SEND, Instant::now);
+        assert_eq!(c.unsent(), &[7, 7, 7]);
+    }
+
+    #[test]
+    fn the_slot_state_stays_small() {
+        // Every open connection carries a `ConnCore` in its worker's slab;
+        // the target is at most 160 bytes of server memory per idle
+        // connection (`ringnet bench hold`), which leaves about 100 for
+        // this part once the slot, the slab and the bus take theirs.
+        let size = std::mem::size_of::<ConnCore>();
+        assert!(size <= 88, "ConnCore grew to {size} bytes");
+        assert!(std::mem::size_of::<Phase>() <= 16);
     }
 
     #[test]
@@ -547,7 +638,7 @@ mod tests {
         assert_eq!(c.take_message(None, None, b"12345", 8), Delivery::OverLimit);
         assert_eq!(
             c.phase,
-            Phase::Closing(CloseReason::OutputLimit { limit: 8 })
+            Phase::Closing(Box::new(CloseReason::OutputLimit { limit: 8 }))
         );
         assert_eq!(c.take_message(None, None, b"1", 8), Delivery::Skipped);
     }

@@ -51,12 +51,11 @@ pub(crate) enum Op {
         bgid: u16,
         bundle: bool,
     },
-    /// Send `buf[from..]` (SEND_ZC when `zc`); the bytes come back in the
-    /// completion.
+    /// Send `buf` (SEND_ZC when `zc`; at most 4 GiB); the bytes come back
+    /// in the completion.
     Send {
         target: Target,
         buf: Vec<u8>,
-        from: usize,
         zc: bool,
     },
     /// `shutdown(fd, SHUT_WR)`.
@@ -183,14 +182,9 @@ impl Ring {
             ),
             Op::Cancel { user_data } => plain(opcode::AsyncCancel::new(user_data).build()),
             Op::Close { fd } => plain(opcode::Close::new(types::Fd(fd)).build()),
-            Op::Send {
-                target,
-                buf,
-                from,
-                zc,
-            } => {
-                let from = from.min(buf.len());
-                let (ptr, len) = (buf[from..].as_ptr(), (buf.len() - from) as u32);
+            Op::Send { target, buf, zc } => {
+                let len = u32::try_from(buf.len()).unwrap_or(u32::MAX);
+                let ptr = buf.as_ptr();
                 let flags = libc::MSG_NOSIGNAL;
                 let sqe = match (target, zc) {
                     (Target::Fd(fd), false) => opcode::Send::new(types::Fd(fd), ptr, len)

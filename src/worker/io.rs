@@ -18,7 +18,7 @@ impl<H: Handler> Worker<H> {
         let fd = slot.core.sock.as_raw_fd();
         match self
             .driver
-            .arm_recv(key, slot.generation, &mut slot.drv, fd)
+            .arm_recv(key, slot.generation(), &mut slot.drv, fd)
         {
             Ok(()) => slot.ops |= op::RECV,
             Err(e) => self.teardown(key, CloseReason::from_io(&e)),
@@ -38,7 +38,7 @@ impl<H: Handler> Worker<H> {
             ..
         } = self;
         let slot = &mut conns[key];
-        let (generation, fd) = (slot.generation, slot.core.sock.as_raw_fd());
+        let (generation, fd) = (slot.generation(), slot.core.sock.as_raw_fd());
         let core = &mut slot.core;
         let (mut failed, mut partial) = (None, false);
         let got = driver.receive(key, generation, &mut slot.drv, fd, ev, |bytes| {
@@ -120,7 +120,6 @@ impl<H: Handler> Worker<H> {
     pub(super) fn on_sent(&mut self, key: usize, res: i32, buf: Vec<u8>) {
         let slot = &mut self.conns[key];
         slot.ops &= !op::SEND;
-        slot.core.return_send(buf);
         if slot.core.is_closed() {
             self.finish_if_idle(key);
             return;
@@ -133,7 +132,7 @@ impl<H: Handler> Worker<H> {
             return;
         }
         self.ctx.stats.add(&self.ctx.stats.bytes_out, res as u64);
-        slot.core.advance(res as usize, Instant::now);
+        slot.core.returned(buf, res as usize, Instant::now);
         // The remainder of a short send goes next, before anything newer.
         self.mark_dirty(key);
     }
@@ -148,13 +147,13 @@ impl<H: Handler> Worker<H> {
         if slot.core.is_closed() {
             return;
         }
-        let generation = slot.generation;
-        while !slot.has(op::SEND) && slot.core.next_send() {
+        let generation = slot.generation();
+        while !slot.has(op::SEND) && slot.core.has_output() {
             match self.driver.send(key, generation, slot.drv, &mut slot.core) {
                 SendStart::InFlight => slot.ops |= op::SEND,
                 SendStart::Wrote(n) => {
                     self.ctx.stats.add(&self.ctx.stats.bytes_out, n as u64);
-                    slot.core.advance(n, Instant::now);
+                    slot.core.wrote(n, Instant::now);
                 }
                 SendStart::WouldBlock => break,
                 SendStart::Failed(errno) => {
@@ -165,7 +164,7 @@ impl<H: Handler> Worker<H> {
         }
         let in_flight = slot.has(op::SEND);
         // Output the socket did not take now: hear when it takes more.
-        let blocked = !in_flight && slot.core.send_pending();
+        let blocked = !in_flight && slot.core.has_output();
         let fd = slot.core.sock.as_raw_fd();
         if let Err(e) = self
             .driver
@@ -188,7 +187,7 @@ impl<H: Handler> Worker<H> {
             return;
         }
         if let Phase::Closing(reason) = &slot.core.phase {
-            let reason = reason.clone();
+            let reason = (**reason).clone();
             if !reason.flushes() || slot.has(op::RECV_DONE) {
                 // A handler's close_with(Error or InputLimit): its output is
                 // handed over; close without lingering. Or end of stream was
@@ -216,7 +215,7 @@ impl<H: Handler> Worker<H> {
                     let fd = slot.core.sock.as_raw_fd();
                     match self
                         .driver
-                        .stop_recv(key, slot.generation, &mut slot.drv, fd)
+                        .stop_recv(key, slot.generation(), &mut slot.drv, fd)
                     {
                         // The recv's last completion clears the bit.
                         Ok(true) => {}
@@ -243,7 +242,7 @@ impl<H: Handler> Worker<H> {
             let Some(slot) = self.conns.get_mut(w.key) else {
                 return false;
             };
-            if slot.generation != w.generation || slot.core.is_closed() {
+            if slot.generation() != w.generation || slot.core.is_closed() {
                 return false;
             }
             match write_check(w, &slot.core, slot.has(op::SEND), now, timeout) {
@@ -280,8 +279,8 @@ impl<H: Handler> Worker<H> {
     fn start_linger(&mut self, key: usize, reason: CloseReason) {
         self.notify_closed(key, &reason);
         let slot = &mut self.conns[key];
-        slot.core.phase = Phase::Lingering(reason);
-        let generation = slot.generation;
+        slot.core.phase = Phase::Lingering(Box::new(reason));
+        let generation = slot.generation();
         if self.driver.shutdown_write(key, generation, &slot.core.sock) {
             slot.ops |= op::SHUT;
         }
@@ -325,7 +324,7 @@ impl<H: Handler> Worker<H> {
         slot.core.phase = Phase::Closed;
         if slot.has(op::RECV | op::SEND | op::SHUT) {
             let fd = slot.core.sock.as_raw_fd();
-            if !self.driver.cancel(key, slot.generation, fd) {
+            if !self.driver.cancel(key, slot.generation(), fd) {
                 // Nothing was with the kernel (epoll): done now.
                 slot.ops &= !(op::RECV | op::SEND | op::SHUT);
             }
@@ -343,7 +342,7 @@ impl<H: Handler> Worker<H> {
         }
         let slot = self.conns.remove(key);
         self.driver
-            .close(key, slot.generation, slot.drv, slot.core.sock);
+            .close(key, slot.generation(), slot.drv, slot.core.sock);
         self.ctx.bus.release();
         let st = &self.ctx.stats;
         st.add(&st.closed, 1);

@@ -99,7 +99,6 @@ impl<H: Handler> Worker<H> {
         }
         self.conns.insert(Slot {
             core,
-            generation,
             ops: if registering { op::REG } else { 0 },
             drv,
         });

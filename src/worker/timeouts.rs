@@ -162,7 +162,7 @@ pub(crate) struct Watch {
     pub(crate) generation: u32,
     /// Bytes the connection had written at the last check, and when a check
     /// first found no progress since.
-    mark: u64,
+    mark: u32,
     stalled_since: Option<Instant>,
 }
 
@@ -377,21 +377,20 @@ mod tests {
             Verdict::Close(CloseReason::IdleTimeout),
             "no traffic for a second"
         );
-        c.advance(0, Instant::now);
+        c.wrote(0, Instant::now);
         assert_eq!(
             idle_verdict(&c, now, ms(300)),
             Verdict::Close(CloseReason::IdleTimeout),
             "writing nothing is no traffic"
         );
         c.out.extend_from_slice(b"more output queued");
-        c.advance(4096, Instant::now);
+        c.wrote(4, Instant::now);
         assert_eq!(
             c.clock.as_deref().expect("timed").last_active,
             long_ago,
             "the clock restarts when the output drains, not per write"
         );
-        c.out.clear();
-        c.advance(4096, Instant::now);
+        c.wrote(4096, Instant::now);
         let written_at = c.clock.as_deref().expect("timed").last_active;
         assert!(written_at >= now);
         assert_eq!(
@@ -424,8 +423,7 @@ mod tests {
             write_check(&mut w, &c, false, t0 + ms(300), ms(300)),
             WriteCheck::Stalled
         );
-        assert!(c.next_send());
-        c.advance(5, Instant::now);
+        c.wrote(5, Instant::now);
         assert_eq!(
             write_check(&mut w, &c, false, t0 + ms(500), ms(300)),
             WriteCheck::Sending,

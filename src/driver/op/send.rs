@@ -31,7 +31,7 @@ pub(crate) enum SendStart {
 }
 
 impl Driver {
-    /// Send `core`'s current send (which must be pending).
+    /// Send `core`'s queued output (there must be some, none lent).
     pub(crate) fn send(
         &mut self,
         key: usize,
@@ -46,17 +46,12 @@ impl Driver {
                 } else {
                     Target::Fd(core.sock.as_raw_fd())
                 };
-                let (buf, from) = core.lend_send();
-                let zc = d.zc_threshold > 0 && buf.len() - from >= d.zc_threshold;
+                let buf = core.lend();
+                let zc = d.zc_threshold > 0 && buf.len() >= d.zc_threshold;
                 if zc {
                     d.stats.add(&d.stats.zc_sends, 1);
                 }
-                let op = Op::Send {
-                    target,
-                    buf,
-                    from,
-                    zc,
-                };
+                let op = Op::Send { target, buf, zc };
                 d.ring
                     .submit(op, Token::new(OpKind::Send, key as u32, generation));
                 SendStart::InFlight

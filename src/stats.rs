@@ -81,7 +81,9 @@ counters! {
     shutdown_graceful,
     /// Connections still open at the shutdown deadline, closed regardless.
     shutdown_forced,
-    /// Provided buffers handed to a handler and not yet returned.
+    /// Provided buffers a completion named and the worker has not given back
+    /// to their ring (from the rings' own records; 0 between batches unless
+    /// a buffer leaked).
     buffers_in_use,
     /// Per-connection buffer rings owned by open connections.
     groups_in_use,

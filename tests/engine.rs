@@ -17,6 +17,7 @@ fn echo_one(backend: Backend) {
     let mut s = connect(engine.local_addr());
     ping(&mut s, b"hello, ring\n");
     ping(&mut s, &[0u8; 1]);
+    ping(&mut s, b"fives");
     drop(s);
     wait_baseline(&engine);
     engine.shutdown().expect("clean shutdown");

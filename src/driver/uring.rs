@@ -51,6 +51,8 @@ pub(crate) struct UringDriver {
     cqes: Vec<Cqe>,
     /// The buffers of one recv completion (reused).
     pub(super) recv_bufs: Vec<(u16, usize)>,
+    /// Buffers taken from the rings and not given back (`buffers_in_use`).
+    pub(super) lent_total: u64,
 }
 
 impl UringDriver {
@@ -101,6 +103,7 @@ impl UringDriver {
             batch_ts: types::Timespec::new().sec(1),
             cqes: Vec::with_capacity(cfg.cq_entries as usize),
             recv_bufs: Vec::new(),
+            lent_total: 0,
         };
         d.arm_wake();
         d.sync_group_stats();

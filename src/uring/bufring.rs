@@ -51,6 +51,10 @@ pub(crate) struct BufRing {
     /// first buffer, and the kernel took the entries that follow it.
     bid_at: Vec<u16>,
     pos_of: Vec<u16>,
+    /// Buffers a completion named and the worker has not given back yet,
+    /// one bit each, and how many.
+    lent: Vec<u64>,
+    lent_count: u16,
 }
 
 impl BufRing {
@@ -82,6 +86,8 @@ impl BufRing {
             tail: 0,
             bid_at: vec![0; n],
             pos_of: vec![0; n],
+            lent: vec![0; n.div_ceil(64)],
+            lent_count: 0,
         };
         for bid in 0..entries {
             br.write_entry(bid);
@@ -98,14 +104,42 @@ impl BufRing {
         Ok(br)
     }
 
-    /// The bytes the kernel wrote into buffer `bid`.
+    /// Buffer `bid` was named by a completion: it is the worker's until
+    /// [`BufRing::recycle`]. `false` (and nothing changes) if it already
+    /// was: the kernel hands a buffer out once per trip through the ring.
+    pub(crate) fn take(&mut self, bid: u16) -> bool {
+        let bid = usize::from(bid & (self.entries - 1));
+        let (word, bit) = (bid / 64, 1u64 << (bid % 64));
+        if self.lent[word] & bit != 0 {
+            return false;
+        }
+        self.lent[word] |= bit;
+        self.lent_count += 1;
+        true
+    }
+
+    fn is_lent(&self, bid: u16) -> bool {
+        let bid = usize::from(bid & (self.entries - 1));
+        self.lent[bid / 64] & (1u64 << (bid % 64)) != 0
+    }
+
+    /// Buffers taken and not yet given back.
+    pub(crate) fn lent(&self) -> u16 {
+        self.lent_count
+    }
+
+    /// The bytes the kernel wrote into buffer `bid` (empty unless the
+    /// buffer is taken).
     pub(crate) fn filled(&self, bid: u16, len: usize) -> &[u8] {
+        if !self.is_lent(bid) {
+            return &[];
+        }
         let bid = bid & (self.entries - 1);
         let len = len.min(self.buf_size as usize);
         // SAFETY: `bid` is masked into range, so the slice lies inside the
-        // mapping; the kernel finished writing it before posting the
-        // completion that named it, and will not write it again until the
-        // worker recycles the buffer, which takes `&mut self`.
+        // mapping; the buffer is taken (a completion named it and it has not
+        // been recycled since), so the kernel finished writing it and will
+        // not write it again until it is recycled, which takes `&mut self`.
         unsafe { std::slice::from_raw_parts(self.buf_ptr(bid), len) }
     }
 
@@ -127,10 +161,20 @@ impl BufRing {
         }
     }
 
-    /// Give buffer `bid` back to the kernel.
-    pub(crate) fn recycle(&mut self, bid: u16) {
-        self.write_entry(bid & (self.entries - 1));
+    /// Give buffer `bid` back to the kernel. Only a taken buffer goes back
+    /// (`false` otherwise): a second recycle would put it in the ring twice,
+    /// and the kernel could then fill it for two completions at once.
+    pub(crate) fn recycle(&mut self, bid: u16) -> bool {
+        let bid = bid & (self.entries - 1);
+        if !self.is_lent(bid) {
+            return false;
+        }
+        let b = usize::from(bid);
+        self.lent[b / 64] &= !(1u64 << (b % 64));
+        self.lent_count -= 1;
+        self.write_entry(bid);
         self.publish();
+        true
     }
 
     fn buf_ptr(&self, bid: u16) -> *mut u8 {
@@ -175,5 +219,154 @@ impl BufRing {
         // Release: the descriptor writes above must be visible before the
         // kernel sees the new tail.
         tail.store(self.tail, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixStream;
+
+    use io_uring::{types, IoUring};
+
+    use super::BufRing;
+    use crate::token::{OpKind, Token};
+    use crate::uring::ring::{Op, Ring, Target};
+
+    /// `struct io_uring_buf_status` (IORING_REGISTER_PBUF_STATUS, 6.8).
+    #[repr(C)]
+    struct BufStatus {
+        buf_group: u32,
+        head: u32,
+        resv: [u32; 8],
+    }
+
+    /// The kernel's head of buffer ring `bgid`: the next entry it will hand
+    /// out.
+    fn kernel_head(ring: &IoUring, bgid: u16) -> std::io::Result<u16> {
+        let mut st = BufStatus {
+            buf_group: u32::from(bgid),
+            head: 0,
+            resv: [0; 8],
+        };
+        // SAFETY: `st` is a valid, writable io_uring_buf_status for the
+        // whole call; the ring descriptor is open.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_io_uring_register,
+                ring.as_raw_fd(),
+                26, // IORING_REGISTER_PBUF_STATUS
+                std::ptr::addr_of_mut!(st),
+                1,
+            )
+        };
+        if rc < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(st.head as u16)
+    }
+
+    /// Drive a multishot recv (with bundles when `bundle`) over an 8-entry
+    /// ring of 64-byte buffers until `sent` bytes came back; every buffer a
+    /// completion named is lent, read and given back.
+    fn recv_all(bundle: bool) {
+        let raw = IoUring::new(16).expect("ring");
+        if bundle && !raw.params().is_feature_recvsend_bundle() {
+            eprintln!("skipping bundles: this kernel lacks recv bundles (Linux 6.10)");
+            return;
+        }
+        let mut br = BufRing::new(&raw, 7, 8, 64).expect("buffer ring");
+        let mut ring = Ring::new(raw);
+        let (a, mut b) = UnixStream::pair().expect("socketpair");
+        let sent: Vec<u8> = (0..1000u32).map(|i| (i * 7) as u8).collect();
+        let target = Target::Fd(a.as_raw_fd());
+        let tok = Token::new(OpKind::Recv, 0, 0);
+        ring.submit(
+            Op::RecvMulti {
+                target,
+                bgid: 7,
+                bundle,
+            },
+            tok,
+        );
+        let mut got = Vec::new();
+        let mut cqes = Vec::new();
+        let mut bufs = Vec::new();
+        let ts = types::Timespec::new().sec(1);
+        let mut chunks = sent.chunks(100);
+        while got.len() < sent.len() {
+            if let Some(c) = chunks.next() {
+                b.write_all(c).expect("write");
+            }
+            ring.submit_and_wait(None, &ts).expect("wait");
+            ring.reap(&mut cqes);
+            for c in cqes.drain(..) {
+                let more = c.more();
+                if c.res > 0 {
+                    let bid = io_uring::cqueue::buffer_select(c.flags).expect("a buffer");
+                    if bundle {
+                        br.bundle_into(bid, c.res as usize, &mut bufs);
+                    } else {
+                        bufs = vec![(bid, c.res as usize)];
+                    }
+                    for &(b, _) in &bufs {
+                        assert!(br.take(b), "a buffer is handed out once");
+                    }
+                    for &(b, n) in &bufs {
+                        got.extend_from_slice(br.filled(b, n));
+                        assert!(br.recycle(b));
+                        assert!(!br.recycle(b), "a second recycle is refused");
+                    }
+                }
+                if !more {
+                    // ENOBUFS or a full ring: every buffer is back, go on.
+                    ring.submit(
+                        Op::RecvMulti {
+                            target,
+                            bgid: 7,
+                            bundle,
+                        },
+                        tok,
+                    );
+                }
+            }
+        }
+        assert_eq!(got, sent, "every byte, in order");
+        assert_eq!(br.lent(), 0);
+        match kernel_head(ring.raw(), 7) {
+            Ok(head) => assert_eq!(
+                br.tail.wrapping_sub(head),
+                8,
+                "every buffer is back in the kernel's ring"
+            ),
+            Err(e) => eprintln!("skipping the kernel's view: PBUF_STATUS (Linux 6.8): {e}"),
+        }
+        drop(a);
+    }
+
+    #[test]
+    fn every_buffer_goes_back_to_the_kernel() {
+        recv_all(false);
+    }
+
+    #[test]
+    fn every_bundled_buffer_goes_back_to_the_kernel() {
+        recv_all(true);
+    }
+
+    #[test]
+    fn only_taken_buffers_are_read_or_recycled() {
+        let raw = IoUring::new(4).expect("ring");
+        let mut br = BufRing::new(&raw, 3, 4, 64).expect("buffer ring");
+        let tail = br.tail;
+        assert!(br.filled(1, 10).is_empty(), "not lent: nothing to read");
+        assert!(!br.recycle(1), "not lent: not put in the ring twice");
+        assert_eq!(br.tail, tail);
+        assert!(br.take(1));
+        assert!(!br.take(1));
+        assert_eq!((br.lent(), br.filled(1, 10).len()), (1, 10));
+        assert!(br.recycle(1));
+        assert_eq!((br.lent(), br.tail), (0, tail.wrapping_add(1)));
     }
 }

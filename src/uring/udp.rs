@@ -191,6 +191,7 @@ impl<H: DatagramHandler> UdpWorker<H> {
             self.recv_armed = false;
         }
         if let Some(bid) = cqueue::buffer_select(flags) {
+            self.buffers.take(bid);
             if res > 0 {
                 let data = self.buffers.filled(bid, res as usize);
                 match io_uring::types::RecvMsgOut::parse(data, &self.msghdr) {

@@ -127,6 +127,29 @@ impl UringDriver {
         dc: DriverConn,
         res: i32,
         flags: u32,
+        take: impl FnMut(&[u8]) -> Flow,
+    ) -> Received {
+        let Some(before) = self.groups.get_mut(dc.bgid).map(|r| r.lent()) else {
+            return Received::Failed(libc::EIO);
+        };
+        let got = self.take_buffers(dc, res, flags, take);
+        // What the rings' own records say is still out: 0 unless a buffer
+        // a completion named was not given back.
+        if let Some(after) = self.groups.get_mut(dc.bgid).map(|r| r.lent()) {
+            self.lent_total =
+                (self.lent_total + u64::from(after)).saturating_sub(u64::from(before));
+            self.stats.set(&self.stats.buffers_in_use, self.lent_total);
+        }
+        got
+    }
+
+    /// Lend the buffers a recv completion names to `take`, and give them
+    /// back.
+    fn take_buffers(
+        &mut self,
+        dc: DriverConn,
+        res: i32,
+        flags: u32,
         mut take: impl FnMut(&[u8]) -> Flow,
     ) -> Received {
         let st = &self.stats;
@@ -138,6 +161,7 @@ impl UringDriver {
             // Some kernels consume a buffer even for an error or end of
             // stream; give back any buffer a completion names.
             if let Some(bid) = buffer {
+                ring.take(bid);
                 ring.recycle(bid);
             }
             return match -res {
@@ -167,7 +191,9 @@ impl UringDriver {
             bufs.clear();
             bufs.push((bid, res as usize));
         }
-        st.add(&st.buffers_in_use, bufs.len() as u64);
+        for &(b, _) in bufs.iter() {
+            ring.take(b);
+        }
         let mut flow = Flow::More;
         for &(b, n) in bufs.iter() {
             // Bytes already taken from the socket are delivered even when
@@ -177,7 +203,6 @@ impl UringDriver {
             }
             ring.recycle(b);
         }
-        st.sub(&st.buffers_in_use, bufs.len() as u64);
         if cqueue::more(flags) {
             Received::Armed
         } else {
@@ -204,9 +229,7 @@ impl EpollDriver {
                 Ok(n) => {
                     let st = &self.stats;
                     st.add(&st.bytes_in, n as u64);
-                    st.add(&st.buffers_in_use, 1);
                     let flow = take(&self.buf[..n]);
-                    st.sub(&st.buffers_in_use, 1);
                     // Drained (the next read would say EAGAIN), paused or
                     // torn down: stop here.
                     if flow != Flow::More || n < self.buf.len() {

@@ -466,6 +466,41 @@ fn close_with_unread_input_delivers_everything(backend: Backend) {
     engine.shutdown().expect("clean shutdown");
 }
 
+struct GreetThenClose;
+
+impl ringnet::Handler for GreetThenClose {
+    fn on_open(&mut self, conn: &mut ringnet::Conn<'_>) {
+        conn.send(b"bye\n");
+        conn.close();
+    }
+    fn on_data(&mut self, _conn: &mut ringnet::Conn<'_>, data: &[u8]) -> usize {
+        data.len()
+    }
+}
+
+/// A connection closed in `on_open` still lingers the right way: its input
+/// is read (and dropped) so the close is no reset, and the peer's own close
+/// ends it at once rather than after the linger time (30 s here; the
+/// baseline wait gives up after 10).
+fn close_in_on_open_ends_when_the_peer_closes(backend: Backend) {
+    let cfg = Config {
+        linger: Duration::from_secs(30),
+        ..config(backend)
+    };
+    let engine = ringnet::Engine::start(cfg, |_| GreetThenClose).expect("engine starts");
+    for _ in 0..3 {
+        let mut s = connect(engine.local_addr());
+        s.write_all(b"input the handler never reads")
+            .expect("write");
+        let mut got = Vec::new();
+        s.read_to_end(&mut got)
+            .expect("the greeting, then end of stream (no reset)");
+        assert_eq!(got, b"bye\n");
+    }
+    wait_baseline(&engine);
+    engine.shutdown().expect("clean shutdown");
+}
+
 /// A worker whose setup panics makes `Engine::start` fail, not hang, and
 /// the error names that worker.
 fn panicking_worker_setup_fails_start(backend: Backend) {
@@ -814,6 +849,14 @@ fn per_connection_rings_recycle_uring() {
     per_connection_rings_recycle(Backend::Uring);
 }
 
+#[test]
+fn close_in_on_open_ends_when_the_peer_closes_uring() {
+    close_in_on_open_ends_when_the_peer_closes(Backend::Uring);
+}
+#[test]
+fn close_in_on_open_ends_when_the_peer_closes_epoll() {
+    close_in_on_open_ends_when_the_peer_closes(Backend::Epoll);
+}
 #[test]
 fn close_with_unread_input_delivers_everything_uring() {
     close_with_unread_input_delivers_everything(Backend::Uring);

@@ -84,6 +84,9 @@ impl EpollDriver {
                 return Err(e);
             }
         }
+        if deadline.is_some() {
+            out.push(Completion::Timer);
+        }
         for ev in &events {
             let Some(tok) = Token::from_user_data(ev.data) else {
                 continue;

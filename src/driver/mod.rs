@@ -33,7 +33,8 @@
 //! * Accepts and outbound connects report [`Completion::Accepted`],
 //!   [`Completion::AcceptEnded`] and [`Completion::Connected`].
 //! * [`Driver::wait`] waits for completions, but no longer than the core's
-//!   nearest deadline, and appends them in order.
+//!   nearest deadline, and appends them in order; [`Completion::Timer`]
+//!   says deadlines may be due (the core reads the clock only then).
 //!
 //! A completion names its connection by slab key and generation; the core
 //! drops those whose slot holds another generation (stale). Each
@@ -91,6 +92,14 @@ pub(crate) enum RecvEvent {
     Readable,
 }
 
+impl RecvEvent {
+    /// The receive stays live in the kernel after this event (a multishot
+    /// recv's `F_MORE`).
+    pub(crate) fn more(self) -> bool {
+        matches!(self, RecvEvent::Uring { flags, .. } if io_uring::cqueue::more(flags))
+    }
+}
+
 /// A completion, typed once by the driver.
 #[derive(Debug)]
 pub(crate) enum Completion {
@@ -133,6 +142,9 @@ pub(crate) enum Completion {
     },
     /// The wake eventfd fired.
     Wake,
+    /// The worker timer fired (io_uring), or a wait with a deadline
+    /// returned (epoll): deadlines may be due.
+    Timer,
 }
 
 /// A worker's driver.

@@ -218,6 +218,7 @@ impl UringDriver {
                 if let Some(i) = (0..self.timers.len()).min_by_key(|&i| self.timers[i]) {
                     self.timers.swap_remove(i);
                 }
+                out.push(Completion::Timer);
             }
             // A failed close of a socket still releases the descriptor.
             OpKind::Close => self.closes_in_flight -= 1,

@@ -69,6 +69,8 @@ impl Epoll {
     /// Wait up to `timeout_ms` (-1: forever) and fill `out` (cleared first)
     /// with the ready events.
     pub(crate) fn wait(&mut self, out: &mut Vec<Event>, timeout_ms: i32) -> io::Result<()> {
+        // Cleared first: an interrupted wait reports no event twice.
+        out.clear();
         self.raw.clear();
         let max = self.raw.capacity().min(libc::c_int::MAX as usize);
         // SAFETY: `raw` has capacity for `max` events, which is what the

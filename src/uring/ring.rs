@@ -45,6 +45,21 @@ pub(crate) enum Op {
     AcceptMulti { fd: RawFd },
     /// Multishot poll for readability (the wake eventfd).
     PollMulti { fd: RawFd },
+    /// Multishot recvmsg over buffer group `bgid` (6.0); `msghdr` (see
+    /// [`recvmsg_header`]) says how much room each buffer keeps for the
+    /// source address and control data.
+    RecvMsgMulti {
+        fd: RawFd,
+        bgid: u16,
+        msghdr: RecvMsgHeader,
+    },
+    /// Send the datagram `buf` to `to` (`sendto`); the bytes come back in
+    /// the completion.
+    SendTo {
+        fd: RawFd,
+        buf: Vec<u8>,
+        to: SockAddr,
+    },
     /// Multishot recv over buffer group `bgid` (6.0), with bundles (6.10).
     RecvMulti {
         target: Target,
@@ -62,8 +77,8 @@ pub(crate) enum Op {
     ShutdownWrite { fd: RawFd },
     /// Cancel every request on `fd` (5.19).
     CancelFd { fd: RawFd },
-    /// Cancel the request submitted with `user_data`.
-    Cancel { user_data: u64 },
+    /// Cancel the request submitted as `target` (held or not).
+    Cancel { target: Token },
     /// Close a descriptor.
     Close { fd: RawFd },
     /// Put `fd` (or -1: clear the entry) at registered-file index `index`.
@@ -72,6 +87,34 @@ pub(crate) enum Op {
     Connect { fd: RawFd, addr: SockAddr },
     /// Complete after `after`.
     Timeout { after: Duration },
+}
+
+/// A recvmsg header that points at nothing (only its name and control
+/// lengths are set), so submitting it hands the kernel no pointer.
+#[derive(Clone, Copy)]
+pub(crate) struct RecvMsgHeader(libc::msghdr);
+
+impl std::fmt::Debug for RecvMsgHeader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RecvMsgHeader(namelen {})", self.0.msg_namelen)
+    }
+}
+
+impl RecvMsgHeader {
+    /// The header the kernel reads (and `RecvMsgOut::parse` needs).
+    pub(crate) fn get(&self) -> &libc::msghdr {
+        &self.0
+    }
+}
+
+/// A recvmsg header with room for a source address of `namelen` bytes and
+/// no control data.
+pub(crate) fn recvmsg_header(namelen: u32) -> RecvMsgHeader {
+    // SAFETY: msghdr is plain data; all-zero is a valid value (no name, iov
+    // or control pointers).
+    let mut h: libc::msghdr = unsafe { std::mem::zeroed() };
+    h.msg_namelen = namelen;
+    RecvMsgHeader(h)
 }
 
 /// Memory an in-flight operation points at.
@@ -85,12 +128,22 @@ pub(crate) enum Held {
     Timespec(#[allow(dead_code)] Box<types::Timespec>),
     /// The source cell of a files update.
     Fd(Box<RawFd>),
+    /// A recvmsg's header (only kept alive, never read back).
+    MsgHdr(#[allow(dead_code)] Box<libc::msghdr>),
+    /// A datagram's bytes and its destination (only kept alive).
+    Datagram(
+        #[allow(dead_code)] Vec<u8>,
+        #[allow(dead_code)] Box<SockAddr>,
+    ),
 }
 
 #[derive(Debug)]
 struct HeldOp {
     token: Token,
     mem: Held,
+    /// A SEND_ZC: its result comes first (with `F_MORE`), then a
+    /// notification once the kernel is done with the bytes.
+    zc: bool,
     /// A SEND_ZC's result, kept until its notification.
     first_res: Option<i32>,
 }
@@ -180,7 +233,9 @@ impl Ring {
             Op::CancelFd { fd } => plain(
                 opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fd(fd)).all()).build(),
             ),
-            Op::Cancel { user_data } => plain(opcode::AsyncCancel::new(user_data).build()),
+            Op::Cancel { target } => {
+                plain(opcode::AsyncCancel::new(self.user_data_of(target)).build())
+            }
             Op::Close { fd } => plain(opcode::Close::new(types::Fd(fd)).build()),
             Op::Send { target, buf, zc } => {
                 let len = u32::try_from(buf.len()).unwrap_or(u32::MAX);
@@ -200,20 +255,36 @@ impl Ring {
                         .flags(flags)
                         .build(),
                 };
-                self.hold(sqe, token, Held::Bytes(buf));
+                self.hold(sqe, token, Held::Bytes(buf), zc);
                 return;
             }
             Op::Connect { fd, addr } => {
                 let addr = Box::new(addr);
                 let sqe =
                     opcode::Connect::new(types::Fd(fd), addr.as_ptr().cast(), addr.len()).build();
-                self.hold(sqe, token, Held::Addr(addr));
+                self.hold(sqe, token, Held::Addr(addr), false);
                 return;
             }
             Op::Timeout { after } => {
                 let spec = Box::new(types::Timespec::from(after));
                 let sqe = opcode::Timeout::new(&*spec).build();
-                self.hold(sqe, token, Held::Timespec(spec));
+                self.hold(sqe, token, Held::Timespec(spec), false);
+                return;
+            }
+            Op::RecvMsgMulti { fd, bgid, msghdr } => {
+                let msghdr = Box::new(msghdr.0);
+                let sqe = opcode::RecvMsgMulti::new(types::Fd(fd), &*msghdr, bgid).build();
+                self.hold(sqe, token, Held::MsgHdr(msghdr), false);
+                return;
+            }
+            Op::SendTo { fd, buf, to } => {
+                let to = Box::new(to);
+                let len = u32::try_from(buf.len()).unwrap_or(u32::MAX);
+                let sqe = opcode::Send::new(types::Fd(fd), buf.as_ptr(), len)
+                    .dest_addr(to.as_ptr().cast())
+                    .dest_addr_len(to.len())
+                    .build();
+                self.hold(sqe, token, Held::Datagram(buf, to), false);
                 return;
             }
             Op::UpdateFile { index, fd } => {
@@ -221,7 +292,7 @@ impl Ring {
                 let sqe = opcode::FilesUpdate::new(&*cell, 1)
                     .offset(index as i32)
                     .build();
-                self.hold(sqe, token, Held::Fd(cell));
+                self.hold(sqe, token, Held::Fd(cell), false);
                 return;
             }
         };
@@ -231,12 +302,22 @@ impl Ring {
         unsafe { self.push(&sqe) };
     }
 
+    /// The `user_data` an operation submitted as `token` carries (a held
+    /// one's is its slot in `held`).
+    fn user_data_of(&self, token: Token) -> u64 {
+        self.held
+            .iter()
+            .find(|(_, op)| op.token == token)
+            .map_or(token.to_user_data(), |(slot, _)| HELD | slot as u64)
+    }
+
     /// Queue an SQE whose memory is `mem`, keeping `mem` until its last
     /// completion.
-    fn hold(&mut self, sqe: squeue::Entry, token: Token, mem: Held) {
+    fn hold(&mut self, sqe: squeue::Entry, token: Token, mem: Held, zc: bool) {
         let slot = self.held.insert(HeldOp {
             token,
             mem,
+            zc,
             first_res: None,
         });
         let sqe = sqe.user_data(HELD | slot as u64);
@@ -358,9 +439,20 @@ impl Ring {
             let op = self.held.get_mut(slot)?;
             let token = op.token;
             if !last {
-                // A SEND_ZC's result: the bytes stay until the notification.
-                op.first_res = Some(res);
-                return None;
+                if op.zc {
+                    // A SEND_ZC's result: reported with the notification,
+                    // when the kernel is done with the bytes.
+                    op.first_res = Some(res);
+                    return None;
+                }
+                // A multishot operation goes on; its memory stays held.
+                return Some(Cqe {
+                    token,
+                    res,
+                    flags,
+                    held: None,
+                    fd: None,
+                });
             }
             let op = self.held.remove(slot);
             let res = if cqueue::notif(flags) {
@@ -388,10 +480,10 @@ impl Ring {
 }
 
 impl Drop for Ring {
-    /// Requests may still be in flight after an error exit or a panic:
-    /// cancel every one synchronously (IORING_REGISTER_SYNC_CANCEL, Linux
-    /// 6.0) before the memory they point at (held here, or the buffer rings
-    /// dropped after the ring) is freed.
+    /// Requests may still be in flight (after an error exit or a panic; on
+    /// a clean exit only the wake poll): cancel every one synchronously
+    /// (IORING_REGISTER_SYNC_CANCEL, Linux 6.0) before the memory they point
+    /// at (held here, or the buffer rings dropped after the ring) is freed.
     fn drop(&mut self) {
         if self.in_flight > 0 {
             super::cancel_all_sync(&self.ring);

@@ -5,7 +5,7 @@
 use std::os::fd::AsRawFd;
 use std::time::Instant;
 
-use super::timeouts::{write_check, write_check_interval, Watch, WriteCheck};
+use super::timeouts::{after, write_check, write_check_interval, Watch, WriteCheck};
 use super::{op, Worker};
 use crate::conn::{Flow, Phase, Pressure};
 use crate::driver::{Received, RecvEvent, SendStart};
@@ -41,7 +41,7 @@ impl<H: Handler> Worker<H> {
         let (generation, fd) = (slot.generation(), slot.core.sock.as_raw_fd());
         let core = &mut slot.core;
         let (mut failed, mut partial) = (None, false);
-        let got = driver.receive(key, generation, &mut slot.drv, fd, ev, |bytes| {
+        let got = driver.receive(slot.drv, fd, ev, |bytes| {
             if core.is_closed() {
                 return Flow::Stop;
             }
@@ -67,6 +67,9 @@ impl<H: Handler> Worker<H> {
             Received::Ended | Received::NoBuffers | Received::Cancelled => {
                 slot.ops &= !op::RECV;
             }
+            // A completion that still says "more" leaves the recv live in
+            // the kernel: the teardown cancels it.
+            Received::Eof | Received::Failed(_) if ev.more() => slot.ops |= op::RECV_DONE,
             Received::Eof | Received::Failed(_) => slot.ops = slot.ops & !op::RECV | op::RECV_DONE,
         }
         if slot.core.is_closed() {
@@ -80,7 +83,7 @@ impl<H: Handler> Worker<H> {
         if partial {
             if let Some(read) = self.ctx.cfg.read_timeout {
                 self.reads
-                    .push_live(key, generation, Instant::now() + read, &self.conns);
+                    .push_live(key, generation, after(Instant::now(), read), &self.conns);
             }
         }
         match got {
@@ -163,16 +166,8 @@ impl<H: Handler> Worker<H> {
             }
         }
         let in_flight = slot.has(op::SEND);
-        // Output the socket did not take now: hear when it takes more.
+        // Output the socket did not take now.
         let blocked = !in_flight && slot.core.has_output();
-        let fd = slot.core.sock.as_raw_fd();
-        if let Err(e) = self
-            .driver
-            .want_writable(key, generation, &mut slot.drv, fd, blocked)
-        {
-            self.teardown(key, CloseReason::from_io(&e));
-            return;
-        }
         if (in_flight || blocked) && !slot.has(op::WATCHED) {
             slot.ops |= op::WATCHED;
             self.write_watch
@@ -183,19 +178,30 @@ impl<H: Handler> Worker<H> {
         let Some(slot) = self.conns.get(key) else {
             return;
         };
-        if in_flight || blocked || slot.core.is_closed() {
+        if slot.core.is_closed() {
             return;
         }
-        if let Phase::Closing(reason) = &slot.core.phase {
+        if let (false, false, Phase::Closing(reason)) = (in_flight, blocked, &slot.core.phase) {
             let reason = (**reason).clone();
             if !reason.flushes() || slot.has(op::RECV_DONE) {
                 // A handler's close_with(Error or InputLimit): its output is
                 // handed over; close without lingering. Or end of stream was
                 // read: nothing unread can make the close a reset.
                 self.teardown(key, reason);
-            } else {
-                self.start_linger(key, reason);
+                return;
             }
+            self.start_linger(key, reason);
+        }
+        // The connection stays: bring epoll's interest up to date in one
+        // call (read while a receive is armed, write while output is
+        // blocked); io_uring has nothing to do.
+        let slot = &mut self.conns[key];
+        let (read, fd) = (slot.has(op::RECV), slot.core.sock.as_raw_fd());
+        if let Err(e) = self
+            .driver
+            .sync_interest(key, generation, &mut slot.drv, fd, read, blocked)
+        {
+            self.teardown(key, CloseReason::from_io(&e));
         }
     }
 
@@ -269,7 +275,8 @@ impl<H: Handler> Worker<H> {
 
     fn schedule_write_check(&mut self, now: Instant) {
         if self.write_check_at.is_none() && !self.write_watch.is_empty() {
-            self.write_check_at = Some(now + write_check_interval(self.ctx.cfg.write_timeout));
+            self.write_check_at =
+                Some(after(now, write_check_interval(self.ctx.cfg.write_timeout)));
         }
     }
 
@@ -284,17 +291,18 @@ impl<H: Handler> Worker<H> {
         if self.driver.shutdown_write(key, generation, &slot.core.sock) {
             slot.ops |= op::SHUT;
         }
-        if !slot.has(op::RECV | op::RECV_DONE) {
-            // A receive that ended (paused, ENOBUFS, a full CQ) while the
-            // close was pending drains the input now.
-            self.rearm.push((key, generation));
-        }
         self.lingering.push_live(
             key,
             generation,
-            Instant::now() + self.ctx.cfg.linger,
+            after(Instant::now(), self.ctx.cfg.linger),
             &self.conns,
         );
+        if !self.conns[key].has(op::RECV | op::RECV_DONE | op::REG) {
+            // Never armed (closed in `on_open`), or ended (paused, ENOBUFS,
+            // a full CQ) while the close was pending: read the input now.
+            // Every buffer is back (flushes run after the batch).
+            self.arm_recv(key);
+        }
     }
 
     /// Tell the handler (once) that the connection is closed; it leaves the

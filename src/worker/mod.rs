@@ -265,21 +265,21 @@ impl<H: Handler> Worker<H> {
             {
                 return Ok(());
             }
-            // Requests queued after the batch's own run go out at once.
-            let deadline = if self.requests.is_empty() {
-                self.next_deadline()
-            } else {
-                Some(Instant::now())
-            };
             std::mem::swap(&mut done, &mut self.completions);
-            self.driver.wait(deadline, &mut done)?;
+            self.driver.wait(self.next_deadline(), &mut done)?;
+            let mut timer = false;
             for c in done.drain(..) {
-                self.dispatch(c);
+                match c {
+                    Completion::Timer => timer = true,
+                    c => self.dispatch(c),
+                }
             }
-            if let Some(t) = self.next_deadline() {
-                let now = Instant::now();
-                if t <= now {
-                    self.run_timers(now);
+            if timer {
+                if let Some(t) = self.next_deadline() {
+                    let now = Instant::now();
+                    if t <= now {
+                        self.run_timers(now);
+                    }
                 }
             }
             self.after_batch();
@@ -335,6 +335,7 @@ impl<H: Handler> Worker<H> {
                 res,
             } => self.on_connected(key, generation, res),
             Completion::Wake => self.on_wake(),
+            Completion::Timer => {}
         }
     }
 
@@ -379,7 +380,10 @@ impl<H: Handler> Worker<H> {
         // Relaxed: stored before the Release store of `stop`, which this
         // worker has read with Acquire.
         let ms = self.ctx.shutdown_ms.load(Ordering::Relaxed);
-        self.shutdown_at = Some(Instant::now() + std::time::Duration::from_millis(ms));
+        self.shutdown_at = Some(timeouts::after(
+            Instant::now(),
+            std::time::Duration::from_millis(ms),
+        ));
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
             self.conns[key].core.close(CloseReason::Shutdown);

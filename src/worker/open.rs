@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use socket2::Socket;
 
+use super::timeouts::after;
 use super::{op, Accept, Pending, Slot, Worker};
 use crate::bus::Command;
 use crate::config::ListenerMode;
@@ -62,7 +63,7 @@ impl<H: Handler> Worker<H> {
             }
             _ => {
                 self.ctx.stats.add(&self.ctx.stats.accept_backoffs, 1);
-                self.accept = Accept::Backoff(Instant::now() + self.ctx.cfg.accept_backoff);
+                self.accept = Accept::Backoff(after(Instant::now(), self.ctx.cfg.accept_backoff));
             }
         }
     }
@@ -106,7 +107,7 @@ impl<H: Handler> Worker<H> {
         st.add(&st.open, 1);
         if let (Some(idle), Some(now)) = (self.ctx.cfg.idle_timeout, now) {
             self.idle
-                .push_live(key, generation, now + idle, &self.conns);
+                .push_live(key, generation, after(now, idle), &self.conns);
         }
         self.ctx.bus.opened(id);
         let backend = self.driver.backend();
@@ -163,7 +164,7 @@ impl<H: Handler> Worker<H> {
         if let Err(e) = self.driver.connect(key, generation, &sock, addr) {
             return self.attempt_failed(req, ConnectError::from_io(&e));
         }
-        let deadline = Instant::now() + req.timeout;
+        let deadline = after(Instant::now(), req.timeout);
         self.pending.insert(Pending {
             sock,
             req,
@@ -240,7 +241,7 @@ impl<H: Handler> Worker<H> {
     /// Run `req` again after `wait` (persistent connections).
     pub(super) fn schedule(&mut self, (wait, req): (Duration, ConnectRequest)) {
         if !self.stopping {
-            self.delayed.push((Instant::now() + wait, req));
+            self.delayed.push((after(Instant::now(), wait), req));
         }
     }
 

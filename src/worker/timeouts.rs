@@ -19,6 +19,13 @@ use std::time::{Duration, Instant};
 
 use crate::conn::ConnCore;
 
+/// `now + d`, saturating far in the future instead of overflowing (a
+/// configured duration can be as large as `Duration::MAX`).
+pub(crate) fn after(now: Instant, d: Duration) -> Instant {
+    now.checked_add(d)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
+}
+
 /// Connections waiting out one kind of deadline, earliest first (a
 /// min-heap: idle re-checks are pushed at `last input + timeout`, which can
 /// be earlier than entries already queued). Push and expiry are O(log n) and
@@ -107,12 +114,12 @@ pub(crate) fn idle_verdict(core: &ConnCore, now: Instant, idle: Duration) -> Ver
         return Verdict::Drop;
     }
     if core.is_paused() || core.queued() > 0 {
-        return Verdict::Recheck(now + idle);
+        return Verdict::Recheck(after(now, idle));
     }
     let Some(clock) = core.clock.as_deref() else {
         return Verdict::Drop;
     };
-    let due = clock.last_active + idle;
+    let due = after(clock.last_active, idle);
     if due <= now {
         Verdict::Close(crate::CloseReason::IdleTimeout)
     } else {
@@ -133,9 +140,9 @@ pub(crate) fn read_verdict(core: &mut ConnCore, now: Instant, read: Duration) ->
     };
     let verdict = match clock.partial_since {
         Some(_) if closing => Verdict::Drop,
-        Some(_) if paused => Verdict::Recheck(now + read),
-        Some(t) if t + read <= now => Verdict::Close(crate::CloseReason::ReadTimeout),
-        Some(t) => Verdict::Recheck(t + read),
+        Some(_) if paused => Verdict::Recheck(after(now, read)),
+        Some(t) if after(t, read) <= now => Verdict::Close(crate::CloseReason::ReadTimeout),
+        Some(t) => Verdict::Recheck(after(t, read)),
         None => Verdict::Drop,
     };
     if verdict == Verdict::Drop {

@@ -49,11 +49,9 @@ impl Driver {
     pub(crate) fn stop_accept(&mut self) -> bool {
         match self {
             Driver::Uring(d) => {
-                let target = Token::worker(OpKind::Accept).to_user_data();
-                d.ring.submit(
-                    Op::Cancel { user_data: target },
-                    Token::worker(OpKind::AcceptCancel),
-                );
+                let target = Token::worker(OpKind::Accept);
+                d.ring
+                    .submit(Op::Cancel { target }, Token::worker(OpKind::AcceptCancel));
                 true
             }
             Driver::Epoll(d) => {

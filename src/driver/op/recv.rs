@@ -85,9 +85,9 @@ impl Driver {
     ) -> io::Result<bool> {
         match self {
             Driver::Uring(d) => {
-                let target = Token::new(OpKind::Recv, key as u32, generation).to_user_data();
+                let target = Token::new(OpKind::Recv, key as u32, generation);
                 d.ring.submit(
-                    Op::Cancel { user_data: target },
+                    Op::Cancel { target },
                     Token::new(OpKind::Cancel, key as u32, generation),
                 );
                 Ok(true)
@@ -105,16 +105,14 @@ impl Driver {
     /// `take`, which says whether to go on.
     pub(crate) fn receive(
         &mut self,
-        key: usize,
-        generation: u32,
-        dc: &mut DriverConn,
+        dc: DriverConn,
         fd: RawFd,
         ev: RecvEvent,
         take: impl FnMut(&[u8]) -> Flow,
     ) -> Received {
         match (self, ev) {
-            (Driver::Uring(d), RecvEvent::Uring { res, flags }) => d.receive(*dc, res, flags, take),
-            (Driver::Epoll(d), RecvEvent::Readable) => d.receive(key, generation, dc, fd, take),
+            (Driver::Uring(d), RecvEvent::Uring { res, flags }) => d.receive(dc, res, flags, take),
+            (Driver::Epoll(d), RecvEvent::Readable) => d.receive(dc, fd, take),
             // Each driver reports only its own kind of event.
             _ => Received::Armed,
         }
@@ -214,9 +212,7 @@ impl UringDriver {
 impl EpollDriver {
     fn receive(
         &mut self,
-        key: usize,
-        generation: u32,
-        dc: &mut DriverConn,
+        dc: DriverConn,
         fd: RawFd,
         mut take: impl FnMut(&[u8]) -> Flow,
     ) -> Received {
@@ -241,11 +237,10 @@ impl EpollDriver {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => Received::Failed(e.raw_os_error().unwrap_or(libc::EIO)),
             };
-            // The stream is over: level-triggered readiness would report
-            // it again and again, so the interest goes.
-            dc.set(DriverConn::READ, false);
-            let data = Token::new(OpKind::Recv, key as u32, generation).to_user_data();
-            let _ = self.set_interest(dc, fd, data, interest(*dc));
+            // The stream is over. Level-triggered readiness would report it
+            // again and again, so the core drops the read interest if the
+            // connection stays (its flush follows in this batch); one it
+            // tears down leaves the set when its socket closes.
             return end;
         }
         Received::Armed

@@ -67,23 +67,27 @@ impl Driver {
         }
     }
 
-    /// Ask (or stop asking) to hear when the socket takes output again
-    /// (epoll's `EPOLLOUT`; io_uring's send completions say it already).
-    pub(crate) fn want_writable(
+    /// Bring the readiness interest up to date in one call: `read` while a
+    /// receive is armed, `write` (hear when the socket takes output again)
+    /// while output is blocked. epoll only: io_uring's completions say both
+    /// already.
+    pub(crate) fn sync_interest(
         &mut self,
         key: usize,
         generation: u32,
         dc: &mut DriverConn,
         fd: RawFd,
-        on: bool,
+        read: bool,
+        write: bool,
     ) -> io::Result<()> {
         match self {
             Driver::Uring(_) => Ok(()),
             Driver::Epoll(d) => {
-                if dc.has(DriverConn::WRITE) == on {
+                if dc.has(DriverConn::READ) == read && dc.has(DriverConn::WRITE) == write {
                     return Ok(());
                 }
-                dc.set(DriverConn::WRITE, on);
+                dc.set(DriverConn::READ, read);
+                dc.set(DriverConn::WRITE, write);
                 let data = Token::new(OpKind::Recv, key as u32, generation).to_user_data();
                 d.set_interest(dc, fd, data, interest(*dc))
             }

@@ -177,6 +177,9 @@ pub(crate) struct Ring {
     in_flight: usize,
     /// A submit error that is not transient.
     fatal: Option<io::Error>,
+    /// Held multishot operations (the only held ones anyone cancels by
+    /// token), with their slots.
+    held_multishot: Vec<(Token, usize)>,
 }
 
 impl Ring {
@@ -187,6 +190,7 @@ impl Ring {
             backlog: Vec::new(),
             in_flight: 0,
             fatal: None,
+            held_multishot: Vec::new(),
         }
     }
 
@@ -274,7 +278,8 @@ impl Ring {
             Op::RecvMsgMulti { fd, bgid, msghdr } => {
                 let msghdr = Box::new(msghdr.0);
                 let sqe = opcode::RecvMsgMulti::new(types::Fd(fd), &*msghdr, bgid).build();
-                self.hold(sqe, token, Held::MsgHdr(msghdr), false);
+                let slot = self.hold(sqe, token, Held::MsgHdr(msghdr), false);
+                self.held_multishot.push((token, slot));
                 return;
             }
             Op::SendTo { fd, buf, to } => {
@@ -305,15 +310,15 @@ impl Ring {
     /// The `user_data` an operation submitted as `token` carries (a held
     /// one's is its slot in `held`).
     fn user_data_of(&self, token: Token) -> u64 {
-        self.held
+        self.held_multishot
             .iter()
-            .find(|(_, op)| op.token == token)
-            .map_or(token.to_user_data(), |(slot, _)| HELD | slot as u64)
+            .find(|(t, _)| *t == token)
+            .map_or(token.to_user_data(), |&(_, slot)| HELD | slot as u64)
     }
 
     /// Queue an SQE whose memory is `mem`, keeping `mem` until its last
     /// completion.
-    fn hold(&mut self, sqe: squeue::Entry, token: Token, mem: Held, zc: bool) {
+    fn hold(&mut self, sqe: squeue::Entry, token: Token, mem: Held, zc: bool) -> usize {
         let slot = self.held.insert(HeldOp {
             token,
             mem,
@@ -326,6 +331,7 @@ impl Ring {
         // the slab does and is kept in `held` until `reap` sees this
         // operation's last completion.
         unsafe { self.push(&sqe) };
+        slot
     }
 
     /// Queue one SQE, submitting first if the SQ is full.
@@ -455,6 +461,7 @@ impl Ring {
                 });
             }
             let op = self.held.remove(slot);
+            self.held_multishot.retain(|&(_, s)| s != slot);
             let res = if cqueue::notif(flags) {
                 op.first_res.unwrap_or(res)
             } else {

@@ -103,3 +103,9 @@ pub fn pin_current_thread(cpu: usize) -> std::io::Result<()> {
 pub fn block_stop_signals() -> std::io::Result<()> {
     sys::block_stop_signals()
 }
+
+/// The README's examples, compiled as doc tests so they keep up with the
+/// API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -280,16 +280,15 @@ mod tests {
         let mut ring = Ring::new(raw);
         let (a, mut b) = UnixStream::pair().expect("socketpair");
         let sent: Vec<u8> = (0..1000u32).map(|i| (i * 7) as u8).collect();
-        let target = Target::Fd(a.as_raw_fd());
-        let tok = Token::new(OpKind::Recv, 0, 0);
-        ring.submit(
-            Op::RecvMulti {
-                target,
+        let arm = |ring: &mut Ring| {
+            let op = Op::RecvMulti {
+                target: Target::Fd(a.as_raw_fd()),
                 bgid: 7,
                 bundle,
-            },
-            tok,
-        );
+            };
+            ring.submit(op, Token::new(OpKind::Recv, 0, 0));
+        };
+        arm(&mut ring);
         let mut got = Vec::new();
         let mut cqes = Vec::new();
         let mut bufs = Vec::new();
@@ -321,14 +320,7 @@ mod tests {
                 }
                 if !more {
                     // ENOBUFS or a full ring: every buffer is back, go on.
-                    ring.submit(
-                        Op::RecvMulti {
-                            target,
-                            bgid: 7,
-                            bundle,
-                        },
-                        tok,
-                    );
+                    arm(&mut ring);
                 }
             }
         }

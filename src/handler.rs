@@ -38,10 +38,16 @@
 //!   `on_close`, with [`Conn::tag`] giving back the caller's tag. If every
 //!   address fails, [`Handler::on_connect_failed`] says why (refused,
 //!   unreachable, timed out are distinct).
+//! * **Timers.** [`Conn::set_timer`] arms a timer for the connection
+//!   ([`Handler::on_timer`]); [`Ctx::set_timer`] and [`Ctx::set_periodic`]
+//!   arm worker timers ([`Handler::on_worker_timer`]). Both return a
+//!   [`TimerKey`] that cancels them. Timers fire in deadline order on the
+//!   worker's thread; a closed connection's timers never fire.
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 pub use crate::conn::CloseReason;
 
@@ -49,6 +55,7 @@ use crate::bus::{Bus, Command, SendError};
 use crate::config::Backend;
 use crate::conn::{ConnCore, KEEP_CAPACITY};
 use crate::connect::{ConnectError, ConnectRequest};
+use crate::timer::{TimerKey, TimerQueue};
 use crate::token::ConnId;
 
 /// User code that serves connections. See the module docs for the contract.
@@ -79,7 +86,33 @@ pub trait Handler {
     fn on_close(&mut self, id: ConnId, reason: &CloseReason) {
         let _ = (id, reason);
     }
+
+    /// A timer this connection set with [`Conn::set_timer`] is due; `id` is
+    /// the one given then. Never called once the connection has closed.
+    fn on_timer(&mut self, conn: &mut Conn<'_>, id: u64) {
+        let _ = (conn, id);
+    }
+
+    /// A worker timer set with [`Ctx::set_timer`] or [`Ctx::set_periodic`]
+    /// is due; `id` is the one given then.
+    fn on_worker_timer(&mut self, ctx: &mut Ctx<'_>, id: u64) {
+        let _ = (ctx, id);
+    }
 }
+
+/// Whose timer it is (the payload of the worker's timer queue).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TimerOwner {
+    /// A connection's: due only while that connection (key and generation)
+    /// is open.
+    Conn { conn: ConnId, id: u64 },
+    /// The worker's; repeating every `every_ns` nanoseconds when not 0.
+    Worker { id: u64, every_ns: u64 },
+}
+
+/// The shortest period of a periodic timer: a shorter one would keep the
+/// worker busy doing nothing else.
+pub const MIN_PERIOD: Duration = Duration::from_millis(1);
 
 /// Present `data` to the handler (after any held-back bytes) and keep what
 /// it did not consume. Input arriving once the connection is closing is
@@ -133,12 +166,26 @@ pub(crate) fn deliver<H: Handler + ?Sized>(
 /// requests (carried out after the callback) and the bus to other workers.
 pub(crate) struct Env<'a> {
     pub(crate) requests: &'a mut Vec<Command>,
+    /// The worker's timer queue.
+    pub(crate) timers: &'a mut TimerQueue<TimerOwner>,
     pub(crate) backend: Backend,
     pub(crate) bus: &'a Bus,
     pub(crate) worker: usize,
 }
 
 impl Env<'_> {
+    fn set_timer(&mut self, after: Duration, owner: TimerOwner) -> TimerKey {
+        let now = Instant::now();
+        let at = now
+            .checked_add(after)
+            .unwrap_or(now + Duration::from_secs(100 * 365 * 24 * 3600));
+        self.timers.arm(at, owner)
+    }
+
+    fn cancel_timer(&mut self, key: TimerKey) -> bool {
+        self.timers.cancel(key).is_some()
+    }
+
     fn connect(
         &mut self,
         addrs: &[SocketAddr],
@@ -173,6 +220,30 @@ pub struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// Call [`Handler::on_worker_timer`] with `id` once, after `after`. The
+    /// key cancels it. Timers fire in deadline order (ties in the order
+    /// they were set), on this worker's thread; a worker keeps one kernel
+    /// timer whatever the number of timers set.
+    pub fn set_timer(&mut self, after: Duration, id: u64) -> TimerKey {
+        self.env
+            .set_timer(after, TimerOwner::Worker { id, every_ns: 0 })
+    }
+
+    /// Call [`Handler::on_worker_timer`] with `id` every `every` (at least
+    /// [`MIN_PERIOD`]), first after `every`, until cancelled; the key stays
+    /// the same.
+    pub fn set_periodic(&mut self, every: Duration, id: u64) -> TimerKey {
+        let every = every.max(MIN_PERIOD);
+        let every_ns = u64::try_from(every.as_nanos()).unwrap_or(u64::MAX);
+        self.env
+            .set_timer(every, TimerOwner::Worker { id, every_ns })
+    }
+
+    /// Cancel a timer; whether it was still pending.
+    pub fn cancel_timer(&mut self, key: TimerKey) -> bool {
+        self.env.cancel_timer(key)
+    }
+
     /// Connect out to `addrs` (tried in order, each for at most `timeout`);
     /// see [`Conn::connect`].
     pub fn connect(&mut self, addrs: &[SocketAddr], timeout: std::time::Duration, tag: u64) {
@@ -207,6 +278,21 @@ impl Ctx<'_> {
 }
 
 impl Conn<'_> {
+    /// Call [`Handler::on_timer`] for this connection with `id` after
+    /// `after` (a heartbeat, a request deadline). The key cancels it. A
+    /// timer of a connection that has closed never fires; timers fire in
+    /// deadline order (ties in the order they were set).
+    pub fn set_timer(&mut self, after: Duration, id: u64) -> TimerKey {
+        let conn = self.core.id;
+        self.env.set_timer(after, TimerOwner::Conn { conn, id })
+    }
+
+    /// Cancel a timer set with [`Conn::set_timer`] (or a worker timer);
+    /// whether it was still pending.
+    pub fn cancel_timer(&mut self, key: TimerKey) -> bool {
+        self.env.cancel_timer(key)
+    }
+
     /// The connection's stable id.
     pub fn id(&self) -> ConnId {
         self.core.id
@@ -320,12 +406,16 @@ mod tests {
     struct TestEnv {
         requests: Vec<Command>,
         bus: Bus,
+        timers: Option<TimerQueue<TimerOwner>>,
     }
 
     impl TestEnv {
         fn env(&mut self) -> Env<'_> {
             Env {
                 requests: &mut self.requests,
+                timers: self
+                    .timers
+                    .get_or_insert_with(|| TimerQueue::new(Instant::now())),
                 bus: &self.bus,
                 worker: 0,
                 backend: Backend::Epoll,

@@ -62,6 +62,7 @@ pub mod reference;
 mod stats;
 #[allow(unsafe_code)]
 mod sys;
+pub mod timer;
 mod token;
 pub mod udp;
 #[allow(unsafe_code)]

@@ -9,7 +9,7 @@ use super::timeouts::{after, write_check, write_check_interval, Watch, WriteChec
 use super::{op, Worker};
 use crate::conn::{Flow, Phase, Pressure};
 use crate::driver::{Received, RecvEvent, SendStart};
-use crate::handler::{deliver, CloseReason, Env, Handler};
+use crate::handler::{deliver, CloseReason, Handler};
 
 impl<H: Handler> Worker<H> {
     /// Arm connection `key`'s receive.
@@ -34,6 +34,7 @@ impl<H: Handler> Worker<H> {
             conns,
             handler,
             requests,
+            timers,
             ctx,
             ..
         } = self;
@@ -45,12 +46,7 @@ impl<H: Handler> Worker<H> {
             if core.is_closed() {
                 return Flow::Stop;
             }
-            let env = Env {
-                requests: &mut *requests,
-                bus: &ctx.bus,
-                worker: ctx.index,
-                backend,
-            };
+            let env = super::env(requests, timers, ctx, backend);
             match deliver(core, handler, bytes, limit, env) {
                 Ok(began) => {
                     partial |= began;

@@ -46,9 +46,10 @@ use crate::config::{Backend, Config};
 use crate::conn::{ConnCore, Phase};
 use crate::connect::{ConnectError, ConnectRequest};
 use crate::driver::{Completion, Driver, DriverConn};
-use crate::handler::{CloseReason, Env, Handler};
+use crate::handler::{CloseReason, Conn, Ctx, Env, Handler, TimerOwner};
 use crate::stats::WorkerStats;
 use crate::sys::EventFd;
+use crate::timer::TimerQueue;
 use crate::token::GENERATION_MASK;
 
 /// What a worker is given by the engine.
@@ -175,6 +176,27 @@ pub(crate) struct Worker<H: Handler> {
     completions: Vec<Completion>,
     /// An error that ends the loop.
     fatal: Option<std::io::Error>,
+    /// The handler's timers (connection and worker ones).
+    timers: TimerQueue<TimerOwner>,
+    /// Timers armed after the last sweep of those whose connection closed.
+    timers_swept: usize,
+}
+
+/// What a handler callback can reach besides its connection, built from the
+/// worker's parts (so the slab and the handler stay borrowable apart).
+fn env<'a>(
+    requests: &'a mut Vec<Command>,
+    timers: &'a mut TimerQueue<TimerOwner>,
+    ctx: &'a WorkerCtx,
+    backend: Backend,
+) -> Env<'a> {
+    Env {
+        requests,
+        timers,
+        bus: &ctx.bus,
+        worker: ctx.index,
+        backend,
+    }
 }
 
 impl<H: Handler> Worker<H> {
@@ -227,6 +249,8 @@ impl<H: Handler> Worker<H> {
             rearm: Vec::new(),
             completions: Vec::new(),
             fatal: None,
+            timers: TimerQueue::new(Instant::now()),
+            timers_swept: 0,
         };
         w.arm_accept();
         match w.fatal.take() {
@@ -240,17 +264,13 @@ impl<H: Handler> Worker<H> {
         let Worker {
             handler,
             requests,
+            timers,
             ctx,
             driver,
             ..
         } = &mut self;
-        let env = Env {
-            requests,
-            bus: &ctx.bus,
-            worker: ctx.index,
-            backend: driver.backend(),
-        };
-        handler.on_start(&mut crate::handler::Ctx { env });
+        let env = env(requests, timers, ctx, driver.backend());
+        handler.on_start(&mut Ctx { env });
         self.after_batch();
         let mut done = Vec::new();
         loop {
@@ -266,7 +286,8 @@ impl<H: Handler> Worker<H> {
                 return Ok(());
             }
             std::mem::swap(&mut done, &mut self.completions);
-            self.driver.wait(self.next_deadline(), &mut done)?;
+            let deadline = self.next_deadline();
+            self.driver.wait(deadline, &mut done)?;
             let mut timer = false;
             for c in done.drain(..) {
                 match c {
@@ -396,7 +417,7 @@ impl<H: Handler> Worker<H> {
     }
 
     /// The nearest deadline of any kind.
-    fn next_deadline(&self) -> Option<Instant> {
+    fn next_deadline(&mut self) -> Option<Instant> {
         let backoff = match self.accept {
             Accept::Backoff(t) => Some(t),
             _ => None,
@@ -410,14 +431,90 @@ impl<H: Handler> Worker<H> {
             self.connect_deadlines.peek().map(|r| r.0 .0),
             self.delayed.iter().map(|(t, _)| *t).min(),
             self.write_check_at,
+            self.timers.next_deadline(),
         ]
         .into_iter()
         .flatten()
         .min()
     }
 
+    /// Fire the handler's timers due by `now`, in deadline order.
+    fn fire_timers(&mut self, now: Instant) {
+        let backend = self.driver.backend();
+        while let Some((key, owner)) = self.timers.next_due(now).map(|(k, o)| (k, *o)) {
+            match owner {
+                TimerOwner::Conn { conn, id } => {
+                    self.timers.cancel(key);
+                    let Worker {
+                        conns,
+                        handler,
+                        requests,
+                        timers,
+                        ctx,
+                        ..
+                    } = self;
+                    // Only while the handler has not been told it closed.
+                    let Some(slot) = conns.get_mut(conn.key()).filter(|s| {
+                        s.core.id == conn
+                            && !matches!(s.core.phase, Phase::Lingering(_) | Phase::Closed)
+                    }) else {
+                        continue;
+                    };
+                    let env = env(requests, timers, ctx, backend);
+                    handler.on_timer(
+                        &mut Conn {
+                            core: &mut slot.core,
+                            env,
+                        },
+                        id,
+                    );
+                    self.mark_dirty(conn.key());
+                }
+                TimerOwner::Worker { id, every_ns } => {
+                    if every_ns == 0 {
+                        self.timers.cancel(key);
+                    } else {
+                        let at = timeouts::after(now, std::time::Duration::from_nanos(every_ns));
+                        self.timers.reschedule(key, at);
+                    }
+                    let Worker {
+                        handler,
+                        requests,
+                        timers,
+                        ctx,
+                        ..
+                    } = self;
+                    handler.on_worker_timer(
+                        &mut Ctx {
+                            env: env(requests, timers, ctx, backend),
+                        },
+                        id,
+                    );
+                }
+            }
+        }
+    }
+
+    /// Drop the timers of connections that have closed once they are as
+    /// many again as the timers left at the last sweep (amortised O(1) per
+    /// timer armed; until then they are skipped when due).
+    fn sweep_timers(&mut self) {
+        if self.timers.len() <= 2 * self.timers_swept + 1024 {
+            return;
+        }
+        let conns = &self.conns;
+        self.timers.retain(|o| match *o {
+            TimerOwner::Conn { conn, .. } => conns
+                .get(conn.key())
+                .is_some_and(|s| s.core.id == conn && !s.core.is_closed()),
+            TimerOwner::Worker { .. } => true,
+        });
+        self.timers_swept = self.timers.len();
+    }
+
     /// Handle every deadline due by `now`.
     fn run_timers(&mut self, now: Instant) {
+        self.fire_timers(now);
         if matches!(self.accept, Accept::Backoff(t) if t <= now) {
             self.accept = Accept::Idle;
             self.arm_accept();
@@ -482,6 +579,7 @@ impl<H: Handler> Worker<H> {
     /// dirty connections in the order they became dirty (a flush may dirty
     /// more; they are flushed in this pass too).
     fn after_batch(&mut self) {
+        self.sweep_timers();
         let cmds = std::mem::take(&mut self.requests);
         self.run_commands(cmds);
         let rearm = std::mem::take(&mut self.rearm);

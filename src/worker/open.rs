@@ -16,7 +16,7 @@ use crate::config::ListenerMode;
 use crate::conn::{ConnCore, Delivery};
 use crate::connect::{socket_for, ConnectError, ConnectRequest};
 use crate::driver::{Driver, DriverConn};
-use crate::handler::{CloseReason, Conn, Env, Handler};
+use crate::handler::{CloseReason, Conn, Handler};
 use crate::token::ConnId;
 
 impl<H: Handler> Worker<H> {
@@ -115,15 +115,11 @@ impl<H: Handler> Worker<H> {
             conns,
             handler,
             requests,
+            timers,
             ctx,
             ..
         } = self;
-        let env = Env {
-            requests,
-            bus: &ctx.bus,
-            worker: ctx.index,
-            backend,
-        };
+        let env = super::env(requests, timers, ctx, backend);
         handler.on_open(&mut Conn {
             core: &mut conns[key].core,
             env,

@@ -5,7 +5,8 @@
 use std::os::fd::AsRawFd;
 use std::time::Instant;
 
-use super::timeouts::{after, write_check, write_check_interval, Watch, WriteCheck};
+use super::deadlines::Due;
+use super::timeouts::{write_check, write_check_interval, Watch, WriteCheck};
 use super::{op, Worker};
 use crate::conn::{Flow, Phase, Pressure};
 use crate::driver::{Received, RecvEvent, SendStart};
@@ -34,7 +35,7 @@ impl<H: Handler> Worker<H> {
             conns,
             handler,
             requests,
-            timers,
+            deadlines,
             ctx,
             ..
         } = self;
@@ -46,7 +47,7 @@ impl<H: Handler> Worker<H> {
             if core.is_closed() {
                 return Flow::Stop;
             }
-            let env = super::env(requests, timers, ctx, backend);
+            let env = super::env(requests, &mut deadlines.handler, ctx, backend);
             match deliver(core, handler, bytes, limit, env) {
                 Ok(began) => {
                     partial |= began;
@@ -78,8 +79,8 @@ impl<H: Handler> Worker<H> {
         }
         if partial {
             if let Some(read) = self.ctx.cfg.read_timeout {
-                self.reads
-                    .push_live(key, generation, after(Instant::now(), read), &self.conns);
+                let conn = self.conns[key].core.id;
+                self.deadlines.arm(Instant::now(), read, Due::Read(conn));
             }
         }
         match got {
@@ -265,14 +266,15 @@ impl<H: Handler> Worker<H> {
             self.ctx.stats.add(&self.ctx.stats.write_timeouts, 1);
             self.teardown(key, CloseReason::Error(libc::ETIMEDOUT));
         }
-        self.write_check_at = None;
+        self.write_check_armed = false;
         self.schedule_write_check(now);
     }
 
     fn schedule_write_check(&mut self, now: Instant) {
-        if self.write_check_at.is_none() && !self.write_watch.is_empty() {
-            self.write_check_at =
-                Some(after(now, write_check_interval(self.ctx.cfg.write_timeout)));
+        if !self.write_check_armed && !self.write_watch.is_empty() {
+            self.write_check_armed = true;
+            let every = write_check_interval(self.ctx.cfg.write_timeout);
+            self.deadlines.arm(now, every, Due::WriteCheck);
         }
     }
 
@@ -287,12 +289,9 @@ impl<H: Handler> Worker<H> {
         if self.driver.shutdown_write(key, generation, &slot.core.sock) {
             slot.ops |= op::SHUT;
         }
-        self.lingering.push_live(
-            key,
-            generation,
-            after(Instant::now(), self.ctx.cfg.linger),
-            &self.conns,
-        );
+        let conn = self.conns[key].core.id;
+        self.deadlines
+            .arm(Instant::now(), self.ctx.cfg.linger, Due::Linger(conn));
         if !self.conns[key].has(op::RECV | op::RECV_DONE | op::REG) {
             // Never armed (closed in `on_open`), or ended (paused, ENOBUFS,
             // a full CQ) while the close was pending: read the input now.

@@ -27,12 +27,11 @@
 //! receives that ended are armed again (every buffer is back by then), and
 //! dirty connections are flushed in the order they became dirty.
 
+mod deadlines;
 mod io;
 mod open;
 pub(crate) mod timeouts;
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Instant;
@@ -40,13 +39,14 @@ use std::time::Instant;
 use slab::Slab;
 use socket2::Socket;
 
-use self::timeouts::{expire_timeouts, Deadlines, Slots, Watch};
+use self::deadlines::{Deadlines, Due};
+use self::timeouts::Watch;
 use crate::bus::{Bus, Command};
 use crate::config::{Backend, Config};
-use crate::conn::{ConnCore, Phase};
+use crate::conn::ConnCore;
 use crate::connect::{ConnectError, ConnectRequest};
 use crate::driver::{Completion, Driver, DriverConn};
-use crate::handler::{CloseReason, Conn, Ctx, Env, Handler, TimerOwner};
+use crate::handler::{CloseReason, Ctx, Env, Handler, TimerOwner};
 use crate::stats::WorkerStats;
 use crate::sys::EventFd;
 use crate::timer::TimerQueue;
@@ -109,20 +109,6 @@ impl Slot {
     }
 }
 
-impl timeouts::Generation for Slot {
-    fn generation(&self) -> u32 {
-        Slot::generation(self)
-    }
-}
-
-impl Slots for Slab<Slot> {
-    fn live_mut(&mut self, key: usize, generation: u32) -> Option<&mut ConnCore> {
-        self.get_mut(key)
-            .filter(|s| s.generation() == generation && !s.core.is_closed())
-            .map(|s| &mut s.core)
-    }
-}
-
 /// An outbound attempt in flight (kept apart from the connections: a
 /// connection joins the slab only once it is connected).
 struct Pending {
@@ -138,8 +124,8 @@ struct Pending {
 enum Accept {
     Idle,
     Armed,
-    /// Backing off after EMFILE/ENFILE/ENOMEM until then.
-    Backoff(Instant),
+    /// Backing off after EMFILE/ENFILE/ENOMEM (until `Due::AcceptBackoff`).
+    Backoff,
 }
 
 pub(crate) struct Worker<H: Handler> {
@@ -150,25 +136,16 @@ pub(crate) struct Worker<H: Handler> {
     next_generation: u32,
     accept: Accept,
     stopping: bool,
-    /// When a shutdown forces the connections still open closed.
-    shutdown_at: Option<Instant>,
-    /// Connections in their lingering close, by deadline.
-    lingering: Deadlines,
-    /// Idle-timeout and read-timeout entries.
-    idle: Deadlines,
-    reads: Deadlines,
+    /// Every deadline: the engine's own and the handler's timers.
+    deadlines: Deadlines,
     /// Connections with output waiting, checked against `write_timeout`,
-    /// and when they are next checked.
+    /// and whether a check is armed.
     write_watch: Vec<Watch>,
-    write_check_at: Option<Instant>,
+    write_check_armed: bool,
     /// What handler callbacks and other threads asked for, run after the
     /// batch.
     requests: Vec<Command>,
-    /// Persistent outbound connections waiting out their backoff.
-    delayed: Vec<(Instant, ConnectRequest)>,
     pending: Slab<Pending>,
-    /// Outbound attempts' deadlines, earliest first.
-    connect_deadlines: BinaryHeap<Reverse<(Instant, usize, u32)>>,
     /// Connections whose output or close waits for the end of the batch.
     dirty: Vec<usize>,
     /// Connections whose receive is armed again after the batch.
@@ -176,10 +153,6 @@ pub(crate) struct Worker<H: Handler> {
     completions: Vec<Completion>,
     /// An error that ends the loop.
     fatal: Option<std::io::Error>,
-    /// The handler's timers (connection and worker ones).
-    timers: TimerQueue<TimerOwner>,
-    /// Timers armed after the last sweep of those whose connection closed.
-    timers_swept: usize,
 }
 
 /// What a handler callback can reach besides its connection, built from the
@@ -235,22 +208,15 @@ impl<H: Handler> Worker<H> {
             next_generation: 0,
             accept: Accept::Idle,
             stopping: false,
-            shutdown_at: None,
-            lingering: Deadlines::default(),
-            idle: Deadlines::default(),
-            reads: Deadlines::default(),
+            deadlines: Deadlines::new(Instant::now()),
             write_watch: Vec::new(),
-            write_check_at: None,
+            write_check_armed: false,
             requests: Vec::new(),
-            delayed: Vec::new(),
             pending: Slab::new(),
-            connect_deadlines: BinaryHeap::new(),
             dirty: Vec::new(),
             rearm: Vec::new(),
             completions: Vec::new(),
             fatal: None,
-            timers: TimerQueue::new(Instant::now()),
-            timers_swept: 0,
         };
         w.arm_accept();
         match w.fatal.take() {
@@ -264,12 +230,12 @@ impl<H: Handler> Worker<H> {
         let Worker {
             handler,
             requests,
-            timers,
+            deadlines,
             ctx,
             driver,
             ..
         } = &mut self;
-        let env = env(requests, timers, ctx, driver.backend());
+        let env = env(requests, &mut deadlines.handler, ctx, driver.backend());
         handler.on_start(&mut Ctx { env });
         self.after_batch();
         let mut done = Vec::new();
@@ -286,7 +252,7 @@ impl<H: Handler> Worker<H> {
                 return Ok(());
             }
             std::mem::swap(&mut done, &mut self.completions);
-            let deadline = self.next_deadline();
+            let deadline = self.deadlines.next();
             self.driver.wait(deadline, &mut done)?;
             let mut timer = false;
             for c in done.drain(..) {
@@ -296,7 +262,7 @@ impl<H: Handler> Worker<H> {
                 }
             }
             if timer {
-                if let Some(t) = self.next_deadline() {
+                if let Some(t) = self.deadlines.next() {
                     let now = Instant::now();
                     if t <= now {
                         self.run_timers(now);
@@ -401,10 +367,11 @@ impl<H: Handler> Worker<H> {
         // Relaxed: stored before the Release store of `stop`, which this
         // worker has read with Acquire.
         let ms = self.ctx.shutdown_ms.load(Ordering::Relaxed);
-        self.shutdown_at = Some(timeouts::after(
+        self.deadlines.arm(
             Instant::now(),
             std::time::Duration::from_millis(ms),
-        ));
+            Due::Shutdown,
+        );
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
             self.conns[key].core.close(CloseReason::Shutdown);
@@ -416,170 +383,11 @@ impl<H: Handler> Worker<H> {
         }
     }
 
-    /// The nearest deadline of any kind.
-    fn next_deadline(&mut self) -> Option<Instant> {
-        let backoff = match self.accept {
-            Accept::Backoff(t) => Some(t),
-            _ => None,
-        };
-        [
-            backoff,
-            self.shutdown_at,
-            self.lingering.next_deadline(),
-            self.idle.next_deadline(),
-            self.reads.next_deadline(),
-            self.connect_deadlines.peek().map(|r| r.0 .0),
-            self.delayed.iter().map(|(t, _)| *t).min(),
-            self.write_check_at,
-            self.timers.next_deadline(),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
-    }
-
-    /// Fire the handler's timers due by `now`, in deadline order.
-    fn fire_timers(&mut self, now: Instant) {
-        let backend = self.driver.backend();
-        while let Some((key, owner)) = self.timers.next_due(now).map(|(k, o)| (k, *o)) {
-            match owner {
-                TimerOwner::Conn { conn, id } => {
-                    self.timers.cancel(key);
-                    let Worker {
-                        conns,
-                        handler,
-                        requests,
-                        timers,
-                        ctx,
-                        ..
-                    } = self;
-                    // Only while the handler has not been told it closed.
-                    let Some(slot) = conns.get_mut(conn.key()).filter(|s| {
-                        s.core.id == conn
-                            && !matches!(s.core.phase, Phase::Lingering(_) | Phase::Closed)
-                    }) else {
-                        continue;
-                    };
-                    let env = env(requests, timers, ctx, backend);
-                    handler.on_timer(
-                        &mut Conn {
-                            core: &mut slot.core,
-                            env,
-                        },
-                        id,
-                    );
-                    self.mark_dirty(conn.key());
-                }
-                TimerOwner::Worker { id, every_ns } => {
-                    if every_ns == 0 {
-                        self.timers.cancel(key);
-                    } else {
-                        let at = timeouts::after(now, std::time::Duration::from_nanos(every_ns));
-                        self.timers.reschedule(key, at);
-                    }
-                    let Worker {
-                        handler,
-                        requests,
-                        timers,
-                        ctx,
-                        ..
-                    } = self;
-                    handler.on_worker_timer(
-                        &mut Ctx {
-                            env: env(requests, timers, ctx, backend),
-                        },
-                        id,
-                    );
-                }
-            }
-        }
-    }
-
-    /// Drop the timers of connections that have closed once they are as
-    /// many again as the timers left at the last sweep (amortised O(1) per
-    /// timer armed; until then they are skipped when due).
-    fn sweep_timers(&mut self) {
-        if self.timers.len() <= 2 * self.timers_swept + 1024 {
-            return;
-        }
-        let conns = &self.conns;
-        self.timers.retain(|o| match *o {
-            TimerOwner::Conn { conn, .. } => conns
-                .get(conn.key())
-                .is_some_and(|s| s.core.id == conn && !s.core.is_closed()),
-            TimerOwner::Worker { .. } => true,
-        });
-        self.timers_swept = self.timers.len();
-    }
-
-    /// Handle every deadline due by `now`.
-    fn run_timers(&mut self, now: Instant) {
-        self.fire_timers(now);
-        if matches!(self.accept, Accept::Backoff(t) if t <= now) {
-            self.accept = Accept::Idle;
-            self.arm_accept();
-        }
-        let (due, wait): (Vec<_>, Vec<_>) = std::mem::take(&mut self.delayed)
-            .into_iter()
-            .partition(|(t, _)| *t <= now);
-        self.delayed = wait;
-        for (_, req) in due {
-            self.start_connect(req);
-        }
-        let due = expire_timeouts(
-            &mut self.idle,
-            &mut self.reads,
-            &self.ctx.cfg,
-            &self.ctx.stats,
-            now,
-            &mut self.conns,
-        );
-        for (key, reason) in due {
-            self.conns[key].core.close(reason);
-            self.mark_dirty(key);
-        }
-        if self.write_check_at.is_some_and(|t| t <= now) {
-            self.check_writes(now);
-        }
-        for (key, generation) in self.lingering.expired(now) {
-            let due = self.conns.get(key).is_some_and(|s| {
-                s.generation() == generation && matches!(s.core.phase, Phase::Lingering(_))
-            });
-            if due {
-                let reason = self.conns[key].core.close_reason();
-                self.teardown(key, reason);
-            }
-        }
-        while let Some(&Reverse((t, key, generation))) = self.connect_deadlines.peek() {
-            if t > now {
-                break;
-            }
-            self.connect_deadlines.pop();
-            if self
-                .pending
-                .get(key)
-                .is_some_and(|p| p.generation == generation)
-            {
-                self.abort_connect(key, ConnectError::TimedOut);
-            }
-        }
-        if self.shutdown_at.is_some_and(|t| t <= now) {
-            self.shutdown_at = None;
-            let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
-            for key in keys {
-                if !self.conns[key].core.is_closed() {
-                    self.ctx.stats.add(&self.ctx.stats.shutdown_forced, 1);
-                }
-                self.teardown(key, CloseReason::Shutdown);
-            }
-        }
-    }
-
     /// After the batch: run requests, re-arm receives that ended, flush
     /// dirty connections in the order they became dirty (a flush may dirty
     /// more; they are flushed in this pass too).
     fn after_batch(&mut self) {
-        self.sweep_timers();
+        self.sweep_deadlines();
         let cmds = std::mem::take(&mut self.requests);
         self.run_commands(cmds);
         let rearm = std::mem::take(&mut self.rearm);

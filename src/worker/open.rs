@@ -2,14 +2,13 @@
 //! commands handlers and other threads send it: connect, broadcast,
 //! send-to.
 
-use std::cmp::Reverse;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use socket2::Socket;
 
-use super::timeouts::after;
+use super::deadlines::Due;
 use super::{op, Accept, Pending, Slot, Worker};
 use crate::bus::Command;
 use crate::config::ListenerMode;
@@ -63,7 +62,9 @@ impl<H: Handler> Worker<H> {
             }
             _ => {
                 self.ctx.stats.add(&self.ctx.stats.accept_backoffs, 1);
-                self.accept = Accept::Backoff(after(Instant::now(), self.ctx.cfg.accept_backoff));
+                self.accept = Accept::Backoff;
+                let wait = self.ctx.cfg.accept_backoff;
+                self.deadlines.arm(Instant::now(), wait, Due::AcceptBackoff);
             }
         }
     }
@@ -106,8 +107,7 @@ impl<H: Handler> Worker<H> {
         let st = &self.ctx.stats;
         st.add(&st.open, 1);
         if let (Some(idle), Some(now)) = (self.ctx.cfg.idle_timeout, now) {
-            self.idle
-                .push_live(key, generation, after(now, idle), &self.conns);
+            self.deadlines.arm(now, idle, Due::Idle(id));
         }
         self.ctx.bus.opened(id);
         let backend = self.driver.backend();
@@ -115,11 +115,11 @@ impl<H: Handler> Worker<H> {
             conns,
             handler,
             requests,
-            timers,
+            deadlines,
             ctx,
             ..
         } = self;
-        let env = super::env(requests, timers, ctx, backend);
+        let env = super::env(requests, &mut deadlines.handler, ctx, backend);
         handler.on_open(&mut Conn {
             core: &mut conns[key].core,
             env,
@@ -160,15 +160,18 @@ impl<H: Handler> Worker<H> {
         if let Err(e) = self.driver.connect(key, generation, &sock, addr) {
             return self.attempt_failed(req, ConnectError::from_io(&e));
         }
-        let deadline = after(Instant::now(), req.timeout);
+        let timeout = req.timeout;
         self.pending.insert(Pending {
             sock,
             req,
             generation,
             aborted: None,
         });
-        self.connect_deadlines
-            .push(Reverse((deadline, key, generation)));
+        let due = Due::Connect {
+            key: key as u32,
+            generation,
+        };
+        self.deadlines.arm(Instant::now(), timeout, due);
     }
 
     /// Give up pending attempt `key` for `why` (timeout, shutdown).
@@ -237,7 +240,8 @@ impl<H: Handler> Worker<H> {
     /// Run `req` again after `wait` (persistent connections).
     pub(super) fn schedule(&mut self, (wait, req): (Duration, ConnectRequest)) {
         if !self.stopping {
-            self.delayed.push((after(Instant::now(), wait), req));
+            self.deadlines
+                .arm(Instant::now(), wait, Due::Reconnect(Box::new(req)));
         }
     }
 

@@ -1,20 +1,8 @@
-//! Every per-connection deadline the core keeps — lingering close, idle and
-//! read timeouts, write stalls — and the verdicts on them. The verdicts take
-//! the connection's state and `now` and return what to do, so they are
-//! unit-tested without sockets or sleeps.
-//!
-//! Lingering close:
-//! Closing a socket that still has unread input makes Linux send a reset and
-//! throw away output not yet transmitted, so a peer could lose the last
-//! response it was sent. A graceful close therefore shuts down the write side
-//! once all output is handed to the kernel (the peer sees end of stream after
-//! the last byte), keeps reading and discarding until the peer closes too,
-//! and gives up after `Config::linger`. This keeps the connections waiting
-//! out their linger time in deadline order; because every connection lingers
-//! for the same time, a FIFO is already sorted.
+//! The verdicts on a connection's timeouts — idle, read (a partial message
+//! too old), write stalls — taking the connection's state and `now` and
+//! returning what to do, so they are unit-tested without sockets or sleeps.
+//! The deadlines themselves are in the worker's queue (`deadlines.rs`).
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::time::{Duration, Instant};
 
 use crate::conn::ConnCore;
@@ -24,74 +12,6 @@ use crate::conn::ConnCore;
 pub(crate) fn after(now: Instant, d: Duration) -> Instant {
     now.checked_add(d)
         .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
-}
-
-/// Connections waiting out one kind of deadline, earliest first (a
-/// min-heap: idle re-checks are pushed at `last input + timeout`, which can
-/// be earlier than entries already queued). Push and expiry are O(log n) and
-/// no tick scans every connection. Entries are checked when they expire (the
-/// connection may have closed, or been active since; the caller decides).
-#[derive(Debug, Default)]
-pub(crate) struct Deadlines {
-    queue: BinaryHeap<Reverse<(Instant, usize, u32)>>,
-}
-
-impl Deadlines {
-    /// An entry due at `at`.
-    pub(crate) fn push_at(&mut self, key: usize, generation: u32, at: Instant) {
-        self.queue.push(Reverse((at, key, generation)));
-    }
-
-    /// Like `push_at`, keeping the queue bounded by the connections alive in
-    /// `slab` rather than by traffic: entries of closed connections stay
-    /// until they expire, so when the queue holds more than twice the open
-    /// connections (plus some slack) it drops every entry whose slot no
-    /// longer holds its generation. Amortised O(1) per push.
-    pub(crate) fn push_live<S: Generation>(
-        &mut self,
-        key: usize,
-        generation: u32,
-        at: Instant,
-        slab: &slab::Slab<S>,
-    ) {
-        self.push_at(key, generation, at);
-        if self.queue.len() > 2 * slab.len() + 1024 {
-            self.queue
-                .retain(|Reverse((_, k, g))| slab.get(*k).is_some_and(|s| s.generation() == *g));
-        }
-    }
-
-    /// Entries queued (live or not).
-    #[cfg(test)]
-    pub(crate) fn len(&self) -> usize {
-        self.queue.len()
-    }
-
-    /// The nearest deadline.
-    pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        self.queue.peek().map(|e| e.0 .0)
-    }
-
-    /// Remove and return the `(key, generation)` of every entry due by
-    /// `now`. Entries of connections that closed meanwhile come back too; the
-    /// caller checks the generation.
-    pub(crate) fn expired(&mut self, now: Instant) -> Vec<(usize, u32)> {
-        let mut due = Vec::new();
-        while let Some(&Reverse((t, key, generation))) = self.queue.peek() {
-            if t > now {
-                break;
-            }
-            self.queue.pop();
-            due.push((key, generation));
-        }
-        due
-    }
-}
-
-/// A worker's connection slot, stamped with the generation of the
-/// connection it holds.
-pub(crate) trait Generation {
-    fn generation(&self) -> u32;
 }
 
 /// What an expired idle or read-timeout entry means for its connection.
@@ -220,64 +140,10 @@ pub(crate) fn write_check_interval(timeout: Duration) -> Duration {
     (timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(1))
 }
 
-/// The open connections of a worker, by slab key and generation.
-pub(crate) trait Slots {
-    /// Slot `key`'s connection if it still holds `generation` and is not
-    /// torn down.
-    fn live_mut(&mut self, key: usize, generation: u32) -> Option<&mut ConnCore>;
-}
-
-/// Expire both timeout queues at `now` over the connections in `slots`. Idle entries of connections active since are
-/// pushed back; the connections to close are counted in `stats`
-/// (`idle_timeouts`, `read_timeouts`) and returned with their reason.
-pub(crate) fn expire_timeouts(
-    idle_q: &mut Deadlines,
-    reads_q: &mut Deadlines,
-    cfg: &crate::Config,
-    stats: &crate::stats::WorkerStats,
-    now: Instant,
-    slots: &mut impl Slots,
-) -> Vec<(usize, crate::CloseReason)> {
-    let mut close = Vec::new();
-    if let Some(idle) = cfg.idle_timeout {
-        for (key, generation) in idle_q.expired(now) {
-            let Some(c) = slots.live_mut(key, generation) else {
-                continue;
-            };
-            match idle_verdict(c, now, idle) {
-                Verdict::Close(reason) => close.push((key, reason)),
-                Verdict::Recheck(at) => idle_q.push_at(key, generation, at),
-                Verdict::Drop => {}
-            }
-        }
-    }
-    let idle_closes = close.len() as u64;
-    stats.add(&stats.idle_timeouts, idle_closes);
-    if let Some(read) = cfg.read_timeout {
-        // A connection the idle pass closes is counted once, as idle.
-        let idle_closed: std::collections::HashSet<usize> = close.iter().map(|c| c.0).collect();
-        for (key, generation) in reads_q.expired(now) {
-            let Some(c) = slots.live_mut(key, generation) else {
-                continue;
-            };
-            if idle_closed.contains(&key) {
-                continue;
-            }
-            match read_verdict(c, now, read) {
-                Verdict::Close(reason) => close.push((key, reason)),
-                Verdict::Recheck(at) => reads_q.push_at(key, generation, at),
-                Verdict::Drop => {}
-            }
-        }
-    }
-    stats.add(&stats.read_timeouts, close.len() as u64 - idle_closes);
-    close
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{CloseReason, Config, ConnId};
+    use crate::{CloseReason, ConnId};
 
     fn core() -> ConnCore {
         let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
@@ -287,47 +153,6 @@ mod tests {
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
-    }
-
-    /// One connection, in every slot.
-    struct One(ConnCore);
-
-    impl Slots for One {
-        fn live_mut(&mut self, _key: usize, _generation: u32) -> Option<&mut ConnCore> {
-            Some(&mut self.0)
-        }
-    }
-
-    /// A test slot: just its generation.
-    impl Generation for u32 {
-        fn generation(&self) -> u32 {
-            *self
-        }
-    }
-
-    /// Entries of closed connections are dropped once they outnumber the
-    /// live ones: the queue follows open connections, not traffic.
-    #[test]
-    fn queue_stays_bounded_by_live_connections() {
-        // 100 000 connections open and close, 10 at a time; slots (keys)
-        // are reused, generations are not.
-        let t0 = Instant::now();
-        let mut d = Deadlines::default();
-        let mut slab = slab::Slab::new();
-        let mut open = std::collections::VecDeque::new();
-        for generation in 0..100_000u32 {
-            let key = slab.insert(generation);
-            open.push_back((key, generation));
-            d.push_live(key, generation, t0 + Duration::from_secs(30), &slab);
-            if open.len() > 10 {
-                let (old, _) = open.pop_front().expect("open");
-                slab.remove(old);
-            }
-        }
-        assert!(d.len() <= 2 * 11 + 1024 + 1, "{} entries", d.len());
-        // The live ones are all still there.
-        let due = d.expired(t0 + Duration::from_secs(31));
-        assert!(open.iter().all(|e| due.contains(e)), "{open:?}");
     }
 
     /// A read entry follows the message held now: re-queued for a younger
@@ -363,6 +188,11 @@ mod tests {
             idle_verdict(&c, t0 + ms(600), ms(300)),
             Verdict::Recheck(t0 + ms(900))
         );
+        // Closing (idle and read due together close once).
+        c.close(CloseReason::IdleTimeout);
+        assert_eq!(read_verdict(&mut c, t0 + ms(900), ms(300)), Verdict::Drop);
+        assert_eq!(idle_verdict(&c, t0 + ms(900), ms(300)), Verdict::Drop);
+        c.phase = crate::conn::Phase::Open;
         c.clock.as_deref_mut().expect("timed").partial_since = None;
         assert_eq!(read_verdict(&mut c, t0 + ms(900), ms(300)), Verdict::Drop);
         let clock = c.clock.as_deref().expect("timed");
@@ -441,57 +271,5 @@ mod tests {
             Duration::from_secs(1)
         );
         assert_eq!(write_check_interval(ms(8)), ms(10));
-    }
-
-    #[test]
-    fn idle_and_read_expiring_together_close_once() {
-        let t0 = Instant::now();
-        let mut c = core();
-        let clock = c.clock.as_deref_mut().expect("timed");
-        clock.last_active = t0;
-        clock.partial_since = Some(t0);
-        let cfg = Config {
-            idle_timeout: Some(ms(100)),
-            read_timeout: Some(ms(100)),
-            ..Config::default()
-        };
-        let (mut idle, mut reads) = (Deadlines::default(), Deadlines::default());
-        idle.push_at(0, 1, t0 + ms(100));
-        reads.push_at(0, 1, t0 + ms(100));
-        let stats = crate::stats::WorkerStats::default();
-        let closes = expire_timeouts(
-            &mut idle,
-            &mut reads,
-            &cfg,
-            &stats,
-            t0 + ms(200),
-            &mut One(c),
-        );
-        assert_eq!(closes, vec![(0, CloseReason::IdleTimeout)]);
-        let counted = stats.snapshot();
-        assert_eq!((counted.idle_timeouts, counted.read_timeouts), (1, 0));
-    }
-
-    #[test]
-    fn an_earlier_deadline_pushed_later_still_expires_first() {
-        let t0 = Instant::now();
-        let mut d = Deadlines::default();
-        d.push_at(1, 1, t0 + Duration::from_millis(900));
-        d.push_at(2, 2, t0 + Duration::from_millis(100));
-        assert_eq!(d.next_deadline(), Some(t0 + Duration::from_millis(100)));
-        assert_eq!(d.expired(t0 + Duration::from_millis(500)), vec![(2, 2)]);
-    }
-
-    #[test]
-    fn expires_in_order() {
-        let t0 = Instant::now();
-        let mut l = Deadlines::default();
-        l.push_at(1, 10, t0 + Duration::from_secs(1));
-        l.push_at(2, 20, t0 + Duration::from_millis(1500));
-        assert_eq!(l.next_deadline(), Some(t0 + Duration::from_secs(1)));
-        assert!(l.expired(t0).is_empty());
-        assert_eq!(l.expired(t0 + Duration::from_secs(1)), vec![(1, 10)]);
-        assert_eq!(l.expired(t0 + Duration::from_secs(2)), vec![(2, 20)]);
-        assert_eq!(l.next_deadline(), None);
     }
 }

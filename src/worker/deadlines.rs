@@ -1,0 +1,257 @@
+//! Every deadline of a worker, on one mechanism: two [`TimerQueue`]s (the
+//! engine's own deadlines, and the handler's timers) under the worker's one
+//! kernel timer. The engine's are typed ([`Due`]): lingering closes, idle
+//! and read timeouts, write checks, connect timeouts, reconnect and accept
+//! backoff, the shutdown deadline. Each names its connection by `ConnId`
+//! (or pending slot and generation), so one left behind by a connection
+//! that closed does nothing when it comes up; such leftovers are swept out
+//! once they are as many again as the timers left at the last sweep.
+
+use std::time::{Duration, Instant};
+
+use super::timeouts::{after, idle_verdict, read_verdict, Verdict};
+use super::{env, Accept, Worker};
+use crate::conn::Phase;
+use crate::connect::{ConnectError, ConnectRequest};
+use crate::handler::{CloseReason, Conn, Ctx, Handler, TimerOwner};
+use crate::timer::TimerQueue;
+use crate::token::ConnId;
+
+/// What one of the engine's own deadlines is for.
+#[derive(Debug)]
+pub(super) enum Due {
+    /// A lingering close has waited `Config::linger`.
+    Linger(ConnId),
+    /// Look at a connection's idle time.
+    Idle(ConnId),
+    /// Look at a connection's partial message (read timeout).
+    Read(ConnId),
+    /// Check the connections with output waiting against `write_timeout`.
+    WriteCheck,
+    /// An outbound attempt's timeout (its pending slot and generation).
+    Connect { key: u32, generation: u32 },
+    /// A persistent connection's next round (boxed: the queue's entries
+    /// stay small).
+    Reconnect(Box<ConnectRequest>),
+    /// Accepting may start again.
+    AcceptBackoff,
+    /// Connections still open at the end of a shutdown are closed.
+    Shutdown,
+}
+
+impl Due {
+    /// The connection this deadline belongs to, if any.
+    fn conn(&self) -> Option<ConnId> {
+        match self {
+            Due::Linger(c) | Due::Idle(c) | Due::Read(c) => Some(*c),
+            _ => None,
+        }
+    }
+}
+
+/// Both queues of a worker.
+pub(super) struct Deadlines {
+    pub(super) engine: TimerQueue<Due>,
+    pub(super) handler: TimerQueue<TimerOwner>,
+    /// Timers left at the last sweep of both queues.
+    swept: usize,
+}
+
+impl Deadlines {
+    pub(super) fn new(now: Instant) -> Deadlines {
+        Deadlines {
+            engine: TimerQueue::new(now),
+            handler: TimerQueue::new(now),
+            swept: 0,
+        }
+    }
+
+    /// Arm an engine deadline `d` after `now`.
+    pub(super) fn arm(&mut self, now: Instant, d: Duration, due: Due) {
+        self.engine.arm(after(now, d), due);
+    }
+
+    /// The nearest deadline of either queue.
+    pub(super) fn next(&mut self) -> Option<Instant> {
+        [self.engine.next_deadline(), self.handler.next_deadline()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+}
+
+impl<H: Handler> Worker<H> {
+    /// The open connection `conn` names (not torn down), if any.
+    fn live(&mut self, conn: ConnId) -> Option<&mut super::Slot> {
+        self.conns
+            .get_mut(conn.key())
+            .filter(|s| s.core.id == conn && !s.core.is_closed())
+    }
+
+    /// Handle every deadline due by `now`: the handler's timers, then the
+    /// engine's, each in deadline order.
+    pub(super) fn run_timers(&mut self, now: Instant) {
+        self.fire_handler_timers(now);
+        while let Some((_, due)) = self.deadlines.engine.pop_due(now) {
+            match due {
+                Due::Linger(conn) => {
+                    if let Some(s) = self.live(conn) {
+                        if matches!(s.core.phase, Phase::Lingering(_)) {
+                            let reason = s.core.close_reason();
+                            self.teardown(conn.key(), reason);
+                        }
+                    }
+                }
+                Due::Idle(conn) => self.idle_due(conn, now),
+                Due::Read(conn) => self.read_due(conn, now),
+                Due::WriteCheck => self.check_writes(now),
+                Due::Connect { key, generation } => {
+                    let key = key as usize;
+                    if self
+                        .pending
+                        .get(key)
+                        .is_some_and(|p| p.generation == generation)
+                    {
+                        self.abort_connect(key, ConnectError::TimedOut);
+                    }
+                }
+                Due::Reconnect(req) => self.start_connect(*req),
+                Due::AcceptBackoff => {
+                    if self.accept == Accept::Backoff {
+                        self.accept = Accept::Idle;
+                        self.arm_accept();
+                    }
+                }
+                Due::Shutdown => {
+                    let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+                    for key in keys {
+                        if !self.conns[key].core.is_closed() {
+                            self.ctx.stats.add(&self.ctx.stats.shutdown_forced, 1);
+                        }
+                        self.teardown(key, CloseReason::Shutdown);
+                    }
+                }
+            }
+        }
+    }
+
+    /// An idle-timeout entry is due: close a connection with no traffic
+    /// for `idle_timeout`, look again later at one active since.
+    fn idle_due(&mut self, conn: ConnId, now: Instant) {
+        let Some(idle) = self.ctx.cfg.idle_timeout else {
+            return;
+        };
+        let Some(s) = self.live(conn) else {
+            return;
+        };
+        match idle_verdict(&s.core, now, idle) {
+            Verdict::Close(reason) => {
+                s.core.close(reason);
+                self.ctx.stats.add(&self.ctx.stats.idle_timeouts, 1);
+                self.mark_dirty(conn.key());
+            }
+            Verdict::Recheck(at) => {
+                self.deadlines.engine.arm(at, Due::Idle(conn));
+            }
+            Verdict::Drop => {}
+        }
+    }
+
+    /// A read-timeout entry is due: close a connection whose partial
+    /// message is older than `read_timeout`, follow a younger one.
+    fn read_due(&mut self, conn: ConnId, now: Instant) {
+        let Some(read) = self.ctx.cfg.read_timeout else {
+            return;
+        };
+        let Some(s) = self.live(conn) else {
+            return;
+        };
+        match read_verdict(&mut s.core, now, read) {
+            Verdict::Close(reason) => {
+                s.core.close(reason);
+                self.ctx.stats.add(&self.ctx.stats.read_timeouts, 1);
+                self.mark_dirty(conn.key());
+            }
+            Verdict::Recheck(at) => {
+                self.deadlines.engine.arm(at, Due::Read(conn));
+            }
+            Verdict::Drop => {}
+        }
+    }
+
+    /// Fire the handler's timers due by `now`, in deadline order.
+    fn fire_handler_timers(&mut self, now: Instant) {
+        let backend = self.driver.backend();
+        while let Some((key, owner)) = self.deadlines.handler.next_due(now).map(|(k, o)| (k, *o)) {
+            match owner {
+                TimerOwner::Conn { conn, id } => {
+                    self.deadlines.handler.cancel(key);
+                    let Worker {
+                        conns,
+                        handler,
+                        requests,
+                        deadlines,
+                        ctx,
+                        ..
+                    } = self;
+                    // Only while the handler has not been told it closed.
+                    let Some(slot) = conns.get_mut(conn.key()).filter(|s| {
+                        s.core.id == conn
+                            && !matches!(s.core.phase, Phase::Lingering(_) | Phase::Closed)
+                    }) else {
+                        continue;
+                    };
+                    let env = env(requests, &mut deadlines.handler, ctx, backend);
+                    handler.on_timer(
+                        &mut Conn {
+                            core: &mut slot.core,
+                            env,
+                        },
+                        id,
+                    );
+                    self.mark_dirty(conn.key());
+                }
+                TimerOwner::Worker { id, every_ns } => {
+                    if every_ns == 0 {
+                        self.deadlines.handler.cancel(key);
+                    } else {
+                        let at = after(now, Duration::from_nanos(every_ns));
+                        self.deadlines.handler.reschedule(key, at);
+                    }
+                    let Worker {
+                        handler,
+                        requests,
+                        deadlines,
+                        ctx,
+                        ..
+                    } = self;
+                    let env = env(requests, &mut deadlines.handler, ctx, backend);
+                    handler.on_worker_timer(&mut Ctx { env }, id);
+                }
+            }
+        }
+    }
+
+    /// Drop the deadlines and timers of connections that have closed once
+    /// both queues hold as many again as at the last sweep (amortised O(1)
+    /// per timer armed; until then they are skipped when due).
+    pub(super) fn sweep_deadlines(&mut self) {
+        let d = &mut self.deadlines;
+        let armed = d.engine.len() + d.handler.len();
+        if armed <= 2 * d.swept + 1024 {
+            return;
+        }
+        let conns = &self.conns;
+        let alive = |c: ConnId| {
+            conns
+                .get(c.key())
+                .is_some_and(|s| s.core.id == c && !s.core.is_closed())
+        };
+        d.engine.retain(|due| due.conn().map_or(true, alive));
+        d.handler.retain(|o| match *o {
+            TimerOwner::Conn { conn, .. } => alive(conn),
+            TimerOwner::Worker { .. } => true,
+        });
+        d.swept = d.engine.len() + d.handler.len();
+    }
+}

@@ -266,27 +266,32 @@ impl ConnCore {
     }
 
     /// Input is no longer delivered (closing, lingering or closed).
+    #[inline]
     pub(crate) fn is_closing(&self) -> bool {
         !matches!(self.phase, Phase::Open | Phase::Paused)
     }
 
     /// Receiving is paused by backpressure.
+    #[inline]
     pub(crate) fn is_paused(&self) -> bool {
         self.phase == Phase::Paused
     }
 
     /// Torn down (waiting only for operations in flight).
+    #[inline]
     pub(crate) fn is_closed(&self) -> bool {
         self.phase == Phase::Closed
     }
 
     /// Whether a receive should be armed now: open and not paused, or
     /// lingering (which reads and discards until the peer closes).
+    #[inline]
     pub(crate) fn wants_input(&self) -> bool {
         matches!(self.phase, Phase::Open | Phase::Lingering(_))
     }
 
     /// How the receiving side goes on after a delivery.
+    #[inline]
     pub(crate) fn flow(&self) -> Flow {
         match self.phase {
             Phase::Open | Phase::Closing(_) | Phase::Lingering(_) => Flow::More,
@@ -297,6 +302,7 @@ impl ConnCore {
 
     /// Start closing for `reason` (no more input; output flushed first).
     /// No effect once closing.
+    #[inline]
     pub(crate) fn close(&mut self, reason: CloseReason) {
         if !self.is_closing() {
             self.phase = Phase::Closing(Box::new(reason));
@@ -312,11 +318,13 @@ impl ConnCore {
     }
 
     /// The bytes presented to the handler and not consumed.
+    #[inline]
     pub(crate) fn held(&self) -> &[u8] {
         self.extra.as_deref().map_or(&[], |e| &e.held)
     }
 
     /// Take the held-back bytes (to present them with new ones).
+    #[inline]
     pub(crate) fn take_held(&mut self) -> Vec<u8> {
         self.extra
             .as_deref_mut()
@@ -325,6 +333,7 @@ impl ConnCore {
     }
 
     /// Keep `buf` as the held-back bytes.
+    #[inline]
     pub(crate) fn put_held(&mut self, buf: Vec<u8>) {
         if !buf.is_empty() || buf.capacity() > 0 {
             self.extra().held = buf;
@@ -359,6 +368,7 @@ impl ConnCore {
     /// The backpressure decision for `high`/`low` watermarks; applies it to
     /// the phase. Resuming restarts the input clocks: the time spent paused
     /// was the server's doing.
+    #[inline]
     pub(crate) fn pressure(
         &mut self,
         high: usize,
@@ -387,16 +397,19 @@ impl ConnCore {
     }
 
     /// Bytes queued and not yet written to the socket (lent ones included).
+    #[inline]
     pub(crate) fn queued(&self) -> usize {
         self.out.len() - self.sent + self.lent as usize
     }
 
     /// Output waits to be handed to the kernel (and none is lent to it).
+    #[inline]
     pub(crate) fn has_output(&self) -> bool {
         self.lent == 0 && self.sent < self.out.len()
     }
 
     /// The output not yet written, to write in place (epoll).
+    #[inline]
     pub(crate) fn unsent(&self) -> &[u8] {
         &self.out[self.sent..]
     }
@@ -405,6 +418,7 @@ impl ConnCore {
     /// while any is queued the connection is not idle, and when the last of
     /// it is written the idle clock restarts (read from `now` only then), so
     /// a connection whose output just drained is not closed as idle at once.
+    #[inline]
     pub(crate) fn wrote(&mut self, n: usize, now: impl FnOnce() -> Instant) {
         let n = n.min(self.out.len() - self.sent);
         self.written = self.written.wrapping_add(n as u32);
@@ -424,6 +438,7 @@ impl ConnCore {
     /// Lend the queued output (at most [`MAX_SEND`] bytes) to the kernel;
     /// newer output queues in a new buffer. Comes back with
     /// [`ConnCore::returned`].
+    #[inline]
     pub(crate) fn lend(&mut self) -> Vec<u8> {
         if self.sent > 0 {
             self.out.drain(..self.sent);
@@ -442,6 +457,7 @@ impl ConnCore {
     /// The lent buffer is back with its first `n` bytes written. The rest
     /// goes next, before anything queued since; a fully written buffer is
     /// kept for the next output when nothing newer is queued.
+    #[inline]
     pub(crate) fn returned(&mut self, mut buf: Vec<u8>, n: usize, now: impl FnOnce() -> Instant) {
         let n = n.min(buf.len());
         self.lent = 0;
@@ -465,6 +481,7 @@ impl ConnCore {
     }
 
     /// Every queued byte is written: the idle clock restarts.
+    #[inline]
     fn drained(&mut self, now: impl FnOnce() -> Instant) {
         if let Some(c) = self.clock.as_deref_mut() {
             c.last_active = now();
@@ -498,6 +515,7 @@ impl ConnCore {
     /// nothing was held before it). Returns whether a partial message began
     /// and no read-timeout entry is queued for it yet (the caller queues
     /// one).
+    #[inline]
     pub(crate) fn note_input(&mut self, was_empty: bool, len: usize, now: Instant) -> bool {
         let held = self.held().len();
         let Some(c) = self.clock.as_deref_mut() else {

@@ -106,14 +106,17 @@ counters! {
 }
 
 impl WorkerStats {
+    #[inline]
     pub(crate) fn add(&self, c: &AtomicU64, n: u64) {
         c.fetch_add(n, Relaxed);
     }
 
+    #[inline]
     pub(crate) fn sub(&self, c: &AtomicU64, n: u64) {
         c.fetch_sub(n, Relaxed);
     }
 
+    #[inline]
     pub(crate) fn set(&self, c: &AtomicU64, n: u64) {
         c.store(n, Relaxed);
     }

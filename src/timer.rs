@@ -58,11 +58,13 @@ impl<T> TimerQueue<T> {
         }
     }
 
+    #[inline]
     fn ticks(&self, at: Instant) -> u64 {
         let d = at.saturating_duration_since(self.origin);
         u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
     }
 
+    #[inline]
     fn instant(&self, ticks: u64) -> Instant {
         self.origin
             .checked_add(Duration::from_nanos(ticks))
@@ -71,6 +73,7 @@ impl<T> TimerQueue<T> {
 
     /// Arm a timer due at `at` (an instant before the origin counts as the
     /// origin).
+    #[inline]
     pub fn arm(&mut self, at: Instant, payload: T) -> TimerKey {
         let at = self.ticks(at);
         self.seq = self.seq.wrapping_add(1);
@@ -84,6 +87,7 @@ impl<T> TimerQueue<T> {
     }
 
     /// Cancel the timer `key` names; its payload if it was still armed.
+    #[inline]
     pub fn cancel(&mut self, key: TimerKey) -> Option<T> {
         let slot = key.slot as usize;
         if self.slots.get(slot)?.seq != key.seq {
@@ -93,6 +97,7 @@ impl<T> TimerQueue<T> {
     }
 
     /// Whether `key` names an armed timer.
+    #[inline]
     pub fn is_armed(&self, key: TimerKey) -> bool {
         self.slots
             .get(key.slot as usize)
@@ -100,11 +105,13 @@ impl<T> TimerQueue<T> {
     }
 
     /// Timers armed.
+    #[inline]
     pub fn len(&self) -> usize {
         self.slots.len()
     }
 
     /// Whether no timer is armed.
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.slots.is_empty()
     }
@@ -116,6 +123,7 @@ impl<T> TimerQueue<T> {
 
     /// Whether a heap entry still stands for its timer (not cancelled,
     /// fired, or rescheduled since).
+    #[inline]
     fn current(&self, at: u64, seq: u32, slot: u32) -> bool {
         self.slots
             .get(slot as usize)
@@ -123,6 +131,7 @@ impl<T> TimerQueue<T> {
     }
 
     /// Drop stale entries from the top of the heap.
+    #[inline]
     fn skip_stale(&mut self) {
         while let Some(&Reverse((at, seq, slot))) = self.heap.peek() {
             if self.current(at, seq, slot) {
@@ -133,6 +142,7 @@ impl<T> TimerQueue<T> {
     }
 
     /// The nearest deadline of an armed timer.
+    #[inline]
     pub fn next_deadline(&mut self) -> Option<Instant> {
         self.skip_stale();
         let &Reverse((at, _, _)) = self.heap.peek()?;
@@ -142,6 +152,7 @@ impl<T> TimerQueue<T> {
     /// The earliest timer due by `now`, left armed: take it with
     /// [`TimerQueue::cancel`], or move it with [`TimerQueue::reschedule`]
     /// (a periodic timer keeps its key).
+    #[inline]
     pub fn next_due(&mut self, now: Instant) -> Option<(TimerKey, &T)> {
         self.skip_stale();
         let &Reverse((at, seq, slot)) = self.heap.peek()?;
@@ -153,6 +164,7 @@ impl<T> TimerQueue<T> {
     }
 
     /// Take the earliest timer due by `now`, if any (call until `None`).
+    #[inline]
     pub fn pop_due(&mut self, now: Instant) -> Option<(TimerKey, T)> {
         let (key, _) = self.next_due(now)?;
         self.heap.pop();

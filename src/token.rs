@@ -74,6 +74,7 @@ impl OpKind {
         OpKind::Connect,
     ];
 
+    #[inline]
     fn from_u8(v: u8) -> Option<OpKind> {
         OpKind::ALL.get(usize::from(v).checked_sub(1)?).copied()
     }
@@ -93,6 +94,7 @@ pub struct Token {
 impl Token {
     /// A token for `kind` on slab slot `key` stamped with `generation`
     /// (only its low 24 bits are kept).
+    #[inline]
     pub fn new(kind: OpKind, key: u32, generation: u32) -> Token {
         Token {
             kind,
@@ -103,11 +105,13 @@ impl Token {
 
     /// A token for an operation that belongs to the worker, not to a
     /// connection (accept, wake-up, timers).
+    #[inline]
     pub fn worker(kind: OpKind) -> Token {
         Token::new(kind, 0, 0)
     }
 
     /// The packed form given to the kernel.
+    #[inline]
     pub fn to_user_data(self) -> u64 {
         (u64::from(self.kind as u8) << 56)
             | (u64::from(self.generation) << 32)
@@ -116,6 +120,7 @@ impl Token {
 
     /// Decode a completion's `user_data`; `None` for a value the engine never
     /// submits (a zero or unknown kind).
+    #[inline]
     pub fn from_user_data(v: u64) -> Option<Token> {
         let kind = OpKind::from_u8((v >> 56) as u8)?;
         Some(Token {
@@ -126,16 +131,19 @@ impl Token {
     }
 
     /// The operation kind.
+    #[inline]
     pub fn kind(self) -> OpKind {
         self.kind
     }
 
     /// The slab key.
+    #[inline]
     pub fn key(self) -> usize {
         self.key as usize
     }
 
     /// The generation stamped at submission.
+    #[inline]
     pub fn generation(self) -> u32 {
         self.generation
     }
@@ -160,6 +168,7 @@ pub struct ConnId(u64);
 
 impl ConnId {
     /// Build from its parts (the worker index is truncated to 8 bits).
+    #[inline]
     pub fn new(worker: usize, key: usize, generation: u32) -> ConnId {
         ConnId(
             ((worker as u64 & 0xff) << 56)
@@ -180,16 +189,19 @@ impl ConnId {
     }
 
     /// The worker that owns the connection.
+    #[inline]
     pub fn worker(self) -> usize {
         (self.0 >> 56) as usize
     }
 
     /// The slab key on that worker.
+    #[inline]
     pub fn key(self) -> usize {
         (self.0 & 0xffff_ffff) as usize
     }
 
     /// The generation of the slot.
+    #[inline]
     pub fn generation(self) -> u32 {
         ((self.0 >> 32) as u32) & GENERATION_MASK
     }

@@ -70,10 +70,12 @@ impl DriverConn {
     const READ: u8 = 4;
     const WRITE: u8 = 8;
 
+    #[inline]
     fn has(self, f: u8) -> bool {
         self.flags & f != 0
     }
 
+    #[inline]
     fn set(&mut self, f: u8, on: bool) {
         if on {
             self.flags |= f;
@@ -95,6 +97,7 @@ pub(crate) enum RecvEvent {
 impl RecvEvent {
     /// The receive stays live in the kernel after this event (a multishot
     /// recv's `F_MORE`).
+    #[inline]
     pub(crate) fn more(self) -> bool {
         matches!(self, RecvEvent::Uring { flags, .. } if io_uring::cqueue::more(flags))
     }
@@ -158,6 +161,7 @@ pub(crate) enum Driver {
 
 impl Driver {
     /// The backend this driver runs on.
+    #[inline]
     pub(crate) fn backend(&self) -> Backend {
         match self {
             Driver::Uring(_) => Backend::Uring,

@@ -48,7 +48,6 @@ pub(crate) struct UringDriver {
     batch: Option<(usize, u32)>,
     /// The general timeout of a batched wait.
     batch_ts: types::Timespec,
-    cqes: Vec<Cqe>,
     /// The buffers of one recv completion (reused).
     pub(super) recv_bufs: Vec<(u16, usize)>,
     /// Buffers taken from the rings and not given back (`buffers_in_use`).
@@ -101,7 +100,6 @@ impl UringDriver {
             timers: Vec::new(),
             batch,
             batch_ts: types::Timespec::new().sec(1),
-            cqes: Vec::with_capacity(cfg.cq_entries as usize),
             recv_bufs: Vec::new(),
             lent_total: 0,
         };
@@ -122,6 +120,7 @@ impl UringDriver {
     }
 
     /// Make sure a timer fires by `deadline`.
+    #[inline]
     fn arm_timer(&mut self, deadline: Instant) {
         if self.timers.iter().any(|&t| t <= deadline) {
             return;
@@ -148,20 +147,36 @@ impl UringDriver {
         if self.ring.submit_and_wait(self.batch, &self.batch_ts)? {
             self.stats.add(&self.stats.waits, 1);
         }
-        let mut cqes = std::mem::take(&mut self.cqes);
-        let (dropped, overflow) = self.ring.reap(&mut cqes);
+        let UringDriver {
+            ring,
+            timers,
+            closes_in_flight,
+            ..
+        } = self;
+        let mut rewake = false;
+        let (dropped, overflow) = ring.reap(|c| {
+            Self::convert(c, out, timers, closes_in_flight, &mut rewake);
+        });
         self.stats.set(&self.stats.cq_dropped, u64::from(dropped));
         if overflow {
             self.stats.add(&self.stats.cq_overflows, 1);
         }
-        for c in cqes.drain(..) {
-            self.convert(c, out);
+        if rewake {
+            self.arm_wake();
         }
-        self.cqes = cqes;
         Ok(())
     }
 
-    fn convert(&mut self, c: Cqe, out: &mut Vec<Completion>) {
+    /// Type one completion (`rewake`: the wake poll ended and must be
+    /// armed again).
+    #[inline]
+    fn convert(
+        c: Cqe,
+        out: &mut Vec<Completion>,
+        timers: &mut Vec<Instant>,
+        closes_in_flight: &mut usize,
+        rewake: &mut bool,
+    ) {
         let (key, generation) = (c.token.key(), c.token.generation());
         match c.token.kind() {
             OpKind::Accept => {
@@ -208,20 +223,18 @@ impl UringDriver {
                 res: Some(c.res),
             }),
             OpKind::Wake => {
-                if !c.more() {
-                    self.arm_wake();
-                }
+                *rewake |= !c.more();
                 out.push(Completion::Wake);
             }
             OpKind::Timer => {
                 // Timers fire in deadline order: this was the earliest.
-                if let Some(i) = (0..self.timers.len()).min_by_key(|&i| self.timers[i]) {
-                    self.timers.swap_remove(i);
+                if let Some(i) = (0..timers.len()).min_by_key(|&i| timers[i]) {
+                    timers.swap_remove(i);
                 }
                 out.push(Completion::Timer);
             }
             // A failed close of a socket still releases the descriptor.
-            OpKind::Close => self.closes_in_flight -= 1,
+            OpKind::Close => *closes_in_flight -= 1,
             // Acknowledgements: the operations they target post their own
             // completions.
             OpKind::Cancel | OpKind::AcceptCancel => {}

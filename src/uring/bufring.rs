@@ -107,6 +107,7 @@ impl BufRing {
     /// Buffer `bid` was named by a completion: it is the worker's until
     /// [`BufRing::recycle`]. `false` (and nothing changes) if it already
     /// was: the kernel hands a buffer out once per trip through the ring.
+    #[inline]
     pub(crate) fn take(&mut self, bid: u16) -> bool {
         let bid = usize::from(bid & (self.entries - 1));
         let (word, bit) = (bid / 64, 1u64 << (bid % 64));
@@ -118,18 +119,21 @@ impl BufRing {
         true
     }
 
+    #[inline]
     fn is_lent(&self, bid: u16) -> bool {
         let bid = usize::from(bid & (self.entries - 1));
         self.lent[bid / 64] & (1u64 << (bid % 64)) != 0
     }
 
     /// Buffers taken and not yet given back.
+    #[inline]
     pub(crate) fn lent(&self) -> u16 {
         self.lent_count
     }
 
     /// The bytes the kernel wrote into buffer `bid` (empty unless the
     /// buffer is taken).
+    #[inline]
     pub(crate) fn filled(&self, bid: u16, len: usize) -> &[u8] {
         if !self.is_lent(bid) {
             return &[];
@@ -147,6 +151,7 @@ impl BufRing {
     /// `len` bytes starting with buffer `first`: `(bid, bytes)` for each, in
     /// order, into `out`. The kernel fills each buffer but the last one
     /// completely.
+    #[inline]
     pub(crate) fn bundle_into(&self, first: u16, len: usize, out: &mut Vec<(u16, usize)>) {
         let mask = self.entries - 1;
         let mut pos = self.pos_of[usize::from(first & mask)];
@@ -164,6 +169,7 @@ impl BufRing {
     /// Give buffer `bid` back to the kernel. Only a taken buffer goes back
     /// (`false` otherwise): a second recycle would put it in the ring twice,
     /// and the kernel could then fill it for two completions at once.
+    #[inline]
     pub(crate) fn recycle(&mut self, bid: u16) -> bool {
         let bid = bid & (self.entries - 1);
         if !self.is_lent(bid) {
@@ -177,6 +183,7 @@ impl BufRing {
         true
     }
 
+    #[inline]
     fn buf_ptr(&self, bid: u16) -> *mut u8 {
         // SAFETY: bid < entries, so the offset stays within the mapping.
         unsafe {
@@ -188,6 +195,7 @@ impl BufRing {
 
     /// Write the descriptor for `bid` at our tail and advance it (not yet
     /// visible to the kernel).
+    #[inline]
     fn write_entry(&mut self, bid: u16) {
         let slot = usize::from(self.tail & (self.entries - 1));
         self.bid_at[slot] = bid;
@@ -209,6 +217,7 @@ impl BufRing {
     }
 
     /// Make every written descriptor visible to the kernel.
+    #[inline]
     fn publish(&self) {
         // SAFETY: the tail field overlays the `resv` of descriptor 0 inside the
         // mapping and is 2-byte aligned; the kernel reads it concurrently, so
@@ -299,7 +308,7 @@ mod tests {
                 b.write_all(c).expect("write");
             }
             ring.submit_and_wait(None, &ts).expect("wait");
-            ring.reap(&mut cqes);
+            ring.reap(|c| cqes.push(c));
             for c in cqes.drain(..) {
                 let more = c.more();
                 if c.res > 0 {

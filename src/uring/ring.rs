@@ -162,6 +162,7 @@ pub(crate) struct Cqe {
 
 impl Cqe {
     /// More completions will follow for this operation (multishot).
+    #[inline]
     pub(crate) fn more(&self) -> bool {
         cqueue::more(self.flags)
     }
@@ -170,27 +171,24 @@ impl Cqe {
 /// A ring, the memory its operations hold, and completions set aside.
 pub(crate) struct Ring {
     ring: IoUring,
-    held: Slab<HeldOp>,
+    store: Store,
     /// Raw completions moved aside when a submit met EBUSY; reaped first.
     backlog: Vec<(u64, i32, u32)>,
-    /// Operations submitted whose last completion has not been reaped.
-    in_flight: usize,
     /// A submit error that is not transient.
     fatal: Option<io::Error>,
-    /// Held multishot operations (the only held ones anyone cancels by
-    /// token), with their slots.
-    held_multishot: Vec<(Token, usize)>,
 }
 
 impl Ring {
     pub(crate) fn new(ring: IoUring) -> Ring {
         Ring {
             ring,
-            held: Slab::new(),
+            store: Store {
+                held: Slab::new(),
+                held_multishot: Vec::new(),
+                in_flight: 0,
+            },
             backlog: Vec::new(),
-            in_flight: 0,
             fatal: None,
-            held_multishot: Vec::new(),
         }
     }
 
@@ -206,6 +204,7 @@ impl Ring {
 
     /// Submit `op` with `token` as its identity (queued in the SQ; it goes
     /// to the kernel with the next submit or wait).
+    #[inline]
     pub(crate) fn submit(&mut self, op: Op, token: Token) {
         let plain = |sqe: squeue::Entry| sqe.user_data(token.to_user_data());
         let sqe = match op {
@@ -279,7 +278,7 @@ impl Ring {
                 let msghdr = Box::new(msghdr.0);
                 let sqe = opcode::RecvMsgMulti::new(types::Fd(fd), &*msghdr, bgid).build();
                 let slot = self.hold(sqe, token, Held::MsgHdr(msghdr), false);
-                self.held_multishot.push((token, slot));
+                self.store.held_multishot.push((token, slot));
                 return;
             }
             Op::SendTo { fd, buf, to } => {
@@ -309,8 +308,10 @@ impl Ring {
 
     /// The `user_data` an operation submitted as `token` carries (a held
     /// one's is its slot in `held`).
+    #[inline]
     fn user_data_of(&self, token: Token) -> u64 {
-        self.held_multishot
+        self.store
+            .held_multishot
             .iter()
             .find(|(t, _)| *t == token)
             .map_or(token.to_user_data(), |&(_, slot)| HELD | slot as u64)
@@ -318,8 +319,9 @@ impl Ring {
 
     /// Queue an SQE whose memory is `mem`, keeping `mem` until its last
     /// completion.
+    #[inline]
     fn hold(&mut self, sqe: squeue::Entry, token: Token, mem: Held, zc: bool) -> usize {
-        let slot = self.held.insert(HeldOp {
+        let slot = self.store.held.insert(HeldOp {
             token,
             mem,
             zc,
@@ -347,7 +349,7 @@ impl Ring {
         loop {
             // SAFETY: the caller keeps what `sqe` points at alive (above).
             if unsafe { self.ring.submission().push(sqe) }.is_ok() {
-                self.in_flight += 1;
+                self.store.in_flight += 1;
                 return;
             }
             if !self.flush() {
@@ -416,25 +418,40 @@ impl Ring {
     /// Move every completion (set-aside ones first) into `out`, converted.
     /// Returns the kernel's count of dropped completions and whether it
     /// holds completions back in its overflow list.
-    pub(crate) fn reap(&mut self, out: &mut Vec<Cqe>) -> (u32, bool) {
-        let mut raw = std::mem::take(&mut self.backlog);
-        let dropped = {
-            let cq = self.ring.completion();
-            let dropped = cq.overflow();
-            raw.extend(cq.map(|c| (c.user_data(), c.result(), c.flags())));
-            dropped
-        };
+    pub(crate) fn reap(&mut self, mut f: impl FnMut(Cqe)) -> (u32, bool) {
         let overflow = self.ring.submission().cq_overflow();
-        out.reserve(raw.len());
-        for (ud, res, flags) in raw.drain(..) {
-            if let Some(c) = self.convert(ud, res, flags) {
-                out.push(c);
+        if !self.backlog.is_empty() {
+            for (ud, res, flags) in std::mem::take(&mut self.backlog) {
+                if let Some(c) = self.store.convert(ud, res, flags) {
+                    f(c);
+                }
             }
         }
-        self.backlog = raw;
+        // Straight from the CQ, one pass: the head moves when `cq` drops.
+        let mut cq = self.ring.completion();
+        let dropped = cq.overflow();
+        for c in &mut cq {
+            if let Some(c) = self.store.convert(c.user_data(), c.result(), c.flags()) {
+                f(c);
+            }
+        }
         (dropped, overflow)
     }
+}
 
+/// The memory in-flight operations hold, and how many operations are in
+/// flight.
+struct Store {
+    held: Slab<HeldOp>,
+    /// Held multishot operations (the only held ones anyone cancels by
+    /// token), with their slots.
+    held_multishot: Vec<(Token, usize)>,
+    /// Operations submitted whose last completion has not been reaped.
+    in_flight: usize,
+}
+
+impl Store {
+    #[inline]
     fn convert(&mut self, ud: u64, res: i32, flags: u32) -> Option<Cqe> {
         let last = !cqueue::more(flags);
         if last {
@@ -492,7 +509,7 @@ impl Drop for Ring {
     /// (IORING_REGISTER_SYNC_CANCEL, Linux 6.0) before the memory they point
     /// at (held here, or the buffer rings dropped after the ring) is freed.
     fn drop(&mut self) {
-        if self.in_flight > 0 {
+        if self.store.in_flight > 0 {
             super::cancel_all_sync(&self.ring);
         }
     }

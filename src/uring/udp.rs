@@ -106,7 +106,7 @@ impl<H: DatagramHandler> UdpWorker<H> {
             }
             self.ring.submit_and_wait(None, &general)?;
             std::mem::swap(&mut cqes, &mut self.cqes);
-            self.ring.reap(&mut cqes);
+            self.ring.reap(|c| cqes.push(c));
             let mut rearm = false;
             for c in cqes.drain(..) {
                 match c.token.kind() {

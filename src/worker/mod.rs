@@ -3,12 +3,14 @@
 //! to pause, time out, linger, drain on shutdown and deliver broadcasts; a
 //! [`Driver`] carries the operations out and reports typed completions.
 //!
-//! * `mod.rs` (this file): the worker's state, its loop and its timers.
+//! * `mod.rs` (this file): the worker's state and its loop.
 //! * `io.rs`: a connection's receiving, sending, backpressure, lingering
 //!   close and teardown.
 //! * `open.rs`: accepting, outbound connects, and the commands handlers
 //!   and other threads send (connect, broadcast, send-to).
-//! * `timeouts.rs`: the deadline queues and the timeout verdicts.
+//! * `deadlines.rs`: every deadline (the engine's own and the handler's
+//!   timers) under the one kernel timer.
+//! * `timeouts.rs`: the verdicts on idle, read and write timeouts.
 //!
 //! # Life of a connection
 //! Accepted (or connected out), it takes a slab slot stamped with a fresh

@@ -10,10 +10,10 @@
 use std::time::{Duration, Instant};
 
 use super::timeouts::{after, idle_verdict, read_verdict, Verdict};
-use super::{env, Accept, Worker};
+use super::{Accept, Worker};
 use crate::conn::Phase;
 use crate::connect::{ConnectError, ConnectRequest};
-use crate::handler::{CloseReason, Conn, Ctx, Handler, TimerOwner};
+use crate::handler::{CloseReason, Handler, TimerOwner};
 use crate::timer::TimerQueue;
 use crate::token::ConnId;
 
@@ -181,35 +181,22 @@ impl<H: Handler> Worker<H> {
 
     /// Fire the handler's timers due by `now`, in deadline order.
     fn fire_handler_timers(&mut self, now: Instant) {
-        let backend = self.driver.backend();
         while let Some((key, owner)) = self.deadlines.handler.next_due(now).map(|(k, o)| (k, *o)) {
             match owner {
                 TimerOwner::Conn { conn, id } => {
                     self.deadlines.handler.cancel(key);
-                    let Worker {
-                        conns,
-                        handler,
-                        requests,
-                        deadlines,
-                        ctx,
-                        ..
-                    } = self;
                     // Only while the handler has not been told it closed.
-                    let Some(slot) = conns.get_mut(conn.key()).filter(|s| {
-                        s.core.id == conn
-                            && !matches!(s.core.phase, Phase::Lingering(_) | Phase::Closed)
-                    }) else {
-                        continue;
+                    let told = |s: &super::Slot| {
+                        matches!(s.core.phase, Phase::Lingering(_) | Phase::Closed)
                     };
-                    let env = env(requests, &mut deadlines.handler, ctx, backend);
-                    handler.on_timer(
-                        &mut Conn {
-                            core: &mut slot.core,
-                            env,
-                        },
-                        id,
-                    );
-                    self.mark_dirty(conn.key());
+                    let open = self
+                        .conns
+                        .get(conn.key())
+                        .is_some_and(|s| s.core.id == conn && !told(s));
+                    if open {
+                        self.with_conn(conn.key(), |h, c| h.on_timer(c, id));
+                        self.mark_dirty(conn.key());
+                    }
                 }
                 TimerOwner::Worker { id, every_ns } => {
                     if every_ns == 0 {
@@ -218,15 +205,7 @@ impl<H: Handler> Worker<H> {
                         let at = after(now, Duration::from_nanos(every_ns));
                         self.deadlines.handler.reschedule(key, at);
                     }
-                    let Worker {
-                        handler,
-                        requests,
-                        deadlines,
-                        ctx,
-                        ..
-                    } = self;
-                    let env = env(requests, &mut deadlines.handler, ctx, backend);
-                    handler.on_worker_timer(&mut Ctx { env }, id);
+                    self.with_ctx(|h, ctx| h.on_worker_timer(ctx, id));
                 }
             }
         }

@@ -48,7 +48,7 @@ use crate::config::{Backend, Config};
 use crate::conn::ConnCore;
 use crate::connect::{ConnectError, ConnectRequest};
 use crate::driver::{Completion, Driver, DriverConn};
-use crate::handler::{CloseReason, Ctx, Env, Handler, TimerOwner};
+use crate::handler::{CloseReason, Conn, Ctx, Env, Handler, TimerOwner};
 use crate::stats::WorkerStats;
 use crate::sys::EventFd;
 use crate::timer::TimerQueue;
@@ -229,16 +229,7 @@ impl<H: Handler> Worker<H> {
 
     /// Run until shutdown is requested and every connection has closed.
     pub(crate) fn run(mut self) -> std::io::Result<()> {
-        let Worker {
-            handler,
-            requests,
-            deadlines,
-            ctx,
-            driver,
-            ..
-        } = &mut self;
-        let env = env(requests, &mut deadlines.handler, ctx, driver.backend());
-        handler.on_start(&mut Ctx { env });
+        self.with_ctx(|h, ctx| h.on_start(ctx));
         self.after_batch();
         let mut done = Vec::new();
         loop {
@@ -412,6 +403,41 @@ impl<H: Handler> Worker<H> {
             self.flush(key);
         }
         self.dirty.clear();
+    }
+
+    /// Lend connection `key` to the handler for one callback, `f`.
+    fn with_conn(&mut self, key: usize, f: impl FnOnce(&mut H, &mut Conn<'_>)) {
+        let backend = self.driver.backend();
+        let Worker {
+            conns,
+            handler,
+            requests,
+            deadlines,
+            ctx,
+            ..
+        } = self;
+        let env = env(requests, &mut deadlines.handler, ctx, backend);
+        f(
+            handler,
+            &mut Conn {
+                core: &mut conns[key].core,
+                env,
+            },
+        );
+    }
+
+    /// Lend the worker to the handler for one callback, `f`.
+    fn with_ctx(&mut self, f: impl FnOnce(&mut H, &mut Ctx<'_>)) {
+        let backend = self.driver.backend();
+        let Worker {
+            handler,
+            requests,
+            deadlines,
+            ctx,
+            ..
+        } = self;
+        let env = env(requests, &mut deadlines.handler, ctx, backend);
+        f(handler, &mut Ctx { env });
     }
 
     fn mark_dirty(&mut self, key: usize) {

@@ -15,7 +15,7 @@ use crate::config::ListenerMode;
 use crate::conn::{ConnCore, Delivery};
 use crate::connect::{socket_for, ConnectError, ConnectRequest};
 use crate::driver::{Driver, DriverConn};
-use crate::handler::{CloseReason, Conn, Handler};
+use crate::handler::{CloseReason, Handler};
 use crate::token::ConnId;
 
 impl<H: Handler> Worker<H> {
@@ -110,20 +110,7 @@ impl<H: Handler> Worker<H> {
             self.deadlines.arm(now, idle, Due::Idle(id));
         }
         self.ctx.bus.opened(id);
-        let backend = self.driver.backend();
-        let Worker {
-            conns,
-            handler,
-            requests,
-            deadlines,
-            ctx,
-            ..
-        } = self;
-        let env = super::env(requests, &mut deadlines.handler, ctx, backend);
-        handler.on_open(&mut Conn {
-            core: &mut conns[key].core,
-            env,
-        });
+        self.with_conn(key, |h, conn| h.on_open(conn));
         if !registering && self.conns[key].core.wants_input() {
             self.arm_recv(key);
         }

@@ -25,12 +25,29 @@ impl Server {
     }
 
     fn start_on(addr: &str, mode: &str, args: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ringnet"))
-            .args(["serve", mode, "--addr", addr, "--workers", "1"])
+        Server::spawn(addr, mode, args, Stdio::inherit())
+    }
+
+    /// Like [`Server::start`] with `--workers 2`, its stderr kept for
+    /// [`Server::stop`].
+    fn start_capturing(mode: &str, args: &[&str]) -> Server {
+        let mut all = vec!["--workers", "2"];
+        all.extend_from_slice(args);
+        Server::spawn("127.0.0.1:0", mode, &all, Stdio::piped())
+    }
+
+    fn spawn(addr: &str, mode: &str, args: &[&str], stderr: Stdio) -> Server {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringnet"));
+        cmd.args(["serve", mode, "--addr", addr]);
+        if !args.contains(&"--workers") {
+            cmd.args(["--workers", "1"]);
+        }
+        let mut child = cmd
             .args(args)
+            .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("spawn ringnet");
         let mut line = String::new();
@@ -54,13 +71,31 @@ impl Server {
     }
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
+impl Server {
+    fn terminate(&mut self) {
         let pid = libc::pid_t::try_from(self.child.id()).expect("pid");
         // SAFETY: kill(2) has no memory-safety preconditions; the child is
         // not reaped yet, so the pid is still ours.
         unsafe { libc::kill(pid, libc::SIGTERM) };
-        let _ = self.child.wait();
+    }
+
+    /// Stop the server and return what it wrote to stderr (when captured).
+    fn stop(mut self) -> String {
+        self.terminate();
+        let mut text = String::new();
+        if let Some(mut err) = self.child.stderr.take() {
+            err.read_to_string(&mut text).expect("read stderr");
+        }
+        text
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            self.terminate();
+            let _ = self.child.wait();
+        }
     }
 }
 
@@ -229,4 +264,36 @@ fn watermarks_out_of_order_are_refused() {
         stderr.contains("--low-watermark") && stderr.contains("--high-watermark"),
         "{stderr}"
     );
+}
+
+#[test]
+fn kernel_caps_are_logged_once_with_the_value_that_applies() {
+    let server = Server::start_capturing(
+        "echo",
+        &[
+            "--rcvbuf",
+            "1G",
+            "--sndbuf",
+            "1G",
+            "--backlog",
+            "2147483647",
+        ],
+    );
+    let mut s = server.connect();
+    echo_roundtrip(&mut s, b"capped");
+    let stderr = server.stop();
+    // Two workers, two listeners: each cap is still logged once.
+    for (what, sysctl) in [
+        ("SO_RCVBUF", "net.core.rmem_max"),
+        ("SO_SNDBUF", "net.core.wmem_max"),
+        ("listen backlog", "net.core.somaxconn"),
+    ] {
+        let lines: Vec<&str> = stderr.lines().filter(|l| l.contains(what)).collect();
+        assert_eq!(lines.len(), 1, "{what}:\n{stderr}");
+        assert!(
+            lines[0].contains(sysctl) && lines[0].contains("applies"),
+            "{}",
+            lines[0]
+        );
+    }
 }

@@ -12,7 +12,7 @@ use anyhow::{anyhow, bail};
 use clap::{Parser, Subcommand};
 use cli::{parse_endpoint, parse_secs, Mode, ServeArgs};
 use ringnet::message::Framed;
-use ringnet::uring::probe::ProbeReport;
+use ringnet::uring::probe::{ProbeReport, SocketLimits};
 use ringnet::{app, Engine};
 
 #[derive(Parser)]
@@ -215,7 +215,8 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
 }
 
 /// `ringnet probe --json`: compact, keys in this order:
-/// `{"kernel":"...","io_uring":{"ok":true,"errno":null,"reason":null},"features":[{"name":"...","supported":true,"since":"...","detail":"..."}]}`.
+/// `{"kernel":"...","io_uring":{"ok":true,"errno":null,"reason":null},"features":[{"name":"...","supported":true,"since":"...","detail":"..."}],"socket_limits":{...}}`
+/// (see [`socket_limits_json`]).
 fn probe_json(report: &ProbeReport) -> serde_json::Value {
     let (ok, errno, reason) = match &report.uring {
         Ok(()) => (true, None, None),
@@ -237,6 +238,26 @@ fn probe_json(report: &ProbeReport) -> serde_json::Value {
         "kernel": report.kernel,
         "io_uring": { "ok": ok, "errno": errno, "reason": reason },
         "features": features,
+        "socket_limits": socket_limits_json(&report.socket_limits),
+    })
+}
+
+/// `"socket_limits"` in `ringnet probe --json`, keys in this order:
+/// `{"somaxconn":4096,"tcp_max_syn_backlog":512,"rmem_max":212992,"wmem_max":212992,"tcp_rmem":[4096,131072,6291456],"tcp_wmem":[4096,16384,4194304],"ip_local_port_range":[32768,60999],"nofile":{"soft":1024,"hard":524288},"tcp_syn_retries":6,"syn_connect_timeout_secs":127}`.
+/// A value that could not be read is `null`; so is an unlimited `nofile`
+/// soft or hard limit.
+fn socket_limits_json(l: &SocketLimits) -> serde_json::Value {
+    serde_json::json!({
+        "somaxconn": l.somaxconn,
+        "tcp_max_syn_backlog": l.tcp_max_syn_backlog,
+        "rmem_max": l.rmem_max,
+        "wmem_max": l.wmem_max,
+        "tcp_rmem": l.tcp_rmem,
+        "tcp_wmem": l.tcp_wmem,
+        "ip_local_port_range": l.ip_local_port_range,
+        "nofile": l.nofile.map(|n| serde_json::json!({ "soft": n.soft, "hard": n.hard })),
+        "tcp_syn_retries": l.tcp_syn_retries,
+        "syn_connect_timeout_secs": l.syn_connect_timeout().map(|d| d.as_secs()),
     })
 }
 
@@ -301,13 +322,14 @@ fn main() -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ringnet::uring::probe::{Feature, SetupError};
+    use ringnet::uring::probe::{Feature, FileLimit, SetupError};
 
     fn sample(uring: Result<(), SetupError>, features: Vec<Feature>) -> ProbeReport {
         ProbeReport {
             kernel: "6.18.0-test".to_owned(),
             uring,
             features,
+            socket_limits: SocketLimits::default(),
         }
     }
 
@@ -334,7 +356,10 @@ mod tests {
             concat!(
                 r#"{"kernel":"6.18.0-test","io_uring":{"ok":true,"errno":null,"reason":null},"#,
                 r#""features":[{"name":"multishot accept","supported":true,"since":"5.19","detail":"ok"},"#,
-                r#"{"name":"NODROP","supported":false,"since":"5.19","detail":"no"}]}"#
+                r#"{"name":"NODROP","supported":false,"since":"5.19","detail":"no"}],"#,
+                r#""socket_limits":{"somaxconn":null,"tcp_max_syn_backlog":null,"rmem_max":null,"#,
+                r#""wmem_max":null,"tcp_rmem":null,"tcp_wmem":null,"ip_local_port_range":null,"#,
+                r#""nofile":null,"tcp_syn_retries":null,"syn_connect_timeout_secs":null}}"#
             )
         );
     }
@@ -348,9 +373,39 @@ mod tests {
             }),
             Vec::new(),
         );
+        let json = probe_json(&report).to_string();
+        assert!(
+            json.starts_with(
+                r#"{"kernel":"6.18.0-test","io_uring":{"ok":false,"errno":1,"reason":"blocked \"here\""},"features":[],"socket_limits":{"#
+            ),
+            "{json}"
+        );
+    }
+
+    #[test]
+    fn socket_limits_json_has_the_exact_layout() {
+        let limits = SocketLimits {
+            somaxconn: Some(4096),
+            tcp_max_syn_backlog: Some(512),
+            rmem_max: Some(212992),
+            wmem_max: Some(212992),
+            tcp_rmem: Some([4096, 131072, 6291456]),
+            tcp_wmem: Some([4096, 16384, 4194304]),
+            ip_local_port_range: Some([32768, 60999]),
+            nofile: Some(FileLimit {
+                soft: Some(1024),
+                hard: None,
+            }),
+            tcp_syn_retries: Some(6),
+        };
         assert_eq!(
-            probe_json(&report).to_string(),
-            r#"{"kernel":"6.18.0-test","io_uring":{"ok":false,"errno":1,"reason":"blocked \"here\""},"features":[]}"#
+            socket_limits_json(&limits).to_string(),
+            concat!(
+                r#"{"somaxconn":4096,"tcp_max_syn_backlog":512,"rmem_max":212992,"wmem_max":212992,"#,
+                r#""tcp_rmem":[4096,131072,6291456],"tcp_wmem":[4096,16384,4194304],"#,
+                r#""ip_local_port_range":[32768,60999],"nofile":{"soft":1024,"hard":null},"#,
+                r#""tcp_syn_retries":6,"syn_connect_timeout_secs":127}"#
+            )
         );
     }
 

@@ -297,3 +297,62 @@ fn kernel_caps_are_logged_once_with_the_value_that_applies() {
         );
     }
 }
+#[test]
+fn probe_json_reports_socket_limits() {
+    let out = run(&["probe", "--json"]);
+    assert!(out.status.success(), "{out:?}");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    for key in ["kernel", "io_uring", "features"] {
+        assert!(json.get(key).is_some(), "{key} missing: {json}");
+    }
+    let limits = &json["socket_limits"];
+    for key in [
+        "somaxconn",
+        "tcp_max_syn_backlog",
+        "rmem_max",
+        "wmem_max",
+        "tcp_rmem",
+        "tcp_wmem",
+        "ip_local_port_range",
+        "nofile",
+        "tcp_syn_retries",
+        "syn_connect_timeout_secs",
+    ] {
+        assert!(limits.get(key).is_some(), "{key} missing: {limits}");
+    }
+    let somaxconn = limits["somaxconn"].as_u64().expect("somaxconn");
+    assert!(somaxconn > 0);
+    let soft = limits["nofile"]["soft"].as_u64().unwrap_or(u64::MAX);
+    let hard = limits["nofile"]["hard"].as_u64().unwrap_or(u64::MAX);
+    assert!(soft <= hard, "nofile soft {soft} above hard {hard}");
+    let range = limits["ip_local_port_range"]
+        .as_array()
+        .expect("port range");
+    assert_eq!(range.len(), 2);
+    if let Some(retries) = limits["tcp_syn_retries"].as_u64() {
+        let secs = limits["syn_connect_timeout_secs"]
+            .as_u64()
+            .expect("timeout");
+        assert_eq!(secs, (1u64 << (retries + 1)) - 1);
+    }
+}
+
+#[test]
+fn probe_table_mentions_socket_limits() {
+    let out = run(&["probe"]);
+    assert!(out.status.success(), "{out:?}");
+    let table = String::from_utf8_lossy(&out.stdout);
+    for name in [
+        "net.core.somaxconn",
+        "net.ipv4.tcp_max_syn_backlog",
+        "net.core.rmem_max",
+        "net.core.wmem_max",
+        "net.ipv4.tcp_rmem",
+        "net.ipv4.tcp_wmem",
+        "net.ipv4.ip_local_port_range",
+        "RLIMIT_NOFILE",
+        "net.ipv4.tcp_syn_retries",
+    ] {
+        assert!(table.contains(name), "{name} missing:\n{table}");
+    }
+}

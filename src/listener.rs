@@ -7,9 +7,16 @@
 //! TCP_NODELAY, SO_RCVBUF and SO_SNDBUF are set on the listener, and Linux
 //! copies them into every accepted socket, so no per-connection setsockopt is
 //! needed.
+//!
+//! The kernel quietly caps what it is asked for: a backlog at
+//! `net.core.somaxconn`, a buffer size at `net.core.rmem_max` /
+//! `net.core.wmem_max` (it stores twice the request, for its bookkeeping,
+//! so `getsockopt` reports double; see socket(7)). A request above the cap
+//! is logged once per process with the value that applies.
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -73,13 +80,77 @@ pub(crate) fn listen(addr: SocketAddr, opts: ListenOpts) -> Result<Socket, Error
     }
     if let Some(n) = opts.recv_buffer_size {
         sock.set_recv_buffer_size(n).map_err(bind_err)?;
+        if let Ok(applied) = sock.recv_buffer_size() {
+            if let Some(cap) = buffer_cap(n, applied) {
+                warn_once(
+                    &RCVBUF_WARNED,
+                    format_args!(
+                        "SO_RCVBUF of {n} bytes is above net.core.rmem_max; the kernel applies {cap} ({applied} with its bookkeeping)"
+                    ),
+                );
+            }
+        }
     }
     if let Some(n) = opts.send_buffer_size {
         sock.set_send_buffer_size(n).map_err(bind_err)?;
+        if let Ok(applied) = sock.send_buffer_size() {
+            if let Some(cap) = buffer_cap(n, applied) {
+                warn_once(
+                    &SNDBUF_WARNED,
+                    format_args!(
+                        "SO_SNDBUF of {n} bytes is above net.core.wmem_max; the kernel applies {cap} ({applied} with its bookkeeping)"
+                    ),
+                );
+            }
+        }
     }
     sock.bind(&addr.into()).map_err(bind_err)?;
     sock.listen(opts.backlog).map_err(bind_err)?;
+    if let Some(cap) = read_somaxconn().and_then(|max| backlog_cap(opts.backlog, max)) {
+        warn_once(
+            &BACKLOG_WARNED,
+            format_args!(
+                "listen backlog {} is above net.core.somaxconn; the kernel applies {cap}",
+                opts.backlog
+            ),
+        );
+    }
     Ok(sock)
+}
+
+/// Where the kernel's cap on `listen(2)` backlogs is read.
+const SOMAXCONN: &str = "/proc/sys/net/core/somaxconn";
+
+// Whether each kind of cap has been logged. Relaxed: each flag guards only
+// itself (at most one warning per kind), and orders no other memory.
+static BACKLOG_WARNED: AtomicBool = AtomicBool::new(false);
+static RCVBUF_WARNED: AtomicBool = AtomicBool::new(false);
+static SNDBUF_WARNED: AtomicBool = AtomicBool::new(false);
+
+/// Log `msg` as a warning unless `flag` says it has been already.
+fn warn_once(flag: &AtomicBool, msg: std::fmt::Arguments<'_>) {
+    if !flag.swap(true, Ordering::Relaxed) {
+        log::warn!("{msg}");
+    }
+}
+
+/// `net.core.somaxconn`, or `None` where it cannot be read.
+fn read_somaxconn() -> Option<i32> {
+    std::fs::read_to_string(SOMAXCONN).ok()?.trim().parse().ok()
+}
+
+/// The backlog the kernel applies when `requested` is above `somaxconn`
+/// (`None`: the request applies as it is).
+fn backlog_cap(requested: i32, somaxconn: i32) -> Option<i32> {
+    (somaxconn > 0 && requested > somaxconn).then_some(somaxconn)
+}
+
+/// The buffer size that applies when a request of `requested` bytes was
+/// capped, given what `getsockopt` reports afterwards (`reported`: the
+/// kernel stores and reports twice the size it applies). `None`: the
+/// request applies (or was raised to the kernel's minimum).
+fn buffer_cap(requested: usize, reported: usize) -> Option<usize> {
+    (reported < requested.saturating_mul(2)).then_some(reported / 2)
 }
 
 /// Fail with [`Error::AddressInUse`] if a socket of type `ty` (TCP stream
@@ -128,6 +199,32 @@ pub(crate) fn local_addr(sock: &Socket) -> io::Result<SocketAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn caps_are_found_from_what_the_kernel_reports() {
+        assert_eq!(backlog_cap(1024, 4096), None);
+        assert_eq!(backlog_cap(4096, 4096), None);
+        assert_eq!(backlog_cap(65536, 4096), Some(4096));
+        assert_eq!(backlog_cap(65536, 0), None);
+        // Applied as asked: reported doubled.
+        assert_eq!(buffer_cap(65536, 131072), None);
+        // Raised to the kernel's minimum: not a cap.
+        assert_eq!(buffer_cap(1, 4608), None);
+        // Capped at rmem_max = 212992.
+        assert_eq!(buffer_cap(1 << 30, 425984), Some(212992));
+    }
+
+    #[test]
+    fn a_capped_buffer_still_listens() {
+        let opts = ListenOpts {
+            backlog: i32::MAX,
+            recv_buffer_size: Some(1 << 30),
+            send_buffer_size: Some(1 << 30),
+            ..ListenOpts::default()
+        };
+        let sock = listen("127.0.0.1:0".parse().expect("addr"), opts).expect("listen");
+        assert!(sock.recv_buffer_size().expect("SO_RCVBUF") > 0);
+    }
 
     #[test]
     fn port_zero_reports_the_real_port_and_a_taken_port_is_address_in_use() {

@@ -1,17 +1,19 @@
 //! The `ringnet` command: `serve` runs a server, `probe` reports what this
 //! kernel's io_uring supports.
 
+mod cli;
+
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail};
-use clap::{Parser, Subcommand, ValueEnum};
-use ringnet::framing::Framing;
+use clap::{Parser, Subcommand};
+use cli::{parse_endpoint, parse_secs, Mode, ServeArgs};
 use ringnet::message::Framed;
-use ringnet::uring::probe::ProbeReport;
-use ringnet::{app, BackendChoice, BufferMode, Config, Engine, ListenerMode};
+use ringnet::uring::probe::{ProbeReport, SocketLimits};
+use ringnet::{app, Engine};
 
 #[derive(Parser)]
 #[command(name = "ringnet", version, about = "TCP server engine on io_uring")]
@@ -44,171 +46,8 @@ enum Cmd {
     },
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum Mode {
-    /// Echo every byte back.
-    Echo,
-    /// Minimal HTTP/1.1: 200 OK, "Hello, World!", keep-alive, pipelining.
-    Http,
-    /// Echo length-prefixed frames (4-byte big-endian length; 8 MiB limit).
-    FramedEcho,
-    /// Echo lines (`\n`, a trailing `\r` stripped; 64 KiB limit).
-    LineEcho,
-    /// Line chat: every line goes to every other client (and to --peer).
-    Chat,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum Listener {
-    /// One SO_REUSEPORT listener per worker.
-    Reuseport,
-    /// One listener for all workers.
-    Shared,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum Buffers {
-    /// One buffer ring per worker.
-    Shared,
-    /// A buffer ring per connection.
-    PerConn,
-}
-
-#[derive(clap::Args)]
-struct ServeArgs {
-    /// What to serve.
-    #[arg(value_enum)]
-    mode: Mode,
-    /// Address to listen on: HOST:PORT, [V6ADDR]:PORT or NAME:PORT (port 0
-    /// picks a free port; the bound address is printed).
-    #[arg(long, default_value = "127.0.0.1:7000", value_parser = parse_endpoint)]
-    addr: SocketAddr,
-    /// With `echo`: serve UDP echo instead of TCP.
-    #[arg(long)]
-    udp: bool,
-    /// Print the counters every SECS seconds.
-    #[arg(long, value_name = "SECS")]
-    stats: Option<f64>,
-    /// At most this many connections at once (0: no limit); more are
-    /// accepted and closed at once.
-    #[arg(long, default_value_t = 0)]
-    max_connections: usize,
-    /// Seconds a shutdown (SIGTERM, Ctrl-C) waits for connections to drain.
-    #[arg(long, default_value_t = Config::default().shutdown_timeout.as_secs_f64())]
-    shutdown_timeout: f64,
-    /// With `chat`: another chat node to join (kept connected).
-    #[arg(long, value_parser = parse_endpoint)]
-    peer: Option<SocketAddr>,
-    /// Backend: auto (io_uring if it works here, else epoll), uring, epoll.
-    /// The environment variable RINGNET_BACKEND overrides it.
-    #[arg(long, default_value = "auto", value_parser = parse_backend)]
-    backend: BackendChoice,
-    /// Worker threads (0 = one per CPU).
-    #[arg(long, default_value_t = 0)]
-    workers: usize,
-    /// Pin workers to these CPUs (comma-separated; worker i gets the i-th,
-    /// cycling).
-    #[arg(long, value_delimiter = ',')]
-    cpus: Vec<usize>,
-    /// How workers share the port: `reuseport` (one SO_REUSEPORT listener
-    /// per worker, balanced by the kernel) or `shared` (one listener).
-    #[arg(long, value_enum, default_value = "reuseport")]
-    listener: Listener,
-    /// Where recv buffers come from.
-    #[arg(long, value_enum, default_value = "shared")]
-    buffers: Buffers,
-    /// Buffers in each worker's shared ring (power of two).
-    #[arg(long, default_value_t = Config::default().buf_count)]
-    buf_count: u16,
-    /// Size of each buffer in bytes.
-    #[arg(long, default_value_t = Config::default().buf_size)]
-    buf_size: u32,
-    /// Buffers in each connection's ring with --buffers per-conn.
-    #[arg(long, default_value_t = Config::default().conn_buf_count)]
-    conn_buf_count: u16,
-    /// Submission queue entries per ring.
-    #[arg(long, default_value_t = Config::default().sq_entries)]
-    sq_entries: u32,
-    /// Registered-descriptor table size per ring (0: plain descriptors).
-    #[arg(long, default_value_t = Config::default().fixed_files)]
-    fixed_files: u32,
-    /// Seconds a graceful close waits for the peer after shutting down the
-    /// write side.
-    #[arg(long, default_value_t = Config::default().linger.as_secs_f64())]
-    linger: f64,
-    /// Receive with bundles (several buffers per completion; Linux 6.10).
-    #[arg(long)]
-    recv_bundle: bool,
-    /// Use SEND_ZC for sends of at least this many bytes (0: never).
-    #[arg(long, default_value_t = Config::default().send_zc_threshold)]
-    send_zc_threshold: usize,
-    /// Do not use SINGLE_ISSUER + DEFER_TASKRUN (start from COOP_TASKRUN).
-    #[arg(long)]
-    no_defer_taskrun: bool,
-    /// Batched waiting (io_uring, Linux 6.12): an idle worker waits up to
-    /// this many microseconds for --wait-batch completions before it runs
-    /// (0: wake on the first completion).
-    #[arg(long, default_value_t = 0)]
-    batch_wait_us: u64,
-    /// Completions that end a batched wait early.
-    #[arg(long, default_value_t = Config::default().wait_batch)]
-    wait_batch: u32,
-    /// Completion queue entries per ring.
-    #[arg(long, default_value_t = Config::default().cq_entries)]
-    cq_entries: u32,
-}
-
-/// An endpoint string, validated (missing port, bad port, empty host,
-/// brackets) and resolved; the first address is used.
-fn parse_endpoint(s: &str) -> Result<SocketAddr, String> {
-    let ep = ringnet::Endpoint::parse(s).map_err(|e| e.to_string())?;
-    let addrs = ep
-        .resolve()
-        .map_err(|e| format!("cannot resolve {s}: {e}"))?;
-    addrs
-        .first()
-        .copied()
-        .ok_or_else(|| format!("{s} resolves to no address"))
-}
-
-fn parse_backend(s: &str) -> Result<BackendChoice, String> {
-    s.parse().map_err(|e: ringnet::Error| e.to_string())
-}
-
 fn serve(a: ServeArgs) -> anyhow::Result<()> {
-    let cfg = Config {
-        addr: a.addr,
-        backend: a.backend,
-        cpus: a.cpus,
-        workers: a.workers,
-        listener: match a.listener {
-            Listener::Reuseport => ListenerMode::ReusePort,
-            Listener::Shared => ListenerMode::Shared,
-        },
-        buffers: match a.buffers {
-            Buffers::Shared => BufferMode::Shared,
-            Buffers::PerConn => BufferMode::PerConnection,
-        },
-        buf_count: a.buf_count,
-        buf_size: a.buf_size,
-        conn_buf_count: a.conn_buf_count,
-        sq_entries: a.sq_entries,
-        cq_entries: a.cq_entries,
-        defer_taskrun: !a.no_defer_taskrun,
-        max_connections: a.max_connections,
-        fixed_files: a.fixed_files,
-        recv_bundle: a.recv_bundle,
-        send_zc_threshold: a.send_zc_threshold,
-        batch_wait: Duration::from_micros(a.batch_wait_us),
-        wait_batch: a.wait_batch,
-        linger: Duration::try_from_secs_f64(a.linger).map_err(|_| {
-            anyhow!(
-                "--linger must be a non-negative number of seconds, got {}",
-                a.linger
-            )
-        })?,
-        ..Config::default()
-    };
+    let cfg = a.config()?;
     // Workers inherit the blocked mask, so the signals reach only sigwait.
     ringnet::block_stop_signals()?;
     if a.udp {
@@ -234,43 +73,30 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let engine = match a.mode {
         Mode::Echo => Engine::start(cfg, |_| app::echo::Echo)?,
         Mode::Http => Engine::start(cfg, |_| app::http::Http::default())?,
-        Mode::FramedEcho => Engine::start(cfg, |_| {
-            Framed::new(Framing::length_prefixed(), app::framed::MessageEcho)
-        })?,
-        Mode::LineEcho => Engine::start(cfg, |_| {
-            Framed::new(Framing::line(), app::framed::MessageEcho)
-        })?,
+        Mode::FramedEcho => {
+            let frames = a.frames();
+            Engine::start(cfg, move |_| Framed::new(frames, app::framed::MessageEcho))?
+        }
+        Mode::LineEcho => {
+            let lines = a.lines();
+            Engine::start(cfg, move |_| Framed::new(lines, app::framed::MessageEcho))?
+        }
         Mode::Chat => {
             let chat = app::chat::Chat {
                 peer: a.peer.map(|p| vec![p]),
             };
-            Engine::start(cfg, move |_| Framed::new(Framing::line(), chat.clone()))?
+            let lines = a.lines();
+            Engine::start(cfg, move |_| Framed::new(lines, chat.clone()))?
         }
     };
     println!(
         "ringnet: serving {} on {} ({} backend, {} workers)",
-        match a.mode {
-            Mode::Echo => "echo",
-            Mode::Http => "http",
-            Mode::FramedEcho => "framed-echo",
-            Mode::LineEcho => "line-echo",
-            Mode::Chat => "chat",
-        },
+        a.mode.name(),
         engine.local_addr(),
         engine.backend(),
         engine.workers()
     );
-    let every = match a.stats {
-        Some(secs) => Some(
-            Duration::try_from_secs_f64(secs)
-                .ok()
-                .filter(|d| !d.is_zero())
-                .ok_or_else(|| {
-                    anyhow!("--stats must be a positive number of seconds, got {secs}")
-                })?,
-        ),
-        None => None,
-    };
+    let every = a.stats;
     let sig = loop {
         match every {
             None => break ringnet::wait_for_stop_signal()?,
@@ -280,8 +106,7 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
             },
         }
     };
-    let deadline = Duration::try_from_secs_f64(a.shutdown_timeout)
-        .unwrap_or(Config::default().shutdown_timeout);
+    let deadline = a.shutdown_timeout();
     eprintln!("ringnet: signal {sig}, shutting down (deadline {deadline:?})");
     let stats = engine.stats();
     let report = engine.shutdown_within(deadline)?;
@@ -317,14 +142,14 @@ struct BenchArgs {
     #[arg(long, default_value_t = 64)]
     size: usize,
     /// Measured seconds (hold: seconds to hold).
-    #[arg(long, default_value_t = 5.0)]
-    duration: f64,
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_secs, allow_negative_numbers = true)]
+    duration: Duration,
     /// Unmeasured seconds first.
-    #[arg(long, default_value_t = 1.0)]
-    warmup: f64,
+    #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse_secs, allow_negative_numbers = true)]
+    warmup: Duration,
     /// Seconds an operation may wait before it counts as an error.
-    #[arg(long, default_value_t = 2.0)]
-    timeout: f64,
+    #[arg(long, value_name = "SECS", default_value = "2", value_parser = parse_secs, allow_negative_numbers = true)]
+    timeout: Duration,
     /// The server's pid, for its CPU time per operation and RSS.
     #[arg(long)]
     pid: Option<u32>,
@@ -347,16 +172,12 @@ struct BenchArgs {
 }
 
 fn bench(a: BenchArgs) -> anyhow::Result<()> {
-    let secs = |v: f64, what: &str| {
-        Duration::try_from_secs_f64(v)
-            .map_err(|_| anyhow!("--{what} must be a non-negative number of seconds"))
-    };
     let mut opts = ringnet::bench::Options::new(a.mode, a.addr);
     opts.conns = a.conns;
     opts.size = a.size;
-    opts.duration = secs(a.duration, "duration")?;
-    opts.warmup = secs(a.warmup, "warmup")?;
-    opts.op_timeout = secs(a.timeout, "timeout")?;
+    opts.duration = a.duration;
+    opts.warmup = a.warmup;
+    opts.op_timeout = a.timeout;
     opts.server_pid = a.pid;
     opts.cpu = a.cpu;
     if a.compare {
@@ -394,7 +215,8 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
 }
 
 /// `ringnet probe --json`: compact, keys in this order:
-/// `{"kernel":"...","io_uring":{"ok":true,"errno":null,"reason":null},"features":[{"name":"...","supported":true,"since":"...","detail":"..."}]}`.
+/// `{"kernel":"...","io_uring":{"ok":true,"errno":null,"reason":null},"features":[{"name":"...","supported":true,"since":"...","detail":"..."}],"socket_limits":{...}}`
+/// (see [`socket_limits_json`]).
 fn probe_json(report: &ProbeReport) -> serde_json::Value {
     let (ok, errno, reason) = match &report.uring {
         Ok(()) => (true, None, None),
@@ -416,6 +238,26 @@ fn probe_json(report: &ProbeReport) -> serde_json::Value {
         "kernel": report.kernel,
         "io_uring": { "ok": ok, "errno": errno, "reason": reason },
         "features": features,
+        "socket_limits": socket_limits_json(&report.socket_limits),
+    })
+}
+
+/// `"socket_limits"` in `ringnet probe --json`, keys in this order:
+/// `{"somaxconn":4096,"tcp_max_syn_backlog":512,"rmem_max":212992,"wmem_max":212992,"tcp_rmem":[4096,131072,6291456],"tcp_wmem":[4096,16384,4194304],"ip_local_port_range":[32768,60999],"nofile":{"soft":1024,"hard":524288},"tcp_syn_retries":6,"syn_connect_timeout_secs":127}`.
+/// A value that could not be read is `null`; so is an unlimited `nofile`
+/// soft or hard limit.
+fn socket_limits_json(l: &SocketLimits) -> serde_json::Value {
+    serde_json::json!({
+        "somaxconn": l.somaxconn,
+        "tcp_max_syn_backlog": l.tcp_max_syn_backlog,
+        "rmem_max": l.rmem_max,
+        "wmem_max": l.wmem_max,
+        "tcp_rmem": l.tcp_rmem,
+        "tcp_wmem": l.tcp_wmem,
+        "ip_local_port_range": l.ip_local_port_range,
+        "nofile": l.nofile.map(|n| serde_json::json!({ "soft": n.soft, "hard": n.hard })),
+        "tcp_syn_retries": l.tcp_syn_retries,
+        "syn_connect_timeout_secs": l.syn_connect_timeout().map(|d| d.as_secs()),
     })
 }
 
@@ -480,13 +322,14 @@ fn main() -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ringnet::uring::probe::{Feature, SetupError};
+    use ringnet::uring::probe::{Feature, FileLimit, SetupError};
 
     fn sample(uring: Result<(), SetupError>, features: Vec<Feature>) -> ProbeReport {
         ProbeReport {
             kernel: "6.18.0-test".to_owned(),
             uring,
             features,
+            socket_limits: SocketLimits::default(),
         }
     }
 
@@ -513,7 +356,10 @@ mod tests {
             concat!(
                 r#"{"kernel":"6.18.0-test","io_uring":{"ok":true,"errno":null,"reason":null},"#,
                 r#""features":[{"name":"multishot accept","supported":true,"since":"5.19","detail":"ok"},"#,
-                r#"{"name":"NODROP","supported":false,"since":"5.19","detail":"no"}]}"#
+                r#"{"name":"NODROP","supported":false,"since":"5.19","detail":"no"}],"#,
+                r#""socket_limits":{"somaxconn":null,"tcp_max_syn_backlog":null,"rmem_max":null,"#,
+                r#""wmem_max":null,"tcp_rmem":null,"tcp_wmem":null,"ip_local_port_range":null,"#,
+                r#""nofile":null,"tcp_syn_retries":null,"syn_connect_timeout_secs":null}}"#
             )
         );
     }
@@ -527,9 +373,39 @@ mod tests {
             }),
             Vec::new(),
         );
+        let json = probe_json(&report).to_string();
+        assert!(
+            json.starts_with(
+                r#"{"kernel":"6.18.0-test","io_uring":{"ok":false,"errno":1,"reason":"blocked \"here\""},"features":[],"socket_limits":{"#
+            ),
+            "{json}"
+        );
+    }
+
+    #[test]
+    fn socket_limits_json_has_the_exact_layout() {
+        let limits = SocketLimits {
+            somaxconn: Some(4096),
+            tcp_max_syn_backlog: Some(512),
+            rmem_max: Some(212992),
+            wmem_max: Some(212992),
+            tcp_rmem: Some([4096, 131072, 6291456]),
+            tcp_wmem: Some([4096, 16384, 4194304]),
+            ip_local_port_range: Some([32768, 60999]),
+            nofile: Some(FileLimit {
+                soft: Some(1024),
+                hard: None,
+            }),
+            tcp_syn_retries: Some(6),
+        };
         assert_eq!(
-            probe_json(&report).to_string(),
-            r#"{"kernel":"6.18.0-test","io_uring":{"ok":false,"errno":1,"reason":"blocked \"here\""},"features":[]}"#
+            socket_limits_json(&limits).to_string(),
+            concat!(
+                r#"{"somaxconn":4096,"tcp_max_syn_backlog":512,"rmem_max":212992,"wmem_max":212992,"#,
+                r#""tcp_rmem":[4096,131072,6291456],"tcp_wmem":[4096,16384,4194304],"#,
+                r#""ip_local_port_range":[32768,60999],"nofile":{"soft":1024,"hard":null},"#,
+                r#""tcp_syn_retries":6,"syn_connect_timeout_secs":127}"#
+            )
         );
     }
 

@@ -1,5 +1,5 @@
-//! Raw system calls that neither std nor socket2 wraps: eventfd and signal
-//! waiting. Each is a thin, safe function over one libc call.
+//! Raw system calls that neither std nor socket2 wraps: eventfd, signal
+//! waiting, CPU affinity, resource limits. Each is a thin, safe function over one libc call.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -176,6 +176,18 @@ pub(crate) fn clock_ticks() -> u64 {
     } else {
         100
     }
+}
+
+/// `RLIMIT_NOFILE`'s soft and hard limit (getrlimit(2)); `RLIM_INFINITY`
+/// for unlimited.
+pub(crate) fn nofile_limit() -> io::Result<(u64, u64)> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid, writable rlimit for the whole call.
+    cvt(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) })?;
+    Ok((lim.rlim_cur, lim.rlim_max))
 }
 
 /// The size of a memory page, the unit of /proc/PID/statm.

@@ -31,12 +31,17 @@
 //! creates is released, and a failing step marks the feature unsupported with the
 //! error in its `detail` instead of panicking.
 //!
+//! The report also carries the socket limits (`limits`: the sysctls that cap
+//! backlogs, buffers and ephemeral ports, `RLIMIT_NOFILE`, the connect
+//! timeout SYN retries imply), read from `/proc/sys` and getrlimit(2).
+//!
 //! The module's parts: `report` holds the public report types and the table
-//! `ringnet probe` prints; `setup` explains why a ring cannot be set up;
+//! `ringnet probe` prints; `limits` reads the socket limits; `setup` explains why a ring cannot be set up;
 //! `features` runs the individual feature probes; `run` drives a ring for
 //! them (submitting, bounded waits, cancelling a multishot request).
 
 mod features;
+mod limits;
 mod report;
 mod run;
 mod setup;
@@ -47,6 +52,7 @@ use std::time::Duration;
 
 use io_uring::IoUring;
 
+pub use limits::{socket_limits, syn_connect_timeout, FileLimit, SocketLimits};
 pub use report::{Feature, ProbeReport, SetupError};
 pub use setup::explain_setup_error;
 
@@ -121,6 +127,7 @@ fn probe_here() -> ProbeReport {
                 kernel,
                 uring: Err(explain_setup_error(&err)),
                 features: Vec::new(),
+                socket_limits: socket_limits(),
             }
         }
     };
@@ -176,6 +183,7 @@ fn probe_here() -> ProbeReport {
         kernel,
         uring: Ok(()),
         features,
+        socket_limits: socket_limits(),
     }
 }
 

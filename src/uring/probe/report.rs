@@ -4,6 +4,7 @@
 use std::fmt;
 
 use super::one_line;
+use super::SocketLimits;
 
 /// Everything [`probe`](super::probe) found out about io_uring on this machine.
 ///
@@ -18,6 +19,9 @@ pub struct ProbeReport {
     pub uring: Result<(), SetupError>,
     /// One entry per probed feature, in a fixed order; empty when `uring` is `Err`.
     pub features: Vec<Feature>,
+    /// The socket limits (sysctls, `RLIMIT_NOFILE`), read whether or not
+    /// io_uring works.
+    pub socket_limits: SocketLimits,
 }
 
 /// The outcome of probing one io_uring feature.
@@ -70,9 +74,18 @@ impl ProbeReport {
 
     /// Plain aligned text: a `kernel` and an `io_uring` line, then (when io_uring
     /// works) a column header and exactly one line per feature with the columns
-    /// feature, supported (`yes`/`no`), since and detail.
+    /// feature, supported (`yes`/`no`), since and detail; then an empty line,
+    /// `socket limits:` and [`SocketLimits::to_table`].
     #[must_use]
     pub fn to_table(&self) -> String {
+        let mut out = self.uring_table();
+        out.push_str("\nsocket limits:\n");
+        out.push_str(&self.socket_limits.to_table());
+        out
+    }
+
+    /// The kernel, io_uring and feature lines of [`ProbeReport::to_table`].
+    fn uring_table(&self) -> String {
         let mut out = String::new();
         out.push_str(&format!("kernel:   {}\n", one_line(&self.kernel)));
         match &self.uring {
@@ -126,6 +139,7 @@ mod tests {
             kernel: "6.18.0-test".to_owned(),
             uring,
             features,
+            socket_limits: SocketLimits::default(),
         }
     }
 
@@ -151,7 +165,7 @@ mod tests {
         ];
         let report = sample(Ok(()), features.clone());
         let table = report.to_table();
-        let lines: Vec<&str> = table.lines().collect();
+        let lines: Vec<&str> = table.lines().take_while(|l| !l.is_empty()).collect();
         // kernel, io_uring, column header, then the features.
         assert_eq!(lines.len(), 3 + features.len(), "{table}");
         assert!(lines[0].contains("6.18.0-test"), "{table}");
@@ -185,7 +199,15 @@ mod tests {
             Vec::new(),
         );
         let table = report.to_table();
-        assert_eq!(table.lines().count(), 2, "{table}");
+        assert_eq!(
+            table.lines().take_while(|l| !l.is_empty()).count(),
+            2,
+            "{table}"
+        );
+        assert!(
+            table.contains("\nsocket limits:\nnet.core.somaxconn"),
+            "{table}"
+        );
         assert!(
             table.contains("io_uring: unavailable: no io_uring (errno 38)"),
             "{table}"

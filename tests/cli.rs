@@ -1,0 +1,358 @@
+//! The flags of `ringnet serve` and the socket limits of `ringnet probe`, run
+//! through the binary: every flag is accepted and, where it is cheap to see,
+//! has its effect; a bad value is refused with a message naming the flag.
+
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+/// Read timeout of the client sockets: generous, so a slow machine does not
+/// fail a test (nothing here asserts how long anything took).
+const IO_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A running `ringnet serve`, stopped with SIGTERM when dropped.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Server {
+    /// `ringnet serve MODE --addr 127.0.0.1:0 --workers 1 ARGS...`, once it
+    /// has printed the address it serves on.
+    fn start(mode: &str, args: &[&str]) -> Server {
+        Server::start_on("127.0.0.1:0", mode, args)
+    }
+
+    fn start_on(addr: &str, mode: &str, args: &[&str]) -> Server {
+        Server::spawn(addr, mode, args, Stdio::inherit())
+    }
+
+    /// Like [`Server::start`] with `--workers 2`, its stderr kept for
+    /// [`Server::stop`].
+    fn start_capturing(mode: &str, args: &[&str]) -> Server {
+        let mut all = vec!["--workers", "2"];
+        all.extend_from_slice(args);
+        Server::spawn("127.0.0.1:0", mode, &all, Stdio::piped())
+    }
+
+    fn spawn(addr: &str, mode: &str, args: &[&str], stderr: Stdio) -> Server {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringnet"));
+        cmd.args(["serve", mode, "--addr", addr]);
+        if !args.contains(&"--workers") {
+            cmd.args(["--workers", "1"]);
+        }
+        let mut child = cmd
+            .args(args)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn ringnet");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout pipe"))
+            .read_line(&mut line)
+            .expect("read the start-up line");
+        // "ringnet: serving MODE on ADDR (BACKEND backend, N workers)"
+        let addr = line
+            .split_whitespace()
+            .nth(4)
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no address in the start-up line {line:?} ({args:?})"));
+        Server { child, addr }
+    }
+
+    fn connect(&self) -> TcpStream {
+        let s = TcpStream::connect(self.addr).expect("connect");
+        s.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+        s.set_write_timeout(Some(IO_TIMEOUT)).expect("timeout");
+        s
+    }
+}
+
+impl Server {
+    fn terminate(&mut self) {
+        let pid = libc::pid_t::try_from(self.child.id()).expect("pid");
+        // SAFETY: kill(2) has no memory-safety preconditions; the child is
+        // not reaped yet, so the pid is still ours.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+    }
+
+    /// Stop the server and return what it wrote to stderr (when captured).
+    fn stop(mut self) -> String {
+        self.terminate();
+        let mut text = String::new();
+        if let Some(mut err) = self.child.stderr.take() {
+            err.read_to_string(&mut text).expect("read stderr");
+        }
+        text
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            self.terminate();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Whether the peer closed `s` (EOF or a reset) before sending anything
+/// more than `echo` back.
+fn closed_by_peer(s: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => return true,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+fn echo_roundtrip(s: &mut TcpStream, msg: &[u8]) {
+    s.write_all(msg).expect("send");
+    let mut back = vec![0u8; msg.len()];
+    s.read_exact(&mut back).expect("echo");
+    assert_eq!(back, msg);
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ringnet"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run ringnet")
+}
+
+#[test]
+fn every_new_flag_is_accepted() {
+    let server = Server::start(
+        "echo",
+        &[
+            "--backlog",
+            "64",
+            "--idle-timeout",
+            "30",
+            "--read-timeout",
+            "30.5",
+            "--write-timeout",
+            "10",
+            "--rcvbuf",
+            "256K",
+            "--sndbuf",
+            "131072",
+            "--no-nodelay",
+            "--v6only",
+            "--max-frame",
+            "1M",
+            "--max-line",
+            "1024",
+            "--high-watermark",
+            "2M",
+            "--low-watermark",
+            "512K",
+            "--shutdown-timeout",
+            "1.5",
+            "--linger",
+            "0",
+        ],
+    );
+    let mut s = server.connect();
+    echo_roundtrip(&mut s, b"every knob");
+}
+
+#[test]
+fn idle_timeout_closes_an_idle_connection() {
+    let server = Server::start("echo", &["--idle-timeout", "0.2"]);
+    let mut s = server.connect();
+    echo_roundtrip(&mut s, b"then silence");
+    assert!(closed_by_peer(&mut s), "the idle connection stayed open");
+}
+
+#[test]
+fn max_line_closes_a_connection_with_a_longer_line() {
+    let server = Server::start("line-echo", &["--max-line", "8"]);
+    let mut s = server.connect();
+    echo_roundtrip(&mut s, b"short\n");
+    s.write_all(b"a line longer than eight bytes\n")
+        .expect("send");
+    assert!(closed_by_peer(&mut s), "a line over --max-line was served");
+}
+
+#[test]
+fn max_frame_closes_a_connection_with_a_larger_frame() {
+    let server = Server::start("framed-echo", &["--max-frame", "16"]);
+    let mut s = server.connect();
+    let mut frame = 4u32.to_be_bytes().to_vec();
+    frame.extend_from_slice(b"ping");
+    echo_roundtrip(&mut s, &frame);
+    s.write_all(&17u32.to_be_bytes()).expect("send");
+    assert!(
+        closed_by_peer(&mut s),
+        "a frame over --max-frame was served"
+    );
+}
+
+#[test]
+fn v6only_refuses_ipv4_clients() {
+    if std::net::TcpListener::bind("[::]:0").is_err() {
+        eprintln!("skipping: no IPv6 here");
+        return;
+    }
+    let server = Server::start_on("[::]:0", "echo", &["--v6only"]);
+    let v6 = SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, server.addr.port()));
+    let mut s = TcpStream::connect(v6).expect("connect over IPv6");
+    s.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    echo_roundtrip(&mut s, b"v6");
+    let v4 = SocketAddr::from(([127, 0, 0, 1], server.addr.port()));
+    assert!(
+        TcpStream::connect(v4).is_err(),
+        "an IPv4 client reached a --v6only server"
+    );
+}
+
+#[test]
+fn bad_values_are_refused_naming_the_flag() {
+    for (flag, value) in [
+        ("--backlog", "-1"),
+        ("--backlog", "0"),
+        ("--idle-timeout", "abc"),
+        ("--idle-timeout", "0"),
+        ("--read-timeout", "NaN"),
+        ("--write-timeout", "-1"),
+        ("--shutdown-timeout", "-5"),
+        ("--linger", "inf"),
+        ("--stats", "0"),
+        ("--rcvbuf", "0x"),
+        ("--sndbuf", "0"),
+        ("--rcvbuf", "4G"),
+        ("--max-frame", "5G"),
+        ("--max-line", "-3"),
+        ("--high-watermark", "1.5M"),
+        ("--low-watermark", "lots"),
+    ] {
+        let out = run(&["serve", "echo", "--addr", "127.0.0.1:0", flag, value]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{flag} {value} was accepted");
+        assert!(
+            stderr.contains(flag),
+            "the error for {flag} {value} does not name it: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn watermarks_out_of_order_are_refused() {
+    let out = run(&[
+        "serve",
+        "echo",
+        "--addr",
+        "127.0.0.1:0",
+        "--high-watermark",
+        "64K",
+        "--low-watermark",
+        "64K",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("--low-watermark") && stderr.contains("--high-watermark"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn kernel_caps_are_logged_once_with_the_value_that_applies() {
+    let server = Server::start_capturing(
+        "echo",
+        &[
+            "--rcvbuf",
+            "1G",
+            "--sndbuf",
+            "1G",
+            "--backlog",
+            "2147483647",
+        ],
+    );
+    let mut s = server.connect();
+    echo_roundtrip(&mut s, b"capped");
+    let stderr = server.stop();
+    // Two workers, two listeners: each cap is still logged once.
+    for (what, sysctl) in [
+        ("SO_RCVBUF", "net.core.rmem_max"),
+        ("SO_SNDBUF", "net.core.wmem_max"),
+        ("listen backlog", "net.core.somaxconn"),
+    ] {
+        let lines: Vec<&str> = stderr.lines().filter(|l| l.contains(what)).collect();
+        assert_eq!(lines.len(), 1, "{what}:\n{stderr}");
+        assert!(
+            lines[0].contains(sysctl) && lines[0].contains("applies"),
+            "{}",
+            lines[0]
+        );
+    }
+}
+#[test]
+fn probe_json_reports_socket_limits() {
+    let out = run(&["probe", "--json"]);
+    assert!(out.status.success(), "{out:?}");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    for key in ["kernel", "io_uring", "features"] {
+        assert!(json.get(key).is_some(), "{key} missing: {json}");
+    }
+    let limits = &json["socket_limits"];
+    for key in [
+        "somaxconn",
+        "tcp_max_syn_backlog",
+        "rmem_max",
+        "wmem_max",
+        "tcp_rmem",
+        "tcp_wmem",
+        "ip_local_port_range",
+        "nofile",
+        "tcp_syn_retries",
+        "syn_connect_timeout_secs",
+    ] {
+        assert!(limits.get(key).is_some(), "{key} missing: {limits}");
+    }
+    let somaxconn = limits["somaxconn"].as_u64().expect("somaxconn");
+    assert!(somaxconn > 0);
+    let soft = limits["nofile"]["soft"].as_u64().unwrap_or(u64::MAX);
+    let hard = limits["nofile"]["hard"].as_u64().unwrap_or(u64::MAX);
+    assert!(soft <= hard, "nofile soft {soft} above hard {hard}");
+    let range = limits["ip_local_port_range"]
+        .as_array()
+        .expect("port range");
+    assert_eq!(range.len(), 2);
+    if let Some(retries) = limits["tcp_syn_retries"].as_u64() {
+        let secs = limits["syn_connect_timeout_secs"]
+            .as_u64()
+            .expect("timeout");
+        assert_eq!(secs, (1u64 << (retries + 1)) - 1);
+    }
+}
+
+#[test]
+fn probe_table_mentions_socket_limits() {
+    let out = run(&["probe"]);
+    assert!(out.status.success(), "{out:?}");
+    let table = String::from_utf8_lossy(&out.stdout);
+    for name in [
+        "net.core.somaxconn",
+        "net.ipv4.tcp_max_syn_backlog",
+        "net.core.rmem_max",
+        "net.core.wmem_max",
+        "net.ipv4.tcp_rmem",
+        "net.ipv4.tcp_wmem",
+        "net.ipv4.ip_local_port_range",
+        "RLIMIT_NOFILE",
+        "net.ipv4.tcp_syn_retries",
+    ] {
+        assert!(table.contains(name), "{name} missing:\n{table}");
+    }
+}

@@ -314,6 +314,14 @@ impl Config {
         if self.backlog <= 0 {
             return bad(format!("backlog must be positive, got {}", self.backlog));
         }
+        for (name, t) in [
+            ("idle_timeout", self.idle_timeout),
+            ("read_timeout", self.read_timeout),
+        ] {
+            if t == Some(Duration::ZERO) {
+                return bad(format!("{name} must be positive (None turns it off)"));
+            }
+        }
         if self.fixed_files > (1 << 20) {
             return bad(format!(
                 "fixed_files must be at most 1048576, got {}",
@@ -409,6 +417,20 @@ mod tests {
                     ..Config::default()
                 },
                 "cq_entries",
+            ),
+            (
+                Config {
+                    idle_timeout: Some(Duration::ZERO),
+                    ..Config::default()
+                },
+                "idle_timeout",
+            ),
+            (
+                Config {
+                    read_timeout: Some(Duration::ZERO),
+                    ..Config::default()
+                },
+                "read_timeout",
             ),
             (
                 Config {

@@ -6,14 +6,16 @@
 //! in, so the queue is tested without sleeping.
 //!
 //! A binary min-heap orders the deadlines (ties in the order they were
-//! armed); the timers themselves live in a slab, so cancelling is O(1): the
-//! slot is freed and the heap entry, now stale, is skipped when it comes
-//! up. Stale entries never outnumber live ones by more than a constant:
-//! when the heap holds more than twice the live timers (plus 1024), it is
-//! rebuilt from the slab. So memory follows the timers armed now, not the
-//! number ever armed: 1,000,000 armed timers cost about 16 bytes of heap
-//! entry plus the slot (the deadline, a sequence number and the payload)
-//! each. Arming and firing are O(log n).
+//! armed, up to 2^32 arms apart); the timers themselves live in a slab, so
+//! cancelling frees the slot at once and the heap entry, now stale, is
+//! skipped when it comes up. Stale entries never outnumber live ones by
+//! more than 1024: when the heap holds more than twice the live timers plus
+//! 1024 after an arm, cancel or reschedule, it is rebuilt from the slab. So
+//! the heap follows the timers armed now, not the number ever armed:
+//! 1,000,000 armed timers cost about 16 bytes of heap entry plus the slot
+//! (the deadline, a sequence number and the payload) each. Arming and
+//! firing are O(log n), amortised (a rebuild is O(n), at most once every n
+//! operations).
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -23,11 +25,13 @@ use slab::Slab;
 
 /// Names an armed timer, to cancel it. A key whose timer has fired or been
 /// cancelled names nothing (a later timer in the same slot has another
-/// sequence number).
+/// sequence number), and a key names nothing in another queue (each engine
+/// worker has its own).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TimerKey {
     slot: u32,
     seq: u32,
+    queue: u32,
 }
 
 struct Entry<T> {
@@ -44,18 +48,40 @@ pub struct TimerQueue<T> {
     slots: Slab<Entry<T>>,
     seq: u32,
     origin: Instant,
+    id: u32,
 }
 
 impl<T> TimerQueue<T> {
     /// An empty queue; deadlines are kept relative to `origin` (any instant
     /// not after the earliest deadline to come, such as now).
     pub fn new(origin: Instant) -> TimerQueue<T> {
+        TimerQueue::with_id(origin, 0)
+    }
+
+    /// An empty queue whose keys carry `id`: a key of another queue names
+    /// nothing here.
+    pub fn with_id(origin: Instant, id: u32) -> TimerQueue<T> {
         TimerQueue {
             heap: BinaryHeap::new(),
             slots: Slab::new(),
             seq: 0,
             origin,
+            id,
         }
+    }
+
+    fn key(&self, slot: u32, seq: u32) -> TimerKey {
+        TimerKey {
+            slot,
+            seq,
+            queue: self.id,
+        }
+    }
+
+    fn entry(&self, key: TimerKey) -> Option<&Entry<T>> {
+        self.slots
+            .get(key.slot as usize)
+            .filter(|e| key.queue == self.id && e.seq == key.seq)
     }
 
     #[inline]
@@ -80,28 +106,35 @@ impl<T> TimerQueue<T> {
         let seq = self.seq;
         let slot = self.slots.insert(Entry { at, seq, payload }) as u32;
         self.heap.push(Reverse((at, seq, slot)));
+        self.bound();
+        self.key(slot, seq)
+    }
+
+    /// Keep stale heap entries at most the live timers plus 1024.
+    fn bound(&mut self) {
         if self.heap.len() > 2 * self.slots.len() + 1024 {
             self.compact();
         }
-        TimerKey { slot, seq }
     }
 
     /// Cancel the timer `key` names; its payload if it was still armed.
     #[inline]
     pub fn cancel(&mut self, key: TimerKey) -> Option<T> {
-        let slot = key.slot as usize;
-        if self.slots.get(slot)?.seq != key.seq {
-            return None;
-        }
-        Some(self.slots.remove(slot).payload)
+        self.entry(key)?;
+        let payload = self.slots.remove(key.slot as usize).payload;
+        self.bound();
+        Some(payload)
     }
 
     /// Whether `key` names an armed timer.
     #[inline]
     pub fn is_armed(&self, key: TimerKey) -> bool {
-        self.slots
-            .get(key.slot as usize)
-            .is_some_and(|e| e.seq == key.seq)
+        self.entry(key).is_some()
+    }
+
+    /// When armed timer `key` is due.
+    pub fn deadline(&self, key: TimerKey) -> Option<Instant> {
+        self.entry(key).map(|e| self.instant(e.at))
     }
 
     /// Timers armed.
@@ -159,8 +192,9 @@ impl<T> TimerQueue<T> {
         if at > self.ticks(now) {
             return None;
         }
+        let key = self.key(slot, seq);
         let payload = &self.slots.get(slot as usize)?.payload;
-        Some((TimerKey { slot, seq }, payload))
+        Some((key, payload))
     }
 
     /// Take the earliest timer due by `now`, if any (call until `None`).
@@ -172,22 +206,20 @@ impl<T> TimerQueue<T> {
         Some((key, entry.payload))
     }
 
-    /// Move armed timer `key` to `at`, keeping its key; `false` when `key`
-    /// names nothing.
+    /// Move armed timer `key` to `at`, keeping its key (and its place
+    /// among timers due at the same instant: the order it was first armed
+    /// in); `false` when `key` names nothing.
     pub fn reschedule(&mut self, key: TimerKey, at: Instant) -> bool {
+        if self.entry(key).is_none() {
+            return false;
+        }
         let ticks = self.ticks(at);
-        let Some(e) = self.slots.get_mut(key.slot as usize) else {
-            return false;
-        };
-        if e.seq != key.seq {
-            return false;
-        }
         // The old heap entry goes stale (its deadline no longer matches).
-        e.at = ticks;
-        self.heap.push(Reverse((ticks, key.seq, key.slot)));
-        if self.heap.len() > 2 * self.slots.len() + 1024 {
-            self.compact();
+        if let Some(e) = self.slots.get_mut(key.slot as usize) {
+            e.at = ticks;
         }
+        self.heap.push(Reverse((ticks, key.seq, key.slot)));
+        self.bound();
         true
     }
 
@@ -314,6 +346,20 @@ mod tests {
         assert_eq!(q.cancel(p), Some("periodic"));
         assert!(!q.reschedule(p, t0 + ms(30)), "cancelled: nothing to move");
         assert!(q.is_empty() && q.next_deadline().is_none());
+    }
+
+    #[test]
+    fn a_key_of_another_queue_names_nothing() {
+        let t0 = Instant::now();
+        let mut a = TimerQueue::with_id(t0, 1);
+        let mut b = TimerQueue::with_id(t0, 2);
+        let ka = a.arm(t0 + ms(5), "a");
+        let kb = b.arm(t0 + ms(5), "b");
+        assert_ne!(ka, kb, "same slot and sequence, other queue");
+        assert_eq!(b.cancel(ka), None);
+        assert!(!b.reschedule(ka, t0) && !b.is_armed(ka));
+        assert_eq!(b.deadline(kb), Some(t0 + ms(5)));
+        assert_eq!(a.cancel(ka), Some("a"));
     }
 
     #[test]

@@ -43,6 +43,8 @@ pub(crate) struct UringDriver {
     pub(super) closes_in_flight: usize,
     /// Deadlines of the worker timers in flight.
     timers: Vec<Instant>,
+    /// The kernel's count of dropped completions, last seen.
+    dropped_seen: u32,
     /// Batched waiting: (completions to wait for, min-wait in µs), when
     /// configured and the kernel has min-wait (6.12).
     batch: Option<(usize, u32)>,
@@ -98,6 +100,7 @@ impl UringDriver {
             per_conn_groups: cfg.buffers == crate::config::BufferMode::PerConnection,
             closes_in_flight: 0,
             timers: Vec::new(),
+            dropped_seen: 0,
             batch,
             batch_ts: types::Timespec::new().sec(1),
             recv_bufs: Vec::new(),
@@ -158,6 +161,13 @@ impl UringDriver {
             Self::convert(c, out, timers, closes_in_flight, &mut rewake);
         });
         self.stats.set(&self.stats.cq_dropped, u64::from(dropped));
+        if dropped != self.dropped_seen {
+            // The kernel dropped completions (out of memory for its
+            // overflow list): a timer's may be among them, so forget the
+            // timers in flight and arm afresh rather than wait for ever.
+            self.dropped_seen = dropped;
+            self.timers.clear();
+        }
         if overflow {
             self.stats.add(&self.stats.cq_overflows, 1);
         }

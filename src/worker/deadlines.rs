@@ -58,10 +58,11 @@ pub(super) struct Deadlines {
 }
 
 impl Deadlines {
-    pub(super) fn new(now: Instant) -> Deadlines {
+    /// The queues of worker `index` (its handler's timer keys carry it).
+    pub(super) fn new(now: Instant, index: usize) -> Deadlines {
         Deadlines {
             engine: TimerQueue::new(now),
-            handler: TimerQueue::new(now),
+            handler: TimerQueue::with_id(now, index as u32),
             swept: 0,
         }
     }
@@ -88,11 +89,18 @@ impl<H: Handler> Worker<H> {
             .filter(|s| s.core.id == conn && !s.core.is_closed())
     }
 
-    /// Handle every deadline due by `now`: the handler's timers, then the
-    /// engine's, each in deadline order.
+    /// Handle the deadlines due by `now`: the handler's timers, then the
+    /// engine's, each in deadline order. A pass takes at most as many as
+    /// were armed when it began, so one re-armed for `now` (a zero
+    /// timeout) waits for the next pass instead of spinning this one.
     pub(super) fn run_timers(&mut self, now: Instant) {
         self.fire_handler_timers(now);
-        while let Some((_, due)) = self.deadlines.engine.pop_due(now) {
+        let mut budget = self.deadlines.engine.len();
+        while budget > 0 {
+            budget -= 1;
+            let Some((_, due)) = self.deadlines.engine.pop_due(now) else {
+                break;
+            };
             match due {
                 Due::Linger(conn) => {
                     if let Some(s) = self.live(conn) {
@@ -181,7 +189,13 @@ impl<H: Handler> Worker<H> {
 
     /// Fire the handler's timers due by `now`, in deadline order.
     fn fire_handler_timers(&mut self, now: Instant) {
-        while let Some((key, owner)) = self.deadlines.handler.next_due(now).map(|(k, o)| (k, *o)) {
+        let mut budget = self.deadlines.handler.len();
+        while budget > 0 {
+            budget -= 1;
+            let Some((key, owner)) = self.deadlines.handler.next_due(now).map(|(k, o)| (k, *o))
+            else {
+                break;
+            };
             match owner {
                 TimerOwner::Conn { conn, id } => {
                     self.deadlines.handler.cancel(key);
@@ -202,7 +216,14 @@ impl<H: Handler> Worker<H> {
                     if every_ns == 0 {
                         self.deadlines.handler.cancel(key);
                     } else {
-                        let at = after(now, Duration::from_nanos(every_ns));
+                        // Every `every` from the first deadline, skipping
+                        // ticks missed while the worker was busy.
+                        let every = Duration::from_nanos(every_ns);
+                        let due = self.deadlines.handler.deadline(key).unwrap_or(now);
+                        let mut at = after(due, every);
+                        if at <= now {
+                            at = after(now, every);
+                        }
                         self.deadlines.handler.reschedule(key, at);
                     }
                     self.with_ctx(|h, ctx| h.on_worker_timer(ctx, id));
@@ -214,10 +235,10 @@ impl<H: Handler> Worker<H> {
     /// Drop the deadlines and timers of connections that have closed once
     /// both queues hold as many again as at the last sweep (amortised O(1)
     /// per timer armed; until then they are skipped when due).
-    pub(super) fn sweep_deadlines(&mut self) {
+    pub(super) fn sweep_deadlines(&mut self, force: bool) {
         let d = &mut self.deadlines;
         let armed = d.engine.len() + d.handler.len();
-        if armed <= 2 * d.swept + 1024 {
+        if !force && armed <= 2 * d.swept + 1024 {
             return;
         }
         let conns = &self.conns;

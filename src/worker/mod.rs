@@ -202,6 +202,7 @@ impl<H: Handler> Worker<H> {
                 .map_err(worker_err)?,
             ),
         };
+        let ctx_index = ctx.index;
         let mut w = Worker {
             driver,
             handler,
@@ -210,7 +211,7 @@ impl<H: Handler> Worker<H> {
             next_generation: 0,
             accept: Accept::Idle,
             stopping: false,
-            deadlines: Deadlines::new(Instant::now()),
+            deadlines: Deadlines::new(Instant::now(), ctx_index),
             write_watch: Vec::new(),
             write_check_armed: false,
             requests: Vec::new(),
@@ -335,6 +336,11 @@ impl<H: Handler> Worker<H> {
     fn next_generation(&mut self) -> u32 {
         let g = self.next_generation;
         self.next_generation = (g + 1) & GENERATION_MASK;
+        if self.next_generation == 0 {
+            // Ids are about to repeat: a deadline or timer left by a closed
+            // connection must not outlive its id's first use.
+            self.sweep_deadlines(true);
+        }
         g
     }
 
@@ -380,7 +386,7 @@ impl<H: Handler> Worker<H> {
     /// dirty connections in the order they became dirty (a flush may dirty
     /// more; they are flushed in this pass too).
     fn after_batch(&mut self) {
-        self.sweep_deadlines();
+        self.sweep_deadlines(false);
         let cmds = std::mem::take(&mut self.requests);
         self.run_commands(cmds);
         let rearm = std::mem::take(&mut self.rearm);

@@ -519,3 +519,52 @@ fn a_timeout_holds_when_signals_interrupt_the_receive() {
         assert_eq!(conn.recv_exact(10, T).expect("exact"), b"0123456789");
     });
 }
+
+/// A listener made elsewhere (a std `TcpListener`, as a parent process or a
+/// service manager would hand one down) serves like a bound one, and its
+/// descriptor is the one the `Server` exposes.
+#[test]
+fn a_server_adopts_a_listener_made_elsewhere() {
+    use std::os::fd::{AsRawFd, OwnedFd};
+    within(20, || {
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("std bind");
+        let addr = std_listener.local_addr().expect("addr");
+        let raw = std_listener.as_raw_fd();
+        let server = Server::from_listener(OwnedFd::from(std_listener)).expect("adopted");
+        assert_eq!(server.local_addr(), addr);
+        assert_eq!(server.as_raw_fd(), raw, "the same descriptor, shared");
+        let (mut client, mut conn) = pair(&server);
+        client.send_line("hello", T).expect("send");
+        assert_eq!(conn.recv_line(T).expect("recv"), "hello");
+        assert_eq!(kind(server.accept(SHORT)), io::ErrorKind::TimedOut);
+    });
+}
+
+/// What is not a listening TCP socket is refused, clearly, and nothing is
+/// served from it.
+#[test]
+fn adopting_anything_but_a_listening_socket_is_refused() {
+    use std::os::fd::OwnedFd;
+    within(20, || {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let connected =
+            std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
+        let file = std::fs::File::open("/dev/null").expect("file");
+        let unbound = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("socket");
+        for (what, fd) in [
+            ("connected stream", OwnedFd::from(connected)),
+            ("datagram socket", OwnedFd::from(udp)),
+            ("file", OwnedFd::from(file)),
+            ("unbound socket", OwnedFd::from(unbound)),
+        ] {
+            let err = Server::from_listener(fd).expect_err(what);
+            assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{what}: {err}");
+            assert!(
+                err.to_string().contains("not a listening TCP socket"),
+                "{what}: {err}"
+            );
+        }
+    });
+}

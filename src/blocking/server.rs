@@ -79,6 +79,43 @@ impl Server {
         Err(first_err.unwrap_or(Error::NoAddress))
     }
 
+    /// Serve on a listening socket made elsewhere: one inherited from a
+    /// parent process or a service manager, or a `std::net::TcpListener`
+    /// (`Server::from_listener(listener.into())`). The socket must be a
+    /// listening stream socket of an IP family; anything else (a connected
+    /// socket, a datagram socket, a file) is refused with
+    /// [`io::ErrorKind::InvalidInput`] and closed. The socket's options
+    /// (backlog, SO_REUSEPORT, TCP_NODELAY, buffer sizes) stay as they were
+    /// set; it is made non-blocking.
+    pub fn from_listener(fd: std::os::fd::OwnedFd) -> io::Result<Server> {
+        let sock = Socket::from(fd);
+        let invalid = |what: &str| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("not a listening TCP socket: {what}"),
+            )
+        };
+        match sock.r#type() {
+            Ok(t) if t == socket2::Type::STREAM => {}
+            Ok(_) => return Err(invalid("not a stream socket")),
+            Err(e) => return Err(invalid(&e.to_string())),
+        }
+        if !sock.is_listener().map_err(|e| invalid(&e.to_string()))? {
+            return Err(invalid("it is not listening"));
+        }
+        let local_addr = sock
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .ok_or_else(|| invalid("not an IP address"))?;
+        sock.set_nonblocking(true)?;
+        Ok(Server {
+            listener: sock,
+            local_addr,
+            closed: AtomicBool::new(false),
+        })
+    }
+
     /// The address the server is bound to, with the real port after port 0.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr

@@ -175,11 +175,8 @@ pub(crate) struct Env<'a> {
 
 impl Env<'_> {
     fn set_timer(&mut self, after: Duration, owner: TimerOwner) -> TimerKey {
-        let now = Instant::now();
-        let at = now
-            .checked_add(after)
-            .unwrap_or(now + Duration::from_secs(100 * 365 * 24 * 3600));
-        self.timers.arm(at, owner)
+        self.timers
+            .arm(crate::timer::after(Instant::now(), after), owner)
     }
 
     fn cancel_timer(&mut self, key: TimerKey) -> bool {

@@ -23,6 +23,14 @@ use std::time::{Duration, Instant};
 
 use slab::Slab;
 
+/// `now + d`, saturating a century ahead instead of overflowing (a
+/// configured duration can be as large as `Duration::MAX`).
+#[inline]
+pub(crate) fn after(now: Instant, d: Duration) -> Instant {
+    now.checked_add(d)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
+}
+
 /// Names an armed timer, to cancel it. A key whose timer has fired or been
 /// cancelled names nothing (a later timer in the same slot has another
 /// sequence number), and a key names nothing in another queue (each engine
@@ -92,9 +100,7 @@ impl<T> TimerQueue<T> {
 
     #[inline]
     fn instant(&self, ticks: u64) -> Instant {
-        self.origin
-            .checked_add(Duration::from_nanos(ticks))
-            .unwrap_or(self.origin + Duration::from_secs(100 * 365 * 24 * 3600))
+        after(self.origin, Duration::from_nanos(ticks))
     }
 
     /// Arm a timer due at `at` (an instant before the origin counts as the

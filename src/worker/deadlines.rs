@@ -9,12 +9,12 @@
 
 use std::time::{Duration, Instant};
 
-use super::timeouts::{after, idle_verdict, read_verdict, Verdict};
+use super::timeouts::{idle_verdict, read_verdict, Verdict};
 use super::{Accept, Worker};
 use crate::conn::Phase;
 use crate::connect::{ConnectError, ConnectRequest};
 use crate::handler::{CloseReason, Handler, TimerOwner};
-use crate::timer::TimerQueue;
+use crate::timer::{after, TimerQueue};
 use crate::token::ConnId;
 
 /// What one of the engine's own deadlines is for.

@@ -6,13 +6,7 @@
 use std::time::{Duration, Instant};
 
 use crate::conn::ConnCore;
-
-/// `now + d`, saturating far in the future instead of overflowing (a
-/// configured duration can be as large as `Duration::MAX`).
-pub(crate) fn after(now: Instant, d: Duration) -> Instant {
-    now.checked_add(d)
-        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
-}
+use crate::timer::after;
 
 /// What an expired idle or read-timeout entry means for its connection.
 #[derive(Debug, PartialEq, Eq)]

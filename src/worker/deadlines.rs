@@ -110,8 +110,8 @@ impl<H: Handler> Worker<H> {
                         }
                     }
                 }
-                Due::Idle(conn) => self.idle_due(conn, now),
-                Due::Read(conn) => self.read_due(conn, now),
+                Due::Idle(conn) => self.input_timeout_due(conn, now, false),
+                Due::Read(conn) => self.input_timeout_due(conn, now, true),
                 Due::WriteCheck => self.check_writes(now),
                 Due::Connect { key, generation } => {
                     let key = key as usize;
@@ -143,45 +143,48 @@ impl<H: Handler> Worker<H> {
         }
     }
 
-    /// An idle-timeout entry is due: close a connection with no traffic
-    /// for `idle_timeout`, look again later at one active since.
-    fn idle_due(&mut self, conn: ConnId, now: Instant) {
-        let Some(idle) = self.ctx.cfg.idle_timeout else {
+    /// An idle-timeout (`read`: read-timeout) entry is due: close a
+    /// connection with no traffic for `idle_timeout` (whose partial message
+    /// is older than `read_timeout`), look again later at one active since
+    /// (follow a younger message).
+    fn input_timeout_due(&mut self, conn: ConnId, now: Instant, read: bool) {
+        let cfg = &self.ctx.cfg;
+        let Some(limit) = (if read {
+            cfg.read_timeout
+        } else {
+            cfg.idle_timeout
+        }) else {
             return;
         };
         let Some(s) = self.live(conn) else {
             return;
         };
-        match idle_verdict(&s.core, now, idle) {
+        let verdict = if read {
+            read_verdict(&mut s.core, now, limit)
+        } else {
+            idle_verdict(&s.core, now, limit)
+        };
+        match verdict {
             Verdict::Close(reason) => {
                 s.core.close(reason);
-                self.ctx.stats.add(&self.ctx.stats.idle_timeouts, 1);
+                let st = &self.ctx.stats;
+                st.add(
+                    if read {
+                        &st.read_timeouts
+                    } else {
+                        &st.idle_timeouts
+                    },
+                    1,
+                );
                 self.mark_dirty(conn.key());
             }
             Verdict::Recheck(at) => {
-                self.deadlines.engine.arm(at, Due::Idle(conn));
-            }
-            Verdict::Drop => {}
-        }
-    }
-
-    /// A read-timeout entry is due: close a connection whose partial
-    /// message is older than `read_timeout`, follow a younger one.
-    fn read_due(&mut self, conn: ConnId, now: Instant) {
-        let Some(read) = self.ctx.cfg.read_timeout else {
-            return;
-        };
-        let Some(s) = self.live(conn) else {
-            return;
-        };
-        match read_verdict(&mut s.core, now, read) {
-            Verdict::Close(reason) => {
-                s.core.close(reason);
-                self.ctx.stats.add(&self.ctx.stats.read_timeouts, 1);
-                self.mark_dirty(conn.key());
-            }
-            Verdict::Recheck(at) => {
-                self.deadlines.engine.arm(at, Due::Read(conn));
+                let due = if read {
+                    Due::Read(conn)
+                } else {
+                    Due::Idle(conn)
+                };
+                self.deadlines.engine.arm(at, due);
             }
             Verdict::Drop => {}
         }

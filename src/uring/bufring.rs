@@ -126,7 +126,7 @@ impl BufRing {
     }
 
     /// Buffers taken and not yet given back.
-    #[inline]
+    #[cfg(test)]
     pub(crate) fn lent(&self) -> u16 {
         self.lent_count
     }

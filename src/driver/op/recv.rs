@@ -120,30 +120,10 @@ impl Driver {
 }
 
 impl UringDriver {
-    fn receive(
-        &mut self,
-        dc: DriverConn,
-        res: i32,
-        flags: u32,
-        take: impl FnMut(&[u8]) -> Flow,
-    ) -> Received {
-        let Some(before) = self.groups.get_mut(dc.bgid).map(|r| r.lent()) else {
-            return Received::Failed(libc::EIO);
-        };
-        let got = self.take_buffers(dc, res, flags, take);
-        // What the rings' own records say is still out: 0 unless a buffer
-        // a completion named was not given back.
-        if let Some(after) = self.groups.get_mut(dc.bgid).map(|r| r.lent()) {
-            self.lent_total =
-                (self.lent_total + u64::from(after)).saturating_sub(u64::from(before));
-            self.stats.set(&self.stats.buffers_in_use, self.lent_total);
-        }
-        got
-    }
-
     /// Lend the buffers a recv completion names to `take`, and give them
-    /// back.
-    fn take_buffers(
+    /// back. Buffers taken and not given back (by the ring's own records)
+    /// are added up in `buffers_in_use`: 0 unless one leaked.
+    fn receive(
         &mut self,
         dc: DriverConn,
         res: i32,
@@ -155,14 +135,15 @@ impl UringDriver {
         let Some(ring) = self.groups.get_mut(dc.bgid) else {
             return Received::Failed(libc::EIO);
         };
-        if res <= 0 {
+        let (mut taken, mut returned) = (0u64, 0u64);
+        let got = if res <= 0 {
             // Some kernels consume a buffer even for an error or end of
             // stream; give back any buffer a completion names.
             if let Some(bid) = buffer {
-                ring.take(bid);
-                ring.recycle(bid);
+                taken += u64::from(ring.take(bid));
+                returned += u64::from(ring.recycle(bid));
             }
-            return match -res {
+            match -res {
                 0 => Received::Eof,
                 libc::ENOBUFS => {
                     st.add(&st.enobufs, 1);
@@ -170,42 +151,47 @@ impl UringDriver {
                 }
                 libc::ECANCELED => Received::Cancelled,
                 errno => Received::Failed(errno),
-            };
-        }
-        let Some(bid) = buffer else {
+            }
+        } else if let Some(bid) = buffer {
+            st.add(&st.bytes_in, res as u64);
+            // One buffer, or with bundles the consecutive ring entries from
+            // `bid`.
+            let bufs = &mut self.recv_bufs;
+            if self.bundle {
+                ring.bundle_into(bid, res as usize, bufs);
+                if bufs.len() > 1 {
+                    st.add(&st.bundled_buffers, bufs.len() as u64);
+                }
+            } else {
+                bufs.clear();
+                bufs.push((bid, res as usize));
+            }
+            for &(b, _) in bufs.iter() {
+                taken += u64::from(ring.take(b));
+            }
+            let mut flow = Flow::More;
+            for &(b, n) in bufs.iter() {
+                // Bytes already taken from the socket are delivered even
+                // when paused; a teardown drops the rest.
+                if flow != Flow::Stop {
+                    flow = take(ring.filled(b, n));
+                }
+                returned += u64::from(ring.recycle(b));
+            }
+            if cqueue::more(flags) {
+                Received::Armed
+            } else {
+                Received::Ended
+            }
+        } else {
             // The kernel always names a buffer for a selected recv.
-            return Received::Failed(libc::EIO);
+            Received::Failed(libc::EIO)
         };
-        st.add(&st.bytes_in, res as u64);
-        // One buffer, or with bundles the consecutive ring entries from
-        // `bid`.
-        let bufs = &mut self.recv_bufs;
-        if self.bundle {
-            ring.bundle_into(bid, res as usize, bufs);
-            if bufs.len() > 1 {
-                st.add(&st.bundled_buffers, bufs.len() as u64);
-            }
-        } else {
-            bufs.clear();
-            bufs.push((bid, res as usize));
+        if taken != returned {
+            self.lent_total = (self.lent_total + taken).saturating_sub(returned);
+            st.set(&st.buffers_in_use, self.lent_total);
         }
-        for &(b, _) in bufs.iter() {
-            ring.take(b);
-        }
-        let mut flow = Flow::More;
-        for &(b, n) in bufs.iter() {
-            // Bytes already taken from the socket are delivered even when
-            // paused; a teardown drops the rest.
-            if flow != Flow::Stop {
-                flow = take(ring.filled(b, n));
-            }
-            ring.recycle(b);
-        }
-        if cqueue::more(flags) {
-            Received::Armed
-        } else {
-            Received::Ended
-        }
+        got
     }
 }
 

@@ -174,6 +174,17 @@ pub(crate) struct Env<'a> {
 }
 
 impl Env<'_> {
+    /// The same reach, for one more callback.
+    pub(crate) fn reborrow(&mut self) -> Env<'_> {
+        Env {
+            requests: &mut *self.requests,
+            timers: &mut *self.timers,
+            backend: self.backend,
+            bus: self.bus,
+            worker: self.worker,
+        }
+    }
+
     fn set_timer(&mut self, after: Duration, owner: TimerOwner) -> TimerKey {
         self.timers
             .arm(crate::timer::after(Instant::now(), after), owner)

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use super::deadlines::Due;
 use super::timeouts::{write_check, write_check_interval, Watch, WriteCheck};
-use super::{op, Worker};
+use super::{op, Lent, Worker};
 use crate::conn::{Flow, Phase, Pressure};
 use crate::driver::{Received, RecvEvent, SendStart};
 use crate::handler::{deliver, CloseReason, Handler};
@@ -29,16 +29,12 @@ impl<H: Handler> Worker<H> {
     /// Input (or its end) for connection `key`.
     pub(super) fn on_recv(&mut self, key: usize, ev: RecvEvent) {
         let limit = self.ctx.cfg.max_unconsumed;
-        let backend = self.driver.backend();
-        let Worker {
+        let Lent {
             driver,
             conns,
             handler,
-            requests,
-            deadlines,
-            ctx,
-            ..
-        } = self;
+            mut env,
+        } = self.lend();
         let slot = &mut conns[key];
         let (generation, fd) = (slot.generation(), slot.core.sock.as_raw_fd());
         let core = &mut slot.core;
@@ -47,8 +43,7 @@ impl<H: Handler> Worker<H> {
             if core.is_closed() {
                 return Flow::Stop;
             }
-            let env = super::env(requests, &mut deadlines.handler, ctx, backend);
-            match deliver(core, handler, bytes, limit, env) {
+            match deliver(core, handler, bytes, limit, env.reborrow()) {
                 Ok(began) => {
                     partial |= began;
                     core.flow()

@@ -48,10 +48,9 @@ use crate::config::{Backend, Config};
 use crate::conn::ConnCore;
 use crate::connect::{ConnectError, ConnectRequest};
 use crate::driver::{Completion, Driver, DriverConn};
-use crate::handler::{CloseReason, Conn, Ctx, Env, Handler, TimerOwner};
+use crate::handler::{CloseReason, Conn, Ctx, Env, Handler};
 use crate::stats::WorkerStats;
 use crate::sys::EventFd;
-use crate::timer::TimerQueue;
 use crate::token::GENERATION_MASK;
 
 /// What a worker is given by the engine.
@@ -157,21 +156,13 @@ pub(crate) struct Worker<H: Handler> {
     fatal: Option<std::io::Error>,
 }
 
-/// What a handler callback can reach besides its connection, built from the
-/// worker's parts (so the slab and the handler stay borrowable apart).
-fn env<'a>(
-    requests: &'a mut Vec<Command>,
-    timers: &'a mut TimerQueue<TimerOwner>,
-    ctx: &'a WorkerCtx,
-    backend: Backend,
-) -> Env<'a> {
-    Env {
-        requests,
-        timers,
-        bus: &ctx.bus,
-        worker: ctx.index,
-        backend,
-    }
+/// The worker split for a handler callback: the driver and the slab stay
+/// usable beside the handler and what it can reach (`env`).
+struct Lent<'a, H> {
+    driver: &'a mut Driver,
+    conns: &'a mut Slab<Slot>,
+    handler: &'a mut H,
+    env: Env<'a>,
 }
 
 impl<H: Handler> Worker<H> {
@@ -411,10 +402,11 @@ impl<H: Handler> Worker<H> {
         self.dirty.clear();
     }
 
-    /// Lend connection `key` to the handler for one callback, `f`.
-    fn with_conn(&mut self, key: usize, f: impl FnOnce(&mut H, &mut Conn<'_>)) {
+    /// Split the worker for a handler callback.
+    fn lend(&mut self) -> Lent<'_, H> {
         let backend = self.driver.backend();
         let Worker {
+            driver,
             conns,
             handler,
             requests,
@@ -422,27 +414,35 @@ impl<H: Handler> Worker<H> {
             ctx,
             ..
         } = self;
-        let env = env(requests, &mut deadlines.handler, ctx, backend);
-        f(
+        Lent {
+            driver,
+            conns,
             handler,
-            &mut Conn {
-                core: &mut conns[key].core,
-                env,
+            env: Env {
+                requests,
+                timers: &mut deadlines.handler,
+                bus: &ctx.bus,
+                worker: ctx.index,
+                backend,
             },
-        );
+        }
+    }
+
+    /// Lend connection `key` to the handler for one callback, `f`.
+    fn with_conn(&mut self, key: usize, f: impl FnOnce(&mut H, &mut Conn<'_>)) {
+        let Lent {
+            conns,
+            handler,
+            env,
+            ..
+        } = self.lend();
+        let core = &mut conns[key].core;
+        f(handler, &mut Conn { core, env });
     }
 
     /// Lend the worker to the handler for one callback, `f`.
     fn with_ctx(&mut self, f: impl FnOnce(&mut H, &mut Ctx<'_>)) {
-        let backend = self.driver.backend();
-        let Worker {
-            handler,
-            requests,
-            deadlines,
-            ctx,
-            ..
-        } = self;
-        let env = env(requests, &mut deadlines.handler, ctx, backend);
+        let Lent { handler, env, .. } = self.lend();
         f(handler, &mut Ctx { env });
     }
 

@@ -80,29 +80,23 @@ pub(crate) fn listen(addr: SocketAddr, opts: ListenOpts) -> Result<Socket, Error
     }
     if let Some(n) = opts.recv_buffer_size {
         sock.set_recv_buffer_size(n).map_err(bind_err)?;
-        if let Ok(applied) = sock.recv_buffer_size() {
-            if let Some(cap) = buffer_cap(n, applied) {
-                warn_once(
-                    &RCVBUF_WARNED,
-                    format_args!(
-                        "SO_RCVBUF of {n} bytes is above net.core.rmem_max; the kernel applies {cap} ({applied} with its bookkeeping)"
-                    ),
-                );
-            }
-        }
+        warn_if_capped(
+            n,
+            sock.recv_buffer_size(),
+            &RCVBUF_WARNED,
+            "SO_RCVBUF",
+            "rmem_max",
+        );
     }
     if let Some(n) = opts.send_buffer_size {
         sock.set_send_buffer_size(n).map_err(bind_err)?;
-        if let Ok(applied) = sock.send_buffer_size() {
-            if let Some(cap) = buffer_cap(n, applied) {
-                warn_once(
-                    &SNDBUF_WARNED,
-                    format_args!(
-                        "SO_SNDBUF of {n} bytes is above net.core.wmem_max; the kernel applies {cap} ({applied} with its bookkeeping)"
-                    ),
-                );
-            }
-        }
+        warn_if_capped(
+            n,
+            sock.send_buffer_size(),
+            &SNDBUF_WARNED,
+            "SO_SNDBUF",
+            "wmem_max",
+        );
     }
     sock.bind(&addr.into()).map_err(bind_err)?;
     sock.listen(opts.backlog).map_err(bind_err)?;
@@ -135,6 +129,29 @@ fn warn_once(flag: &AtomicBool, msg: std::fmt::Arguments<'_>) {
 }
 
 /// `net.core.somaxconn`, or `None` where it cannot be read.
+/// Log once per process (per `flag`) that a socket buffer of `requested`
+/// bytes was capped by `net.core.<sysctl>`, as the size read back
+/// (`reported`, which the kernel doubles for its bookkeeping) shows.
+fn warn_if_capped(
+    requested: usize,
+    reported: io::Result<usize>,
+    flag: &AtomicBool,
+    option: &str,
+    sysctl: &str,
+) {
+    if let Some((applied, cap)) = reported
+        .ok()
+        .and_then(|r| buffer_cap(requested, r).map(|c| (r, c)))
+    {
+        warn_once(
+            flag,
+            format_args!(
+                "{option} of {requested} bytes is above net.core.{sysctl}; the kernel applies {cap} ({applied} with its bookkeeping)"
+            ),
+        );
+    }
+}
+
 fn read_somaxconn() -> Option<i32> {
     std::fs::read_to_string(SOMAXCONN).ok()?.trim().parse().ok()
 }

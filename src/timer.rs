@@ -156,7 +156,8 @@ impl<T> TimerQueue<T> {
     }
 
     /// Heap entries, stale ones included (for tests of the memory bound).
-    pub fn entries(&self) -> usize {
+    #[cfg(test)]
+    fn entries(&self) -> usize {
         self.heap.len()
     }
 

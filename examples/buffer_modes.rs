@@ -110,7 +110,9 @@ fn main() -> Res<()> {
 /// exist only on io_uring, so any other backend is an error.
 fn start(mode: BufferMode) -> Res<Engine> {
     let cfg = Config {
-        addr: "127.0.0.1:0".parse()?,
+        listeners: vec![ringnet::listener::ListenerSpec::bind(
+            "127.0.0.1:0".parse::<std::net::SocketAddr>()?,
+        )],
         workers: 1,
         buffers: mode,
         ..Config::default()

@@ -9,7 +9,8 @@ use std::time::Duration;
 use anyhow::bail;
 use clap::ValueEnum;
 use ringnet::framing::{Framing, DEFAULT_MAX_FRAME, DEFAULT_MAX_LINE};
-use ringnet::{BackendChoice, BufferMode, Config, ListenerMode};
+use ringnet::listener::ListenerSpec;
+use ringnet::{Address, BackendChoice, BufferMode, Config, ListenerMode};
 
 /// The longest duration a flag takes: one year.
 const MAX_SECS: f64 = 365.0 * 24.0 * 3600.0;
@@ -61,10 +62,18 @@ pub(crate) struct ServeArgs {
     /// What to serve.
     #[arg(value_enum)]
     pub(crate) mode: Mode,
-    /// Address to listen on: HOST:PORT, [V6ADDR]:PORT or NAME:PORT (port 0
-    /// picks a free port; the bound address is printed).
-    #[arg(long, default_value = "127.0.0.1:7000", value_parser = parse_endpoint)]
-    pub(crate) addr: SocketAddr,
+    /// Address to listen on: HOST:PORT, [V6ADDR]:PORT, NAME:PORT (port 0
+    /// picks a free port; the bound address is printed), unix:PATH (a Unix
+    /// socket file, removed at exit) or unix:@NAME (an abstract Unix
+    /// socket). Repeat it to listen on several at once [default:
+    /// 127.0.0.1:7000, unless a service manager passed listening sockets
+    /// with LISTEN_FDS].
+    #[arg(long, value_name = "ADDR", value_parser = parse_listen_addr)]
+    pub(crate) addr: Vec<Address>,
+    /// With unix:PATH addresses: the socket file's mode, in octal (e.g.
+    /// 660) [default: as the umask leaves it].
+    #[arg(long, value_name = "OCTAL", value_parser = parse_unix_mode)]
+    unix_mode: Option<u32>,
     /// With `echo`: serve UDP echo instead of TCP.
     #[arg(long)]
     pub(crate) udp: bool,
@@ -189,7 +198,12 @@ pub(crate) struct ServeArgs {
 impl ServeArgs {
     /// The engine configuration these flags ask for. Flags that only make
     /// sense together are checked here, with messages naming the flags.
-    pub(crate) fn config(&self) -> anyhow::Result<Config> {
+    ///
+    /// `inherited`: listening sockets a service manager passed (systemd
+    /// socket activation). They are served first, with the options they
+    /// were made with; `--addr` then adds listeners, and the default
+    /// address is used only when there is neither.
+    pub(crate) fn config(&self, inherited: Vec<std::os::fd::OwnedFd>) -> anyhow::Result<Config> {
         let d = Config::default();
         let high = self.high_watermark.unwrap_or(d.send_high_watermark);
         let low = match self.low_watermark {
@@ -206,8 +220,40 @@ impl ServeArgs {
             Mode::LineEcho | Mode::Chat => self.max_line().saturating_add(2),
             Mode::Echo | Mode::Http => 0,
         };
+        if self.unix_mode.is_some() && !self.addr.iter().any(|a| a.unix_path().is_some()) {
+            bail!("--unix-mode goes with an --addr unix:PATH");
+        }
+        let mut listeners: Vec<ListenerSpec> =
+            inherited.into_iter().map(ListenerSpec::adopt).collect();
+        let asked: Vec<Address> = if self.addr.is_empty() && listeners.is_empty() {
+            vec![Address::Inet(DEFAULT_ADDR.parse()?)]
+        } else {
+            self.addr.clone()
+        };
+        let mut listen = Config {
+            backlog: self.backlog.unwrap_or(d.backlog),
+            recv_buffer_size: self.rcvbuf,
+            send_buffer_size: self.sndbuf,
+            nodelay: !self.no_nodelay,
+            only_v6: self.v6only,
+            listener: match self.listener {
+                Listener::Reuseport => ListenerMode::ReusePort,
+                Listener::Shared => ListenerMode::Shared,
+            },
+            ..Config::default()
+        }
+        .listen_options();
+        listen.unix_mode = self.unix_mode;
+        for addr in asked {
+            let spec = ListenerSpec::bind(addr.clone());
+            listeners.push(if addr.unix_path().is_some() {
+                spec.with_options(listen)
+            } else {
+                spec
+            });
+        }
         Ok(Config {
-            addr: self.addr,
+            listeners,
             backend: self.backend,
             cpus: self.cpus.clone(),
             workers: self.workers,
@@ -277,6 +323,32 @@ impl ServeArgs {
     fn max_line(&self) -> usize {
         self.max_line.unwrap_or(DEFAULT_MAX_LINE)
     }
+}
+
+/// The address `serve` listens on when given none.
+pub(crate) const DEFAULT_ADDR: &str = "127.0.0.1:7000";
+
+/// A listening address: `unix:PATH`, `unix:@NAME`, or an endpoint as
+/// [`parse_endpoint`] takes it.
+fn parse_listen_addr(s: &str) -> Result<Address, String> {
+    if s.starts_with(ringnet::address::UNIX_PREFIX) {
+        return s
+            .parse()
+            .map_err(|e: ringnet::endpoint::EndpointError| e.to_string());
+    }
+    parse_endpoint(s).map(Address::Inet)
+}
+
+/// A file mode in octal (`660`, `0660`, `0o660`), at most `7777`.
+fn parse_unix_mode(s: &str) -> Result<u32, String> {
+    let digits = s.trim();
+    let digits = digits.strip_prefix("0o").unwrap_or(digits);
+    let mode = u32::from_str_radix(digits, 8)
+        .map_err(|_| format!("{s:?} is not an octal file mode (like 660)"))?;
+    if mode > 0o7777 {
+        return Err(format!("file mode {s} is above 7777"));
+    }
+    Ok(mode)
 }
 
 /// An endpoint string, validated (missing port, bad port, empty host,

@@ -3,6 +3,13 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::address::Address;
+use crate::listener::{ListenOptions, ListenSource, ListenerSpec};
+
+/// The most listeners one engine takes (a connection records its
+/// listener's index in 16 bits).
+pub const MAX_LISTENERS: usize = 4096;
+
 /// Which kernel interface a worker runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -86,8 +93,14 @@ pub enum BufferMode {
 /// struct update syntax.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Address to listen on (port 0 asks the OS for a free port).
-    pub addr: SocketAddr,
+    /// Where to listen: each listener's address or adopted socket, and its
+    /// own options ([`ListenerSpec`]); a connection's handler learns which
+    /// one it came through ([`crate::Conn::listener`], the index here).
+    /// Empty: an engine with no listener, for outbound connections only
+    /// (a proxy's or a load tool's client side). The default is one
+    /// listener on 127.0.0.1:7000. The UDP engine takes exactly one IP
+    /// address here.
+    pub listeners: Vec<ListenerSpec>,
     /// Which backend to run on (`RINGNET_BACKEND` overrides it).
     pub backend: BackendChoice,
     /// CPUs to pin workers to: worker `i` runs on `cpus[i % cpus.len()]`.
@@ -95,13 +108,15 @@ pub struct Config {
     pub cpus: Vec<usize>,
     /// Worker threads, one ring each. 0 means the number of available CPUs.
     pub workers: usize,
-    /// How workers share the listening address. The default, `ReusePort`,
+    /// How workers share a listening address, for listeners without their
+    /// own options. The default, `ReusePort`,
     /// lets the kernel spread connections over the workers; with one
     /// `Shared` socket, io_uring workers were measured to get very uneven
     /// shares (see ARCHITECTURE.md). A port another server already listens
     /// on is reported as `AddressInUse` in both modes.
     pub listener: ListenerMode,
-    /// `listen(2)` backlog (the kernel caps it at `net.core.somaxconn`).
+    /// `listen(2)` backlog (the kernel caps it at `net.core.somaxconn`), for
+    /// listeners without their own options.
     pub backlog: i32,
     /// Submission queue entries per ring (a power of two is used).
     pub sq_entries: u32,
@@ -150,15 +165,17 @@ pub struct Config {
     /// Idle per-connection rings kept registered for reuse; beyond this a
     /// ring freed by a closing connection is unregistered and unmapped.
     pub group_pool_max: usize,
-    /// Set `TCP_NODELAY` on every accepted stream.
+    /// Set `TCP_NODELAY` on accepted streams (of listeners without their
+    /// own options) and on outbound ones.
     pub nodelay: bool,
     /// For an IPv6 address: IPv6 only. Off by default, so `[::]` is
     /// dual-stack and IPv4 clients arrive as v4-mapped addresses.
     pub only_v6: bool,
-    /// SO_RCVBUF for the listener and accepted streams (`None`: kernel
-    /// default and autotuning).
+    /// SO_RCVBUF for listeners (without their own options), the streams
+    /// they accept, and outbound streams (`None`: kernel default and
+    /// autotuning).
     pub recv_buffer_size: Option<usize>,
-    /// SO_SNDBUF for the listener and accepted streams.
+    /// SO_SNDBUF for the same sockets.
     pub send_buffer_size: Option<usize>,
     /// Backpressure: when a connection has more than this many bytes queued
     /// for sending (its peer reads slower than it sends), the engine stops
@@ -207,7 +224,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            addr: SocketAddr::from(([127, 0, 0, 1], 7000)),
+            listeners: vec![ListenerSpec::bind(SocketAddr::from(([127, 0, 0, 1], 7000)))],
             backend: BackendChoice::Auto,
             cpus: Vec::new(),
             workers: 0,
@@ -246,17 +263,56 @@ impl Default for Config {
 }
 
 impl Config {
-    /// Listen on `endpoint` (a `SocketAddr`, an address list, or a string such
-    /// as `"localhost:0"` or `"[::]:7000"`, validated before anything is
-    /// resolved); the first resolved address is used ([`crate::Error::NoAddress`]
-    /// when there is none).
+    /// Listen on `endpoint` alone (a `SocketAddr`, an [`Address`], an
+    /// address list, or a string such as `"localhost:0"`, `"[::]:7000"` or
+    /// `"unix:/run/app.sock"`, validated before anything is resolved),
+    /// with the engine-wide options; the first resolved address is used
+    /// ([`crate::Error::NoAddress`] when there is none).
     pub fn listen_on(
         mut self,
         endpoint: impl crate::endpoint::ToEndpoint,
     ) -> Result<Config, crate::Error> {
-        let addrs = endpoint.to_addrs().map_err(crate::Error::from_resolve)?;
-        self.addr = *addrs.first().ok_or(crate::Error::NoAddress)?;
+        self.listeners.clear();
+        self.also_listen_on(endpoint)
+    }
+
+    /// Add a listener on `endpoint`, as [`Config::listen_on`] does.
+    pub fn also_listen_on(
+        mut self,
+        endpoint: impl crate::endpoint::ToEndpoint,
+    ) -> Result<Config, crate::Error> {
+        let addrs = endpoint
+            .to_addresses()
+            .map_err(crate::Error::from_resolve)?;
+        let first = addrs.into_iter().next().ok_or(crate::Error::NoAddress)?;
+        self.listeners.push(ListenerSpec::bind(first));
         Ok(self)
+    }
+
+    /// The engine-wide listener options (for listeners without their own).
+    pub fn listen_options(&self) -> ListenOptions {
+        ListenOptions {
+            reuseport: self.listener == ListenerMode::ReusePort,
+            backlog: self.backlog,
+            nodelay: self.nodelay,
+            only_v6: self.only_v6,
+            recv_buffer_size: self.recv_buffer_size,
+            send_buffer_size: self.send_buffer_size,
+            unix_mode: None,
+        }
+    }
+
+    /// The one IP address the UDP engine binds.
+    pub(crate) fn udp_addr(&self) -> Result<SocketAddr, crate::Error> {
+        match self.listeners.as_slice() {
+            [ListenerSpec {
+                source: ListenSource::Bind(Address::Inet(a)),
+                ..
+            }] => Ok(*a),
+            _ => Err(crate::Error::Config(
+                "listeners: the UDP engine serves exactly one IP address".into(),
+            )),
+        }
     }
 
     /// Whether idle or read timeouts are on (deliveries then note the time).
@@ -352,6 +408,34 @@ impl Config {
         if self.wait_batch == 0 {
             return bad("wait_batch must be at least 1".into());
         }
+        if self.listeners.len() > MAX_LISTENERS {
+            return bad(format!(
+                "listeners: at most {MAX_LISTENERS}, got {}",
+                self.listeners.len()
+            ));
+        }
+        for (i, spec) in self.listeners.iter().enumerate() {
+            let backlog = spec.options.map_or(self.backlog, |o| o.backlog);
+            if backlog <= 0 {
+                return bad(format!(
+                    "listeners[{i}]: backlog must be positive, got {backlog}"
+                ));
+            }
+            if let (Some(mode), ListenSource::Bind(a)) =
+                (spec.options.and_then(|o| o.unix_mode), &spec.source)
+            {
+                if mode > 0o7777 {
+                    return bad(format!(
+                        "listeners[{i}]: unix_mode must be at most 0o7777, got {mode:#o}"
+                    ));
+                }
+                if a.unix_path().is_none() {
+                    return bad(format!(
+                        "listeners[{i}]: unix_mode is for a Unix socket path, not {a}"
+                    ));
+                }
+            }
+        }
         Ok(())
     }
 }
@@ -381,10 +465,13 @@ mod tests {
             Err(crate::Error::NoAddress)
         ));
         let one: SocketAddr = "127.0.0.1:7001".parse().expect("addr");
-        assert_eq!(
-            Config::default().listen_on(one).expect("listen_on").addr,
-            one
-        );
+        let cfg = Config::default().listen_on(one).expect("listen_on");
+        assert!(matches!(
+            cfg.listeners.as_slice(),
+            [ListenerSpec { source: ListenSource::Bind(a), .. }] if *a == one
+        ));
+        let two = cfg.also_listen_on("unix:@x").expect("also");
+        assert_eq!(two.listeners.len(), 2);
     }
 
     #[test]

@@ -186,11 +186,17 @@ pub(crate) struct ConnCore {
     /// Bytes written to the socket so far, wrapping (write-timeout
     /// progress is compared between checks at most a second apart).
     pub(crate) written: u32,
+    /// The index of the listener it came through; [`OUTBOUND`] for an
+    /// outbound connection.
+    listener: u16,
     /// Input timing for idle and read timeouts; only when they are
     /// configured (boxed: a connection without them does not pay for it).
     pub(crate) clock: Option<Box<InputClock>>,
     extra: Option<Box<Extra>>,
 }
+
+/// `ConnCore::listener` of an outbound connection.
+const OUTBOUND: u16 = u16::MAX;
 
 /// What only some connections need.
 #[derive(Debug, Default)]
@@ -247,7 +253,14 @@ pub(crate) const MAX_SEND: usize = 1 << 30;
 impl ConnCore {
     /// A connection's shared state; `timed`: when idle or read timeouts are
     /// configured, the time its input is timed from.
-    pub(crate) fn new(id: ConnId, sock: Socket, timed: Option<Instant>) -> ConnCore {
+    /// A connection that came through listener `listener` (`None`:
+    /// connected out); `timed`: input timeouts are on, starting now.
+    pub(crate) fn new(
+        id: ConnId,
+        sock: Socket,
+        listener: Option<u16>,
+        timed: Option<Instant>,
+    ) -> ConnCore {
         ConnCore {
             id,
             sock,
@@ -256,6 +269,7 @@ impl ConnCore {
             sent: 0,
             lent: 0,
             written: 0,
+            listener: listener.unwrap_or(OUTBOUND),
             clock: timed.map(|now| Box::new(InputClock::new(now))),
             extra: None,
         }
@@ -350,6 +364,13 @@ impl ConnCore {
                 origin: keep.then_some(r),
             });
         }
+    }
+
+    /// The index of the listener the connection came through (`None`:
+    /// connected out).
+    #[inline]
+    pub(crate) fn listener(&self) -> Option<usize> {
+        (self.listener != OUTBOUND).then_some(usize::from(self.listener))
     }
 
     /// For an outbound connection, the tag its request carried.
@@ -544,7 +565,7 @@ mod tests {
 
     fn core() -> ConnCore {
         let sock = Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
-        ConnCore::new(ConnId::new(0, 1, 1), sock, Some(Instant::now()))
+        ConnCore::new(ConnId::new(0, 1, 1), sock, Some(0), Some(Instant::now()))
     }
 
     #[test]

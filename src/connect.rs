@@ -4,7 +4,7 @@
 //! non-blocking connect and a deadline); both try every address of a request
 //! in order and report only the last failure.
 
-use std::net::SocketAddr;
+use crate::address::Address;
 use std::time::Duration;
 
 /// Why an outbound connection could not be made.
@@ -50,7 +50,7 @@ impl ConnectError {
 /// [`crate::Conn::tag`] or [`crate::Handler::on_connect_failed`]).
 #[derive(Debug, Clone)]
 pub(crate) struct ConnectRequest {
-    pub(crate) addrs: Vec<SocketAddr>,
+    pub(crate) addrs: Vec<Address>,
     pub(crate) next: usize,
     pub(crate) timeout: Duration,
     pub(crate) tag: u64,
@@ -77,7 +77,7 @@ const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
 impl ConnectRequest {
     pub(crate) fn new(
-        addrs: Vec<SocketAddr>,
+        addrs: Vec<Address>,
         timeout: Duration,
         tag: u64,
         persistent: bool,
@@ -115,8 +115,8 @@ impl ConnectRequest {
     }
 
     /// The address of the current attempt.
-    pub(crate) fn addr(&self) -> Option<SocketAddr> {
-        self.addrs.get(self.next).copied()
+    pub(crate) fn addr(&self) -> Option<&Address> {
+        self.addrs.get(self.next)
     }
 
     /// Move to the next address; `false` when there is none.
@@ -126,20 +126,24 @@ impl ConnectRequest {
     }
 }
 
-/// A new, unconnected socket for `addr`, with the engine's socket options.
+/// A new, unconnected socket for `addr`, with the engine's socket options
+/// (TCP_NODELAY for an IP address).
 pub(crate) fn socket_for(
-    addr: SocketAddr,
+    addr: &Address,
     cfg: &crate::Config,
     nonblocking: bool,
 ) -> std::io::Result<socket2::Socket> {
     let ty = socket2::Type::STREAM.cloexec();
     let ty = if nonblocking { ty.nonblocking() } else { ty };
-    let sock = socket2::Socket::new(
-        socket2::Domain::for_address(addr),
-        ty,
-        Some(socket2::Protocol::TCP),
-    )?;
-    if cfg.nodelay {
+    let (domain, protocol) = match addr {
+        Address::Inet(a) => (
+            socket2::Domain::for_address(*a),
+            Some(socket2::Protocol::TCP),
+        ),
+        Address::Unix(_) => (socket2::Domain::UNIX, None),
+    };
+    let sock = socket2::Socket::new(domain, ty, protocol)?;
+    if cfg.nodelay && !addr.is_unix() {
         sock.set_tcp_nodelay(true)?;
     }
     if let Some(n) = cfg.recv_buffer_size {
@@ -184,12 +188,13 @@ mod tests {
 
     #[test]
     fn addresses_are_tried_in_order() {
-        let a: SocketAddr = "127.0.0.1:1".parse().expect("addr");
-        let b: SocketAddr = "127.0.0.1:2".parse().expect("addr");
-        let mut r = ConnectRequest::new(vec![a, b], Duration::from_secs(1), 7, false);
-        assert_eq!(r.addr(), Some(a));
+        let a = Address::parse("127.0.0.1:1").expect("addr");
+        let b = Address::parse("unix:@b").expect("addr");
+        let mut r =
+            ConnectRequest::new(vec![a.clone(), b.clone()], Duration::from_secs(1), 7, false);
+        assert_eq!(r.addr(), Some(&a));
         assert!(r.advance());
-        assert_eq!(r.addr(), Some(b));
+        assert_eq!(r.addr(), Some(&b));
         assert!(!r.advance());
         assert_eq!(r.addr(), None);
     }

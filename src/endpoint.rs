@@ -30,6 +30,8 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, ToSocketAddrs};
 use std::str::FromStr;
 
+use crate::address::Address;
+
 /// Why an endpoint string was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -52,6 +54,28 @@ pub enum EndpointError {
     /// The text inside brackets is not an IPv6 address.
     #[error("{0:?} is not an IPv6 address")]
     BadIpv6(String),
+    /// An address literal was needed and a host name was given
+    /// ([`Address::parse`](crate::Address::parse) does no lookup).
+    #[error("{0:?} is not an IP address literal with a port, nor unix:PATH")]
+    NotAnAddress(String),
+    /// `unix:` or `unix:@` with nothing after it.
+    #[error("empty Unix socket path: expected unix:/path or unix:@name")]
+    EmptyUnixPath,
+    /// A Unix socket path with a NUL byte in it.
+    #[error("a Unix socket path cannot hold a NUL byte")]
+    NulInUnixPath,
+    /// A Unix socket path or abstract name longer than `sun_path` holds.
+    #[error("Unix socket path of {len} bytes is too long (at most {max})")]
+    UnixPathTooLong {
+        /// Its length in bytes.
+        len: usize,
+        /// The most that fits.
+        max: usize,
+    },
+    /// A Unix socket address where only an IP address can be used (UDP,
+    /// or a caller that asked for IP addresses).
+    #[error("{0} is a Unix socket address; an IP endpoint (host:port) is needed here")]
+    UnixNotAllowed(String),
 }
 
 impl From<EndpointError> for io::Error {
@@ -221,14 +245,70 @@ impl From<SocketAddr> for Endpoint {
 /// `Vec<SocketAddr>`) and references to any of these. Strings are validated
 /// with [`Endpoint::parse`] before any lookup; a validation error comes back
 /// as an `InvalidInput` [`io::Error`] wrapping the [`EndpointError`].
+///
+/// Strings may also name a Unix domain socket (`unix:/path`,
+/// `unix:@name`), as may an [`Address`]: [`to_addresses`] gives those to
+/// the functions that can use them (engine listeners and connects, the
+/// blocking `Server` and `Stream`), while [`to_addrs`] refuses them with
+/// [`EndpointError::UnixNotAllowed`].
+///
+/// [`to_addresses`]: ToEndpoint::to_addresses
+/// [`to_addrs`]: ToEndpoint::to_addrs
 pub trait ToEndpoint {
-    /// The addresses to try, in order (never empty on success).
+    /// The IP addresses to try, in order (never empty on success).
     fn to_addrs(&self) -> io::Result<Vec<SocketAddr>>;
+
+    /// The addresses to try, IP or Unix, in order (never empty on
+    /// success). By default the IP addresses of [`to_addrs`](Self::to_addrs).
+    fn to_addresses(&self) -> io::Result<Vec<Address>> {
+        Ok(self.to_addrs()?.into_iter().map(Address::Inet).collect())
+    }
 }
 
 impl<T: ToEndpoint + ?Sized> ToEndpoint for &T {
     fn to_addrs(&self) -> io::Result<Vec<SocketAddr>> {
         (**self).to_addrs()
+    }
+
+    fn to_addresses(&self) -> io::Result<Vec<Address>> {
+        (**self).to_addresses()
+    }
+}
+
+impl ToEndpoint for Address {
+    fn to_addrs(&self) -> io::Result<Vec<SocketAddr>> {
+        match self {
+            Address::Inet(a) => Ok(vec![*a]),
+            Address::Unix(_) => Err(EndpointError::UnixNotAllowed(self.to_string()).into()),
+        }
+    }
+
+    fn to_addresses(&self) -> io::Result<Vec<Address>> {
+        Ok(vec![self.clone()])
+    }
+}
+
+impl ToEndpoint for [Address] {
+    fn to_addrs(&self) -> io::Result<Vec<SocketAddr>> {
+        let mut all = Vec::with_capacity(self.len());
+        for a in self {
+            all.extend(a.to_addrs()?);
+        }
+        Ok(all)
+    }
+
+    fn to_addresses(&self) -> io::Result<Vec<Address>> {
+        Ok(self.to_vec())
+    }
+}
+
+impl ToEndpoint for Vec<Address> {
+    fn to_addrs(&self) -> io::Result<Vec<SocketAddr>> {
+        self.as_slice().to_addrs()
+    }
+
+    fn to_addresses(&self) -> io::Result<Vec<Address>> {
+        Ok(self.clone())
     }
 }
 
@@ -240,13 +320,31 @@ impl ToEndpoint for Endpoint {
 
 impl ToEndpoint for str {
     fn to_addrs(&self) -> io::Result<Vec<SocketAddr>> {
+        if crate::address::parse_unix(self).is_some() {
+            return Err(EndpointError::UnixNotAllowed(self.to_string()).into());
+        }
         Endpoint::parse(self)?.resolve()
+    }
+
+    fn to_addresses(&self) -> io::Result<Vec<Address>> {
+        match crate::address::parse_unix(self) {
+            Some(unix) => Ok(vec![Address::Unix(unix?)]),
+            None => Ok(Endpoint::parse(self)?
+                .resolve()?
+                .into_iter()
+                .map(Address::Inet)
+                .collect()),
+        }
     }
 }
 
 impl ToEndpoint for String {
     fn to_addrs(&self) -> io::Result<Vec<SocketAddr>> {
         self.as_str().to_addrs()
+    }
+
+    fn to_addresses(&self) -> io::Result<Vec<Address>> {
+        self.as_str().to_addresses()
     }
 }
 

@@ -13,15 +13,16 @@ use std::thread::JoinHandle;
 
 use socket2::Socket;
 
+use crate::address::Address;
 use crate::bus::{Bus, Command, Peer, SendError};
-use crate::config::{Backend, BackendChoice, Config, ListenerMode};
+use crate::config::{Backend, BackendChoice, Config};
 use crate::connect::ConnectRequest;
 use crate::error::Error;
 use crate::handler::Handler;
-use crate::listener::{self, ListenOpts};
+use crate::listener::{self, Opened, SocketFile};
 use crate::stats::{Stats, WorkerStats};
 use crate::sys::EventFd;
-use crate::worker::{Worker, WorkerCtx};
+use crate::worker::{Worker, WorkerCtx, WorkerListener};
 
 struct WorkerHandle {
     join: Option<JoinHandle<std::io::Result<()>>>,
@@ -31,7 +32,11 @@ struct WorkerHandle {
 
 /// A running engine.
 pub struct Engine {
-    local_addr: SocketAddr,
+    /// Each listener's address, in `Config::listeners` order.
+    local_addrs: Vec<Address>,
+    /// Socket files of Unix listeners, removed when the engine is dropped
+    /// (after its workers have stopped).
+    _files: Vec<SocketFile>,
     backend: Backend,
     fallback: Option<String>,
     workers: Vec<WorkerHandle>,
@@ -55,8 +60,8 @@ pub struct ShutdownReport {
 }
 
 impl Engine {
-    /// Bind `cfg.addr` and start the workers; `factory(i)` builds worker
-    /// `i`'s handler on that worker's thread.
+    /// Open `cfg.listeners` and start the workers; `factory(i)` builds
+    /// worker `i`'s handler on that worker's thread.
     pub fn start<H, F>(cfg: Config, factory: F) -> Result<Engine, Error>
     where
         H: Handler + 'static,
@@ -68,8 +73,16 @@ impl Engine {
             log::warn!("io_uring unavailable ({reason}); falling back to epoll");
         }
         let n = cfg.worker_count();
-        let listeners = bind_listeners(&cfg, n, backend)?;
-        let local_addr = listener::local_addr(&listeners[0])?;
+        let opened = open_listeners(&cfg, n, backend)?;
+        let local_addrs = opened.iter().map(|o| o.addr.clone()).collect();
+        let mut files = Vec::new();
+        let mut listeners = Vec::with_capacity(opened.len());
+        for o in opened {
+            files.extend(o.file);
+            let shared = o.socks.len() == 1;
+            let socks: Vec<Arc<Socket>> = o.socks.into_iter().map(Arc::new).collect();
+            listeners.push((socks, shared));
+        }
         let factory = Arc::new(factory);
         let stop = Arc::new(AtomicBool::new(false));
         let shutdown_ms = Arc::new(std::sync::atomic::AtomicU64::new(
@@ -93,7 +106,8 @@ impl Engine {
         }
         let bus = Arc::new(bus);
         let mut engine = Engine {
-            local_addr,
+            local_addrs,
+            _files: files,
             backend,
             fallback,
             workers: Vec::with_capacity(n),
@@ -107,7 +121,13 @@ impl Engine {
             let ctx = WorkerCtx {
                 index,
                 cfg: cfg.clone(),
-                listener: Arc::clone(&listeners[index % listeners.len()]),
+                listeners: listeners
+                    .iter()
+                    .map(|(socks, shared)| WorkerListener {
+                        sock: Arc::clone(&socks[index % socks.len()]),
+                        exclusive: *shared,
+                    })
+                    .collect(),
                 stats: Arc::clone(&stats),
                 stop: Arc::clone(&stop),
                 wake: Arc::clone(&wake),
@@ -137,9 +157,25 @@ impl Engine {
         Ok(engine)
     }
 
-    /// The address the engine listens on (the real port when 0 was asked).
+    /// The address of the engine's first IP listener (the real port when 0
+    /// was asked). See [`Engine::local_addrs`] for every listener.
+    ///
+    /// # Panics
+    ///
+    /// When the engine has no IP listener (no listener at all, or Unix
+    /// ones only).
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.local_addrs
+            .iter()
+            .find_map(Address::as_inet)
+            .expect("Engine::local_addr: the engine has no IP listener (see local_addrs)")
+    }
+
+    /// Every listener's address, in the order of `Config::listeners` (the
+    /// index a connection's [`crate::Conn::listener`] gives): IP addresses
+    /// with their real port, Unix paths and abstract names.
+    pub fn local_addrs(&self) -> &[Address] {
+        &self.local_addrs
     }
 
     /// The backend the workers run on.
@@ -167,12 +203,12 @@ impl Engine {
     pub fn connect(
         &self,
         worker: usize,
-        addrs: &[SocketAddr],
+        addrs: &[impl Into<Address> + Clone],
         timeout: std::time::Duration,
         tag: u64,
     ) -> Result<(), Error> {
         let index = worker % self.workers.len();
-        let req = ConnectRequest::new(addrs.to_vec(), timeout, tag, false);
+        let req = ConnectRequest::new(crate::handler::addresses(addrs), timeout, tag, false);
         if !self.bus.post(index, Command::Connect(req)) {
             return Err(Error::WorkerStopped { worker: index });
         }
@@ -189,7 +225,7 @@ impl Engine {
         timeout: std::time::Duration,
         tag: u64,
     ) -> Result<(), Error> {
-        let addrs = endpoint.to_addrs().map_err(Error::from_resolve)?;
+        let addrs = endpoint.to_addresses().map_err(Error::from_resolve)?;
         self.connect(worker, &addrs, timeout, tag)
     }
 
@@ -369,38 +405,20 @@ pub(crate) fn select_backend(
     }
 }
 
-/// One shared listener, or one `SO_REUSEPORT` listener per worker (the first
-/// one decides the port when 0 was asked). Non-blocking for epoll, whose
-/// accept loop runs until EAGAIN.
-fn bind_listeners(cfg: &Config, n: usize, backend: Backend) -> Result<Vec<Arc<Socket>>, Error> {
-    let reuseport = cfg.listener == ListenerMode::ReusePort;
-    let opts = ListenOpts {
-        reuseport,
-        backlog: cfg.backlog,
-        nodelay: cfg.nodelay,
-        only_v6: cfg.only_v6,
-        recv_buffer_size: cfg.recv_buffer_size,
-        send_buffer_size: cfg.send_buffer_size,
-    };
-    if reuseport {
-        // Sockets with SO_REUSEPORT (of the same user) share a port without
-        // complaint, so another server already there would go unnoticed.
-        // A probe without SO_REUSEPORT is refused by any existing listener:
-        // report that as AddressInUse, like a plain bind would.
-        listener::probe_free(cfg.addr, socket2::Type::STREAM)?;
-    }
-    let first = listener::listen(cfg.addr, opts)?;
-    let addr = listener::local_addr(&first)?;
-    let mut all = vec![first];
-    if reuseport {
-        for _ in 1..n {
-            all.push(listener::listen(addr, opts)?);
+/// Open every listener: one socket that every worker shares, or one
+/// `SO_REUSEPORT` socket per worker. Non-blocking for epoll, whose accept
+/// loop runs until EAGAIN; blocking for io_uring, which then never hands an
+/// accept back with EAGAIN. (An adopted socket's blocking mode belongs to
+/// its open file, which any other process holding it shares.)
+fn open_listeners(cfg: &Config, n: usize, backend: Backend) -> Result<Vec<Opened>, Error> {
+    let defaults = cfg.listen_options();
+    let mut all = Vec::with_capacity(cfg.listeners.len());
+    for spec in &cfg.listeners {
+        let opened = listener::open(spec, defaults, n)?;
+        for sock in &opened.socks {
+            sock.set_nonblocking(backend == Backend::Epoll)?;
         }
+        all.push(opened);
     }
-    if backend == Backend::Epoll {
-        for l in &all {
-            l.set_nonblocking(true)?;
-        }
-    }
-    Ok(all.into_iter().map(Arc::new).collect())
+    Ok(all)
 }

@@ -1,7 +1,8 @@
 //! The crate's error type.
 
 use std::io;
-use std::net::SocketAddr;
+
+use crate::address::Address;
 
 /// Errors from starting or running the engine.
 ///
@@ -22,12 +23,12 @@ pub enum Error {
     },
     /// The listening address is taken by another socket.
     #[error("address {0} is already in use")]
-    AddressInUse(SocketAddr),
+    AddressInUse(Address),
     /// Any other failure to bind or listen.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         /// The address asked for.
-        addr: SocketAddr,
+        addr: Address,
         /// What the kernel said.
         source: io::Error,
     },
@@ -77,7 +78,8 @@ pub enum Error {
 impl Error {
     /// A failure to bind (or set up, or listen on) `addr`:
     /// [`Error::AddressInUse`] for EADDRINUSE, [`Error::Bind`] otherwise.
-    pub(crate) fn bind(addr: SocketAddr, source: io::Error) -> Error {
+    pub(crate) fn bind(addr: impl Into<Address>, source: io::Error) -> Error {
+        let addr = addr.into();
         if source.kind() == io::ErrorKind::AddrInUse {
             Error::AddressInUse(addr)
         } else {

@@ -45,12 +45,12 @@
 //!   worker's thread; a closed connection's timers never fire.
 
 use std::io;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use crate::conn::CloseReason;
 
+use crate::address::{Address, PeerCredentials};
 use crate::bus::{Bus, Command, SendError};
 use crate::config::Backend;
 use crate::conn::{ConnCore, KEEP_CAPACITY};
@@ -196,12 +196,12 @@ impl Env<'_> {
 
     fn connect(
         &mut self,
-        addrs: &[SocketAddr],
+        addrs: Vec<Address>,
         timeout: std::time::Duration,
         tag: u64,
         persistent: bool,
     ) {
-        let req = ConnectRequest::new(addrs.to_vec(), timeout, tag, persistent);
+        let req = ConnectRequest::new(addrs, timeout, tag, persistent);
         self.requests.push(Command::Connect(req));
     }
 
@@ -254,8 +254,13 @@ impl Ctx<'_> {
 
     /// Connect out to `addrs` (tried in order, each for at most `timeout`);
     /// see [`Conn::connect`].
-    pub fn connect(&mut self, addrs: &[SocketAddr], timeout: std::time::Duration, tag: u64) {
-        self.env.connect(addrs, timeout, tag, false);
+    pub fn connect<A: Into<Address> + Clone>(
+        &mut self,
+        addrs: &[A],
+        timeout: std::time::Duration,
+        tag: u64,
+    ) {
+        self.env.connect(addresses(addrs), timeout, tag, false);
     }
 
     /// Like [`Ctx::connect`], but the engine keeps the connection up: when it
@@ -265,13 +270,13 @@ impl Ctx<'_> {
     /// closes at once is not hammered). Every failed round is still reported
     /// to `on_connect_failed`. The connection is kept up until the engine
     /// shuts down. A timeout is clamped to 1 ms ..= 24 h.
-    pub fn connect_persistent(
+    pub fn connect_persistent<A: Into<Address> + Clone>(
         &mut self,
-        addrs: &[SocketAddr],
+        addrs: &[A],
         timeout: std::time::Duration,
         tag: u64,
     ) {
-        self.env.connect(addrs, timeout, tag, true);
+        self.env.connect(addresses(addrs), timeout, tag, true);
     }
 
     /// Queue `bytes` on every open connection of the node.
@@ -312,14 +317,26 @@ impl Conn<'_> {
         self.core.tag()
     }
 
+    /// The index in `Config::listeners` of the listener this connection
+    /// came through (its address is `Engine::local_addrs()[i]`); `None`
+    /// for an outbound connection.
+    pub fn listener(&self) -> Option<usize> {
+        self.core.listener()
+    }
+
     /// Connect out to `addrs`, tried in order, each attempt for at most
     /// `timeout`. Returns at once; the new connection arrives in `on_open`
     /// with [`Conn::tag`] `== Some(tag)`, or the failure in
     /// `on_connect_failed(tag, ..)`. Addresses are not resolved here (the
     /// worker never blocks on DNS): resolve endpoints first, e.g. with
     /// `Endpoint::resolve`.
-    pub fn connect(&mut self, addrs: &[SocketAddr], timeout: std::time::Duration, tag: u64) {
-        self.env.connect(addrs, timeout, tag, false);
+    pub fn connect<A: Into<Address> + Clone>(
+        &mut self,
+        addrs: &[A],
+        timeout: std::time::Duration,
+        tag: u64,
+    ) {
+        self.env.connect(addresses(addrs), timeout, tag, false);
     }
 
     /// Queue `bytes` on every open connection of the node, on every worker
@@ -377,14 +394,23 @@ impl Conn<'_> {
         self.core.queued()
     }
 
-    /// The peer's address (`getpeername(2)`).
-    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        sock_addr(self.core.sock.peer_addr()?)
+    /// The peer's address (`getpeername(2)`): an IP address, or for a
+    /// Unix socket usually [`UnixAddr::Unnamed`](crate::UnixAddr::Unnamed)
+    /// (clients seldom bind).
+    pub fn peer_addr(&self) -> io::Result<Address> {
+        Address::from_sock_addr(&self.core.sock.peer_addr()?)
     }
 
     /// The local address of the connection (`getsockname(2)`).
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        sock_addr(self.core.sock.local_addr()?)
+    pub fn local_addr(&self) -> io::Result<Address> {
+        Address::from_sock_addr(&self.core.sock.local_addr()?)
+    }
+
+    /// For a Unix socket connection, the peer process's credentials as
+    /// they were when it connected (SO_PEERCRED); an error for an IP
+    /// connection.
+    pub fn peer_credentials(&self) -> io::Result<PeerCredentials> {
+        PeerCredentials::of(&self.core.sock)
     }
 
     /// The connection's socket, to read or set options (TCP_NODELAY,
@@ -400,9 +426,9 @@ impl Conn<'_> {
     }
 }
 
-fn sock_addr(a: socket2::SockAddr) -> io::Result<SocketAddr> {
-    a.as_socket()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "not an IP socket address"))
+/// IP or Unix addresses, as a connect request holds them.
+pub(crate) fn addresses<A: Into<Address> + Clone>(addrs: &[A]) -> Vec<Address> {
+    addrs.iter().cloned().map(Into::into).collect()
 }
 
 #[cfg(test)]
@@ -447,7 +473,12 @@ mod tests {
     fn core() -> ConnCore {
         let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
             .expect("socket");
-        ConnCore::new(ConnId::new(0, 1, 1), sock, Some(std::time::Instant::now()))
+        ConnCore::new(
+            ConnId::new(0, 1, 1),
+            sock,
+            Some(0),
+            Some(std::time::Instant::now()),
+        )
     }
 
     /// The read timeout counts from the start of the message now held: when

@@ -40,6 +40,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod address;
 #[cfg(feature = "tools")]
 pub mod app;
 #[cfg(feature = "tools")]
@@ -69,6 +70,7 @@ pub mod udp;
 pub mod uring;
 mod worker;
 
+pub use address::{Address, PeerCredentials, UnixAddr};
 pub use bus::SendError;
 pub use config::{Backend, BackendChoice, BufferMode, Config, ListenerMode};
 pub use connect::ConnectError;

@@ -47,7 +47,19 @@ enum Cmd {
 }
 
 fn serve(a: ServeArgs) -> anyhow::Result<()> {
-    let cfg = a.config()?;
+    // Listening sockets a service manager passed (LISTEN_FDS, when
+    // LISTEN_PID is this process; otherwise they are not ours to touch).
+    let inherited = ringnet::listener::systemd_listeners()?;
+    for (i, (name, _)) in inherited.iter().enumerate() {
+        log::info!(
+            "listening socket {} from the service manager{}",
+            i + 3,
+            name.as_deref()
+                .map(|n| format!(" ({n})"))
+                .unwrap_or_default()
+        );
+    }
+    let cfg = a.config(inherited.into_iter().map(|(_, fd)| fd).collect())?;
     // Workers inherit the blocked mask, so the signals reach only sigwait.
     ringnet::block_stop_signals()?;
     if a.udp {
@@ -89,10 +101,11 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
             Engine::start(cfg, move |_| Framed::new(lines, chat.clone()))?
         }
     };
+    let addrs: Vec<String> = engine.local_addrs().iter().map(|a| a.to_string()).collect();
     println!(
         "ringnet: serving {} on {} ({} backend, {} workers)",
         a.mode.name(),
-        engine.local_addr(),
+        addrs.join(", "),
         engine.backend(),
         engine.workers()
     );

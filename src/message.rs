@@ -11,7 +11,6 @@
 //! [`CloseReason::FrameTooLarge`] before any buffer of that size exists;
 //! other connections are untouched.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::bus::SendError;
@@ -115,7 +114,12 @@ impl<'a> MsgConn<'_, 'a> {
     }
 
     /// See [`Conn::connect`].
-    pub fn connect(&mut self, addrs: &[SocketAddr], timeout: Duration, tag: u64) {
+    pub fn connect<A: Into<crate::Address> + Clone>(
+        &mut self,
+        addrs: &[A],
+        timeout: Duration,
+        tag: u64,
+    ) {
         self.conn.connect(addrs, timeout, tag);
     }
 }

@@ -97,7 +97,7 @@ fn a_taken_port_is_address_in_use_naming_the_address() {
     let addr = first.local_addr();
     match Server::bind(addr, ListenOptions::default()) {
         Err(e @ Error::AddressInUse(_)) => {
-            assert!(matches!(e, Error::AddressInUse(a) if a == addr));
+            assert!(matches!(&e, Error::AddressInUse(a) if *a == addr));
             assert!(e.to_string().contains(&addr.to_string()), "{e}");
         }
         other => panic!("expected AddressInUse, got {other:?}"),

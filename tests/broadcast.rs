@@ -181,7 +181,7 @@ fn two_chat_nodes_relay(backend: Backend) {
     node_a.shutdown().expect("node a down");
     let node_a = Engine::start(
         Config {
-            addr: a_addr,
+            listeners: vec![ringnet::listener::ListenerSpec::bind(a_addr)],
             ..config(backend)
         },
         |_| Framed::new(Framing::line(), Chat::default()),

@@ -647,7 +647,7 @@ fn dual_stack_accepts_ipv4_on_the_v6_wildcard(backend: Backend) {
     let v6: std::net::SocketAddr = "[::]:0".parse().expect("addr");
     let engine = match ringnet::Engine::start(
         Config {
-            addr: v6,
+            listeners: vec![ringnet::listener::ListenerSpec::bind(v6)],
             ..config(backend)
         },
         |_| SayPeer,
@@ -674,7 +674,7 @@ fn dual_stack_accepts_ipv4_on_the_v6_wildcard(backend: Backend) {
 
     let only = ringnet::Engine::start(
         Config {
-            addr: v6,
+            listeners: vec![ringnet::listener::ListenerSpec::bind(v6)],
             only_v6: true,
             ..config(backend)
         },
@@ -726,7 +726,7 @@ fn reuseport_still_reports_address_in_use(backend: Backend) {
     let taken = first.local_addr();
     match ringnet::Engine::start(
         Config {
-            addr: taken,
+            listeners: vec![ringnet::listener::ListenerSpec::bind(taken)],
             listener: ListenerMode::ReusePort,
             workers: 2,
             ..config(backend)

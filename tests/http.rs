@@ -19,7 +19,11 @@ const GET: &[u8] = b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n";
 /// why) when that backend is io_uring and io_uring is unavailable here.
 fn start(test: &str, backend: Backend) -> Option<Engine> {
     let cfg = Config {
-        addr: "127.0.0.1:0".parse().expect("address"),
+        listeners: vec![ringnet::listener::ListenerSpec::bind(
+            "127.0.0.1:0"
+                .parse::<std::net::SocketAddr>()
+                .expect("address"),
+        )],
         workers: 1,
         backend: backend.into(),
         ..Default::default()

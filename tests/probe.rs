@@ -101,7 +101,9 @@ fn starting_an_engine_does_not_interrupt_the_callers_blocking_calls() {
         ringnet::uring::probe::engine_requirements().expect("io_uring engine requirements");
         quiet_wait(&idle, &format!("engine_requirements() (round {round})"));
         let cfg = ringnet::Config {
-            addr: "127.0.0.1:0".parse().expect("addr"),
+            listeners: vec![ringnet::listener::ListenerSpec::bind(
+                "127.0.0.1:0".parse::<std::net::SocketAddr>().expect("addr"),
+            )],
             workers: 1,
             backend: ringnet::BackendChoice::Uring,
             ..ringnet::Config::default()

@@ -12,7 +12,9 @@ use ringnet::{Backend, Config};
 
 fn udp_echo_many_peers(backend: Backend) {
     let cfg = Config {
-        addr: "127.0.0.1:0".parse().expect("addr"),
+        listeners: vec![ringnet::listener::ListenerSpec::bind(
+            "127.0.0.1:0".parse::<std::net::SocketAddr>().expect("addr"),
+        )],
         workers: 2,
         backend: backend.into(),
         ..Config::default()
@@ -85,7 +87,9 @@ fn udp_echo_many_peers_epoll() {
 
 fn udp_config(backend: Backend) -> Config {
     Config {
-        addr: "127.0.0.1:0".parse().expect("addr"),
+        listeners: vec![ringnet::listener::ListenerSpec::bind(
+            "127.0.0.1:0".parse::<std::net::SocketAddr>().expect("addr"),
+        )],
         workers: 1,
         backend: backend.into(),
         ..Config::default()
@@ -314,7 +318,7 @@ fn udp_port_in_use_is_reported(backend: Backend) {
     let taken = holder.local_addr().expect("addr");
     let err = UdpEngine::start(
         Config {
-            addr: taken,
+            listeners: vec![ringnet::listener::ListenerSpec::bind(taken)],
             ..udp_config(backend)
         },
         |_| UdpEcho,
@@ -322,14 +326,14 @@ fn udp_port_in_use_is_reported(backend: Backend) {
     .err()
     .expect("a held port is refused");
     assert!(
-        matches!(err, ringnet::Error::AddressInUse(a) if a == taken),
+        matches!(&err, ringnet::Error::AddressInUse(a) if *a == taken),
         "{err}"
     );
     drop(holder);
     let first = UdpEngine::start(udp_config(backend), |_| UdpEcho).expect("first engine");
     let err = UdpEngine::start(
         Config {
-            addr: first.local_addr(),
+            listeners: vec![ringnet::listener::ListenerSpec::bind(first.local_addr())],
             ..udp_config(backend)
         },
         |_| UdpEcho,

@@ -26,7 +26,10 @@ pub const CLIENT_CPU: usize = 1;
 pub fn bench_config(backend: Backend) -> Config {
     std::env::remove_var("RINGNET_BACKEND");
     Config {
-        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        listeners: vec![ringnet::listener::ListenerSpec::bind(SocketAddr::from((
+            [127, 0, 0, 1],
+            0,
+        )))],
         workers: 1,
         backend: backend.into(),
         cpus: vec![SERVER_CPU],

@@ -61,8 +61,8 @@ impl Server {
         let addrs = endpoint.to_addrs().map_err(Error::from_resolve)?;
         let mut first_err = None;
         for addr in addrs {
-            match listener::listen(addr, options) {
-                Ok(sock) => {
+            match listener::listen(&addr.into(), options) {
+                Ok(listener::Listening { sock, .. }) => {
                     sock.set_nonblocking(true)?;
                     let local_addr = listener::local_addr(&sock)?;
                     return Ok(Server {

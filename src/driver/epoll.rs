@@ -3,7 +3,7 @@
 //! io_uring driver reports. Nothing is ever in flight in the kernel, so
 //! every operation finishes in its call.
 //!
-//! The listener is in the set while the core accepts (with
+//! Each listener is in the set while the core accepts on it (with
 //! `EPOLLEXCLUSIVE` when every worker shares it, so one connection wakes
 //! one worker); each wake-up accepts up to [`ACCEPT_BATCH`] connections
 //! with `accept4(SOCK_NONBLOCK)`. On EMFILE/ENFILE/ENOMEM the listener
@@ -34,8 +34,8 @@ pub(crate) struct EpollDriver {
     /// The one read buffer, lent to the handler for each read.
     pub(super) buf: Vec<u8>,
     events: Vec<Event>,
-    /// The listener while it is in the set.
-    pub(super) listening: Option<RawFd>,
+    /// Each listener's descriptor while it is in the set (by index).
+    pub(super) listening: Vec<Option<RawFd>>,
     pub(super) stats: Arc<WorkerStats>,
 }
 
@@ -55,7 +55,7 @@ impl EpollDriver {
             ep,
             buf: vec![0u8; buf_size],
             events: Vec::with_capacity(MAX_EVENTS),
-            listening: None,
+            listening: Vec::new(),
             stats,
         })
     }
@@ -93,7 +93,7 @@ impl EpollDriver {
             };
             let (key, generation) = (tok.key(), tok.generation());
             match tok.kind() {
-                OpKind::Accept => self.accept_batch(out),
+                OpKind::Accept => self.accept_batch(key as u16, out),
                 OpKind::Wake => out.push(Completion::Wake),
                 OpKind::Connect => out.push(Completion::Connected {
                     key,
@@ -119,9 +119,13 @@ impl EpollDriver {
         Ok(())
     }
 
-    /// Take the listener out of the set.
-    pub(super) fn unlisten(&mut self) {
-        if let Some(fd) = self.listening.take() {
+    /// Take listener `index` out of the set.
+    pub(super) fn unlisten(&mut self, index: u16) {
+        if let Some(fd) = self
+            .listening
+            .get_mut(usize::from(index))
+            .and_then(Option::take)
+        {
             let _ = self.ep.delete(fd);
         }
     }

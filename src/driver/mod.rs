@@ -106,11 +106,13 @@ impl RecvEvent {
 /// A completion, typed once by the driver.
 #[derive(Debug)]
 pub(crate) enum Completion {
-    /// A connection from the listener.
-    Accepted(Socket),
-    /// The accept stopped: 0 when it just ended (re-arm), `ECANCELED` when
-    /// it was cancelled, else the errno (back off or re-arm).
-    AcceptEnded(i32),
+    /// A connection from listener `listener` (its index in the worker's
+    /// listeners).
+    Accepted { listener: u16, sock: Socket },
+    /// The accept on listener `listener` stopped: `errno` 0 when it just
+    /// ended (re-arm), `ECANCELED` when it was cancelled, else the errno
+    /// (back off or re-arm).
+    AcceptEnded { listener: u16, errno: i32 },
     /// Input (or its end) for a connection.
     Recv {
         key: usize,

@@ -191,11 +191,18 @@ impl UringDriver {
         match c.token.kind() {
             OpKind::Accept => {
                 let more = c.more();
+                let listener = key as u16;
                 if let Some(fd) = c.fd {
-                    out.push(Completion::Accepted(Socket::from(fd)));
+                    out.push(Completion::Accepted {
+                        listener,
+                        sock: Socket::from(fd),
+                    });
                 }
                 if !more {
-                    out.push(Completion::AcceptEnded(if c.res < 0 { -c.res } else { 0 }));
+                    out.push(Completion::AcceptEnded {
+                        listener,
+                        errno: if c.res < 0 { -c.res } else { 0 },
+                    });
                 }
             }
             OpKind::Recv => out.push(Completion::Recv {

@@ -1,5 +1,6 @@
 //! Raw system calls that neither std nor socket2 wraps: eventfd, signal
-//! waiting, CPU affinity, resource limits. Each is a thin, safe function over one libc call.
+//! waiting, CPU affinity, resource limits, inherited descriptors, peer
+//! credentials. Each is a thin, safe function over one libc call.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -199,6 +200,63 @@ pub(crate) fn page_size() -> usize {
     } else {
         4096
     }
+}
+
+/// Whether the descriptors a service manager passed have been taken.
+static INHERITED_TAKEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Take ownership of descriptors `first..first + n`, passed to this process
+/// by a service manager (the systemd socket-activation protocol says they
+/// are this process's to use, and nothing in it has opened them as files).
+/// At most once per process: a second call is an error, so no descriptor
+/// gets two owners through here. A descriptor that is not open is an error
+/// (`EBADF`), and none is taken.
+pub(crate) fn take_inherited_fds(first: RawFd, n: usize) -> io::Result<Vec<OwnedFd>> {
+    let last = first
+        .checked_add(i32::try_from(n).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?)
+        .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
+    for fd in first..last {
+        // SAFETY: F_GETFD only reads the descriptor's flags; a descriptor
+        // that is not open is reported as EBADF.
+        cvt(unsafe { libc::fcntl(fd, libc::F_GETFD) })?;
+    }
+    // Relaxed: the flag guards only itself (the descriptors are taken by
+    // whichever call sets it).
+    if INHERITED_TAKEN.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "the inherited listening descriptors were taken already",
+        ));
+    }
+    Ok((first..last)
+        // SAFETY: each descriptor is open (checked above) and, by the
+        // socket-activation protocol, owned by nobody else in this process;
+        // the flag above makes this the only place that takes them.
+        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
+        .collect())
+}
+
+/// The credentials of the process at the other end of a connected Unix
+/// socket, as they were when it connected or listened (SO_PEERCRED).
+pub(crate) fn peer_credentials(fd: RawFd) -> io::Result<(u32, u32, u32)> {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `cred` is a writable ucred of `len` bytes for the whole call;
+    // the kernel writes at most `len` bytes and a bad descriptor is EBADF.
+    cvt(unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    })?;
+    Ok((cred.pid as u32, cred.uid, cred.gid))
 }
 
 #[cfg(test)]

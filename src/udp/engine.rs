@@ -49,8 +49,9 @@ impl UdpEngine {
         let (backend, fallback) = crate::engine::select_backend(cfg.backend)?;
         // Both backends bind with SO_REUSEPORT: take a port nobody holds
         // (port 0), or see that nobody holds the one asked for.
-        let addr = crate::listener::exclusive_port(cfg.addr, socket2::Type::DGRAM)
-            .map_err(|e| Error::bind(cfg.addr, e))?;
+        let asked = cfg.udp_addr()?;
+        let addr = crate::listener::exclusive_port(asked, socket2::Type::DGRAM)
+            .map_err(|e| Error::bind(asked, e))?;
         crate::listener::probe_free(addr, socket2::Type::DGRAM)?;
         if let Some(reason) = &fallback {
             log::warn!("io_uring unavailable ({reason}); falling back to epoll");

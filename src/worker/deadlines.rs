@@ -33,8 +33,8 @@ pub(super) enum Due {
     /// A persistent connection's next round (boxed: the queue's entries
     /// stay small).
     Reconnect(Box<ConnectRequest>),
-    /// Accepting may start again.
-    AcceptBackoff,
+    /// Accepting on a listener (by index) may start again.
+    AcceptBackoff(u16),
     /// Connections still open at the end of a shutdown are closed.
     Shutdown,
 }
@@ -124,10 +124,11 @@ impl<H: Handler> Worker<H> {
                     }
                 }
                 Due::Reconnect(req) => self.start_connect(*req),
-                Due::AcceptBackoff => {
-                    if self.accept == Accept::Backoff {
-                        self.accept = Accept::Idle;
-                        self.arm_accept();
+                Due::AcceptBackoff(listener) => {
+                    let index = usize::from(listener);
+                    if self.accepts[index] == Accept::Backoff {
+                        self.accepts[index] = Accept::Idle;
+                        self.arm_accept(listener);
                     }
                 }
                 Due::Shutdown => {

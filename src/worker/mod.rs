@@ -57,7 +57,8 @@ use crate::token::GENERATION_MASK;
 pub(crate) struct WorkerCtx {
     pub(crate) index: usize,
     pub(crate) cfg: Config,
-    pub(crate) listener: Arc<Socket>,
+    /// This worker's socket of each listener, by index.
+    pub(crate) listeners: Vec<WorkerListener>,
     pub(crate) stats: Arc<WorkerStats>,
     pub(crate) stop: Arc<AtomicBool>,
     pub(crate) wake: Arc<EventFd>,
@@ -68,6 +69,14 @@ pub(crate) struct WorkerCtx {
     /// How long a shutdown may take, in milliseconds; read when the stop
     /// flag is seen (set by `Engine::shutdown_within`).
     pub(crate) shutdown_ms: Arc<AtomicU64>,
+}
+
+/// A worker's socket of one listener.
+pub(crate) struct WorkerListener {
+    pub(crate) sock: Arc<Socket>,
+    /// Every worker accepts on this same socket (epoll then wakes one of
+    /// them per connection).
+    pub(crate) exclusive: bool,
 }
 
 /// Operations of a connection in flight, and list memberships (bits of
@@ -120,7 +129,7 @@ struct Pending {
     aborted: Option<ConnectError>,
 }
 
-/// The worker's accept.
+/// The worker's accept on one listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Accept {
     Idle,
@@ -135,7 +144,8 @@ pub(crate) struct Worker<H: Handler> {
     conns: Slab<Slot>,
     ctx: WorkerCtx,
     next_generation: u32,
-    accept: Accept,
+    /// The accept on each listener, by index.
+    accepts: Vec<Accept>,
     stopping: bool,
     /// Every deadline: the engine's own and the handler's timers.
     deadlines: Deadlines,
@@ -194,13 +204,14 @@ impl<H: Handler> Worker<H> {
             ),
         };
         let ctx_index = ctx.index;
+        let ctx_listeners = ctx.listeners.len();
         let mut w = Worker {
             driver,
             handler,
             conns: Slab::new(),
             ctx,
             next_generation: 0,
-            accept: Accept::Idle,
+            accepts: vec![Accept::Idle; ctx_listeners],
             stopping: false,
             deadlines: Deadlines::new(Instant::now(), ctx_index),
             write_watch: Vec::new(),
@@ -212,7 +223,7 @@ impl<H: Handler> Worker<H> {
             completions: Vec::new(),
             fatal: None,
         };
-        w.arm_accept();
+        w.arm_accepts();
         match w.fatal.take() {
             Some(source) => Err(worker_err(source)),
             None => Ok(w),
@@ -231,7 +242,7 @@ impl<H: Handler> Worker<H> {
             if self.stopping
                 && self.conns.is_empty()
                 && self.pending.is_empty()
-                && self.accept == Accept::Idle
+                && self.accepts.iter().all(|a| *a == Accept::Idle)
                 && !self.driver.busy()
             {
                 return Ok(());
@@ -260,8 +271,8 @@ impl<H: Handler> Worker<H> {
 
     fn dispatch(&mut self, c: Completion) {
         match c {
-            Completion::Accepted(sock) => self.on_accepted(sock),
-            Completion::AcceptEnded(errno) => self.on_accept_ended(errno),
+            Completion::Accepted { listener, sock } => self.on_accepted(listener, sock),
+            Completion::AcceptEnded { listener, errno } => self.on_accept_ended(listener, errno),
             Completion::Recv {
                 key,
                 generation,
@@ -350,9 +361,12 @@ impl<H: Handler> Worker<H> {
     /// shutdown deadline), and give up pending connects.
     fn begin_shutdown(&mut self) {
         self.stopping = true;
-        match self.accept {
-            Accept::Armed if self.driver.stop_accept() => {}
-            _ => self.accept = Accept::Idle,
+        for index in 0..self.accepts.len() {
+            let listener = index as u16;
+            match self.accepts[index] {
+                Accept::Armed if self.driver.stop_accept(listener) => {}
+                _ => self.accepts[index] = Accept::Idle,
+            }
         }
         // Relaxed: stored before the Release store of `stop`, which this
         // worker has read with Acquire.

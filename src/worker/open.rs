@@ -11,45 +11,61 @@ use socket2::Socket;
 use super::deadlines::Due;
 use super::{op, Accept, Pending, Slot, Worker};
 use crate::bus::Command;
-use crate::config::ListenerMode;
 use crate::conn::{ConnCore, Delivery};
 use crate::connect::{socket_for, ConnectError, ConnectRequest};
 use crate::driver::{Driver, DriverConn};
 use crate::handler::{CloseReason, Handler};
 use crate::token::ConnId;
 
+/// Where a new connection comes from.
+pub(super) enum Origin {
+    /// Accepted through the listener with this index.
+    Listener(u16),
+    /// Connected out for this request.
+    Connect(ConnectRequest),
+}
+
 impl<H: Handler> Worker<H> {
-    /// Start accepting (unless shutting down, armed, or backing off).
-    pub(super) fn arm_accept(&mut self) {
-        if self.stopping || self.accept != Accept::Idle {
+    /// Start accepting on every listener.
+    pub(super) fn arm_accepts(&mut self) {
+        for index in 0..self.accepts.len() {
+            self.arm_accept(index as u16);
+        }
+    }
+
+    /// Start accepting on listener `index` (unless shutting down, armed, or
+    /// backing off).
+    pub(super) fn arm_accept(&mut self, index: u16) {
+        let slot = usize::from(index);
+        if self.stopping || self.accepts[slot] != Accept::Idle {
             return;
         }
-        let fd = self.ctx.listener.as_raw_fd();
-        let exclusive = self.ctx.cfg.listener == ListenerMode::Shared;
-        match self.driver.arm_accept(fd, exclusive) {
-            Ok(()) => self.accept = Accept::Armed,
+        let l = &self.ctx.listeners[slot];
+        match self
+            .driver
+            .arm_accept(index, l.sock.as_raw_fd(), l.exclusive)
+        {
+            Ok(()) => self.accepts[slot] = Accept::Armed,
             Err(e) => self.fatal = Some(e),
         }
     }
 
-    pub(super) fn on_accepted(&mut self, sock: Socket) {
-        if self.stopping {
-            return; // dropped: closed at once
-        }
+    /// A connection came through listener `listener`.
+    pub(super) fn on_accepted(&mut self, listener: u16, sock: Socket) {
         if !self.ctx.bus.try_admit() {
             // At max_connections: accepted and closed at once.
             self.ctx.stats.add(&self.ctx.stats.refused, 1);
             return;
         }
         self.ctx.stats.add(&self.ctx.stats.accepted, 1);
-        self.open(sock, None);
+        self.open(sock, Origin::Listener(listener));
     }
 
-    /// The accept stopped: re-arm now, or after `accept_backoff` when the
-    /// process is out of descriptors or memory (the connection stays
-    /// queued), so the loop never spins.
-    pub(super) fn on_accept_ended(&mut self, errno: i32) {
-        self.accept = Accept::Idle;
+    /// The accept on `listener` stopped: re-arm now, or after
+    /// `accept_backoff` when the process is out of descriptors or memory
+    /// (the connection stays queued), so the loop never spins.
+    pub(super) fn on_accept_ended(&mut self, listener: u16, errno: i32) {
+        self.accepts[usize::from(listener)] = Accept::Idle;
         if self.stopping || errno == libc::ECANCELED {
             return;
         }
@@ -58,23 +74,31 @@ impl<H: Handler> Worker<H> {
             // signal: again now.
             0 | libc::ECONNABORTED | libc::EINTR | libc::EAGAIN => {
                 self.ctx.stats.add(&self.ctx.stats.accept_rearms, 1);
-                self.arm_accept();
+                self.arm_accept(listener);
             }
             _ => {
                 self.ctx.stats.add(&self.ctx.stats.accept_backoffs, 1);
-                self.accept = Accept::Backoff;
+                self.accepts[usize::from(listener)] = Accept::Backoff;
                 let wait = self.ctx.cfg.accept_backoff;
-                self.deadlines.arm(Instant::now(), wait, Due::AcceptBackoff);
+                self.deadlines
+                    .arm(Instant::now(), wait, Due::AcceptBackoff(listener));
             }
         }
     }
 
-    /// A new connection (accepted, or connected out for `origin`) joins the
-    /// slab. Accepted streams get TCP_NODELAY from the listener (see
-    /// `listener::ListenOptions`); outbound ones from `socket_for`.
-    pub(super) fn open(&mut self, sock: Socket, origin: Option<ConnectRequest>) {
+    /// A new connection (accepted, or connected out) joins the slab.
+    /// Accepted streams get TCP_NODELAY from the listener (see
+    /// `listener::ListenOptions`); outbound ones from `socket_for`. One
+    /// accepted while the worker shuts down (its accept had taken it before
+    /// the cancel) is opened and closed gracefully at once, like the
+    /// others: its peer sees the end of the stream, not a reset.
+    pub(super) fn open(&mut self, sock: Socket, from: Origin) {
         let generation = self.next_generation();
         let key = self.conns.vacant_entry().key();
+        let (listener, origin) = match from {
+            Origin::Listener(i) => (Some(i), None),
+            Origin::Connect(req) => (None, Some(req)),
+        };
         let outbound = origin.is_some();
         let mut drv = DriverConn::default();
         let registering =
@@ -95,7 +119,7 @@ impl<H: Handler> Worker<H> {
         let cfg = &self.ctx.cfg;
         let now = (cfg.input_timeouts() || outbound).then(Instant::now);
         let id = ConnId::new(self.ctx.index, key, generation);
-        let mut core = ConnCore::new(id, sock, now.filter(|_| cfg.input_timeouts()));
+        let mut core = ConnCore::new(id, sock, listener, now.filter(|_| cfg.input_timeouts()));
         if let Some(now) = now {
             core.set_origin(origin, now);
         }
@@ -111,6 +135,9 @@ impl<H: Handler> Worker<H> {
         }
         self.ctx.bus.opened(id);
         self.with_conn(key, |h, conn| h.on_open(conn));
+        if self.stopping {
+            self.conns[key].core.close(CloseReason::Shutdown);
+        }
         if !registering && self.conns[key].core.wants_input() {
             self.arm_recv(key);
         }
@@ -138,13 +165,16 @@ impl<H: Handler> Worker<H> {
         let Some(addr) = req.addr() else {
             return self.connect_failed(&req, ConnectError::Os(libc::EDESTADDRREQ));
         };
-        let sock = match socket_for(addr, &self.ctx.cfg, self.driver.nonblocking()) {
+        let started = addr.to_sock_addr().and_then(|sa| {
+            socket_for(addr, &self.ctx.cfg, self.driver.nonblocking()).map(|s| (s, sa))
+        });
+        let (sock, sa) = match started {
             Ok(s) => s,
             Err(e) => return self.attempt_failed(req, ConnectError::from_io(&e)),
         };
         let generation = self.next_generation();
         let key = self.pending.vacant_entry().key();
-        if let Err(e) = self.driver.connect(key, generation, &sock, addr) {
+        if let Err(e) = self.driver.connect(key, generation, &sock, sa) {
             return self.attempt_failed(req, ConnectError::from_io(&e));
         }
         let timeout = req.timeout;
@@ -195,7 +225,7 @@ impl<H: Handler> Worker<H> {
                 self.ctx.bus.admit();
                 // The backoff starts over only once the connection has
                 // stayed up (`ConnectRequest::after_close`).
-                return self.open(sock, Some(req));
+                return self.open(sock, Origin::Connect(req));
             }
             // Given up meanwhile (it may still have connected): reported
             // as what gave it up, and the socket closed.

@@ -34,7 +34,9 @@ impl MessageHandler for MessageEcho {
 /// A config for tests: loopback, port 0, one worker, the given backend.
 pub fn config(backend: Backend) -> Config {
     Config {
-        addr: "127.0.0.1:0".parse().expect("addr"),
+        listeners: vec![ringnet::listener::ListenerSpec::bind(
+            "127.0.0.1:0".parse::<std::net::SocketAddr>().expect("addr"),
+        )],
         workers: 1,
         backend: backend.into(),
         ..Config::default()

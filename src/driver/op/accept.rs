@@ -1,4 +1,5 @@
-//! Accepting connections from the listener.
+//! Accepting connections from the listeners (each listener's operations
+//! carry its index as their token's key).
 //!
 //! * io_uring: one multishot accept (5.19). It allocates the descriptor
 //!   before taking the connection off the backlog, so on EMFILE/ENFILE it
@@ -17,45 +18,52 @@ use crate::token::{OpKind, Token};
 use crate::uring::ring::Op;
 
 impl Driver {
-    /// Start accepting on `listener`; `exclusive`: other workers wait on the
-    /// same listener (epoll wakes one of them per connection).
-    pub(crate) fn arm_accept(&mut self, listener: RawFd, exclusive: bool) -> std::io::Result<()> {
+    /// Start accepting on listener `index` (descriptor `fd`); `exclusive`:
+    /// other workers wait on the same socket (epoll wakes one of them per
+    /// connection).
+    pub(crate) fn arm_accept(
+        &mut self,
+        index: u16,
+        fd: RawFd,
+        exclusive: bool,
+    ) -> std::io::Result<()> {
+        let token = Token::new(OpKind::Accept, u32::from(index), 0);
         match self {
             Driver::Uring(d) => {
-                d.ring.submit(
-                    Op::AcceptMulti { fd: listener },
-                    Token::worker(OpKind::Accept),
-                );
+                d.ring.submit(Op::AcceptMulti { fd }, token);
                 Ok(())
             }
             Driver::Epoll(d) => {
-                if d.listening.is_some() {
+                let slot = usize::from(index);
+                if d.listening.len() <= slot {
+                    d.listening.resize(slot + 1, None);
+                }
+                if d.listening[slot].is_some() {
                     return Ok(());
                 }
                 let flags = epoll::IN | if exclusive { epoll::EXCLUSIVE } else { 0 };
-                d.ep.add(
-                    listener,
-                    flags,
-                    Token::worker(OpKind::Accept).to_user_data(),
-                )?;
-                d.listening = Some(listener);
+                d.ep.add(fd, flags, token.to_user_data())?;
+                d.listening[slot] = Some(fd);
                 Ok(())
             }
         }
     }
 
-    /// Stop accepting. `true`: a [`Completion::AcceptEnded`] follows
-    /// (io_uring cancels its accept); `false`: stopped now.
-    pub(crate) fn stop_accept(&mut self) -> bool {
+    /// Stop accepting on listener `index`. `true`: a
+    /// [`Completion::AcceptEnded`] follows (io_uring cancels its accept);
+    /// `false`: stopped now.
+    pub(crate) fn stop_accept(&mut self, index: u16) -> bool {
         match self {
             Driver::Uring(d) => {
-                let target = Token::worker(OpKind::Accept);
-                d.ring
-                    .submit(Op::Cancel { target }, Token::worker(OpKind::AcceptCancel));
+                let target = Token::new(OpKind::Accept, u32::from(index), 0);
+                d.ring.submit(
+                    Op::Cancel { target },
+                    Token::new(OpKind::AcceptCancel, u32::from(index), 0),
+                );
                 true
             }
             Driver::Epoll(d) => {
-                d.unlisten();
+                d.unlisten(index);
                 false
             }
         }
@@ -63,14 +71,18 @@ impl Driver {
 }
 
 impl EpollDriver {
-    /// The listener is readable: accept what is queued (at most a batch).
-    pub(in crate::driver) fn accept_batch(&mut self, out: &mut Vec<Completion>) {
-        let Some(fd) = self.listening else {
+    /// Listener `index` is readable: accept what is queued (at most a
+    /// batch).
+    pub(in crate::driver) fn accept_batch(&mut self, index: u16, out: &mut Vec<Completion>) {
+        let Some(&Some(fd)) = self.listening.get(usize::from(index)) else {
             return;
         };
         for _ in 0..ACCEPT_BATCH {
             match epoll::accept_nonblocking(fd) {
-                Ok(sock) => out.push(Completion::Accepted(sock)),
+                Ok(sock) => out.push(Completion::Accepted {
+                    listener: index,
+                    sock,
+                }),
                 Err(e) => match e.raw_os_error() {
                     Some(libc::EAGAIN) => return,
                     Some(libc::ECONNABORTED) | Some(libc::EINTR) | Some(libc::EPROTO) => continue,
@@ -78,8 +90,11 @@ impl EpollDriver {
                     // queued) or anything unexpected: leave the set; the core
                     // backs off before listening again.
                     errno => {
-                        self.unlisten();
-                        out.push(Completion::AcceptEnded(errno.unwrap_or(libc::EIO)));
+                        self.unlisten(index);
+                        out.push(Completion::AcceptEnded {
+                            listener: index,
+                            errno: errno.unwrap_or(libc::EIO),
+                        });
                         return;
                     }
                 },

@@ -7,10 +7,9 @@
 //!   writable, `SO_ERROR` says how it went. A timeout drops the socket.
 
 use std::io;
-use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 
-use socket2::Socket;
+use socket2::{SockAddr, Socket};
 
 use super::super::Driver;
 use crate::sys::epoll;
@@ -30,20 +29,20 @@ impl Driver {
         key: usize,
         generation: u32,
         sock: &Socket,
-        addr: SocketAddr,
+        addr: SockAddr,
     ) -> io::Result<()> {
         let token = Token::new(OpKind::Connect, key as u32, generation);
         match self {
             Driver::Uring(d) => {
                 let op = Op::Connect {
                     fd: sock.as_raw_fd(),
-                    addr: addr.into(),
+                    addr,
                 };
                 d.ring.submit(op, token);
                 Ok(())
             }
             Driver::Epoll(d) => {
-                if let Err(e) = sock.connect(&addr.into()) {
+                if let Err(e) = sock.connect(&addr) {
                     if e.raw_os_error() != Some(libc::EINPROGRESS) {
                         return Err(e);
                     }

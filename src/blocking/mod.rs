@@ -4,6 +4,18 @@
 //! Nothing here touches the engine; it is plain sockets (socket2) and a
 //! thread per caller.
 //!
+//! # Buffered input
+//!
+//! A [`Stream`] reads into an input buffer and its receiving calls take
+//! from it: `recv_exact`, `recv_until`, `recv_line`, `recv_line_after`,
+//! `peek` (look without consuming), `unget` (put bytes back in front), and
+//! the waits of `send_after` and `send_line_after`. That logic (the frame
+//! search, a delimiter split between two reads, the
+//! [receive limit](DEFAULT_RECV_LIMIT), a failed call consuming nothing) is
+//! written once and shared with the UDP peer,
+//! [`UdpConn`](crate::udp::UdpConn), whose byte stream is its datagrams
+//! one after the other; only the step that brings more input differs.
+//!
 //! # Timeouts
 //!
 //! Every blocking call takes `timeout: Option<Duration>`: `None` waits for
@@ -61,11 +73,13 @@
 use std::io;
 use std::time::{Duration, Instant};
 
+pub(crate) mod input;
 mod server;
 mod stream;
 
+pub use input::DEFAULT_RECV_LIMIT;
 pub use server::Server;
-pub use stream::{Stream, DEFAULT_RECV_LIMIT};
+pub use stream::Stream;
 
 /// The end of one call's time: `None` waits for ever.
 #[derive(Debug, Clone, Copy)]
@@ -113,6 +127,14 @@ impl Deadline {
 /// The error every call returns when its time runs out.
 pub(crate) fn timed_out(what: &str) -> io::Error {
     io::Error::new(io::ErrorKind::TimedOut, format!("{what} timed out"))
+}
+
+/// `line` followed by `\n`: what the `send_line` calls send.
+pub(crate) fn with_newline(line: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(line.len() + 1);
+    out.extend_from_slice(line);
+    out.push(b'\n');
+    out
 }
 
 /// Whether an error from a socket with a timeout option means the time ran

@@ -3,7 +3,8 @@
 //!
 //! Reads go into the buffer first and are taken from it, so a call that
 //! times out (or meets the end of the stream) leaves everything it read for
-//! the next call. Per-call timeouts are set with `SO_RCVTIMEO` /
+//! the next call; the buffer and the frame search are the shared
+//! [`Input`](super::input), this file only reads the socket. Per-call timeouts are set with `SO_RCVTIMEO` /
 //! `SO_SNDTIMEO` before each system call, from one deadline per call; a
 //! `Stream` is used by one thread at a time (`&mut self`), so the option is
 //! never shared.
@@ -16,11 +17,9 @@ use std::time::Duration;
 
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
-use super::{is_timeout, timed_out, Deadline};
+use super::input::Input;
+use super::{is_timeout, timed_out, with_newline, Deadline};
 use crate::endpoint::ToEndpoint;
-
-/// The default for [`Stream::set_recv_limit`]: 64 KiB.
-pub const DEFAULT_RECV_LIMIT: usize = 64 * 1024;
 
 /// How many bytes one read asks the kernel for.
 const READ_CHUNK: usize = 16 * 1024;
@@ -62,11 +61,9 @@ const READ_CHUNK: usize = 16 * 1024;
 /// ```
 pub struct Stream {
     sock: Socket,
-    /// Input read from the socket; `buf[start..]` is not yet consumed.
-    buf: Vec<u8>,
-    start: usize,
-    /// The longest frame `recv_until` and `recv_line` accept.
-    limit: usize,
+    /// Input read from the socket and not yet consumed, and the receive
+    /// limit.
+    input: Input,
     /// The SO_RCVTIMEO / SO_SNDTIMEO last set (`None` inside: no timeout),
     /// so an unchanged value costs no system call.
     read_timeout: Option<Option<Duration>>,
@@ -78,9 +75,7 @@ impl Stream {
     pub(crate) fn from_socket(sock: Socket) -> Stream {
         Stream {
             sock,
-            buf: Vec::new(),
-            start: 0,
-            limit: DEFAULT_RECV_LIMIT,
+            input: Input::default(),
             read_timeout: None,
             write_timeout: None,
         }
@@ -109,28 +104,55 @@ impl Stream {
     /// Up to `n` bytes: what is buffered if anything is, else what one read
     /// brings. An empty result means the end of the stream (or `n == 0`).
     pub fn recv(&mut self, n: usize, timeout: Option<Duration>) -> io::Result<Vec<u8>> {
-        if n == 0 {
-            return Ok(Vec::new());
-        }
-        if self.buffered().is_empty() {
-            self.fill(&Deadline::after(timeout), true, "recv")?;
-        }
-        let n = n.min(self.buffered().len());
-        Ok(self.take(n))
+        let deadline = Deadline::after(timeout);
+        self.input.recv(
+            n,
+            &deadline,
+            &mut reader(&self.sock, &mut self.read_timeout),
+        )
     }
 
     /// Exactly `n` bytes. At the end of the stream before `n` bytes:
     /// [`io::ErrorKind::UnexpectedEof`], the bytes received stay buffered.
     pub fn recv_exact(&mut self, n: usize, timeout: Option<Duration>) -> io::Result<Vec<u8>> {
         let deadline = Deadline::after(timeout);
-        let mut first = true;
-        while self.buffered().len() < n {
-            if self.fill(&deadline, first, "recv_exact")? == 0 {
-                return Err(eof(self.buffered().len(), "recv_exact"));
-            }
-            first = false;
-        }
-        Ok(self.take(n))
+        self.input.recv_exact(
+            n,
+            &deadline,
+            &mut reader(&self.sock, &mut self.read_timeout),
+        )
+    }
+
+    /// Exactly `n` bytes, without consuming them: they stay buffered for the
+    /// next call. Waits and fails like [`recv_exact`](Stream::recv_exact).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use ringnet::blocking::{Server, Stream};
+    /// # let t = Some(Duration::from_secs(5));
+    /// # let server = Server::bind("127.0.0.1:0", ringnet::ListenOptions::default())?;
+    /// # let mut client = Stream::connect(server.local_addr(), t)?;
+    /// # let mut conn = server.accept(t)?;
+    /// client.send(b"GET / HTTP/1.0\r\n", t)?;
+    /// if conn.peek(4, t)? == b"GET " {
+    ///     assert_eq!(conn.recv_line(t)?, "GET / HTTP/1.0");
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn peek(&mut self, n: usize, timeout: Option<Duration>) -> io::Result<Vec<u8>> {
+        let deadline = Deadline::after(timeout);
+        self.input.peek(
+            n,
+            &deadline,
+            &mut reader(&self.sock, &mut self.read_timeout),
+        )
+    }
+
+    /// Put `bytes` back in front of the input: the next receive returns
+    /// them first, before anything buffered or still to come (for a parser
+    /// that read too far). Not bounded by the receive limit.
+    pub fn unget(&mut self, bytes: &[u8]) {
+        self.input.unget(bytes);
     }
 
     /// The bytes up to and including the first `delim`. A frame longer than
@@ -138,8 +160,13 @@ impl Stream {
     /// [`io::ErrorKind::InvalidData`] error (the bytes stay buffered); so is
     /// an empty `delim` ([`io::ErrorKind::InvalidInput`]).
     pub fn recv_until(&mut self, delim: &[u8], timeout: Option<Duration>) -> io::Result<Vec<u8>> {
-        let len = self.frame(delim, &Deadline::after(timeout), "recv_until")?;
-        Ok(self.take(len))
+        let deadline = Deadline::after(timeout);
+        self.input.recv_until(
+            delim,
+            &deadline,
+            "recv_until",
+            &mut reader(&self.sock, &mut self.read_timeout),
+        )
     }
 
     /// One line, without its `\n` and without a `\r` before it. Lines are
@@ -147,14 +174,41 @@ impl Stream {
     /// not UTF-8 is an [`io::ErrorKind::InvalidData`] error and stays
     /// buffered (read it with [`recv_until`](Stream::recv_until)).
     pub fn recv_line(&mut self, timeout: Option<Duration>) -> io::Result<String> {
-        let len = self.frame(b"\n", &Deadline::after(timeout), "recv_line")?;
-        let line = &self.buffered()[..len - 1];
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let line = std::str::from_utf8(line)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?
-            .to_string();
-        self.start += len;
-        Ok(line)
+        let deadline = Deadline::after(timeout);
+        self.input
+            .recv_line(&deadline, &mut reader(&self.sock, &mut self.read_timeout))
+    }
+
+    /// Wait for `prompt`, then return the line that follows it (as
+    /// [`recv_line`](Stream::recv_line)); what came before the prompt is
+    /// discarded. The prompt and the line are consumed together: on any
+    /// error (a timeout while the line is incomplete included) nothing is
+    /// consumed, and a retry finds the same prompt again. The bytes up to
+    /// the end of the prompt, and the line, are each bounded by the
+    /// [receive limit](Stream::set_recv_limit).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use ringnet::blocking::{Server, Stream};
+    /// # let t = Some(Duration::from_secs(5));
+    /// # let server = Server::bind("127.0.0.1:0", ringnet::ListenOptions::default())?;
+    /// # let mut client = Stream::connect(server.local_addr(), t)?;
+    /// # let mut conn = server.accept(t)?;
+    /// conn.send(b"motd\nresult: 42\n", t)?;
+    /// assert_eq!(client.recv_line_after(b"result: ", t)?, "42");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn recv_line_after(
+        &mut self,
+        prompt: &[u8],
+        timeout: Option<Duration>,
+    ) -> io::Result<String> {
+        let deadline = Deadline::after(timeout);
+        self.input.recv_line_after(
+            prompt,
+            &deadline,
+            &mut reader(&self.sock, &mut self.read_timeout),
+        )
     }
 
     /// Send all of `data`. On a timeout or error, a prefix of `data` may
@@ -169,11 +223,7 @@ impl Stream {
         line: impl AsRef<[u8]>,
         timeout: Option<Duration>,
     ) -> io::Result<()> {
-        let line = line.as_ref();
-        let mut out = Vec::with_capacity(line.len() + 1);
-        out.extend_from_slice(line);
-        out.push(b'\n');
-        self.send(&out, timeout)
+        self.send(&with_newline(line.as_ref()), timeout)
     }
 
     /// Wait for `delim` (as [`recv_until`](Stream::recv_until)), then send
@@ -187,27 +237,65 @@ impl Stream {
         timeout: Option<Duration>,
     ) -> io::Result<Vec<u8>> {
         let deadline = Deadline::after(timeout);
-        let len = self.frame(delim, &deadline, "send_after")?;
-        let got = self.take(len);
+        let got = self.input.recv_until(
+            delim,
+            &deadline,
+            "send_after",
+            &mut reader(&self.sock, &mut self.read_timeout),
+        )?;
         self.send_by(data, &deadline)?;
+        Ok(got)
+    }
+
+    /// Wait for `prompt`, then send `line` followed by `\n`, as
+    /// [`send_after`](Stream::send_after): returns what was received up to
+    /// and including the prompt, and sends nothing if the wait fails.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use ringnet::blocking::{Server, Stream};
+    /// # let t = Some(Duration::from_secs(5));
+    /// # let server = Server::bind("127.0.0.1:0", ringnet::ListenOptions::default())?;
+    /// # let mut client = Stream::connect(server.local_addr(), t)?;
+    /// # let mut conn = server.accept(t)?;
+    /// conn.send(b"login: ", t)?;
+    /// assert_eq!(client.send_line_after(b": ", "alice", t)?, b"login: ");
+    /// assert_eq!(conn.recv_line(t)?, "alice");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn send_line_after(
+        &mut self,
+        prompt: &[u8],
+        line: impl AsRef<[u8]>,
+        timeout: Option<Duration>,
+    ) -> io::Result<Vec<u8>> {
+        let deadline = Deadline::after(timeout);
+        let got = self.input.recv_until(
+            prompt,
+            &deadline,
+            "send_line_after",
+            &mut reader(&self.sock, &mut self.read_timeout),
+        )?;
+        self.send_by(&with_newline(line.as_ref()), &deadline)?;
         Ok(got)
     }
 
     /// The bytes received but not yet consumed.
     pub fn buffered(&self) -> &[u8] {
-        &self.buf[self.start..]
+        self.input.buffered()
     }
 
-    /// The longest frame [`recv_until`](Stream::recv_until) and
-    /// [`recv_line`](Stream::recv_line) accept (default
-    /// [`DEFAULT_RECV_LIMIT`]), which bounds the buffer they can grow.
+    /// The longest frame [`recv_until`](Stream::recv_until),
+    /// [`recv_line`](Stream::recv_line) and the calls built on them accept
+    /// (default [`DEFAULT_RECV_LIMIT`](super::DEFAULT_RECV_LIMIT)), which
+    /// bounds the buffer they can grow. At least 1.
     pub fn set_recv_limit(&mut self, limit: usize) {
-        self.limit = limit.max(1);
+        self.input.set_limit(limit);
     }
 
     /// The current receive limit.
     pub fn recv_limit(&self) -> usize {
-        self.limit
+        self.input.limit()
     }
 
     /// The remote address.
@@ -239,93 +327,6 @@ impl Stream {
     /// out of order.
     pub fn socket(&self) -> SockRef<'_> {
         SockRef::from(&self.sock)
-    }
-
-    /// Read until `buffered()` holds a frame ending in `delim`; its length.
-    fn frame(&mut self, delim: &[u8], deadline: &Deadline, what: &str) -> io::Result<usize> {
-        if delim.is_empty() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "empty delimiter",
-            ));
-        }
-        let mut from = 0;
-        let mut first = true;
-        loop {
-            let have = self.buffered();
-            if let Some(pos) = find(&have[from..], delim) {
-                let len = from + pos + delim.len();
-                return if len > self.limit {
-                    Err(too_long(self.limit, what))
-                } else {
-                    Ok(len)
-                };
-            }
-            if have.len() >= self.limit {
-                return Err(too_long(self.limit, what));
-            }
-            // A delimiter may straddle the old end and the next read.
-            from = have.len().saturating_sub(delim.len() - 1);
-            if self.fill(deadline, first, what)? == 0 {
-                return Err(eof(self.buffered().len(), what));
-            }
-            first = false;
-        }
-    }
-
-    /// One read into the buffer; returns how many bytes came (0: end of
-    /// stream). After the first read of a call, an expired deadline is a
-    /// timeout without a read (a zero timeout still makes one attempt).
-    fn fill(&mut self, deadline: &Deadline, first: bool, what: &str) -> io::Result<usize> {
-        if !first && deadline.expired() {
-            return Err(timed_out(what));
-        }
-        if self.start > 0 {
-            self.buf.drain(..self.start);
-            self.start = 0;
-        }
-        let old = self.buf.len();
-        self.buf.resize(old + READ_CHUNK, 0);
-        let res = loop {
-            // Set again after EINTR, so a signal does not stretch the call
-            // past its deadline.
-            let t = deadline.socket_timeout();
-            if self.read_timeout != Some(t) {
-                if let Err(e) = self.sock.set_read_timeout(t) {
-                    break Err(e);
-                }
-                self.read_timeout = Some(t);
-            }
-            match (&self.sock).read(&mut self.buf[old..]) {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {
-                    if deadline.expired() {
-                        break Err(io::ErrorKind::TimedOut.into());
-                    }
-                }
-                res => break res,
-            }
-        };
-        match res {
-            Ok(n) => {
-                self.buf.truncate(old + n);
-                Ok(n)
-            }
-            Err(e) => {
-                self.buf.truncate(old);
-                Err(if is_timeout(&e) { timed_out(what) } else { e })
-            }
-        }
-    }
-
-    /// Consume the first `n` buffered bytes (`n <= buffered().len()`).
-    fn take(&mut self, n: usize) -> Vec<u8> {
-        let out = self.buf[self.start..self.start + n].to_vec();
-        self.start += n;
-        if self.start == self.buf.len() {
-            self.buf.clear();
-            self.start = 0;
-        }
-        out
     }
 
     fn send_by(&mut self, data: &[u8], deadline: &Deadline) -> io::Result<()> {
@@ -366,30 +367,47 @@ fn connect_one(addr: SocketAddr, deadline: &Deadline) -> io::Result<Socket> {
     Ok(sock)
 }
 
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    match needle {
-        [b] => hay.iter().position(|x| x == b),
-        _ => hay.windows(needle.len()).position(|w| w == needle),
-    }
-}
-
 fn ip_addr(addr: socket2::SockAddr) -> io::Result<SocketAddr> {
     addr.as_socket()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "not an IP socket address"))
 }
 
-fn eof(have: usize, what: &str) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::UnexpectedEof,
-        format!("{what}: end of stream ({have} bytes left buffered)"),
-    )
+/// The fill function of the buffered calls: [`read_some`]. It borrows only
+/// the socket and its read timeout, so it can be used while the stream's
+/// input is borrowed too.
+fn reader<'a>(
+    sock: &'a Socket,
+    read_timeout: &'a mut Option<Option<Duration>>,
+) -> impl FnMut(&mut Input, &Deadline, &str) -> io::Result<usize> + 'a {
+    move |input, deadline, what| read_some(sock, read_timeout, input, deadline, what)
 }
 
-fn too_long(limit: usize, what: &str) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::InvalidData,
-        format!("{what}: no delimiter within the {limit}-byte receive limit"),
-    )
+/// One read of `sock` into `input`; returns how many bytes came (0: end
+/// of stream). The socket timeout is the deadline's time left, set again
+/// after `EINTR` so that a signal does not stretch the call.
+fn read_some(
+    sock: &Socket,
+    read_timeout: &mut Option<Option<Duration>>,
+    input: &mut Input,
+    deadline: &Deadline,
+    what: &str,
+) -> io::Result<usize> {
+    let res = input.read_with(READ_CHUNK, |buf| loop {
+        let t = deadline.socket_timeout();
+        if *read_timeout != Some(t) {
+            sock.set_read_timeout(t)?;
+            *read_timeout = Some(t);
+        }
+        match (&*sock).read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                if deadline.expired() {
+                    return Err(io::ErrorKind::TimedOut.into());
+                }
+            }
+            res => return res,
+        }
+    });
+    res.map_err(|e| if is_timeout(&e) { timed_out(what) } else { e })
 }
 
 impl fmt::Debug for Stream {

@@ -111,7 +111,9 @@ impl UdpServer {
     }
 
     /// Wait for a new peer and return its connection, whose first
-    /// [`recv`](UdpConn::recv) returns the peer's first datagram.
+    /// [`recv`](UdpConn::recv) returns the peer's first datagram (and whose
+    /// buffered calls, such as [`recv_line`](UdpConn::recv_line), start
+    /// with its bytes).
     ///
     /// `None` waits for ever; running out of time returns
     /// [`io::ErrorKind::TimedOut`] (new peers keep waiting for the next

@@ -82,6 +82,18 @@ impl Address {
         }
     }
 
+    /// The domain and protocol of a stream socket for this address: TCP
+    /// over IPv4 or IPv6, or a Unix stream socket.
+    pub(crate) fn stream_domain(&self) -> (socket2::Domain, Option<socket2::Protocol>) {
+        match self {
+            Address::Inet(a) => (
+                socket2::Domain::for_address(*a),
+                Some(socket2::Protocol::TCP),
+            ),
+            Address::Unix(_) => (socket2::Domain::UNIX, None),
+        }
+    }
+
     /// The address in the kernel's form. A Unix path or name that does not
     /// fit in `sun_path` is an `InvalidInput` error (also checked when
     /// parsing); an unnamed address cannot be bound or connected to.

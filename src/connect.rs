@@ -135,13 +135,7 @@ pub(crate) fn socket_for(
 ) -> std::io::Result<socket2::Socket> {
     let ty = socket2::Type::STREAM.cloexec();
     let ty = if nonblocking { ty.nonblocking() } else { ty };
-    let (domain, protocol) = match addr {
-        Address::Inet(a) => (
-            socket2::Domain::for_address(*a),
-            Some(socket2::Protocol::TCP),
-        ),
-        Address::Unix(_) => (socket2::Domain::UNIX, None),
-    };
+    let (domain, protocol) = addr.stream_domain();
     let sock = socket2::Socket::new(domain, ty, protocol)?;
     if cfg.nodelay && !addr.is_unix() {
         sock.set_tcp_nodelay(true)?;

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use socket2::{Domain, Protocol, Socket, Type};
+use socket2::{Domain, Socket, Type};
 
 use crate::address::Address;
 use crate::error::Error;
@@ -73,11 +73,7 @@ pub(crate) type ListenOpts = ListenOptions;
 pub(crate) fn listen(addr: &Address, opts: ListenOpts) -> Result<Listening, Error> {
     let bind_err = |source| Error::bind(addr.clone(), source);
     let sa = addr.to_sock_addr().map_err(bind_err)?;
-    let domain = match addr {
-        Address::Inet(a) => Domain::for_address(*a),
-        Address::Unix(_) => Domain::UNIX,
-    };
-    let protocol = (!addr.is_unix()).then_some(Protocol::TCP);
+    let (domain, protocol) = addr.stream_domain();
     let sock = Socket::new(domain, Type::STREAM.cloexec(), protocol).map_err(bind_err)?;
     if let Address::Inet(a) = addr {
         sock.set_reuse_address(true).map_err(bind_err)?;

@@ -83,18 +83,23 @@ fn ipv6_available() -> bool {
 #[test]
 fn port_zero_reports_the_real_port() {
     let server = local();
-    let addr = server.local_addr();
+    let addr = server.local_addr().as_inet().expect("ip");
     assert_eq!(addr.ip(), IpAddr::V4(Ipv4Addr::LOCALHOST));
     assert_ne!(addr.port(), 0);
     let by_name = Server::bind("localhost:0", ListenOptions::default()).expect("bind localhost");
-    assert!(by_name.local_addr().ip().is_loopback());
-    assert_ne!(by_name.local_addr().port(), 0);
+    assert!(by_name
+        .local_addr()
+        .as_inet()
+        .expect("ip")
+        .ip()
+        .is_loopback());
+    assert_ne!(by_name.local_addr().as_inet().expect("ip").port(), 0);
 }
 
 #[test]
 fn a_taken_port_is_address_in_use_naming_the_address() {
     let first = local();
-    let addr = first.local_addr();
+    let addr = first.local_addr().as_inet().expect("ip");
     match Server::bind(addr, ListenOptions::default()) {
         Err(e @ Error::AddressInUse(_)) => {
             assert!(matches!(&e, Error::AddressInUse(a) if *a == addr));
@@ -128,10 +133,10 @@ fn dual_stack_server_accepts_ipv4_as_v4_mapped() {
     }
     within(20, || {
         let server = Server::bind("[::]:0", ListenOptions::default()).expect("bind [::]");
-        let port = server.local_addr().port();
+        let port = server.local_addr().as_inet().expect("ip").port();
         let mut client = Stream::connect(("127.0.0.1", port), T).expect("IPv4 connect");
         let mut conn = server.accept(T).expect("accept");
-        let peer = conn.peer_addr().expect("peer");
+        let peer = conn.peer_addr().expect("peer").as_inet().expect("ip");
         match peer {
             SocketAddr::V6(v6) => {
                 assert_eq!(
@@ -158,7 +163,7 @@ fn only_v6_refuses_ipv4_clients() {
             ..ListenOptions::default()
         };
         let server = Server::bind("[::]:0", opts).expect("bind [::] v6 only");
-        let port = server.local_addr().port();
+        let port = server.local_addr().as_inet().expect("ip").port();
         assert_eq!(
             kind(Stream::connect(("127.0.0.1", port), T)),
             io::ErrorKind::ConnectionRefused
@@ -202,7 +207,7 @@ fn eight_threads_accept_a_thousand_clients_each_exactly_once() {
     const CONNECTERS: u32 = 8;
     within(120, || {
         let server = Arc::new(local());
-        let addr = server.local_addr();
+        let addr = server.local_addr().as_inet().expect("ip");
         let seen = Arc::new(Mutex::new(HashMap::<u32, usize>::new()));
         let accepters: Vec<_> = (0..ACCEPTERS)
             .map(|_| {
@@ -441,7 +446,7 @@ fn connect_to_nothing_is_refused() {
 
         // Several addresses: the first refuses, a later one listens.
         let server = local();
-        let good = server.local_addr();
+        let good = server.local_addr().as_inet().expect("ip");
         let mut client = Stream::connect(&[addr, addr, good][..], T).expect("falls through");
         assert_eq!(client.peer_addr().expect("peer"), good);
         let mut conn = server.accept(T).expect("accept");
@@ -562,9 +567,175 @@ fn adopting_anything_but_a_listening_socket_is_refused() {
             let err = Server::from_listener(fd).expect_err(what);
             assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{what}: {err}");
             assert!(
-                err.to_string().contains("not a listening TCP socket"),
+                err.to_string().contains("not a listening stream socket"),
                 "{what}: {err}"
             );
         }
+    });
+}
+
+/// A fresh directory for socket files, removed with its guard.
+struct SockDir(std::path::PathBuf);
+
+impl SockDir {
+    fn new(name: &str) -> SockDir {
+        let p = std::env::temp_dir().join(format!("ringnet-blk-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("mkdir");
+        SockDir(p)
+    }
+
+    fn endpoint(&self, file: &str) -> String {
+        format!("unix:{}", self.0.join(file).display())
+    }
+}
+
+impl Drop for SockDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn a_unix_path_server_serves_lines_knows_its_peer_and_removes_its_file() {
+    within(20, || {
+        let dir = SockDir::new("path");
+        let ep = dir.endpoint("s.sock");
+        let path = dir.0.join("s.sock");
+        let server = Server::bind(ep.as_str(), ListenOptions::default()).expect("bind");
+        assert_eq!(server.local_addr().to_string(), ep);
+        let mut client = Stream::connect(ep.as_str(), T).expect("connect");
+        let mut conn = server.accept(T).expect("accept");
+        client.send_line("over unix", T).expect("send");
+        assert_eq!(conn.recv_line(T).expect("line"), "over unix");
+        conn.send_line("back", T).expect("reply");
+        assert_eq!(client.recv_line(T).expect("reply line"), "back");
+        // Both ends of a Unix connection are this process.
+        let cred = conn.peer_credentials().expect("SO_PEERCRED");
+        assert_eq!(cred.pid, std::process::id());
+        assert_eq!(
+            client.peer_credentials().expect("server's").pid,
+            std::process::id()
+        );
+        assert_eq!(conn.local_addr().expect("local"), server.local_addr());
+        assert_eq!(
+            conn.peer_addr().expect("peer"),
+            ringnet::Address::Unix(ringnet::UnixAddr::Unnamed)
+        );
+        assert!(path.exists());
+        drop(server);
+        assert!(!path.exists(), "the socket file outlived its server");
+        // The accepted stream still works without its server.
+        client.send_line("still", T).expect("send");
+        assert_eq!(conn.recv_line(T).expect("line"), "still");
+    });
+}
+
+#[test]
+fn peer_credentials_of_a_tcp_stream_are_an_error() {
+    within(20, || {
+        let server = local();
+        let (client, _conn) = pair(&server);
+        let e = client.peer_credentials().expect_err("TCP has none");
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+    });
+}
+
+#[test]
+fn a_closed_unix_server_wakes_its_waiting_accept() {
+    within(20, || {
+        let server = Arc::new(
+            Server::bind(
+                format!("unix:@ringnet-blk-close-{}", std::process::id()).as_str(),
+                ListenOptions::default(),
+            )
+            .expect("bind abstract"),
+        );
+        let (tid_tx, tid_rx) = mpsc::channel();
+        let waiting = {
+            let server = Arc::clone(&server);
+            thread::spawn(move || {
+                let tid = std::fs::read_link("/proc/thread-self").expect("/proc/thread-self");
+                tid_tx.send(tid).expect("send tid");
+                server.accept(None).map(|_| ())
+            })
+        };
+        // Close once the accept is asleep waiting for a connection.
+        let task = tid_rx.recv().expect("tid");
+        let tid = task
+            .file_name()
+            .expect("tid")
+            .to_string_lossy()
+            .into_owned();
+        loop {
+            let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat"))
+                .expect("the accept returned before close");
+            if stat[stat.rfind(')').expect("comm") + 1..]
+                .trim_start()
+                .starts_with('S')
+            {
+                break;
+            }
+            thread::yield_now();
+        }
+        server.close().expect("close");
+        let e = waiting.join().expect("thread").expect_err("closed");
+        assert_eq!(e.kind(), io::ErrorKind::NotConnected);
+        // And a later call does not wait either.
+        let e = server.accept(None).map(|_| ()).expect_err("closed");
+        assert_eq!(e.kind(), io::ErrorKind::NotConnected);
+    });
+}
+
+#[test]
+fn bad_unix_endpoints_are_refused_with_the_reason() {
+    within(20, || {
+        let dir = SockDir::new("bad");
+        // Nobody listens at the path.
+        let e = Stream::connect(dir.endpoint("none.sock").as_str(), T)
+            .map(|_| ())
+            .expect_err("no socket");
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+        // Longer than sun_path.
+        let long = format!("unix:/{}", "x".repeat(200));
+        match Server::bind(long.as_str(), ListenOptions::default()) {
+            Err(Error::Endpoint(ringnet::endpoint::EndpointError::UnixPathTooLong {
+                len, ..
+            })) => {
+                assert_eq!(len, 201)
+            }
+            other => panic!("expected UnixPathTooLong, got {other:?}"),
+        }
+        let e = Stream::connect(long.as_str(), T)
+            .map(|_| ())
+            .expect_err("too long");
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        // A live socket file is in use, and keeps serving.
+        let live = Server::bind(dir.endpoint("live.sock").as_str(), ListenOptions::default())
+            .expect("bind");
+        match Server::bind(dir.endpoint("live.sock").as_str(), ListenOptions::default()) {
+            Err(Error::AddressInUse(a)) => assert_eq!(a, live.local_addr()),
+            other => panic!("expected AddressInUse, got {other:?}"),
+        }
+        let _client = Stream::connect(live.local_addr(), T).expect("still served");
+        live.accept(T).expect("accept");
+    });
+}
+
+#[test]
+fn an_adopted_unix_listener_is_served() {
+    within(20, || {
+        let dir = SockDir::new("adopt");
+        let path = dir.0.join("a.sock");
+        let std_listener = std::os::unix::net::UnixListener::bind(&path).expect("bind");
+        let server = Server::from_listener(std_listener.into()).expect("adopt");
+        assert_eq!(server.local_addr().unix_path(), Some(path.as_path()));
+        let mut client = Stream::connect(server.local_addr(), T).expect("connect");
+        let mut conn = server.accept(T).expect("accept");
+        client.send(b"x", T).expect("send");
+        assert_eq!(conn.recv_exact(1, T).expect("byte"), b"x");
+        drop(server);
+        // Adopted: the file is its maker's to remove.
+        assert!(path.exists());
     });
 }

@@ -3,7 +3,7 @@
 //! it waits).
 
 use std::io;
-use std::net::{Shutdown, SocketAddr};
+use std::net::Shutdown;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -11,9 +11,10 @@ use std::time::Duration;
 use socket2::Socket;
 
 use super::{Deadline, Stream};
+use crate::address::Address;
 use crate::endpoint::ToEndpoint;
 use crate::error::Error;
-use crate::listener::{self, ListenOptions};
+use crate::listener::{self, ListenOptions, SocketFile};
 use crate::sys::epoll::{self, Epoll};
 
 /// A blocking TCP server: bind, then [`accept`](Server::accept) from one or
@@ -45,29 +46,35 @@ pub struct Server {
     /// Non-blocking, so that `accept4` never sleeps inside the kernel where
     /// no timeout can reach it.
     listener: Socket,
-    local_addr: SocketAddr,
+    local_addr: Address,
+    /// The socket file of a Unix path listener, removed with the server.
+    _file: Option<SocketFile>,
     /// Set by `close`; read by `accept` to turn the listener's `EINVAL` and
     /// `EPOLLHUP` into a clear error.
     closed: AtomicBool,
 }
 
 impl Server {
-    /// Listen on `endpoint` with `options`. The endpoint's addresses are
-    /// tried in order and the first that binds is used; if none does, the
-    /// first error is returned ([`Error::AddressInUse`] for a taken port;
-    /// [`Error::NoAddress`] when there was no address to try).
-    /// Port 0 asks the OS for a free port: see [`Server::local_addr`].
+    /// Listen on `endpoint` with `options`: an IP endpoint, or a Unix
+    /// socket (`"unix:/path"`, `"unix:@name"`, an [`Address`]; a stale
+    /// socket file is replaced, a live one is [`Error::AddressInUse`], and
+    /// the file is removed when the server is dropped). The endpoint's
+    /// addresses are tried in order and the first that binds is used; if
+    /// none does, the first error is returned ([`Error::AddressInUse`] for
+    /// a taken port; [`Error::NoAddress`] when there was no address to
+    /// try). Port 0 asks the OS for a free port: see [`Server::local_addr`].
     pub fn bind(endpoint: impl ToEndpoint, options: ListenOptions) -> Result<Server, Error> {
-        let addrs = endpoint.to_addrs().map_err(Error::from_resolve)?;
+        let addrs = endpoint.to_addresses().map_err(Error::from_resolve)?;
         let mut first_err = None;
         for addr in addrs {
-            match listener::listen(&addr.into(), options) {
-                Ok(listener::Listening { sock, .. }) => {
+            match listener::listen(&addr, options) {
+                Ok(listener::Listening { sock, file }) => {
                     sock.set_nonblocking(true)?;
-                    let local_addr = listener::local_addr(&sock)?;
+                    let local_addr = Address::from_sock_addr(&sock.local_addr()?)?;
                     return Ok(Server {
                         listener: sock,
                         local_addr,
+                        _file: file,
                         closed: AtomicBool::new(false),
                     });
                 }
@@ -81,44 +88,29 @@ impl Server {
 
     /// Serve on a listening socket made elsewhere: one inherited from a
     /// parent process or a service manager, or a `std::net::TcpListener`
-    /// (`Server::from_listener(listener.into())`). The socket must be a
-    /// listening stream socket of an IP family; anything else (a connected
-    /// socket, a datagram socket, a file) is refused with
+    /// or `UnixListener` (`Server::from_listener(listener.into())`). The
+    /// socket must be a listening stream socket, IP or Unix; anything else
+    /// (a connected socket, a datagram socket, a file) is refused with
     /// [`io::ErrorKind::InvalidInput`] and closed. The socket's options
     /// (backlog, SO_REUSEPORT, TCP_NODELAY, buffer sizes) stay as they were
-    /// set; it is made non-blocking.
+    /// set; it is made non-blocking (a flag of the open file, which any
+    /// other holder of the socket shares).
     pub fn from_listener(fd: std::os::fd::OwnedFd) -> io::Result<Server> {
-        let sock = Socket::from(fd);
-        let invalid = |what: &str| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("not a listening TCP socket: {what}"),
-            )
-        };
-        match sock.r#type() {
-            Ok(t) if t == socket2::Type::STREAM => {}
-            Ok(_) => return Err(invalid("not a stream socket")),
-            Err(e) => return Err(invalid(&e.to_string())),
-        }
-        if !sock.is_listener().map_err(|e| invalid(&e.to_string()))? {
-            return Err(invalid("it is not listening"));
-        }
-        let local_addr = sock
-            .local_addr()
-            .ok()
-            .and_then(|a| a.as_socket())
-            .ok_or_else(|| invalid("not an IP address"))?;
+        let sock = listener::adopt(fd)?;
+        let local_addr = Address::from_sock_addr(&sock.local_addr()?)?;
         sock.set_nonblocking(true)?;
         Ok(Server {
             listener: sock,
             local_addr,
+            _file: None,
             closed: AtomicBool::new(false),
         })
     }
 
-    /// The address the server is bound to, with the real port after port 0.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+    /// The address the server is bound to, with the real port after port
+    /// 0: IP, or the Unix path or abstract name.
+    pub fn local_addr(&self) -> Address {
+        self.local_addr.clone()
     }
 
     /// Wait up to `timeout` (`None`: for ever) for the next connection.
@@ -187,18 +179,26 @@ impl Server {
 
     /// Stop accepting: calls waiting in [`accept`](Server::accept), and any
     /// made later, return a "server closed" error
-    /// ([`io::ErrorKind::NotConnected`]) promptly. Connections still queued
-    /// in the kernel are reset. Already accepted streams are not affected.
+    /// ([`io::ErrorKind::NotConnected`]) promptly. TCP connections still
+    /// queued in the kernel are reset. A Unix socket stays bound until the
+    /// server is dropped (the kernel has no "closed" listening state for
+    /// it): clients that connect meanwhile are never accepted, and are
+    /// reset when it is dropped. Already accepted streams are not affected.
     /// Calling it again does nothing.
     pub fn close(&self) -> io::Result<()> {
         // Release: pairs with the Acquire loads in `accept`.
         if self.closed.swap(true, Ordering::Release) {
             return Ok(());
         }
-        // shutdown(SHUT_RD) on a listening socket moves it to CLOSE (Linux
-        // tcp_disconnect): waiters are woken with EPOLLHUP and accept4 fails
-        // with EINVAL from then on.
-        self.listener.shutdown(Shutdown::Read)
+        // shutdown(SHUT_RD) on a listening TCP socket moves it to CLOSE
+        // (Linux tcp_disconnect): waiters are woken with EPOLLHUP and
+        // accept4 fails with EINVAL from then on. On a Unix socket it marks
+        // the read side shut and wakes the waiters, which see `closed`.
+        match self.listener.shutdown(Shutdown::Read) {
+            // A Unix listener has no peer: some kernels say so.
+            Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => Ok(()),
+            other => other,
+        }
     }
 
     /// Whether [`close`](Server::close) has been called.

@@ -11,14 +11,14 @@
 
 use std::fmt;
 use std::io::{self, Read};
-use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::time::Duration;
 
-use socket2::{Domain, Protocol, SockRef, Socket, Type};
+use socket2::{SockRef, Socket, Type};
 
 use super::input::Input;
 use super::{is_timeout, timed_out, with_newline, Deadline};
+use crate::address::{Address, PeerCredentials};
 use crate::endpoint::ToEndpoint;
 
 /// How many bytes one read asks the kernel for.
@@ -81,19 +81,21 @@ impl Stream {
         }
     }
 
-    /// Connect to `endpoint`, trying its addresses in order until one
-    /// accepts; if none does, the last error is returned (for example
-    /// [`io::ErrorKind::ConnectionRefused`]). `timeout` covers the whole
-    /// call, resolution aside. TCP_NODELAY is set.
+    /// Connect to `endpoint` (an IP endpoint, or a Unix socket: an
+    /// [`Address`] or `"unix:/path"`, `"unix:@name"`), trying its addresses
+    /// in order until one accepts; if none does, the last error is returned
+    /// (for example [`io::ErrorKind::ConnectionRefused`], or `NotFound` for
+    /// a Unix path with no socket). `timeout` covers the whole call,
+    /// resolution aside. TCP_NODELAY is set on a TCP stream.
     pub fn connect(endpoint: impl ToEndpoint, timeout: Option<Duration>) -> io::Result<Stream> {
-        let addrs = endpoint.to_addrs()?;
+        let addrs = endpoint.to_addresses()?;
         let deadline = Deadline::after(timeout);
         let mut last = None;
         for addr in addrs {
             if last.is_some() && deadline.expired() {
                 return Err(timed_out("connect"));
             }
-            match connect_one(addr, &deadline) {
+            match connect_one(&addr, &deadline) {
                 Ok(sock) => return Ok(Stream::from_socket(sock)),
                 Err(e) => last = Some(e),
             }
@@ -298,14 +300,21 @@ impl Stream {
         self.input.limit()
     }
 
-    /// The remote address.
-    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        ip_addr(self.sock.peer_addr()?)
+    /// The remote address: IP, or Unix (a client of a Unix server is
+    /// usually [`UnixAddr::Unnamed`](crate::UnixAddr::Unnamed)).
+    pub fn peer_addr(&self) -> io::Result<Address> {
+        Address::from_sock_addr(&self.sock.peer_addr()?)
     }
 
     /// The local address.
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        ip_addr(self.sock.local_addr()?)
+    pub fn local_addr(&self) -> io::Result<Address> {
+        Address::from_sock_addr(&self.sock.local_addr()?)
+    }
+
+    /// For a Unix socket, the peer process's credentials as they were when
+    /// the connection was made (SO_PEERCRED); `InvalidInput` for TCP.
+    pub fn peer_credentials(&self) -> io::Result<PeerCredentials> {
+        PeerCredentials::of(&self.sock)
     }
 
     /// Shut down the write side: the peer sees the end of the stream after
@@ -352,24 +361,19 @@ impl Stream {
     }
 }
 
-fn connect_one(addr: SocketAddr, deadline: &Deadline) -> io::Result<Socket> {
-    let sock = Socket::new(
-        Domain::for_address(addr),
-        Type::STREAM.cloexec(),
-        Some(Protocol::TCP),
-    )?;
+fn connect_one(addr: &Address, deadline: &Deadline) -> io::Result<Socket> {
+    let (domain, protocol) = addr.stream_domain();
+    let sa = addr.to_sock_addr()?;
+    let sock = Socket::new(domain, Type::STREAM.cloexec(), protocol)?;
     match deadline.remaining() {
-        None => sock.connect(&addr.into())?,
+        None => sock.connect(&sa)?,
         // socket2 polls in whole milliseconds and gives up at once on zero.
-        Some(t) => sock.connect_timeout(&addr.into(), t.max(Duration::from_millis(1)))?,
+        Some(t) => sock.connect_timeout(&sa, t.max(Duration::from_millis(1)))?,
     }
-    sock.set_tcp_nodelay(true)?;
+    if !addr.is_unix() {
+        sock.set_tcp_nodelay(true)?;
+    }
     Ok(sock)
-}
-
-fn ip_addr(addr: socket2::SockAddr) -> io::Result<SocketAddr> {
-    addr.as_socket()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "not an IP socket address"))
 }
 
 /// The fill function of the buffered calls: [`read_some`]. It borrows only

@@ -421,18 +421,24 @@ impl Config {
                     "listeners[{i}]: backlog must be positive, got {backlog}"
                 ));
             }
-            if let (Some(mode), ListenSource::Bind(a)) =
-                (spec.options.and_then(|o| o.unix_mode), &spec.source)
-            {
+            if let Some(mode) = spec.options.and_then(|o| o.unix_mode) {
                 if mode > 0o7777 {
                     return bad(format!(
                         "listeners[{i}]: unix_mode must be at most 0o7777, got {mode:#o}"
                     ));
                 }
-                if a.unix_path().is_none() {
-                    return bad(format!(
-                        "listeners[{i}]: unix_mode is for a Unix socket path, not {a}"
-                    ));
+                match &spec.source {
+                    ListenSource::Bind(a) if a.unix_path().is_none() => {
+                        return bad(format!(
+                            "listeners[{i}]: unix_mode is for a Unix socket path, not {a}"
+                        ));
+                    }
+                    ListenSource::Adopt(_) => {
+                        return bad(format!(
+                            "listeners[{i}]: unix_mode is for a Unix socket path the engine binds; an adopted socket keeps its file's mode"
+                        ));
+                    }
+                    ListenSource::Bind(_) => {}
                 }
             }
         }

@@ -413,8 +413,17 @@ pub(crate) fn select_backend(
 fn open_listeners(cfg: &Config, n: usize, backend: Backend) -> Result<Vec<Opened>, Error> {
     let defaults = cfg.listen_options();
     let mut all = Vec::with_capacity(cfg.listeners.len());
-    for spec in &cfg.listeners {
-        let opened = listener::open(spec, defaults, n)?;
+    for (i, spec) in cfg.listeners.iter().enumerate() {
+        let adopted = matches!(spec.source, listener::ListenSource::Adopt(_));
+        let opened = listener::open(spec, defaults, n).map_err(|e| match e {
+            // Bind errors name their address; an adopted socket has only
+            // its place in the list.
+            Error::Io(e) if adopted => Error::Io(std::io::Error::new(
+                e.kind(),
+                format!("listeners[{i}] (adopted socket): {e}"),
+            )),
+            other => other,
+        })?;
         for sock in &opened.socks {
             sock.set_nonblocking(backend == Backend::Epoll)?;
         }

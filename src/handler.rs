@@ -10,6 +10,11 @@
 //! * **Order of calls.** For each connection: [`Handler::on_open`] once, then
 //!   [`Handler::on_data`] any number of times, then [`Handler::on_close`] once.
 //!   Nothing is called for a connection after `on_close`.
+//! * **Per-connection state.** [`Handler::State`] is what the handler keeps
+//!   for each connection (a parser, a session). `on_open` makes it; the
+//!   engine stores it in the connection's slot and lends it to every
+//!   callback for that connection (no lookup), and hands it to `on_close`,
+//!   after which it is dropped. `()` for a handler that keeps nothing.
 //! * **Received bytes are lent, not copied.** `data` points straight into the
 //!   provided buffer the kernel filled. It is valid only during the call; the
 //!   buffer goes back to the kernel as soon as `on_data` returns.
@@ -42,7 +47,7 @@
 //!   ([`Handler::on_timer`]); [`Ctx::set_timer`] and [`Ctx::set_periodic`]
 //!   arm worker timers ([`Handler::on_worker_timer`]). Both return a
 //!   [`TimerKey`] that cancels them. Timers fire in deadline order on the
-//!   worker's thread; a closed connection's timers never fire.
+//!   worker's thread; a closing or closed connection's timers never fire.
 
 use std::io;
 use std::sync::Arc;
@@ -60,6 +65,11 @@ use crate::token::ConnId;
 
 /// User code that serves connections. See the module docs for the contract.
 pub trait Handler {
+    /// What the handler keeps for each connection: made by
+    /// [`Handler::on_open`], stored beside the connection, lent to each of
+    /// its callbacks, and given to [`Handler::on_close`] (then dropped).
+    type State;
+
     /// The worker is about to serve; called once, on the worker's thread,
     /// before any connection. May start outbound connections.
     fn on_start(&mut self, ctx: &mut Ctx<'_>) {
@@ -72,25 +82,24 @@ pub trait Handler {
         let _ = (tag, err);
     }
 
-    /// A connection was accepted, or an outbound one connected. May send a
-    /// greeting or close at once.
-    fn on_open(&mut self, conn: &mut Conn<'_>) {
-        let _ = conn;
-    }
+    /// A connection was accepted, or an outbound one connected: make its
+    /// state. May send a greeting or close at once.
+    fn on_open(&mut self, conn: &mut Conn<'_>) -> Self::State;
 
     /// Bytes arrived (with any earlier unconsumed bytes in front). Returns how
     /// many were consumed; the rest is presented again with the next bytes.
-    fn on_data(&mut self, conn: &mut Conn<'_>, data: &[u8]) -> usize;
+    fn on_data(&mut self, conn: &mut Conn<'_>, state: &mut Self::State, data: &[u8]) -> usize;
 
-    /// The connection is closed; `id` will not be seen again.
-    fn on_close(&mut self, id: ConnId, reason: &CloseReason) {
-        let _ = (id, reason);
+    /// The connection is closed; `id` will not be seen again, and `state`
+    /// is dropped when this returns.
+    fn on_close(&mut self, id: ConnId, state: Self::State, reason: &CloseReason) {
+        let _ = (id, state, reason);
     }
 
     /// A timer this connection set with [`Conn::set_timer`] is due; `id` is
     /// the one given then. Never called once the connection has closed.
-    fn on_timer(&mut self, conn: &mut Conn<'_>, id: u64) {
-        let _ = (conn, id);
+    fn on_timer(&mut self, conn: &mut Conn<'_>, state: &mut Self::State, id: u64) {
+        let _ = (conn, state, id);
     }
 
     /// A worker timer set with [`Ctx::set_timer`] or [`Ctx::set_periodic`]
@@ -122,6 +131,7 @@ pub const MIN_PERIOD: Duration = Duration::from_millis(1);
 pub(crate) fn deliver<H: Handler + ?Sized>(
     core: &mut ConnCore,
     handler: &mut H,
+    state: &mut H::State,
     data: &[u8],
     limit: usize,
     env: Env<'_>,
@@ -133,7 +143,7 @@ pub(crate) fn deliver<H: Handler + ?Sized>(
     if was_empty {
         // Fast path: hand the kernel's buffer over as it is.
         let n = handler
-            .on_data(&mut Conn { core, env }, data)
+            .on_data(&mut Conn { core, env }, state, data)
             .min(data.len());
         if n < data.len() {
             let mut buf = core.take_held();
@@ -144,7 +154,7 @@ pub(crate) fn deliver<H: Handler + ?Sized>(
         let mut buf = core.take_held();
         buf.extend_from_slice(data);
         let n = handler
-            .on_data(&mut Conn { core, env }, &buf)
+            .on_data(&mut Conn { core, env }, state, &buf)
             .min(buf.len());
         buf.drain(..n);
         if buf.is_empty() && buf.capacity() > KEEP_CAPACITY {
@@ -292,9 +302,11 @@ impl Ctx<'_> {
 
 impl Conn<'_> {
     /// Call [`Handler::on_timer`] for this connection with `id` after
-    /// `after` (a heartbeat, a request deadline). The key cancels it. A
-    /// timer of a connection that has closed never fires; timers fire in
-    /// deadline order (ties in the order they were set).
+    /// `after` (a heartbeat, a request deadline). The key cancels it.
+    /// Timers fire only while the connection is open: once it is closing
+    /// ([`Conn::close`], an error, the peer's end of stream) none fires,
+    /// including one set after that. Timers fire in deadline order (ties
+    /// in the order they were set).
     pub fn set_timer(&mut self, after: Duration, id: u64) -> TimerKey {
         let conn = self.core.id;
         self.env.set_timer(after, TimerOwner::Conn { conn, id })
@@ -461,7 +473,11 @@ mod tests {
     struct Frames(Vec<Vec<u8>>);
 
     impl Handler for Frames {
-        fn on_data(&mut self, _conn: &mut Conn<'_>, data: &[u8]) -> usize {
+        type State = ();
+
+        fn on_open(&mut self, _conn: &mut Conn<'_>) {}
+
+        fn on_data(&mut self, _conn: &mut Conn<'_>, _: &mut (), data: &[u8]) -> usize {
             let whole = data.len() / 4 * 4;
             for f in data[..whole].chunks(4) {
                 self.0.push(f.to_vec());
@@ -490,21 +506,21 @@ mod tests {
         let mut t = TestEnv::default();
         let mut c = core();
         let mut h = Frames(Vec::new());
-        let started = deliver(&mut c, &mut h, &[1, 2], 1 << 20, t.env()).expect("ok");
+        let started = deliver(&mut c, &mut h, &mut (), &[1, 2], 1 << 20, t.env()).expect("ok");
         let clock = |c: &ConnCore| c.clock.as_deref().expect("timed").partial_since;
         let first = clock(&c).expect("a message began");
         assert!(started, "one read-timeout entry is asked for");
         std::thread::sleep(std::time::Duration::from_millis(2));
         // Still the same message: the clock keeps its start.
-        deliver(&mut c, &mut h, &[3], 1 << 20, t.env()).expect("ok");
+        deliver(&mut c, &mut h, &mut (), &[3], 1 << 20, t.env()).expect("ok");
         assert_eq!(clock(&c), Some(first));
         std::thread::sleep(std::time::Duration::from_millis(2));
         // Completes it and starts the next one.
-        let started = deliver(&mut c, &mut h, &[4, 5], 1 << 20, t.env()).expect("ok");
+        let started = deliver(&mut c, &mut h, &mut (), &[4, 5], 1 << 20, t.env()).expect("ok");
         let second = clock(&c).expect("the next message began");
         assert!(second > first, "the clock restarted");
         assert!(!started, "one entry is already queued");
-        deliver(&mut c, &mut h, &[6, 7, 8], 1 << 20, t.env()).expect("ok");
+        deliver(&mut c, &mut h, &mut (), &[6, 7, 8], 1 << 20, t.env()).expect("ok");
         assert_eq!(clock(&c), None, "nothing held");
         assert_eq!(h.0, vec![vec![1, 2, 3, 4], vec![5, 6, 7, 8]]);
     }
@@ -517,7 +533,7 @@ mod tests {
             let mut c = core();
             let mut h = Frames(Vec::new());
             for chunk in stream.chunks(split) {
-                deliver(&mut c, &mut h, chunk, 1024, t.env()).expect("under limit");
+                deliver(&mut c, &mut h, &mut (), chunk, 1024, t.env()).expect("under limit");
             }
             let got: Vec<u8> = h.0.concat();
             assert_eq!(got, stream, "split {split}");
@@ -530,14 +546,18 @@ mod tests {
         let mut t = TestEnv::default();
         struct Never;
         impl Handler for Never {
-            fn on_data(&mut self, _c: &mut Conn<'_>, _d: &[u8]) -> usize {
+            type State = ();
+
+            fn on_open(&mut self, _conn: &mut Conn<'_>) {}
+
+            fn on_data(&mut self, _c: &mut Conn<'_>, _: &mut (), _d: &[u8]) -> usize {
                 0
             }
         }
         let mut c = core();
-        deliver(&mut c, &mut Never, &[0; 8], 10, t.env()).expect("8 <= 10");
+        deliver(&mut c, &mut Never, &mut (), &[0; 8], 10, t.env()).expect("8 <= 10");
         assert_eq!(
-            deliver(&mut c, &mut Never, &[0; 8], 10, t.env()),
+            deliver(&mut c, &mut Never, &mut (), &[0; 8], 10, t.env()),
             Err(CloseReason::InputLimit { limit: 10 })
         );
     }
@@ -547,13 +567,17 @@ mod tests {
         let mut t = TestEnv::default();
         struct Greedy;
         impl Handler for Greedy {
-            fn on_data(&mut self, c: &mut Conn<'_>, d: &[u8]) -> usize {
+            type State = ();
+
+            fn on_open(&mut self, _conn: &mut Conn<'_>) {}
+
+            fn on_data(&mut self, c: &mut Conn<'_>, _: &mut (), d: &[u8]) -> usize {
                 c.send(d);
                 usize::MAX
             }
         }
         let mut c = core();
-        deliver(&mut c, &mut Greedy, b"abc", 10, t.env()).expect("ok");
+        deliver(&mut c, &mut Greedy, &mut (), b"abc", 10, t.env()).expect("ok");
         assert_eq!(c.out, b"abc");
         assert!(c.held().is_empty());
         Conn {
@@ -561,7 +585,7 @@ mod tests {
             env: t.env(),
         }
         .close();
-        deliver(&mut c, &mut Greedy, b"def", 10, t.env()).expect("ok");
+        deliver(&mut c, &mut Greedy, &mut (), b"def", 10, t.env()).expect("ok");
         assert_eq!(c.out, b"abc", "no delivery after close");
         Conn {
             core: &mut c,

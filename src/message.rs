@@ -21,6 +21,11 @@ use crate::token::ConnId;
 
 /// User code that serves connections message by message.
 pub trait MessageHandler {
+    /// What the handler keeps for each connection (see
+    /// [`Handler::State`]): made by `on_open`, lent with each message and
+    /// timer, given to `on_close`.
+    type State;
+
     /// See [`Handler::on_start`].
     fn on_start(&mut self, ctx: &mut Ctx<'_>) {
         let _ = ctx;
@@ -31,19 +36,38 @@ pub trait MessageHandler {
         let _ = (tag, err);
     }
 
-    /// A connection opened (accepted or connected out).
-    fn on_open(&mut self, conn: &mut MsgConn<'_, '_>) {
-        let _ = conn;
-    }
+    /// A connection opened (accepted or connected out): make its state.
+    fn on_open(&mut self, conn: &mut MsgConn<'_, '_>) -> Self::State;
 
     /// One whole message (the payload, without header or line ending).
-    fn on_message(&mut self, conn: &mut MsgConn<'_, '_>, msg: &[u8]);
+    fn on_message(&mut self, conn: &mut MsgConn<'_, '_>, state: &mut Self::State, msg: &[u8]);
 
     /// The connection closed; `reason` is [`CloseReason::FrameTooLarge`]
     /// when the peer sent a frame over the limit.
-    fn on_close(&mut self, id: ConnId, reason: &CloseReason) {
-        let _ = (id, reason);
+    fn on_close(&mut self, id: ConnId, state: Self::State, reason: &CloseReason) {
+        let _ = (id, state, reason);
     }
+
+    /// See [`Handler::on_timer`].
+    fn on_timer(&mut self, conn: &mut MsgConn<'_, '_>, state: &mut Self::State, id: u64) {
+        let _ = (conn, state, id);
+    }
+
+    /// See [`Handler::on_worker_timer`].
+    fn on_worker_timer(&mut self, ctx: &mut Ctx<'_>, id: u64) {
+        let _ = (ctx, id);
+    }
+}
+
+/// What [`Framed`] keeps per connection: how far the partial frame held
+/// back has been scanned (so a long line arriving in small pieces is not
+/// scanned again from its start on every read), and the message handler's
+/// own state.
+#[derive(Debug)]
+pub struct FramedState<S> {
+    scanned: usize,
+    /// The message handler's state for the connection.
+    pub inner: S,
 }
 
 /// A connection lent to a [`MessageHandler`]: the byte-level [`Conn`] plus
@@ -147,7 +171,9 @@ pub enum MessageError {
 /// /// Echoes every length-prefixed frame.
 /// struct FrameEcho;
 /// impl MessageHandler for FrameEcho {
-///     fn on_message(&mut self, conn: &mut MsgConn<'_, '_>, msg: &[u8]) {
+///     type State = ();
+///     fn on_open(&mut self, _conn: &mut MsgConn<'_, '_>) {}
+///     fn on_message(&mut self, conn: &mut MsgConn<'_, '_>, _: &mut (), msg: &[u8]) {
 ///         let _ = conn.send_msg(msg);
 ///     }
 /// }
@@ -176,6 +202,8 @@ impl<M: MessageHandler> Framed<M> {
 }
 
 impl<M: MessageHandler> Handler for Framed<M> {
+    type State = FramedState<M::State>;
+
     fn on_start(&mut self, ctx: &mut Ctx<'_>) {
         self.inner.on_start(ctx);
     }
@@ -184,28 +212,36 @@ impl<M: MessageHandler> Handler for Framed<M> {
         self.inner.on_connect_failed(tag, err);
     }
 
-    fn on_open(&mut self, conn: &mut Conn<'_>) {
-        self.inner.on_open(&mut MsgConn {
+    fn on_open(&mut self, conn: &mut Conn<'_>) -> Self::State {
+        let inner = self.inner.on_open(&mut MsgConn {
             conn,
             framing: self.framing,
         });
+        FramedState { scanned: 0, inner }
     }
 
-    fn on_data(&mut self, conn: &mut Conn<'_>, data: &[u8]) -> usize {
+    fn on_data(&mut self, conn: &mut Conn<'_>, state: &mut Self::State, data: &[u8]) -> usize {
         let mut consumed = 0;
         while !conn.is_closing() {
-            match self.framing.decode(&data[consumed..]) {
+            // Only the first frame can be the partial one held back.
+            let from = if consumed == 0 { state.scanned } else { 0 };
+            match self.framing.decode_from(&data[consumed..], from) {
                 Ok(Some((frame, used))) => {
                     consumed += used;
+                    state.scanned = 0;
                     self.inner.on_message(
                         &mut MsgConn {
                             conn,
                             framing: self.framing,
                         },
+                        &mut state.inner,
                         frame.payload(),
                     );
                 }
-                Ok(None) => break,
+                Ok(None) => {
+                    state.scanned = data.len() - consumed;
+                    break;
+                }
                 Err(FrameError::FrameTooLarge { declared, limit }) => {
                     conn.close_with(CloseReason::FrameTooLarge { declared, limit });
                     return data.len();
@@ -219,7 +255,22 @@ impl<M: MessageHandler> Handler for Framed<M> {
         consumed
     }
 
-    fn on_close(&mut self, id: ConnId, reason: &CloseReason) {
-        self.inner.on_close(id, reason);
+    fn on_close(&mut self, id: ConnId, state: Self::State, reason: &CloseReason) {
+        self.inner.on_close(id, state.inner, reason);
+    }
+
+    fn on_timer(&mut self, conn: &mut Conn<'_>, state: &mut Self::State, id: u64) {
+        self.inner.on_timer(
+            &mut MsgConn {
+                conn,
+                framing: self.framing,
+            },
+            &mut state.inner,
+            id,
+        );
+    }
+
+    fn on_worker_timer(&mut self, ctx: &mut Ctx<'_>, id: u64) {
+        self.inner.on_worker_timer(ctx, id);
     }
 }

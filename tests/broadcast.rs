@@ -18,7 +18,11 @@ use util::*;
 struct Shout;
 
 impl MessageHandler for Shout {
-    fn on_message(&mut self, conn: &mut MsgConn<'_, '_>, line: &[u8]) {
+    type State = ();
+
+    fn on_open(&mut self, _conn: &mut MsgConn<'_, '_>) {}
+
+    fn on_message(&mut self, conn: &mut MsgConn<'_, '_>, _: &mut (), line: &[u8]) {
         conn.broadcast(line).expect("a line fits");
     }
 }
@@ -28,11 +32,13 @@ impl MessageHandler for Shout {
 struct Directory;
 
 impl MessageHandler for Directory {
+    type State = ();
+
     fn on_open(&mut self, conn: &mut MsgConn<'_, '_>) {
         let id = conn.id().as_u64();
         conn.send_msg(format!("id {id}").as_bytes()).expect("fits");
     }
-    fn on_message(&mut self, conn: &mut MsgConn<'_, '_>, line: &[u8]) {
+    fn on_message(&mut self, conn: &mut MsgConn<'_, '_>, _: &mut (), line: &[u8]) {
         let text = String::from_utf8_lossy(line);
         let mut parts = text.splitn(3, ' ');
         if let (Some("to"), Some(id), Some(msg)) = (parts.next(), parts.next(), parts.next()) {

@@ -174,6 +174,63 @@ fn idle_timeout_closes_an_idle_connection() {
     assert!(closed_by_peer(&mut s), "the idle connection stayed open");
 }
 
+/// `--read-timeout`: a client trickling one byte a second and never
+/// finishing its line is closed, while a client sending whole lines at the
+/// same time is served throughout and after.
+#[test]
+fn read_timeout_stops_a_trickling_client_while_others_are_served() {
+    let server = Server::start("line-echo", &["--read-timeout", "1.5"]);
+    let mut slow = server.connect();
+    let mut busy = server.connect();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let trickler = {
+        let stop = std::sync::Arc::clone(&stop);
+        let mut slow = slow.try_clone().expect("clone");
+        std::thread::spawn(move || {
+            // One byte a second, no line end, until closed (or told).
+            let mut sent = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if slow.write_all(b"x").is_err() {
+                    break;
+                }
+                sent += 1;
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            sent
+        })
+    };
+    // The other client is served the whole time the trickler lasts.
+    let mut served = 0;
+    let closed = loop {
+        echo_roundtrip(&mut busy, b"whole line\n");
+        served += 1;
+        slow.set_nonblocking(true).expect("nonblocking");
+        let mut buf = [0u8; 16];
+        let state = slow.read(&mut buf);
+        slow.set_nonblocking(false).expect("blocking");
+        match state {
+            Ok(0) => break true,
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => break true,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+            other => panic!("the trickler got {other:?}"),
+        }
+        if served > 2000 {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let sent = trickler.join().expect("trickler");
+    assert!(
+        closed,
+        "the trickling client was never closed ({sent} bytes sent)"
+    );
+    assert!(sent >= 1, "the trickler sent nothing");
+    assert!(served >= 2, "the other client was served {served} times");
+    // Still served afterwards.
+    echo_roundtrip(&mut busy, b"after\n");
+}
+
 #[test]
 fn max_line_closes_a_connection_with_a_longer_line() {
     let server = Server::start("line-echo", &["--max-line", "8"]);

@@ -27,6 +27,8 @@ struct Node {
 }
 
 impl Handler for Node {
+    type State = ();
+
     fn on_start(&mut self, ctx: &mut Ctx<'_>) {
         if let (0, Some((addrs, timeout, tag))) = (ctx.worker(), self.connect.take()) {
             ctx.connect(&addrs, timeout, tag);
@@ -41,7 +43,7 @@ impl Handler for Node {
             conn.send(b"hello from the outbound side\n");
         }
     }
-    fn on_data(&mut self, conn: &mut Conn<'_>, data: &[u8]) -> usize {
+    fn on_data(&mut self, conn: &mut Conn<'_>, _: &mut (), data: &[u8]) -> usize {
         match conn.tag() {
             Some(tag) => {
                 let _ = self.events.send(Event::Reply(tag, data.to_vec()));
@@ -281,6 +283,8 @@ struct Keeper {
 }
 
 impl Handler for Keeper {
+    type State = ();
+
     fn on_start(&mut self, ctx: &mut Ctx<'_>) {
         if ctx.worker() == 0 {
             ctx.connect_persistent(&[self.addr], self.timeout, 7);
@@ -289,10 +293,10 @@ impl Handler for Keeper {
     fn on_open(&mut self, _conn: &mut Conn<'_>) {
         let _ = self.links.send(Link::Up(Instant::now()));
     }
-    fn on_data(&mut self, _conn: &mut Conn<'_>, data: &[u8]) -> usize {
+    fn on_data(&mut self, _conn: &mut Conn<'_>, _: &mut (), data: &[u8]) -> usize {
         data.len()
     }
-    fn on_close(&mut self, _id: ConnId, _reason: &CloseReason) {
+    fn on_close(&mut self, _id: ConnId, _: (), _reason: &CloseReason) {
         let _ = self.links.send(Link::Down(Instant::now()));
     }
 }

@@ -428,11 +428,13 @@ fn bad_config_is_refused(backend: Backend) {
 struct BigThenClose(Vec<u8>);
 
 impl ringnet::Handler for BigThenClose {
+    type State = ();
+
     fn on_open(&mut self, conn: &mut ringnet::Conn<'_>) {
         conn.send(&self.0);
         conn.close();
     }
-    fn on_data(&mut self, _conn: &mut ringnet::Conn<'_>, data: &[u8]) -> usize {
+    fn on_data(&mut self, _conn: &mut ringnet::Conn<'_>, _: &mut (), data: &[u8]) -> usize {
         data.len()
     }
 }
@@ -469,11 +471,13 @@ fn close_with_unread_input_delivers_everything(backend: Backend) {
 struct GreetThenClose;
 
 impl ringnet::Handler for GreetThenClose {
+    type State = ();
+
     fn on_open(&mut self, conn: &mut ringnet::Conn<'_>) {
         conn.send(b"bye\n");
         conn.close();
     }
-    fn on_data(&mut self, _conn: &mut ringnet::Conn<'_>, data: &[u8]) -> usize {
+    fn on_data(&mut self, _conn: &mut ringnet::Conn<'_>, _: &mut (), data: &[u8]) -> usize {
         data.len()
     }
 }
@@ -533,10 +537,14 @@ fn panicking_worker_setup_fails_start(backend: Backend) {
 struct PanicOnStart;
 
 impl ringnet::Handler for PanicOnStart {
+    type State = ();
+
+    fn on_open(&mut self, _conn: &mut ringnet::Conn<'_>) {}
+
     fn on_start(&mut self, _ctx: &mut ringnet::Ctx<'_>) {
         panic!("handler fails on start (expected by this test)");
     }
-    fn on_data(&mut self, _conn: &mut ringnet::Conn<'_>, data: &[u8]) -> usize {
+    fn on_data(&mut self, _conn: &mut ringnet::Conn<'_>, _: &mut (), data: &[u8]) -> usize {
         data.len()
     }
 }
@@ -573,6 +581,8 @@ fn stopped_worker_refuses_requests(backend: Backend) {
 struct ReportOptions;
 
 impl ringnet::Handler for ReportOptions {
+    type State = ();
+
     fn on_open(&mut self, conn: &mut ringnet::Conn<'_>) {
         let sock = conn.socket();
         let on = sock.tcp_nodelay().expect("getsockopt TCP_NODELAY");
@@ -583,7 +593,7 @@ impl ringnet::Handler for ReportOptions {
         msg.extend_from_slice(&snd.to_le_bytes());
         conn.send(&msg);
     }
-    fn on_data(&mut self, _conn: &mut ringnet::Conn<'_>, data: &[u8]) -> usize {
+    fn on_data(&mut self, _conn: &mut ringnet::Conn<'_>, _: &mut (), data: &[u8]) -> usize {
         data.len()
     }
 }
@@ -629,6 +639,8 @@ fn accepted_streams_have_the_configured_options(backend: Backend) {
 struct SayPeer;
 
 impl ringnet::Handler for SayPeer {
+    type State = ();
+
     fn on_open(&mut self, conn: &mut ringnet::Conn<'_>) {
         let peer = conn
             .peer_addr()
@@ -636,7 +648,7 @@ impl ringnet::Handler for SayPeer {
             .unwrap_or_else(|e| e.to_string());
         conn.send(format!("{peer}\n").as_bytes());
     }
-    fn on_data(&mut self, _conn: &mut ringnet::Conn<'_>, data: &[u8]) -> usize {
+    fn on_data(&mut self, _conn: &mut ringnet::Conn<'_>, _: &mut (), data: &[u8]) -> usize {
         data.len()
     }
 }
@@ -693,7 +705,11 @@ fn dual_stack_accepts_ipv4_on_the_v6_wildcard(backend: Backend) {
 struct ByeWithError;
 
 impl ringnet::Handler for ByeWithError {
-    fn on_data(&mut self, conn: &mut ringnet::Conn<'_>, data: &[u8]) -> usize {
+    type State = ();
+
+    fn on_open(&mut self, _conn: &mut ringnet::Conn<'_>) {}
+
+    fn on_data(&mut self, conn: &mut ringnet::Conn<'_>, _: &mut (), data: &[u8]) -> usize {
         conn.send(b"bye");
         conn.close_with(ringnet::CloseReason::Error(libc::EIO));
         data.len()

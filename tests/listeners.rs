@@ -142,6 +142,8 @@ fn check_greeting_and_echo(s: &mut dyn Duplex, index: usize, msg: &[u8]) {
 struct Indexed;
 
 impl Handler for Indexed {
+    type State = ();
+
     fn on_open(&mut self, conn: &mut Conn<'_>) {
         let line = match conn.listener() {
             Some(i) => format!("{i}\n"),
@@ -149,7 +151,7 @@ impl Handler for Indexed {
         };
         conn.send(line.as_bytes());
     }
-    fn on_data(&mut self, conn: &mut Conn<'_>, data: &[u8]) -> usize {
+    fn on_data(&mut self, conn: &mut Conn<'_>, _: &mut (), data: &[u8]) -> usize {
         conn.send(data);
         data.len()
     }
@@ -453,6 +455,8 @@ struct Seen {
 struct Reporter(mpsc::Sender<Seen>);
 
 impl Handler for Reporter {
+    type State = ();
+
     fn on_open(&mut self, conn: &mut Conn<'_>) {
         let _ = self.0.send(Seen {
             listener: conn.listener(),
@@ -461,7 +465,7 @@ impl Handler for Reporter {
             local: conn.local_addr().ok(),
         });
     }
-    fn on_data(&mut self, _conn: &mut Conn<'_>, data: &[u8]) -> usize {
+    fn on_data(&mut self, _conn: &mut Conn<'_>, _: &mut (), data: &[u8]) -> usize {
         data.len()
     }
 }
@@ -553,6 +557,8 @@ enum Event {
 struct Outbound(mpsc::Sender<Event>);
 
 impl Handler for Outbound {
+    type State = ();
+
     fn on_connect_failed(&mut self, tag: u64, err: &ConnectError) {
         let _ = self.0.send(Event::Failed {
             tag,
@@ -568,7 +574,7 @@ impl Handler for Outbound {
         });
         conn.send(b"ping");
     }
-    fn on_data(&mut self, conn: &mut Conn<'_>, data: &[u8]) -> usize {
+    fn on_data(&mut self, conn: &mut Conn<'_>, _: &mut (), data: &[u8]) -> usize {
         let _ = self.0.send(Event::Data {
             tag: conn.tag(),
             bytes: data.to_vec(),

@@ -107,11 +107,13 @@ struct FlipOnce {
 }
 
 impl Handler for FlipOnce {
+    type State = ();
+
     fn on_open(&mut self, _conn: &mut Conn<'_>) {
         self.opened.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn on_data(&mut self, conn: &mut Conn<'_>, data: &[u8]) -> usize {
+    fn on_data(&mut self, conn: &mut Conn<'_>, _: &mut (), data: &[u8]) -> usize {
         let start = self.seen;
         self.seen += data.len() as u64;
         if (start..self.seen).contains(&self.at) {
@@ -144,7 +146,11 @@ struct DropOnce {
 }
 
 impl Handler for DropOnce {
-    fn on_data(&mut self, conn: &mut Conn<'_>, data: &[u8]) -> usize {
+    type State = ();
+
+    fn on_open(&mut self, _conn: &mut Conn<'_>) {}
+
+    fn on_data(&mut self, conn: &mut Conn<'_>, _: &mut (), data: &[u8]) -> usize {
         let start = self.seen;
         self.seen += data.len() as u64;
         let skip = match self.lose {
@@ -170,7 +176,11 @@ impl Handler for DropOnce {
 struct Canned(&'static [u8]);
 
 impl Handler for Canned {
-    fn on_data(&mut self, conn: &mut Conn<'_>, data: &[u8]) -> usize {
+    type State = ();
+
+    fn on_open(&mut self, _conn: &mut Conn<'_>) {}
+
+    fn on_data(&mut self, conn: &mut Conn<'_>, _: &mut (), data: &[u8]) -> usize {
         let mut used = 0;
         while let Some(end) = data[used..].windows(4).position(|w| w == b"\r\n\r\n") {
             conn.send(self.0);

@@ -55,11 +55,15 @@ struct Echo {
 }
 
 impl MessageHandler for Echo {
-    fn on_message(&mut self, conn: &mut MsgConn<'_, '_>, msg: &[u8]) {
+    type State = ();
+
+    fn on_open(&mut self, _conn: &mut MsgConn<'_, '_>) {}
+
+    fn on_message(&mut self, conn: &mut MsgConn<'_, '_>, _: &mut (), msg: &[u8]) {
         conn.send_msg(msg)
             .expect("a received message fits its framing");
     }
-    fn on_close(&mut self, _id: ConnId, reason: &CloseReason) {
+    fn on_close(&mut self, _id: ConnId, _: (), reason: &CloseReason) {
         let _ = self.closed.send(reason.clone());
     }
 }

@@ -45,17 +45,7 @@ impl Serve {
             cmd.env(k, v);
         }
         if let Some(fd) = inherit {
-            // SAFETY: the closure runs in the child between fork and exec
-            // and calls only dup2, which is async-signal-safe; `fd` stays
-            // open in the parent for the whole spawn.
-            unsafe {
-                cmd.pre_exec(move || {
-                    if libc::dup2(fd, 3) < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
+            pass_fd(&mut cmd, fd, 3);
         }
         let mut child = cmd
             .env_remove("RUST_LOG")
@@ -280,7 +270,13 @@ fn bad_listen_fds_are_refused_with_the_reason() {
         ])
         .stdin(Stdio::null())
         .output_with_fd4(r.as_raw_fd());
-    assert!(!out.status.success(), "started on a pipe");
+    assert!(
+        !out.status.success(),
+        "started on a pipe: {:?} {} {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("LISTEN_FDS"), "{err}");
     assert!(
@@ -296,17 +292,29 @@ trait OutputWithFd4 {
 
 impl OutputWithFd4 for Command {
     fn output_with_fd4(&mut self, fd: RawFd) -> std::process::Output {
-        // SAFETY: dup2 is async-signal-safe, and `fd` is open in the
-        // parent for the whole spawn.
-        unsafe {
-            self.pre_exec(move || {
-                if libc::dup2(fd, 4) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        pass_fd(self, fd, 4);
         self.output().expect("run ringnet")
+    }
+}
+
+/// Make `fd` the child's descriptor `target`, open across exec.
+fn pass_fd(cmd: &mut Command, fd: RawFd, target: RawFd) {
+    // SAFETY: the closure runs in the child between fork and exec and
+    // calls only dup2 and fcntl, which are async-signal-safe; `fd` stays
+    // open in the parent for the whole spawn.
+    unsafe {
+        cmd.pre_exec(move || {
+            // dup2 onto itself keeps FD_CLOEXEC: clear it instead.
+            let res = if fd == target {
+                libc::fcntl(fd, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(fd, target)
+            };
+            if res < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
     }
 }
 

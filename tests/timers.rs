@@ -23,6 +23,8 @@ fn ms(n: u64) -> Duration {
 struct Ordered;
 
 impl Handler for Ordered {
+    type State = ();
+
     fn on_open(&mut self, conn: &mut Conn<'_>) {
         conn.set_timer(ms(60), 3);
         conn.set_timer(ms(20), 1);
@@ -33,10 +35,10 @@ impl Handler for Ordered {
         // A timer too far away to matter, and one that can never overflow.
         conn.set_timer(Duration::MAX, 8);
     }
-    fn on_data(&mut self, _conn: &mut Conn<'_>, data: &[u8]) -> usize {
+    fn on_data(&mut self, _conn: &mut Conn<'_>, _: &mut (), data: &[u8]) -> usize {
         data.len()
     }
-    fn on_timer(&mut self, conn: &mut Conn<'_>, id: u64) {
+    fn on_timer(&mut self, conn: &mut Conn<'_>, _: &mut (), id: u64) {
         conn.send(format!("t{id}\n").as_bytes());
         if id == 3 {
             conn.close();
@@ -67,7 +69,11 @@ struct Watch {
 }
 
 impl Handler for Watch {
-    fn on_data(&mut self, conn: &mut Conn<'_>, data: &[u8]) -> usize {
+    type State = ();
+
+    fn on_open(&mut self, _conn: &mut Conn<'_>) {}
+
+    fn on_data(&mut self, conn: &mut Conn<'_>, _: &mut (), data: &[u8]) -> usize {
         match data {
             b"early" => {
                 conn.set_timer(ms(100), 1);
@@ -80,7 +86,7 @@ impl Handler for Watch {
         conn.send(b"ok");
         data.len()
     }
-    fn on_timer(&mut self, conn: &mut Conn<'_>, id: u64) {
+    fn on_timer(&mut self, conn: &mut Conn<'_>, _: &mut (), id: u64) {
         let _ = self.fired.send((conn.id(), id));
     }
 }
@@ -127,6 +133,10 @@ struct Ticker {
 }
 
 impl Handler for Ticker {
+    type State = ();
+
+    fn on_open(&mut self, _conn: &mut Conn<'_>) {}
+
     fn on_start(&mut self, ctx: &mut Ctx<'_>) {
         self.periodic = Some(ctx.set_periodic(ms(15), 1));
         ctx.set_timer(ms(25), 2);
@@ -134,7 +144,7 @@ impl Handler for Ticker {
         let fast = ctx.set_periodic(Duration::ZERO, 7);
         assert!(ctx.cancel_timer(fast));
     }
-    fn on_data(&mut self, conn: &mut Conn<'_>, data: &[u8]) -> usize {
+    fn on_data(&mut self, conn: &mut Conn<'_>, _: &mut (), data: &[u8]) -> usize {
         conn.send(data);
         data.len()
     }
@@ -187,12 +197,16 @@ struct Hoarder {
 }
 
 impl Handler for Hoarder {
+    type State = ();
+
+    fn on_open(&mut self, _conn: &mut Conn<'_>) {}
+
     fn on_start(&mut self, ctx: &mut Ctx<'_>) {
         for i in 0..1_000_000u64 {
             ctx.set_timer(Duration::from_secs(3600) + Duration::from_micros(i), i);
         }
     }
-    fn on_data(&mut self, conn: &mut Conn<'_>, data: &[u8]) -> usize {
+    fn on_data(&mut self, conn: &mut Conn<'_>, _: &mut (), data: &[u8]) -> usize {
         conn.send(data);
         data.len()
     }

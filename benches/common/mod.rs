@@ -10,7 +10,11 @@ use ringnet::{Backend, Config, Conn, Engine, Handler};
 pub struct Echo;
 
 impl Handler for Echo {
-    fn on_data(&mut self, conn: &mut Conn<'_>, data: &[u8]) -> usize {
+    type State = ();
+
+    fn on_open(&mut self, _conn: &mut Conn<'_>) {}
+
+    fn on_data(&mut self, conn: &mut Conn<'_>, _: &mut (), data: &[u8]) -> usize {
         conn.send(data);
         data.len()
     }

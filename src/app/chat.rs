@@ -24,13 +24,18 @@ pub struct Chat {
 }
 
 impl MessageHandler for Chat {
+    /// Nothing per connection: every line goes to everyone else.
+    type State = ();
+
     fn on_start(&mut self, ctx: &mut Ctx<'_>) {
         if let (0, Some(peer)) = (ctx.worker(), &self.peer) {
             ctx.connect_persistent(peer, Duration::from_secs(5), PEER_TAG);
         }
     }
 
-    fn on_message(&mut self, conn: &mut MsgConn<'_, '_>, line: &[u8]) {
+    fn on_open(&mut self, _conn: &mut MsgConn<'_, '_>) {}
+
+    fn on_message(&mut self, conn: &mut MsgConn<'_, '_>, _: &mut (), line: &[u8]) {
         // A line that arrived as a line always fits the framing again.
         let _ = conn.broadcast_others(line);
     }

@@ -8,7 +8,11 @@ use crate::message::{MessageHandler, MsgConn};
 pub struct MessageEcho;
 
 impl MessageHandler for MessageEcho {
-    fn on_message(&mut self, conn: &mut MsgConn<'_, '_>, msg: &[u8]) {
+    type State = ();
+
+    fn on_open(&mut self, _conn: &mut MsgConn<'_, '_>) {}
+
+    fn on_message(&mut self, conn: &mut MsgConn<'_, '_>, _: &mut (), msg: &[u8]) {
         // A message that arrived in this framing always fits it again.
         if let Err(e) = conn.send_msg(msg) {
             conn.conn()

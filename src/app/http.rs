@@ -13,8 +13,11 @@
 //!   any bytes pipelined after that request are ignored.
 //! * Answers pipelined requests in order, all in one [`Handler::on_data`]
 //!   call; a request split across reads is left unconsumed until it is whole.
-//! * Skips request bodies declared with `Content-Length` (up to 1 MiB), waiting
-//!   until the whole body has arrived.
+//! * Skips request bodies declared with `Content-Length` (up to 1 MiB) as
+//!   they arrive, answering once the whole body is in. A body is never held
+//!   back: the connection's state ([`HttpConn`]) counts what is left of it,
+//!   so a connection sending a large body costs no more memory than one
+//!   sending none.
 //!
 //! # What it does not do
 //!
@@ -91,9 +94,25 @@ pub struct Http {
     _private: (),
 }
 
+/// What [`Http`] keeps per connection: the body of the current request
+/// still to be skipped, and how to answer once it has been.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct HttpConn {
+    /// Body bytes of the current request not yet received.
+    skip: u64,
+    /// The connection closes after the answer to the current request.
+    close: bool,
+}
+
 impl Handler for Http {
-    fn on_data(&mut self, conn: &mut Conn<'_>, data: &[u8]) -> usize {
-        let (consumed, close) = answer_all(data, |response| conn.send(response));
+    type State = HttpConn;
+
+    fn on_open(&mut self, _conn: &mut Conn<'_>) -> HttpConn {
+        HttpConn::default()
+    }
+
+    fn on_data(&mut self, conn: &mut Conn<'_>, state: &mut HttpConn, data: &[u8]) -> usize {
+        let (consumed, close) = answer_all(data, state, |response| conn.send(response));
         if close {
             conn.close();
         }
@@ -142,9 +161,10 @@ impl Reject {
 enum Parsed {
     /// Not a whole request yet (header section or body still incomplete).
     Partial,
-    /// A whole request of `consumed` bytes (header section and body); `close`
-    /// says whether the connection closes after answering it.
-    Request { consumed: usize, close: bool },
+    /// A request whose header section (`head` bytes) is complete, with a
+    /// body of `body` bytes after it (present or not); `close` says whether
+    /// the connection closes after answering it.
+    Request { head: usize, body: u64, close: bool },
     /// The request is refused; answer with the status and close.
     Reject(Reject),
 }
@@ -201,18 +221,12 @@ fn parse_one(buf: &[u8]) -> Parsed {
     if body > MAX_BODY {
         return Parsed::Reject(Reject::PayloadTooLarge);
     }
-    // body <= MAX_BODY, so neither step fails in practice.
-    let Some(consumed) = usize::try_from(body)
-        .ok()
-        .and_then(|b| head_len.checked_add(b))
-    else {
-        return Parsed::Reject(Reject::PayloadTooLarge);
-    };
-    if buf.len() < consumed {
-        return Parsed::Partial;
-    }
     let close = saw_close || (http10 && !saw_keep_alive);
-    Parsed::Request { consumed, close }
+    Parsed::Request {
+        head: head_len,
+        body,
+        close,
+    }
 }
 
 /// A `Content-Length` value: ASCII digits only (surrounding blanks allowed).
@@ -226,21 +240,49 @@ fn parse_content_length(value: &[u8]) -> Option<u64> {
 }
 
 /// Answer every whole request at the front of `data`, in order, passing each
-/// response to `send`. Returns the bytes consumed and whether the connection
-/// must close (after which the rest of `data` counts as consumed: it is
-/// ignored).
-fn answer_all(data: &[u8], mut send: impl FnMut(&'static [u8])) -> (usize, bool) {
+/// response to `send`; a body still arriving is consumed as it comes and
+/// counted down in `state`. Returns the bytes consumed and whether the
+/// connection must close (after which the rest of `data` counts as
+/// consumed: it is ignored).
+fn answer_all(
+    data: &[u8],
+    state: &mut HttpConn,
+    mut send: impl FnMut(&'static [u8]),
+) -> (usize, bool) {
     let mut off = 0;
-    while off < data.len() {
+    loop {
+        if state.skip > 0 {
+            // The rest of a body: take what is here.
+            let here = u64::try_from(data.len() - off).unwrap_or(u64::MAX);
+            let take = state.skip.min(here);
+            off += take as usize;
+            state.skip -= take;
+            if state.skip > 0 {
+                return (off, false);
+            }
+            // The body is in: answer its request.
+            if state.close {
+                send(OK_CLOSE);
+                return (data.len(), true);
+            }
+            send(OK_KEEP_ALIVE);
+        }
+        if off >= data.len() {
+            return (off, false);
+        }
         match parse_one(&data[off..]) {
-            Parsed::Partial => break,
-            Parsed::Request { consumed, close } => {
-                if close {
-                    send(OK_CLOSE);
-                    return (data.len(), true);
+            Parsed::Partial => return (off, false),
+            Parsed::Request { head, body, close } => {
+                // The answer goes out once the body is in (just above).
+                off += head;
+                *state = HttpConn { skip: body, close };
+                if body == 0 {
+                    if close {
+                        send(OK_CLOSE);
+                        return (data.len(), true);
+                    }
+                    send(OK_KEEP_ALIVE);
                 }
-                send(OK_KEEP_ALIVE);
-                off += consumed;
             }
             Parsed::Reject(reject) => {
                 send(reject.response());
@@ -248,7 +290,6 @@ fn answer_all(data: &[u8], mut send: impl FnMut(&'static [u8])) -> (usize, bool)
             }
         }
     }
-    (off, false)
 }
 
 #[cfg(test)]
@@ -259,7 +300,9 @@ mod tests {
 
     fn request(buf: &[u8]) -> (usize, bool) {
         match parse_one(buf) {
-            Parsed::Request { consumed, close } => (consumed, close),
+            Parsed::Request { head, body, close } if buf.len() >= head + body as usize => {
+                (head + body as usize, close)
+            }
             other => panic!("expected a request, got {other:?}"),
         }
     }
@@ -275,6 +318,7 @@ mod tests {
     /// again in front of the next chunk, and stops delivering once closed.
     #[derive(Default)]
     struct Fake {
+        state: HttpConn,
         held: Vec<u8>,
         out: Vec<u8>,
         closed: bool,
@@ -289,7 +333,7 @@ mod tests {
             self.held.extend_from_slice(chunk);
             self.calls += 1;
             let out = &mut self.out;
-            let (n, close) = answer_all(&self.held, |r| out.extend_from_slice(r));
+            let (n, close) = answer_all(&self.held, &mut self.state, |r| out.extend_from_slice(r));
             self.held.drain(..n.min(self.held.len()));
             self.closed = close;
         }
@@ -385,7 +429,9 @@ mod tests {
 
         let stream = [GET, GET, GET].concat();
         let mut out = Vec::new();
-        let (n, close) = answer_all(&stream, |r| out.extend_from_slice(r));
+        let (n, close) = answer_all(&stream, &mut HttpConn::default(), |r| {
+            out.extend_from_slice(r)
+        });
         assert_eq!((n, close), (stream.len(), false));
         assert_eq!(out, OK_KEEP_ALIVE.repeat(3));
     }
@@ -428,14 +474,42 @@ mod tests {
     }
 
     #[test]
-    fn partial_body_waits() {
-        let r = b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc";
-        assert_eq!(parse_one(r), Parsed::Partial);
-        let f = run(&[GET, r]);
-        assert_eq!(f.out, OK_KEEP_ALIVE, "the first request is answered");
-        assert_eq!(f.held, r, "the incomplete one is not consumed");
+    fn a_partial_body_is_consumed_as_it_comes_and_answered_once_in() {
+        let head = b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\n";
+        let mut r = head.to_vec();
+        r.extend_from_slice(b"abc");
+        assert!(matches!(
+            parse_one(&r),
+            Parsed::Request { head: h, body: 10, close: false } if h == head.len()
+        ));
+        let mut f = run(&[GET, &r]);
+        assert_eq!(f.out, OK_KEEP_ALIVE, "only the first request is answered");
+        assert!(f.held.is_empty(), "the body so far is consumed, not held");
+        assert_eq!(f.state.skip, 7);
+        f.feed(b"defg");
+        assert_eq!(f.out, OK_KEEP_ALIVE, "3 body bytes still to come");
+        f.feed(b"hij");
+        f.feed(GET);
+        assert_eq!(
+            f.out,
+            OK_KEEP_ALIVE.repeat(3),
+            "answered once the body is in"
+        );
+        assert!(f.held.is_empty());
         assert_eq!(parse_one(b"GET / HTTP/1.1\r\nHost: x\r\n"), Parsed::Partial);
         assert_eq!(parse_one(b""), Parsed::Partial);
+    }
+
+    #[test]
+    fn a_body_split_anywhere_gives_the_same_answers() {
+        let one = b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhelloGET / HTTP/1.0\r\n\r\n";
+        for cut in 0..one.len() {
+            let f = run(&[&one[..cut], &one[cut..]]);
+            let mut want = OK_KEEP_ALIVE.to_vec();
+            want.extend_from_slice(OK_CLOSE);
+            assert_eq!(f.out, want, "cut at {cut}");
+            assert!(f.closed, "cut at {cut}");
+        }
     }
 
     #[test]
@@ -508,6 +582,9 @@ mod tests {
         assert_eq!(f.out, PAYLOAD_TOO_LARGE);
         assert!(f.closed);
         let r = format!("POST / HTTP/1.1\r\nContent-Length: {}\r\n\r\n", 1 << 20);
-        assert_eq!(parse_one(r.as_bytes()), Parsed::Partial, "1 MiB is allowed");
+        assert!(
+            matches!(parse_one(r.as_bytes()), Parsed::Request { body, .. } if body == 1 << 20),
+            "1 MiB is allowed"
+        );
     }
 }

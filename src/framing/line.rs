@@ -44,12 +44,23 @@ impl LineCodec {
     /// that a `\n` may yet follow). [`FrameError::FrameTooLarge`] then
     /// reports the line's length if its `\n` is present, else the bytes seen.
     pub fn decode<'a>(&self, buf: &'a [u8]) -> Result<Option<(Frame<'a>, usize)>, FrameError> {
+        self.decode_from(buf, 0)
+    }
+
+    /// [`LineCodec::decode`], given that the first `scanned` bytes of `buf`
+    /// hold no `\n` (they were looked at before): the search starts after
+    /// them. A `scanned` beyond `buf` counts as all of it.
+    pub fn decode_from<'a>(
+        &self,
+        buf: &'a [u8],
+        scanned: usize,
+    ) -> Result<Option<(Frame<'a>, usize)>, FrameError> {
         // The furthest a `\n` can be for an acceptable line: after `max`
         // bytes and a `\r`.
-        // memchr: a line drip-fed a byte per read is rescanned on every
-        // read, so the scan must cost next to nothing per byte.
         let window = self.max.saturating_add(2);
-        if let Some(nl) = memchr::memchr(b'\n', &buf[..buf.len().min(window)]) {
+        let end = buf.len().min(window);
+        let from = scanned.min(end);
+        if let Some(nl) = memchr::memchr(b'\n', &buf[from..end]).map(|i| from + i) {
             // `nl < buf.len()`.
             let payload = strip_cr(&buf[..nl]);
             if payload.len() > self.max {
@@ -129,6 +140,33 @@ pub fn encode_line(payload: &[u8], out: &mut Vec<u8>) -> Result<(), FrameError> 
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn resuming_a_scan_finds_what_a_full_scan_finds() {
+        let codec = LineCodec::new(16);
+        let inputs: [&[u8]; 6] = [
+            b"hello\nworld",
+            b"0123456789abcdef\r\n",
+            b"0123456789abcdefg\n",
+            b"0123456789abcdef\r",
+            b"no line end yet",
+            b"\n",
+        ];
+        for buf in inputs {
+            let first_nl = buf.iter().position(|&b| b == b'\n').unwrap_or(buf.len());
+            // Any prefix without the `\n` may have been scanned before.
+            for scanned in 0..=first_nl {
+                assert_eq!(
+                    codec.decode_from(buf, scanned),
+                    codec.decode(buf),
+                    "{buf:?} scanned {scanned}"
+                );
+            }
+        }
+        // A hint past the end counts as all of it.
+        assert_eq!(codec.decode_from(b"abc", 10), Ok(None));
+    }
+
     use super::*;
 
     fn too_large(declared: u64, limit: usize) -> FrameError {

@@ -264,6 +264,22 @@ impl Framing {
         }
     }
 
+    /// [`Framing::decode`], knowing that the first `scanned` bytes of `buf`
+    /// were seen before and hold no line end (what a caller that kept an
+    /// incomplete frame knows): a line's `\n` is looked for only after
+    /// them, so a long line arriving in small pieces costs a scan of each
+    /// piece, not of the whole line each time. Other framings ignore it.
+    pub fn decode_from<'a>(
+        &self,
+        buf: &'a [u8],
+        scanned: usize,
+    ) -> Result<Option<(Frame<'a>, usize)>, FrameError> {
+        match *self {
+            Framing::Line { max } => LineCodec::new(max).decode_from(buf, scanned),
+            _ => self.decode(buf),
+        }
+    }
+
     /// Append `payload` to `out` as one frame, checking this framing's
     /// limit; on error `out` is unchanged. A raw frame is the payload.
     pub fn encode(&self, payload: &[u8], out: &mut Vec<u8>) -> Result<(), FrameError> {

@@ -83,7 +83,7 @@ impl Deadlines {
 
 impl<H: Handler> Worker<H> {
     /// The open connection `conn` names (not torn down), if any.
-    fn live(&mut self, conn: ConnId) -> Option<&mut super::Slot> {
+    fn live(&mut self, conn: ConnId) -> Option<&mut super::Slot<H::State>> {
         self.conns
             .get_mut(conn.key())
             .filter(|s| s.core.id == conn && !s.core.is_closed())
@@ -203,16 +203,15 @@ impl<H: Handler> Worker<H> {
             match owner {
                 TimerOwner::Conn { conn, id } => {
                     self.deadlines.handler.cancel(key);
-                    // Only while the handler has not been told it closed.
-                    let told = |s: &super::Slot| {
-                        matches!(s.core.phase, Phase::Lingering(_) | Phase::Closed)
-                    };
+                    // Only while the connection is open: not once it is
+                    // closing (the handler closed it, an error, the peer's
+                    // end), whether or not on_close has come yet.
                     let open = self
                         .conns
                         .get(conn.key())
-                        .is_some_and(|s| s.core.id == conn && !told(s));
+                        .is_some_and(|s| s.core.id == conn && !s.core.is_closing());
                     if open {
-                        self.with_conn(conn.key(), |h, c| h.on_timer(c, id));
+                        self.with_conn(conn.key(), |h, c, state| h.on_timer(c, state, id));
                         self.mark_dirty(conn.key());
                     }
                 }

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use super::deadlines::Due;
 use super::timeouts::{write_check, write_check_interval, Watch, WriteCheck};
-use super::{op, Lent, Worker};
+use super::{op, Lent, Slot, Worker};
 use crate::conn::{Flow, Phase, Pressure};
 use crate::driver::{Received, RecvEvent, SendStart};
 use crate::handler::{deliver, CloseReason, Handler};
@@ -37,13 +37,17 @@ impl<H: Handler> Worker<H> {
         } = self.lend();
         let slot = &mut conns[key];
         let (generation, fd) = (slot.generation(), slot.core.sock.as_raw_fd());
-        let core = &mut slot.core;
+        let Slot { core, state, .. } = slot;
         let (mut failed, mut partial) = (None, false);
         let got = driver.receive(slot.drv, fd, ev, |bytes| {
+            // No state: the handler was told the connection closed.
+            let Some(state) = state.as_mut() else {
+                return Flow::Stop;
+            };
             if core.is_closed() {
                 return Flow::Stop;
             }
-            match deliver(core, handler, bytes, limit, env.reborrow()) {
+            match deliver(core, handler, state, bytes, limit, env.reborrow()) {
                 Ok(began) => {
                     partial |= began;
                     core.flow()
@@ -298,14 +302,17 @@ impl<H: Handler> Worker<H> {
     /// Tell the handler (once) that the connection is closed; it leaves the
     /// bus, and a persistent outbound connection is scheduled again.
     fn notify_closed(&mut self, key: usize, reason: &CloseReason) {
-        let core = &mut self.conns[key].core;
-        if matches!(core.phase, Phase::Lingering(_) | Phase::Closed) {
+        let slot = &mut self.conns[key];
+        if matches!(slot.core.phase, Phase::Lingering(_) | Phase::Closed) {
             return;
         }
-        let id = core.id;
-        let origin = core.take_origin();
+        let id = slot.core.id;
+        let origin = slot.core.take_origin();
+        let state = slot.state.take();
         self.ctx.bus.closed(id);
-        self.handler.on_close(id, reason);
+        if let Some(state) = state {
+            self.handler.on_close(id, state, reason);
+        }
         if let Some(next) = origin {
             self.schedule(next);
         }

@@ -101,13 +101,17 @@ mod op {
     pub(super) const IN_FLIGHT: u8 = RECV | SEND | SHUT | REG;
 }
 
-struct Slot {
+/// One connection in a worker's slab: the core's state, the operations in
+/// flight, the driver's bits, and the handler's state for it (`None` only
+/// before `on_open` returns and after `on_close`).
+struct Slot<S> {
     core: ConnCore,
     ops: u8,
     drv: DriverConn,
+    state: Option<S>,
 }
 
-impl Slot {
+impl<S> Slot<S> {
     /// The generation the slot was stamped with (part of the connection's
     /// id).
     fn generation(&self) -> u32 {
@@ -141,7 +145,7 @@ enum Accept {
 pub(crate) struct Worker<H: Handler> {
     driver: Driver,
     handler: H,
-    conns: Slab<Slot>,
+    conns: Slab<Slot<H::State>>,
     ctx: WorkerCtx,
     next_generation: u32,
     /// The accept on each listener, by index.
@@ -168,9 +172,9 @@ pub(crate) struct Worker<H: Handler> {
 
 /// The worker split for a handler callback: the driver and the slab stay
 /// usable beside the handler and what it can reach (`env`).
-struct Lent<'a, H> {
+struct Lent<'a, H: Handler> {
     driver: &'a mut Driver,
-    conns: &'a mut Slab<Slot>,
+    conns: &'a mut Slab<Slot<H::State>>,
     handler: &'a mut H,
     env: Env<'a>,
 }
@@ -442,16 +446,37 @@ impl<H: Handler> Worker<H> {
         }
     }
 
-    /// Lend connection `key` to the handler for one callback, `f`.
-    fn with_conn(&mut self, key: usize, f: impl FnOnce(&mut H, &mut Conn<'_>)) {
+    /// Lend connection `key` and its state to the handler for one
+    /// callback, `f` (nothing when the handler has no state for it: before
+    /// `on_open` returned, or after `on_close`).
+    fn with_conn(&mut self, key: usize, f: impl FnOnce(&mut H, &mut Conn<'_>, &mut H::State)) {
         let Lent {
             conns,
             handler,
             env,
             ..
         } = self.lend();
-        let core = &mut conns[key].core;
-        f(handler, &mut Conn { core, env });
+        let Slot { core, state, .. } = &mut conns[key];
+        if let Some(state) = state {
+            f(handler, &mut Conn { core, env }, state);
+        }
+    }
+
+    /// Lend new connection `key` to the handler's `on_open` and keep the
+    /// state it makes.
+    fn open_with_handler(&mut self, key: usize) {
+        let Lent {
+            conns,
+            handler,
+            env,
+            ..
+        } = self.lend();
+        let slot = &mut conns[key];
+        let state = handler.on_open(&mut Conn {
+            core: &mut slot.core,
+            env,
+        });
+        slot.state = Some(state);
     }
 
     /// Lend the worker to the handler for one callback, `f`.
@@ -477,7 +502,7 @@ mod tests {
     /// connection with 9000 held (`ringnet bench hold`).
     #[test]
     fn a_slot_stays_small() {
-        let size = std::mem::size_of::<super::Slot>();
+        let size = std::mem::size_of::<super::Slot<()>>();
         assert!(size <= 96, "Slot grew to {size} bytes");
         assert_eq!(std::mem::size_of::<super::DriverConn>(), 4);
     }

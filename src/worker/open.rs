@@ -127,6 +127,7 @@ impl<H: Handler> Worker<H> {
             core,
             ops: if registering { op::REG } else { 0 },
             drv,
+            state: None,
         });
         let st = &self.ctx.stats;
         st.add(&st.open, 1);
@@ -134,7 +135,7 @@ impl<H: Handler> Worker<H> {
             self.deadlines.arm(now, idle, Due::Idle(id));
         }
         self.ctx.bus.opened(id);
-        self.with_conn(key, |h, conn| h.on_open(conn));
+        self.open_with_handler(key);
         if self.stopping {
             self.conns[key].core.close(CloseReason::Shutdown);
         }

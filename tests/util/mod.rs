@@ -13,7 +13,11 @@ use ringnet::{Backend, CloseReason, Config, Conn, Engine, Handler, Stats};
 pub struct Echo;
 
 impl Handler for Echo {
-    fn on_data(&mut self, conn: &mut Conn<'_>, data: &[u8]) -> usize {
+    type State = ();
+
+    fn on_open(&mut self, _conn: &mut Conn<'_>) {}
+
+    fn on_data(&mut self, conn: &mut Conn<'_>, _: &mut (), data: &[u8]) -> usize {
         conn.send(data);
         data.len()
     }
@@ -24,7 +28,11 @@ impl Handler for Echo {
 pub struct MessageEcho;
 
 impl MessageHandler for MessageEcho {
-    fn on_message(&mut self, conn: &mut MsgConn<'_, '_>, msg: &[u8]) {
+    type State = ();
+
+    fn on_open(&mut self, _conn: &mut MsgConn<'_, '_>) {}
+
+    fn on_message(&mut self, conn: &mut MsgConn<'_, '_>, _: &mut (), msg: &[u8]) {
         if let Err(e) = conn.send_msg(msg) {
             conn.conn().close_with(CloseReason::BadFrame(e.to_string()));
         }

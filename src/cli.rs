@@ -68,7 +68,7 @@ pub(crate) struct ServeArgs {
     /// socket). Repeat it to listen on several at once [default:
     /// 127.0.0.1:7000, unless a service manager passed listening sockets
     /// with LISTEN_FDS].
-    #[arg(long, value_name = "ADDR", value_parser = parse_listen_addr)]
+    #[arg(long, value_name = "ADDR", value_parser = parse_address)]
     pub(crate) addr: Vec<Address>,
     /// With unix:PATH addresses: the socket file's mode, in octal (e.g.
     /// 660) [default: as the umask leaves it].
@@ -88,9 +88,10 @@ pub(crate) struct ServeArgs {
     /// [default: 5].
     #[arg(long, value_name = "SECS", value_parser = parse_secs, allow_negative_numbers = true)]
     shutdown_timeout: Option<Duration>,
-    /// With `chat`: another chat node to join (kept connected).
-    #[arg(long, value_parser = parse_endpoint)]
-    pub(crate) peer: Option<SocketAddr>,
+    /// With `chat`: another chat node to join (kept connected): HOST:PORT,
+    /// unix:PATH or unix:@NAME.
+    #[arg(long, value_parser = parse_address)]
+    pub(crate) peer: Option<Address>,
     /// Backend: auto (io_uring if it works here, else epoll), uring, epoll.
     /// The environment variable RINGNET_BACKEND overrides it.
     #[arg(long, default_value = "auto", value_parser = parse_backend)]
@@ -328,9 +329,9 @@ impl ServeArgs {
 /// The address `serve` listens on when given none.
 pub(crate) const DEFAULT_ADDR: &str = "127.0.0.1:7000";
 
-/// A listening address: `unix:PATH`, `unix:@NAME`, or an endpoint as
-/// [`parse_endpoint`] takes it.
-fn parse_listen_addr(s: &str) -> Result<Address, String> {
+/// An address to listen on or connect to: `unix:PATH`, `unix:@NAME`, or an
+/// endpoint as [`parse_endpoint`] takes it.
+pub(crate) fn parse_address(s: &str) -> Result<Address, String> {
     if s.starts_with(ringnet::address::UNIX_PREFIX) {
         return s
             .parse()

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail};
 use clap::{Parser, Subcommand};
-use cli::{parse_endpoint, parse_secs, Mode, ServeArgs};
+use cli::{parse_address, parse_secs, Mode, ServeArgs};
 use ringnet::message::Framed;
 use ringnet::uring::probe::{ProbeReport, SocketLimits};
 use ringnet::{app, Engine};
@@ -95,7 +95,7 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
         }
         Mode::Chat => {
             let chat = app::chat::Chat {
-                peer: a.peer.map(|p| vec![p]),
+                peer: a.peer.clone().map(|p| vec![p]),
             };
             let lines = a.lines();
             Engine::start(cfg, move |_| Framed::new(lines, chat.clone()))?
@@ -145,9 +145,10 @@ struct BenchArgs {
     /// echo server) and compare them side by side.
     #[arg(long)]
     compare: bool,
-    /// The server to drive (not with --compare): HOST:PORT or NAME:PORT.
-    #[arg(long, default_value = "127.0.0.1:7000", value_parser = parse_endpoint)]
-    addr: SocketAddr,
+    /// The server to drive (not with --compare): HOST:PORT, NAME:PORT,
+    /// unix:PATH or unix:@NAME.
+    #[arg(long, default_value = "127.0.0.1:7000", value_parser = parse_address)]
+    addr: ringnet::Address,
     /// Concurrent connections.
     #[arg(long, default_value_t = 32)]
     conns: usize,

@@ -163,7 +163,7 @@ fn two_chat_nodes_relay(backend: Backend) {
     .expect("node a");
     let a_addr = node_a.local_addr();
     let peer = Chat {
-        peer: Some(vec![a_addr]),
+        peer: Some(vec![a_addr.into()]),
     };
     let node_b = Engine::start(config(backend), move |_| {
         Framed::new(Framing::line(), peer.clone())
@@ -212,6 +212,47 @@ fn two_chat_nodes_relay(backend: Backend) {
     b1.say("welcome back");
     assert_eq!(a2.hear(), "welcome back");
     drop((a2, b1));
+    node_b.shutdown().expect("node b");
+    node_a.shutdown().expect("node a");
+}
+
+/// Node B joins node A through A's Unix socket (an abstract name), while
+/// clients use TCP: lines cross the Unix link both ways.
+fn chat_nodes_link_over_a_unix_socket(backend: Backend) {
+    let link: ringnet::Address = format!("unix:@ringnet-chat-{}-{backend}", std::process::id())
+        .parse()
+        .expect("address");
+    let node_a = Engine::start(
+        Config::default()
+            .listen_on("127.0.0.1:0")
+            .and_then(|c| c.also_listen_on(link.clone()))
+            .map(|c| Config {
+                workers: 1,
+                backend: backend.into(),
+                ..c
+            })
+            .expect("config"),
+        |_| Framed::new(Framing::line(), Chat::default()),
+    )
+    .expect("node a");
+    assert_eq!(node_a.local_addrs()[1], link);
+    let peer = Chat {
+        peer: Some(vec![link]),
+    };
+    let node_b = Engine::start(config(backend), move |_| {
+        Framed::new(Framing::line(), peer.clone())
+    })
+    .expect("node b");
+    open_count(&node_a, 1); // the link, over the Unix socket
+    let mut a1 = LineClient::new(node_a.local_addr());
+    let mut b1 = LineClient::new(node_b.local_addr());
+    open_count(&node_a, 2);
+    open_count(&node_b, 2);
+    a1.say("over unix from a");
+    assert_eq!(b1.hear(), "over unix from a");
+    b1.say("over unix from b");
+    assert_eq!(a1.hear(), "over unix from b");
+    drop((a1, b1));
     node_b.shutdown().expect("node b");
     node_a.shutdown().expect("node a");
 }
@@ -303,4 +344,12 @@ fn two_chat_nodes_relay_uring() {
 #[test]
 fn two_chat_nodes_relay_epoll() {
     two_chat_nodes_relay(Backend::Epoll);
+}
+#[test]
+fn chat_nodes_link_over_a_unix_socket_uring() {
+    chat_nodes_link_over_a_unix_socket(Backend::Uring);
+}
+#[test]
+fn chat_nodes_link_over_a_unix_socket_epoll() {
+    chat_nodes_link_over_a_unix_socket(Backend::Epoll);
 }

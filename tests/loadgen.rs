@@ -51,7 +51,13 @@ fn bounded<T: Send + 'static>(
 
 /// Options for a short, quiet run without warm-up (a warm-up would reset
 /// the counters and could hide a corruption that happens early).
-fn options(mode: Mode, addr: SocketAddr, conns: usize, size: usize, duration: Duration) -> Options {
+fn options(
+    mode: Mode,
+    addr: impl Into<ringnet::Address>,
+    conns: usize,
+    size: usize,
+    duration: Duration,
+) -> Options {
     Options {
         conns,
         size,
@@ -212,6 +218,35 @@ fn echo_against_a_correct_server_verifies_every_byte(backend: Backend) {
     );
     assert_eq!(r.latency.len(), r.ops, "one latency sample per round trip");
     engine.shutdown().expect("shutdown");
+}
+
+/// The same against a server on a Unix socket (abstract name): every byte
+/// of every round trip checked, no error.
+fn echo_over_a_unix_socket_verifies_every_byte(backend: Backend) {
+    let addr: ringnet::Address = format!("unix:@ringnet-loadgen-{}-{backend}", std::process::id())
+        .parse()
+        .expect("address");
+    let engine = util::echo_engine(
+        util::config(backend)
+            .listen_on(addr.clone())
+            .expect("config"),
+    );
+    let opts = options(Mode::Echo, addr, 8, 1000, Duration::from_millis(300));
+    let r = run_bounded(&format!("echo 8x1000 B over unix on {backend}"), opts);
+    assert!(r.ops > 0, "no round trip completed");
+    assert_eq!((r.errors, r.mismatches), (0, 0));
+    assert_eq!(r.bytes_verified, r.ops * 1000);
+    engine.shutdown().expect("shutdown");
+}
+
+#[test]
+fn echo_over_a_unix_socket_verifies_every_byte_uring() {
+    echo_over_a_unix_socket_verifies_every_byte(Backend::Uring)
+}
+
+#[test]
+fn echo_over_a_unix_socket_verifies_every_byte_epoll() {
+    echo_over_a_unix_socket_verifies_every_byte(Backend::Epoll)
 }
 
 #[test]

@@ -6,7 +6,6 @@
 //! side opened them; a line is never sent back where it came from. (Two
 //! nodes; a ring of three or more would pass lines around it.)
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::handler::Ctx;
@@ -19,8 +18,8 @@ pub const PEER_TAG: u64 = 0x70ee;
 /// worker 0.
 #[derive(Debug, Clone, Default)]
 pub struct Chat {
-    /// Addresses of the node to join.
-    pub peer: Option<Vec<SocketAddr>>,
+    /// Addresses of the node to join (IP or Unix).
+    pub peer: Option<Vec<crate::Address>>,
 }
 
 impl MessageHandler for Chat {

@@ -12,13 +12,13 @@
 //! A connection that fails (refused, reset, closed early, wrong bytes) counts
 //! an error and is replaced by a new one, so the run goes on.
 
+use crate::address::Address;
 use std::io::{self, Read, Write};
-use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use socket2::{Domain, Socket, Type};
+use socket2::{Socket, Type};
 
 use super::{Mode, Options};
 use crate::sys::epoll::{self, Epoll, Event};
@@ -44,14 +44,13 @@ pub(crate) struct Client {
 }
 
 /// Start a non-blocking connect to `addr`, registered under `token`.
-pub(crate) fn connect(ep: &Epoll, addr: SocketAddr, token: usize) -> io::Result<Client> {
-    let sock = Socket::new(
-        Domain::for_address(addr),
-        Type::STREAM.nonblocking().cloexec(),
-        None,
-    )?;
-    sock.set_tcp_nodelay(true)?;
-    match sock.connect(&addr.into()) {
+pub(crate) fn connect(ep: &Epoll, addr: &Address, token: usize) -> io::Result<Client> {
+    let (domain, protocol) = addr.stream_domain();
+    let sock = Socket::new(domain, Type::STREAM.nonblocking().cloexec(), protocol)?;
+    if !addr.is_unix() {
+        sock.set_tcp_nodelay(true)?;
+    }
+    match sock.connect(&addr.to_sock_addr()?) {
         Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
         Err(e) => return Err(e),
@@ -136,7 +135,10 @@ impl Driver {
         let payloads = (0..opts.conns)
             .map(|i| pattern(i as u64 + 1, size))
             .collect();
-        let host = opts.addr.to_string();
+        let host = match &opts.addr {
+            Address::Inet(a) => a.to_string(),
+            Address::Unix(_) => "localhost".to_string(),
+        };
         Driver {
             mode: opts.mode,
             payloads,
@@ -312,7 +314,7 @@ pub(crate) fn run_traffic(
     let mut driver = Driver::new(opts);
     let mut clients: Vec<Option<Client>> = Vec::with_capacity(opts.conns);
     for i in 0..opts.conns {
-        clients.push(Some(connect(&ep, opts.addr, i)?));
+        clients.push(Some(connect(&ep, &opts.addr, i)?));
     }
     let mut tally = Tally::new();
     let mut events: Vec<Event> = Vec::with_capacity(1024);
@@ -346,7 +348,7 @@ pub(crate) fn run_traffic(
         }
         if !reconnect.is_empty() && now >= retry_at {
             for i in std::mem::take(&mut reconnect) {
-                match connect(&ep, opts.addr, i) {
+                match connect(&ep, &opts.addr, i) {
                     Ok(c) => clients[i] = Some(c),
                     Err(_) => {
                         tally.errors += 1;
@@ -379,7 +381,7 @@ pub(crate) fn run_traffic(
                 }
                 // Dropping the socket closes it and leaves the epoll set.
                 clients[i] = None;
-                match connect(&ep, opts.addr, i) {
+                match connect(&ep, &opts.addr, i) {
                     Ok(c) => clients[i] = Some(c),
                     Err(_) => {
                         tally.errors += 1;
@@ -447,7 +449,7 @@ pub(crate) fn run_hold(opts: &Options) -> io::Result<HoldOutcome> {
     // Open, a bounded number at a time.
     while opened + (tally.errors as usize) < opts.conns && Instant::now() < deadline {
         while connecting < HOLD_CONNECTING && next < opts.conns {
-            match connect(&ep, opts.addr, next) {
+            match connect(&ep, &opts.addr, next) {
                 Ok(c) => {
                     clients[next] = Some(c);
                     connecting += 1;

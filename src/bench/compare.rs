@@ -183,7 +183,7 @@ pub fn compare(
         for (i, c) in contenders.iter().enumerate() {
             let server = ServerProcess::start(exe, c)?;
             let opts = Options {
-                addr: server.addr,
+                addr: server.addr.into(),
                 server_pid: Some(server.pid()),
                 cpu: Some(load_cpu),
                 progress: false,

@@ -16,8 +16,8 @@ pub mod compare;
 pub mod procstat;
 mod report;
 
+use crate::address::Address;
 use std::io::IsTerminal;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 pub use client::pattern;
@@ -89,8 +89,8 @@ impl std::str::FromStr for Mode {
 pub struct Options {
     /// What to do.
     pub mode: Mode,
-    /// The server.
-    pub addr: SocketAddr,
+    /// The server: an IP address or a Unix socket.
+    pub addr: Address,
     /// Concurrent connections.
     pub conns: usize,
     /// Echo message size in bytes.
@@ -116,10 +116,10 @@ pub struct Options {
 impl Options {
     /// Defaults for `mode` against `addr`: 32 connections, 64 bytes, 5 s
     /// after 1 s of warm-up; progress when stderr is a terminal.
-    pub fn new(mode: Mode, addr: SocketAddr) -> Options {
+    pub fn new(mode: Mode, addr: impl Into<Address>) -> Options {
         Options {
             mode,
-            addr,
+            addr: addr.into(),
             conns: 32,
             size: 64,
             duration: Duration::from_secs(5),

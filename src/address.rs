@@ -6,7 +6,7 @@
 //! relative path is relative to the working directory) or `unix:@app` (the
 //! abstract name `app`: no file, gone when its last socket closes). Every
 //! function that takes an endpoint accepts these forms where a Unix socket
-//! makes sense (see [`ToEndpoint`](crate::endpoint::ToEndpoint)).
+//! makes sense (see `ToEndpoint::to_addresses`).
 //!
 //! ```
 //! use ringnet::{Address, UnixAddr};
@@ -26,11 +26,8 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
 use socket2::SockAddr;
-
-use crate::endpoint::EndpointError;
 
 /// The longest Unix socket path or abstract name, in bytes: `sun_path` is
 /// 108 bytes and a path needs its terminating NUL (an abstract name spends
@@ -101,11 +98,16 @@ impl Address {
         match self {
             Address::Inet(a) => Ok(SockAddr::from(*a)),
             Address::Unix(UnixAddr::Path(p)) => {
-                check_unix_len(p.as_os_str().as_bytes()).map_err(io::Error::from)?;
+                let len = p.as_os_str().len();
+                if !unix_len_fits(len) {
+                    return Err(too_long(len));
+                }
                 SockAddr::unix(p)
             }
             Address::Unix(UnixAddr::Abstract(name)) => {
-                check_unix_len(name).map_err(io::Error::from)?;
+                if !unix_len_fits(name.len()) {
+                    return Err(too_long(name.len()));
+                }
                 // A leading NUL marks the abstract namespace.
                 let mut bytes = Vec::with_capacity(name.len() + 1);
                 bytes.push(0);
@@ -139,49 +141,19 @@ impl Address {
             "neither an IP nor a Unix socket address",
         ))
     }
-
-    /// Parse `unix:/path`, `unix:@name` or an IP socket address literal
-    /// (`1.2.3.4:80`, `[::1]:80`; no name lookup: see
-    /// [`Endpoint`](crate::Endpoint) for host names).
-    pub fn parse(s: &str) -> Result<Address, EndpointError> {
-        if let Some(unix) = parse_unix(s) {
-            return unix.map(Address::Unix);
-        }
-        let ep = crate::Endpoint::parse(s)?;
-        match ep.ip() {
-            Some(ip) => Ok(Address::Inet(SocketAddr::new(ip, ep.port()))),
-            None => Err(EndpointError::NotAnAddress(s.to_string())),
-        }
-    }
 }
 
-/// `Some` when `s` is written as a Unix address (starts with `unix:`), with
-/// the address or why it is not one.
-pub(crate) fn parse_unix(s: &str) -> Option<Result<UnixAddr, EndpointError>> {
-    let rest = s.strip_prefix(UNIX_PREFIX)?;
-    Some(if let Some(name) = rest.strip_prefix('@') {
-        if name.is_empty() {
-            Err(EndpointError::EmptyUnixPath)
-        } else {
-            check_unix_len(name.as_bytes()).map(|()| UnixAddr::Abstract(name.as_bytes().to_vec()))
-        }
-    } else if rest.is_empty() {
-        Err(EndpointError::EmptyUnixPath)
-    } else if rest.contains('\0') {
-        Err(EndpointError::NulInUnixPath)
-    } else {
-        check_unix_len(rest.as_bytes()).map(|()| UnixAddr::Path(PathBuf::from(rest)))
-    })
+/// Whether a Unix path or abstract name of `len` bytes fits in `sun_path`.
+pub(crate) fn unix_len_fits(len: usize) -> bool {
+    len <= UNIX_PATH_MAX
 }
 
-fn check_unix_len(bytes: &[u8]) -> Result<(), EndpointError> {
-    if bytes.len() > UNIX_PATH_MAX {
-        return Err(EndpointError::UnixPathTooLong {
-            len: bytes.len(),
-            max: UNIX_PATH_MAX,
-        });
-    }
-    Ok(())
+/// The error for a Unix path or name that does not fit.
+fn too_long(len: usize) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("Unix socket path of {len} bytes is too long (at most {UNIX_PATH_MAX})"),
+    )
 }
 
 impl fmt::Display for UnixAddr {
@@ -202,14 +174,6 @@ impl fmt::Display for Address {
             Address::Inet(a) => a.fmt(f),
             Address::Unix(u) => u.fmt(f),
         }
-    }
-}
-
-impl FromStr for Address {
-    type Err = EndpointError;
-
-    fn from_str(s: &str) -> Result<Address, EndpointError> {
-        Address::parse(s)
     }
 }
 
@@ -267,67 +231,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn unix_forms_parse_and_print_back() {
-        for s in ["unix:/tmp/a.sock", "unix:rel/a.sock", "unix:@name"] {
-            let a = Address::parse(s).expect(s);
-            assert!(a.is_unix());
-            assert_eq!(a.to_string(), s);
+    fn kernel_forms_round_trip() {
+        for a in [
+            Address::Inet("127.0.0.1:9".parse().expect("v4")),
+            Address::Unix(UnixAddr::Path(PathBuf::from("/tmp/x.sock"))),
+            Address::Unix(UnixAddr::Abstract(b"abs".to_vec())),
+        ] {
+            let sa = a.to_sock_addr().expect("to kernel form");
+            assert_eq!(Address::from_sock_addr(&sa).expect("back"), a);
         }
-        assert_eq!(
-            Address::parse("unix:/x").expect("path").unix_path(),
-            Some(Path::new("/x"))
-        );
     }
 
     #[test]
-    fn bad_unix_forms_are_refused_with_the_reason() {
-        assert_eq!(Address::parse("unix:"), Err(EndpointError::EmptyUnixPath));
-        assert_eq!(Address::parse("unix:@"), Err(EndpointError::EmptyUnixPath));
-        assert_eq!(
-            Address::parse("unix:/a\0b"),
-            Err(EndpointError::NulInUnixPath)
-        );
-        let long = format!("unix:/{}", "x".repeat(UNIX_PATH_MAX));
-        assert_eq!(
-            Address::parse(&long),
-            Err(EndpointError::UnixPathTooLong {
-                len: UNIX_PATH_MAX + 1,
-                max: UNIX_PATH_MAX
-            })
-        );
-        // The longest that fits.
-        let fits = format!("unix:/{}", "x".repeat(UNIX_PATH_MAX - 1));
-        let a = Address::parse(&fits).expect("fits");
-        a.to_sock_addr().expect("fits in sun_path");
-        // Built directly, a long path is still refused before any syscall.
+    fn a_path_too_long_for_sun_path_is_refused_before_any_syscall() {
+        let fits = Address::Unix(UnixAddr::Path(PathBuf::from("y".repeat(UNIX_PATH_MAX))));
+        fits.to_sock_addr().expect("fits in sun_path");
         let built = Address::Unix(UnixAddr::Path(PathBuf::from("y".repeat(200))));
         assert_eq!(
             built.to_sock_addr().expect_err("too long").kind(),
             io::ErrorKind::InvalidInput
         );
+        let name = Address::Unix(UnixAddr::Abstract(vec![b'n'; UNIX_PATH_MAX + 1]));
+        assert!(name.to_sock_addr().is_err());
         assert!(Address::Unix(UnixAddr::Unnamed).to_sock_addr().is_err());
-    }
-
-    #[test]
-    fn inet_literals_parse_and_names_do_not() {
-        let a = Address::parse("[::1]:8080").expect("v6");
-        assert_eq!(a.as_inet(), Some("[::1]:8080".parse().expect("addr")));
-        assert_eq!(
-            Address::parse("localhost:80"),
-            Err(EndpointError::NotAnAddress("localhost:80".into()))
-        );
-        assert_eq!(Address::parse("1.2.3.4"), Err(EndpointError::MissingPort));
-    }
-
-    #[test]
-    fn kernel_forms_round_trip() {
-        for a in [
-            Address::parse("127.0.0.1:9").expect("v4"),
-            Address::parse("unix:/tmp/x.sock").expect("path"),
-            Address::parse("unix:@abs").expect("abstract"),
-        ] {
-            let sa = a.to_sock_addr().expect("to kernel form");
-            assert_eq!(Address::from_sock_addr(&sa).expect("back"), a);
-        }
     }
 }

@@ -28,9 +28,10 @@
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, ToSocketAddrs};
+use std::path::PathBuf;
 use std::str::FromStr;
 
-use crate::address::Address;
+use crate::address::{Address, UnixAddr, UNIX_PATH_MAX, UNIX_PREFIX};
 
 /// Why an endpoint string was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -236,6 +237,59 @@ impl From<SocketAddr> for Endpoint {
     }
 }
 
+impl Address {
+    /// Parse `unix:/path`, `unix:@name` or an IP socket address literal
+    /// (`1.2.3.4:80`, `[::1]:80`; no name lookup: see
+    /// [`Endpoint`](crate::Endpoint) for host names).
+    pub fn parse(s: &str) -> Result<Address, EndpointError> {
+        if let Some(unix) = parse_unix(s) {
+            return unix.map(Address::Unix);
+        }
+        let ep = crate::Endpoint::parse(s)?;
+        match ep.ip() {
+            Some(ip) => Ok(Address::Inet(SocketAddr::new(ip, ep.port()))),
+            None => Err(EndpointError::NotAnAddress(s.to_string())),
+        }
+    }
+}
+
+impl FromStr for Address {
+    type Err = EndpointError;
+
+    fn from_str(s: &str) -> Result<Address, EndpointError> {
+        Address::parse(s)
+    }
+}
+
+/// `Some` when `s` is written as a Unix address (starts with `unix:`), with
+/// the address or why it is not one.
+pub(crate) fn parse_unix(s: &str) -> Option<Result<UnixAddr, EndpointError>> {
+    let rest = s.strip_prefix(UNIX_PREFIX)?;
+    Some(if let Some(name) = rest.strip_prefix('@') {
+        if name.is_empty() {
+            Err(EndpointError::EmptyUnixPath)
+        } else {
+            check_unix_len(name.as_bytes()).map(|()| UnixAddr::Abstract(name.as_bytes().to_vec()))
+        }
+    } else if rest.is_empty() {
+        Err(EndpointError::EmptyUnixPath)
+    } else if rest.contains('\0') {
+        Err(EndpointError::NulInUnixPath)
+    } else {
+        check_unix_len(rest.as_bytes()).map(|()| UnixAddr::Path(PathBuf::from(rest)))
+    })
+}
+
+fn check_unix_len(bytes: &[u8]) -> Result<(), EndpointError> {
+    if !crate::address::unix_len_fits(bytes.len()) {
+        return Err(EndpointError::UnixPathTooLong {
+            len: bytes.len(),
+            max: UNIX_PATH_MAX,
+        });
+    }
+    Ok(())
+}
+
 /// Anything that names one or more socket addresses: what ringnet's
 /// address-taking functions accept.
 ///
@@ -320,14 +374,14 @@ impl ToEndpoint for Endpoint {
 
 impl ToEndpoint for str {
     fn to_addrs(&self) -> io::Result<Vec<SocketAddr>> {
-        if crate::address::parse_unix(self).is_some() {
+        if parse_unix(self).is_some() {
             return Err(EndpointError::UnixNotAllowed(self.to_string()).into());
         }
         Endpoint::parse(self)?.resolve()
     }
 
     fn to_addresses(&self) -> io::Result<Vec<Address>> {
-        match crate::address::parse_unix(self) {
+        match parse_unix(self) {
             Some(unix) => Ok(vec![Address::Unix(unix?)]),
             None => Ok(Endpoint::parse(self)?
                 .resolve()?
@@ -423,6 +477,52 @@ impl ToEndpoint for Vec<SocketAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unix_forms_parse_and_print_back() {
+        for s in ["unix:/tmp/a.sock", "unix:rel/a.sock", "unix:@name"] {
+            let a = Address::parse(s).expect(s);
+            assert!(a.is_unix());
+            assert_eq!(a.to_string(), s);
+        }
+        assert_eq!(
+            Address::parse("unix:/x").expect("path").unix_path(),
+            Some(std::path::Path::new("/x"))
+        );
+    }
+
+    #[test]
+    fn bad_unix_forms_are_refused_with_the_reason() {
+        assert_eq!(Address::parse("unix:"), Err(EndpointError::EmptyUnixPath));
+        assert_eq!(Address::parse("unix:@"), Err(EndpointError::EmptyUnixPath));
+        assert_eq!(
+            Address::parse("unix:/a\0b"),
+            Err(EndpointError::NulInUnixPath)
+        );
+        let long = format!("unix:/{}", "x".repeat(UNIX_PATH_MAX));
+        assert_eq!(
+            Address::parse(&long),
+            Err(EndpointError::UnixPathTooLong {
+                len: UNIX_PATH_MAX + 1,
+                max: UNIX_PATH_MAX
+            })
+        );
+        // The longest that fits.
+        let fits = format!("unix:/{}", "x".repeat(UNIX_PATH_MAX - 1));
+        let a = Address::parse(&fits).expect("fits");
+        a.to_sock_addr().expect("fits in sun_path");
+    }
+
+    #[test]
+    fn inet_literals_parse_and_names_do_not() {
+        let a = Address::parse("[::1]:8080").expect("v6");
+        assert_eq!(a.as_inet(), Some("[::1]:8080".parse().expect("addr")));
+        assert_eq!(
+            Address::parse("localhost:80"),
+            Err(EndpointError::NotAnAddress("localhost:80".into()))
+        );
+        assert_eq!(Address::parse("1.2.3.4"), Err(EndpointError::MissingPort));
+    }
 
     #[test]
     fn good_inputs() {

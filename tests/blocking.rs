@@ -13,24 +13,10 @@ use std::time::Duration;
 use ringnet::blocking::{Server, Stream};
 use ringnet::{Error, ListenOptions};
 
+mod util;
+
 const T: Option<Duration> = Some(Duration::from_secs(10));
 const SHORT: Option<Duration> = Some(Duration::from_millis(100));
-
-/// Run `f` on a thread and fail if it has not finished within `secs`.
-fn within<R: Send + 'static>(secs: u64, f: impl FnOnce() -> R + Send + 'static) -> R {
-    let (tx, rx) = mpsc::channel();
-    let handle = thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    match rx.recv_timeout(Duration::from_secs(secs)) {
-        Ok(r) => r,
-        Err(mpsc::RecvTimeoutError::Disconnected) => match handle.join() {
-            Err(panic) => std::panic::resume_unwind(panic),
-            Ok(()) => unreachable!("the thread sent nothing but did not panic"),
-        },
-        Err(mpsc::RecvTimeoutError::Timeout) => panic!("test still running after {secs}s"),
-    }
-}
 
 fn local() -> Server {
     Server::bind("127.0.0.1:0", ListenOptions::default()).expect("bind")
@@ -131,7 +117,7 @@ fn dual_stack_server_accepts_ipv4_as_v4_mapped() {
     if !ipv6_available() {
         return;
     }
-    within(20, || {
+    util::within(20, || {
         let server = Server::bind("[::]:0", ListenOptions::default()).expect("bind [::]");
         let port = server.local_addr().as_inet().expect("ip").port();
         let mut client = Stream::connect(("127.0.0.1", port), T).expect("IPv4 connect");
@@ -157,7 +143,7 @@ fn only_v6_refuses_ipv4_clients() {
     if !ipv6_available() {
         return;
     }
-    within(20, || {
+    util::within(20, || {
         let opts = ListenOptions {
             only_v6: true,
             ..ListenOptions::default()
@@ -174,7 +160,7 @@ fn only_v6_refuses_ipv4_clients() {
 
 #[test]
 fn accepted_streams_carry_the_listen_options() {
-    within(20, || {
+    util::within(20, || {
         let opts = ListenOptions {
             recv_buffer_size: Some(40_000),
             send_buffer_size: Some(50_000),
@@ -205,7 +191,7 @@ fn eight_threads_accept_a_thousand_clients_each_exactly_once() {
     const CLIENTS: u32 = 1000;
     const ACCEPTERS: usize = 8;
     const CONNECTERS: u32 = 8;
-    within(120, || {
+    util::within(120, || {
         let server = Arc::new(local());
         let addr = server.local_addr().as_inet().expect("ip");
         let seen = Arc::new(Mutex::new(HashMap::<u32, usize>::new()));
@@ -253,7 +239,7 @@ fn eight_threads_accept_a_thousand_clients_each_exactly_once() {
 
 #[test]
 fn accept_with_no_client_times_out() {
-    within(20, || {
+    util::within(20, || {
         let server = local();
         assert_eq!(kind(server.accept(SHORT)), io::ErrorKind::TimedOut);
         assert_eq!(
@@ -269,7 +255,7 @@ fn accept_with_no_client_times_out() {
 
 #[test]
 fn close_wakes_every_blocked_accept() {
-    within(20, || {
+    util::within(20, || {
         let server = Arc::new(local());
         let (tx, rx) = mpsc::channel();
         let started = Arc::new(AtomicBool::new(false));
@@ -302,7 +288,7 @@ fn close_wakes_every_blocked_accept() {
 
 #[test]
 fn recv_line_timeout_keeps_the_partial_line() {
-    within(20, || {
+    util::within(20, || {
         let server = local();
         let (mut client, mut conn) = pair(&server);
         client.send(b"hello, wo", T).expect("send");
@@ -316,7 +302,7 @@ fn recv_line_timeout_keeps_the_partial_line() {
 
 #[test]
 fn recv_exact_timeout_keeps_the_bytes() {
-    within(20, || {
+    util::within(20, || {
         let server = local();
         let (mut client, mut conn) = pair(&server);
         client.send(b"0123", T).expect("send");
@@ -329,7 +315,7 @@ fn recv_exact_timeout_keeps_the_bytes() {
 
 #[test]
 fn recv_until_timeout_keeps_the_bytes_and_finds_a_split_delimiter() {
-    within(20, || {
+    util::within(20, || {
         let server = local();
         let (mut client, mut conn) = pair(&server);
         client.send(b"key: value\r\n\r", T).expect("send");
@@ -347,7 +333,7 @@ fn recv_until_timeout_keeps_the_bytes_and_finds_a_split_delimiter() {
 
 #[test]
 fn send_after_timeout_sends_nothing_and_keeps_the_bytes() {
-    within(20, || {
+    util::within(20, || {
         let server = local();
         let (mut client, mut conn) = pair(&server);
         conn.send(b"Passw", T).expect("send");
@@ -367,7 +353,7 @@ fn send_after_timeout_sends_nothing_and_keeps_the_bytes() {
 
 #[test]
 fn recv_returns_buffered_bytes_first_and_empty_at_end_of_stream() {
-    within(20, || {
+    util::within(20, || {
         let server = local();
         let (mut client, mut conn) = pair(&server);
         assert_eq!(kind(conn.recv(10, SHORT)), io::ErrorKind::TimedOut);
@@ -391,7 +377,7 @@ fn recv_returns_buffered_bytes_first_and_empty_at_end_of_stream() {
 
 #[test]
 fn a_line_over_the_limit_is_an_error_not_unbounded_memory() {
-    within(20, || {
+    util::within(20, || {
         let server = local();
         let (mut client, mut conn) = pair(&server);
         conn.set_recv_limit(16);
@@ -409,7 +395,7 @@ fn a_line_over_the_limit_is_an_error_not_unbounded_memory() {
 
 #[test]
 fn send_to_a_peer_that_does_not_read_times_out() {
-    within(30, || {
+    util::within(30, || {
         let opts = ListenOptions {
             recv_buffer_size: Some(16_384),
             ..ListenOptions::default()
@@ -423,7 +409,7 @@ fn send_to_a_peer_that_does_not_read_times_out() {
 
 #[test]
 fn connect_to_nothing_is_refused() {
-    within(20, || {
+    util::within(20, || {
         // A bound socket that does not listen holds the port, so nothing
         // else can listen there during the test; connecting gets a reset.
         let holder = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
@@ -464,7 +450,7 @@ fn connect_to_nothing_is_refused() {
 
 #[test]
 fn stream_addresses_match_both_ends() {
-    within(20, || {
+    util::within(20, || {
         let server = local();
         let (client, conn) = pair(&server);
         assert_eq!(client.peer_addr().expect("peer"), server.local_addr());
@@ -493,7 +479,7 @@ fn a_timeout_holds_when_signals_interrupt_the_receive() {
         sa.sa_sigaction = ignore_signal as *const () as usize;
         assert_eq!(libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut()), 0);
     }
-    within(20, || {
+    util::within(20, || {
         let server = local();
         let (mut client, mut conn) = pair(&server);
         client.send(b"0123", T).expect("send");
@@ -531,7 +517,7 @@ fn a_timeout_holds_when_signals_interrupt_the_receive() {
 #[test]
 fn a_server_adopts_a_listener_made_elsewhere() {
     use std::os::fd::{AsRawFd, OwnedFd};
-    within(20, || {
+    util::within(20, || {
         let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("std bind");
         let addr = std_listener.local_addr().expect("addr");
         let raw = std_listener.as_raw_fd();
@@ -550,7 +536,7 @@ fn a_server_adopts_a_listener_made_elsewhere() {
 #[test]
 fn adopting_anything_but_a_listening_socket_is_refused() {
     use std::os::fd::OwnedFd;
-    within(20, || {
+    util::within(20, || {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let connected =
             std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
@@ -598,7 +584,7 @@ impl Drop for SockDir {
 
 #[test]
 fn a_unix_path_server_serves_lines_knows_its_peer_and_removes_its_file() {
-    within(20, || {
+    util::within(20, || {
         let dir = SockDir::new("path");
         let ep = dir.endpoint("s.sock");
         let path = dir.0.join("s.sock");
@@ -633,7 +619,7 @@ fn a_unix_path_server_serves_lines_knows_its_peer_and_removes_its_file() {
 
 #[test]
 fn peer_credentials_of_a_tcp_stream_are_an_error() {
-    within(20, || {
+    util::within(20, || {
         let server = local();
         let (client, _conn) = pair(&server);
         let e = client.peer_credentials().expect_err("TCP has none");
@@ -643,7 +629,7 @@ fn peer_credentials_of_a_tcp_stream_are_an_error() {
 
 #[test]
 fn a_closed_unix_server_wakes_its_waiting_accept() {
-    within(20, || {
+    util::within(20, || {
         let server = Arc::new(
             Server::bind(
                 format!("unix:@ringnet-blk-close-{}", std::process::id()).as_str(),
@@ -689,7 +675,7 @@ fn a_closed_unix_server_wakes_its_waiting_accept() {
 
 #[test]
 fn bad_unix_endpoints_are_refused_with_the_reason() {
-    within(20, || {
+    util::within(20, || {
         let dir = SockDir::new("bad");
         // Nobody listens at the path.
         let e = Stream::connect(dir.endpoint("none.sock").as_str(), T)
@@ -724,7 +710,7 @@ fn bad_unix_endpoints_are_refused_with_the_reason() {
 
 #[test]
 fn an_adopted_unix_listener_is_served() {
-    within(20, || {
+    util::within(20, || {
         let dir = SockDir::new("adopt");
         let path = dir.0.join("a.sock");
         let std_listener = std::os::unix::net::UnixListener::bind(&path).expect("bind");

@@ -24,22 +24,6 @@ mod util;
 const T: Option<Duration> = Some(Duration::from_secs(10));
 const SHORT: Option<Duration> = Some(Duration::from_millis(100));
 
-/// Run `f` on a thread and fail if it has not finished within `secs`.
-fn within<R: Send + 'static>(secs: u64, f: impl FnOnce() -> R + Send + 'static) -> R {
-    let (tx, rx) = mpsc::channel();
-    let handle = thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    match rx.recv_timeout(Duration::from_secs(secs)) {
-        Ok(r) => r,
-        Err(mpsc::RecvTimeoutError::Disconnected) => match handle.join() {
-            Err(panic) => std::panic::resume_unwind(panic),
-            Ok(()) => unreachable!("the thread sent nothing but did not panic"),
-        },
-        Err(mpsc::RecvTimeoutError::Timeout) => panic!("test still running after {secs}s"),
-    }
-}
-
 fn kind<R: std::fmt::Debug>(r: io::Result<R>) -> io::ErrorKind {
     r.expect_err("expected an error").kind()
 }
@@ -77,36 +61,6 @@ fn datagram(client: &UdpSocket) -> Vec<u8> {
     buf[..n].to_vec()
 }
 
-/// The kernel id of the calling thread, from `/proc/thread-self`.
-fn thread_id() -> u64 {
-    let link = std::fs::read_link("/proc/thread-self").expect("/proc/thread-self");
-    let tid = link
-        .file_name()
-        .expect("tid")
-        .to_string_lossy()
-        .into_owned();
-    tid.parse().expect("numeric tid")
-}
-
-/// Whether thread `tid` of this process is asleep in recvfrom(2), where a
-/// UDP receive waits for a datagram. Where the kernel does not say which
-/// system call a thread is in, asleep at all counts.
-fn blocked_in_recvfrom(tid: u64) -> bool {
-    let task = format!("/proc/self/task/{tid}");
-    let stat = std::fs::read_to_string(format!("{task}/stat"))
-        .unwrap_or_else(|e| panic!("thread {tid} still running: {e}"));
-    let state = stat[stat.rfind(')').expect("comm") + 1..].trim_start();
-    if !state.starts_with('S') {
-        return false;
-    }
-    match std::fs::read_to_string(format!("{task}/syscall")) {
-        Ok(syscall) => {
-            syscall.split_whitespace().next() == Some(libc::SYS_recvfrom.to_string().as_str())
-        }
-        Err(_) => true,
-    }
-}
-
 /// Run `call` on `conn` in a new thread, and return once that thread is
 /// blocked waiting for a datagram inside it, with a receiver for its result.
 fn blocked<R: Send + 'static>(
@@ -117,14 +71,14 @@ fn blocked<R: Send + 'static>(
     let (tx, rx) = mpsc::channel();
     let conn = Arc::clone(conn);
     let handle = thread::spawn(move || {
-        tid_tx.send(thread_id()).expect("send tid");
+        tid_tx.send(util::thread_id()).expect("send tid");
         let _ = tx.send(call(&conn));
     });
     let tid = tid_rx.recv_timeout(Duration::from_secs(10)).expect("tid");
     util::wait_until(
         Duration::from_secs(10),
         "the receiving thread to wait for a datagram",
-        || blocked_in_recvfrom(tid),
+        || util::asleep_in(tid, Some(libc::SYS_recvfrom)),
     );
     (rx, handle)
 }
@@ -133,7 +87,7 @@ fn blocked<R: Send + 'static>(
 
 #[test]
 fn tcp_peek_waits_for_n_bytes_and_consumes_nothing() {
-    within(20, || {
+    util::within(20, || {
         let (mut client, mut conn) = tcp_pair();
         client.send(b"hel", T).expect("send");
         assert_eq!(conn.peek(3, T).expect("peek"), b"hel");
@@ -150,7 +104,7 @@ fn tcp_peek_waits_for_n_bytes_and_consumes_nothing() {
 
 #[test]
 fn tcp_unget_puts_bytes_back_in_front() {
-    within(20, || {
+    util::within(20, || {
         let (mut client, mut conn) = tcp_pair();
         // Before anything arrived: the ungot bytes are all there is.
         conn.unget(b"early ");
@@ -170,7 +124,7 @@ fn tcp_unget_puts_bytes_back_in_front() {
 
 #[test]
 fn tcp_recv_line_after_skips_to_the_prompt_and_keeps_everything_on_timeout() {
-    within(20, || {
+    util::within(20, || {
         let (mut client, mut conn) = tcp_pair();
         client.send(b"banner\nlogin: ", T).expect("send");
         assert_eq!(conn.peek(14, T).expect("all arrived").len(), 14);
@@ -207,7 +161,7 @@ fn tcp_recv_line_after_skips_to_the_prompt_and_keeps_everything_on_timeout() {
 
 #[test]
 fn tcp_send_line_after_sends_nothing_until_the_prompt() {
-    within(20, || {
+    util::within(20, || {
         let (mut client, mut conn) = tcp_pair();
         conn.send(b"Passw", T).expect("send");
         assert_eq!(client.peek(5, T).expect("arrived"), b"Passw");
@@ -230,7 +184,7 @@ fn tcp_send_line_after_sends_nothing_until_the_prompt() {
 
 #[test]
 fn tcp_frames_over_the_limit_are_refused_by_the_new_calls() {
-    within(20, || {
+    util::within(20, || {
         let (mut client, mut conn) = tcp_pair();
         assert_eq!(conn.recv_limit(), DEFAULT_RECV_LIMIT);
         conn.set_recv_limit(8);
@@ -265,7 +219,7 @@ fn tcp_frames_over_the_limit_are_refused_by_the_new_calls() {
 
 #[test]
 fn tcp_end_of_stream_mid_frame_keeps_the_bytes() {
-    within(20, || {
+    util::within(20, || {
         let (mut client, mut conn) = tcp_pair();
         client.send(b"user> bo", T).expect("send");
         client.shutdown_write().expect("shutdown");
@@ -292,7 +246,7 @@ fn tcp_end_of_stream_mid_frame_keeps_the_bytes() {
 
 #[test]
 fn udp_first_datagram_is_buffered_for_recv_line() {
-    within(20, || {
+    util::within(20, || {
         let server = udp_server();
         let (client, conn) = udp_peer(&server, b"HELO a\nQUIT\nwor");
         assert_eq!(conn.recv_line(T).expect("line"), "HELO a");
@@ -307,7 +261,7 @@ fn udp_first_datagram_is_buffered_for_recv_line() {
 
 #[test]
 fn udp_recv_exact_spans_datagrams_and_recv_returns_the_rest_first() {
-    within(20, || {
+    util::within(20, || {
         let server = udp_server();
         let (client, conn) = udp_peer(&server, b"abc");
         for d in [&b"de"[..], b"", b"fgh", b"ijk"] {
@@ -329,7 +283,7 @@ fn udp_recv_exact_spans_datagrams_and_recv_returns_the_rest_first() {
 
 #[test]
 fn udp_timeout_keeps_the_bytes() {
-    within(20, || {
+    util::within(20, || {
         let server = udp_server();
         let (client, conn) = udp_peer(&server, b"0123");
         assert_eq!(kind(conn.recv_exact(10, SHORT)), io::ErrorKind::TimedOut);
@@ -352,7 +306,7 @@ fn udp_timeout_keeps_the_bytes() {
 
 #[test]
 fn udp_peek_does_not_consume_and_unget_comes_back_first() {
-    within(20, || {
+    util::within(20, || {
         let server = udp_server();
         let (client, conn) = udp_peer(&server, b"GET /a\n");
         assert_eq!(conn.peek(4, T).expect("peek"), b"GET ");
@@ -376,7 +330,7 @@ fn udp_peek_does_not_consume_and_unget_comes_back_first() {
 
 #[test]
 fn udp_recv_line_after_and_send_after() {
-    within(20, || {
+    util::within(20, || {
         let server = udp_server();
         let (client, conn) = udp_peer(&server, b"motd\nresult: 4");
         client.send(b"2\nlogin: ").expect("send");
@@ -393,7 +347,7 @@ fn udp_recv_line_after_and_send_after() {
 
 #[test]
 fn udp_a_prompt_that_never_comes_times_out_and_loses_nothing() {
-    within(20, || {
+    util::within(20, || {
         let server = udp_server();
         let (client, conn) = udp_peer(&server, b"banner\nPassw");
         assert_eq!(
@@ -422,7 +376,7 @@ fn udp_a_prompt_that_never_comes_times_out_and_loses_nothing() {
 
 #[test]
 fn udp_a_line_over_the_limit_is_refused() {
-    within(20, || {
+    util::within(20, || {
         let server = udp_server();
         let (client, conn) = udp_peer(&server, &[b'x'; 40]);
         assert_eq!(conn.recv_limit(), DEFAULT_RECV_LIMIT);
@@ -459,7 +413,7 @@ fn udp_a_line_over_the_limit_is_refused() {
 /// returns its own peer's line.
 #[test]
 fn udp_other_peers_are_served_while_one_blocks() {
-    within(30, || {
+    util::within(30, || {
         let server = udp_server();
         let (a_client, a_conn) = udp_peer(&server, b"half a ");
         let a_conn = Arc::new(a_conn);
@@ -493,7 +447,7 @@ fn udp_other_peers_are_served_while_one_blocks() {
 /// its bytes come after what the first call takes.
 #[test]
 fn udp_a_blocked_receive_holds_up_no_send_and_no_other_deadline() {
-    within(30, || {
+    util::within(30, || {
         let server = udp_server();
         let (client, conn) = udp_peer(&server, b"who");
         let conn = Arc::new(conn);

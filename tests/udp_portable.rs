@@ -632,7 +632,7 @@ fn closing_the_server_wakes_every_acceptor() {
         for _ in 0..4 {
             let (server, tx, tids_tx) = (Arc::clone(&server), tx.clone(), tids_tx.clone());
             thread::spawn(move || {
-                tids_tx.send(thread_id()).expect("send thread id");
+                tids_tx.send(util::thread_id()).expect("send thread id");
                 let _ = tx.send(server.accept(None).map(|c| c.peer_addr()));
             });
         }
@@ -645,7 +645,10 @@ fn closing_the_server_wakes_every_acceptor() {
         util::wait_until(
             Duration::from_secs(10),
             "every acceptor to block in accept",
-            || tids.iter().all(|&tid| blocked_on_futex(tid)),
+            || {
+                tids.iter()
+                    .all(|&tid| util::asleep_in(tid, Some(libc::SYS_futex)))
+            },
         );
         assert!(
             rx.try_recv().is_err(),
@@ -666,33 +669,6 @@ fn closing_the_server_wakes_every_acceptor() {
         client.send(b"after").expect("send");
         assert_eq!(conn.recv(WAIT).expect("recv after close"), b"after");
     });
-}
-
-/// The calling thread's kernel id.
-fn thread_id() -> u64 {
-    // SAFETY: gettid has no preconditions.
-    let tid = unsafe { libc::gettid() };
-    u64::try_from(tid).expect("thread id")
-}
-
-/// Whether thread `tid` of this process is asleep in a futex wait (where a
-/// blocked mutex or condition variable waits). Where the kernel does not
-/// say which system call a thread is in, asleep at all counts.
-fn blocked_on_futex(tid: u64) -> bool {
-    let task = format!("/proc/self/task/{tid}");
-    let stat = std::fs::read_to_string(format!("{task}/stat"))
-        .unwrap_or_else(|e| panic!("thread {tid} still running: {e}"));
-    // "tid (comm) S ...": the state follows the last parenthesis.
-    let state = stat[stat.rfind(')').expect("comm") + 1..].trim_start();
-    if !state.starts_with('S') {
-        return false;
-    }
-    match std::fs::read_to_string(format!("{task}/syscall")) {
-        Ok(syscall) => {
-            syscall.split_whitespace().next() == Some(libc::SYS_futex.to_string().as_str())
-        }
-        Err(_) => true,
-    }
 }
 
 /// Peers that send a burst without waiting: most of each burst reaches the

@@ -200,3 +200,53 @@ pub fn refused_addr() -> (socket2::Socket, SocketAddr) {
         .expect("inet");
     (holder, addr)
 }
+
+/// Run `f` on a thread and fail if it has not finished within `secs` (so a
+/// bug that blocks fails the test instead of hanging it).
+pub fn within<R: Send + 'static>(secs: u64, f: impl FnOnce() -> R + Send + 'static) -> R {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let handle = std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    match rx.recv_timeout(Duration::from_secs(secs)) {
+        Ok(r) => r,
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => match handle.join() {
+            Err(panic) => std::panic::resume_unwind(panic),
+            Ok(()) => unreachable!("the thread sent nothing but did not panic"),
+        },
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            panic!("test still running after {secs}s")
+        }
+    }
+}
+
+/// The kernel id of the calling thread, from `/proc/thread-self`.
+pub fn thread_id() -> u64 {
+    let link = std::fs::read_link("/proc/thread-self").expect("/proc/thread-self");
+    link.file_name()
+        .expect("tid")
+        .to_string_lossy()
+        .parse()
+        .expect("numeric tid")
+}
+
+/// Whether thread `tid` of this process is asleep, in system call
+/// `syscall` when given (where the kernel does not say which system call a
+/// thread is in, asleep at all counts). Panics if the thread has ended.
+pub fn asleep_in(tid: u64, syscall: Option<libc::c_long>) -> bool {
+    let task = format!("/proc/self/task/{tid}");
+    let stat = std::fs::read_to_string(format!("{task}/stat"))
+        .unwrap_or_else(|e| panic!("thread {tid} still running: {e}"));
+    // "tid (comm) S ...": the state follows the last parenthesis.
+    let state = stat[stat.rfind(')').expect("comm") + 1..].trim_start();
+    if !state.starts_with('S') {
+        return false;
+    }
+    let Some(want) = syscall else {
+        return true;
+    };
+    match std::fs::read_to_string(format!("{task}/syscall")) {
+        Ok(now) => now.split_whitespace().next() == Some(want.to_string().as_str()),
+        Err(_) => true,
+    }
+}

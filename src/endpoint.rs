@@ -240,7 +240,7 @@ impl From<SocketAddr> for Endpoint {
 impl Address {
     /// Parse `unix:/path`, `unix:@name` or an IP socket address literal
     /// (`1.2.3.4:80`, `[::1]:80`; no name lookup: see
-    /// [`Endpoint`](crate::Endpoint) for host names).
+    /// [`Endpoint`] for host names).
     pub fn parse(s: &str) -> Result<Address, EndpointError> {
         if let Some(unix) = parse_unix(s) {
             return unix.map(Address::Unix);

@@ -70,6 +70,23 @@ pub(crate) struct ServeArgs {
     /// with LISTEN_FDS].
     #[arg(long, value_name = "ADDR", value_parser = parse_address)]
     pub(crate) addr: Vec<Address>,
+    /// Serve TLS with this certificate chain (PEM; with --tls-key) on every
+    /// listener.
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The private key of --tls-cert (PEM: ECDSA, RSA or Ed25519).
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+    /// Require client certificates that chain to these CAs (mutual TLS).
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_client_ca: Option<std::path::PathBuf>,
+    /// Seconds a TLS handshake may take [default: 10].
+    #[arg(long, value_name = "SECS", value_parser = parse_positive_secs, allow_negative_numbers = true, requires = "tls_cert")]
+    tls_handshake_timeout: Option<Duration>,
+    /// ALPN protocols to offer, in order of preference (comma-separated,
+    /// e.g. h2,http/1.1); a client that offers none of them is refused.
+    #[arg(long, value_delimiter = ',', requires = "tls_cert")]
+    alpn: Vec<String>,
     /// With unix:PATH addresses: the socket file's mode, in octal (e.g.
     /// 660) [default: as the umask leaves it].
     #[arg(long, value_name = "OCTAL", value_parser = parse_unix_mode)]
@@ -253,6 +270,11 @@ impl ServeArgs {
                 spec
             });
         }
+        if let Some(acceptor) = self.tls()? {
+            for spec in &mut listeners {
+                spec.tls = Some(acceptor.clone());
+            }
+        }
         Ok(Config {
             listeners,
             backend: self.backend,
@@ -280,6 +302,9 @@ impl ServeArgs {
             batch_wait: Duration::from_micros(self.batch_wait_us),
             wait_batch: self.wait_batch,
             linger: self.linger.unwrap_or(d.linger),
+            tls_handshake_timeout: self
+                .tls_handshake_timeout
+                .unwrap_or(d.tls_handshake_timeout),
             shutdown_timeout: self.shutdown_timeout(),
             idle_timeout: self.idle_timeout,
             read_timeout: self.read_timeout,
@@ -295,6 +320,22 @@ impl ServeArgs {
             max_unconsumed: d.max_unconsumed.max(longest_message),
             ..d
         })
+    }
+
+    /// The TLS acceptor the --tls-* flags ask for, if any.
+    fn tls(&self) -> anyhow::Result<Option<ringnet::tls::TlsAcceptor>> {
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
+            return Ok(None);
+        };
+        if self.alpn.iter().any(|p| p.is_empty() || p.len() > 255) {
+            bail!("--alpn: each protocol name must be 1 to 255 bytes");
+        }
+        let opts = ringnet::tls::TlsServerOptions {
+            client_ca: self.tls_client_ca.clone(),
+            alpn: self.alpn.iter().map(|p| p.as_bytes().to_vec()).collect(),
+            ..ringnet::tls::TlsServerOptions::new(cert, key)
+        };
+        Ok(Some(ringnet::tls::TlsAcceptor::new(&opts)?))
     }
 
     /// How long a shutdown waits for connections to drain.

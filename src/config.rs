@@ -210,6 +210,10 @@ pub struct Config {
     /// consumer; counted as `output_limit_closes`). Its own replies are
     /// bounded by backpressure instead (see `send_high_watermark`).
     pub max_queued_output: usize,
+    /// How long a TLS connection's handshake may take before it is closed
+    /// ([`crate::CloseReason::TlsHandshakeTimeout`]; the handler never saw
+    /// it).
+    pub tls_handshake_timeout: Duration,
     /// Pause before re-arming accept after EMFILE, ENFILE or ENOMEM.
     pub accept_backoff: Duration,
     /// How long a graceful close waits, after shutting down the write side,
@@ -255,6 +259,7 @@ impl Default for Config {
             max_connections: 0,
             max_unconsumed: 16 << 20,
             max_queued_output: 16 << 20,
+            tls_handshake_timeout: Duration::from_secs(10),
             accept_backoff: Duration::from_millis(100),
             linger: Duration::from_secs(2),
             shutdown_timeout: Duration::from_secs(5),
@@ -377,6 +382,9 @@ impl Config {
             if t == Some(Duration::ZERO) {
                 return bad(format!("{name} must be positive (None turns it off)"));
             }
+        }
+        if self.tls_handshake_timeout.is_zero() {
+            return bad("tls_handshake_timeout must be positive".into());
         }
         if self.fixed_files > (1 << 20) {
             return bad(format!(

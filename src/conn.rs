@@ -11,6 +11,7 @@ use std::time::Instant;
 use socket2::Socket;
 
 use crate::connect::ConnectRequest;
+use crate::tls::session::{Fed, TlsConn};
 use crate::token::ConnId;
 
 /// Why a connection closed.
@@ -53,6 +54,13 @@ pub enum CloseReason {
     /// A partial message did not complete within `Config::read_timeout`
     /// (for example a slowloris peer sending one byte a second).
     ReadTimeout,
+    /// The TLS session failed: the peer's bytes were not TLS, it sent an
+    /// alert, its certificate was refused, or no common version or cipher
+    /// suite; the text is rustls' (the alert sent or received is named).
+    Tls(String),
+    /// The TLS handshake did not complete within
+    /// `Config::tls_handshake_timeout`.
+    TlsHandshakeTimeout,
 }
 
 impl CloseReason {
@@ -68,7 +76,13 @@ impl CloseReason {
     /// into a reset). Every reason but an I/O error or the input limit is;
     /// those close as soon as the queued output is handed over.
     pub(crate) fn flushes(&self) -> bool {
-        !matches!(self, CloseReason::Error(_) | CloseReason::InputLimit { .. })
+        !matches!(
+            self,
+            CloseReason::Error(_)
+                | CloseReason::InputLimit { .. }
+                | CloseReason::Tls(_)
+                | CloseReason::TlsHandshakeTimeout
+        )
     }
 }
 
@@ -101,6 +115,8 @@ impl std::fmt::Display for CloseReason {
             CloseReason::ReadTimeout => {
                 f.write_str("read timeout: a message did not complete in time")
             }
+            CloseReason::Tls(why) => write!(f, "TLS: {why}"),
+            CloseReason::TlsHandshakeTimeout => f.write_str("TLS handshake timed out"),
         }
     }
 }
@@ -205,6 +221,8 @@ struct Extra {
     held: Vec<u8>,
     /// For an outbound connection, what it keeps of its request.
     outbound: Option<Outbound>,
+    /// The TLS session of a connection from a TLS listener.
+    tls: Option<Box<TlsConn>>,
 }
 
 /// When a connection's input arrived, for idle and read timeouts.
@@ -319,8 +337,55 @@ impl ConnCore {
     #[inline]
     pub(crate) fn close(&mut self, reason: CloseReason) {
         if !self.is_closing() {
+            // A graceful close of a TLS session says so first.
+            if reason.flushes() {
+                if let Some(tls) = self.extra.as_deref_mut().and_then(|e| e.tls.as_deref_mut()) {
+                    if !tls.is_handshaking() {
+                        tls.close_notify(&mut self.out);
+                    }
+                }
+            }
             self.phase = Phase::Closing(Box::new(reason));
         }
+    }
+
+    /// Queue `bytes` for the peer: as they are, or encrypted on a TLS
+    /// connection.
+    #[inline]
+    pub(crate) fn push(&mut self, bytes: &[u8]) {
+        match self.extra.as_deref_mut().and_then(|e| e.tls.as_deref_mut()) {
+            None => self.out.extend_from_slice(bytes),
+            Some(tls) => tls.encrypt(bytes, &mut self.out),
+        }
+    }
+
+    /// Make this a TLS connection with `session`.
+    pub(crate) fn set_tls(&mut self, session: TlsConn) {
+        self.extra().tls = Some(Box::new(session));
+    }
+
+    /// The TLS session, on a TLS connection.
+    #[inline]
+    pub(crate) fn tls(&self) -> Option<&TlsConn> {
+        self.extra.as_deref()?.tls.as_deref()
+    }
+
+    /// A TLS connection whose handshake has not completed.
+    #[inline]
+    pub(crate) fn tls_handshaking(&self) -> bool {
+        self.tls().is_some_and(TlsConn::is_handshaking)
+    }
+
+    /// On a TLS connection, take ciphertext `input` (see `TlsConn::feed`):
+    /// plaintext into `plain`, the session's records into the output.
+    /// `None` on a plain connection.
+    pub(crate) fn feed_tls(
+        &mut self,
+        input: &[u8],
+        plain: &mut Vec<u8>,
+    ) -> Option<Result<Fed, String>> {
+        let tls = self.extra.as_deref_mut()?.tls.as_deref_mut()?;
+        Some(tls.feed(input, plain, &mut self.out))
     }
 
     /// The reason a closing, lingering connection gives.
@@ -524,11 +589,15 @@ impl ConnCore {
         if self.is_closing() || Some(self.id) == except || to.is_some_and(|t| t != self.id) {
             return Delivery::Skipped;
         }
+        if self.tls_handshaking() {
+            // Not open to the handler yet.
+            return Delivery::Skipped;
+        }
         if self.queued().saturating_add(bytes.len()) > limit {
             self.close(CloseReason::OutputLimit { limit });
             return Delivery::OverLimit;
         }
-        self.out.extend_from_slice(bytes);
+        self.push(bytes);
         Delivery::Queued
     }
 

@@ -77,11 +77,11 @@ impl Engine {
         let local_addrs = opened.iter().map(|o| o.addr.clone()).collect();
         let mut files = Vec::new();
         let mut listeners = Vec::with_capacity(opened.len());
-        for o in opened {
+        for (o, spec) in opened.into_iter().zip(&cfg.listeners) {
             files.extend(o.file);
             let shared = o.socks.len() == 1;
             let socks: Vec<Arc<Socket>> = o.socks.into_iter().map(Arc::new).collect();
-            listeners.push((socks, shared));
+            listeners.push((socks, shared, spec.tls.clone()));
         }
         let factory = Arc::new(factory);
         let stop = Arc::new(AtomicBool::new(false));
@@ -123,9 +123,10 @@ impl Engine {
                 cfg: cfg.clone(),
                 listeners: listeners
                     .iter()
-                    .map(|(socks, shared)| WorkerListener {
+                    .map(|(socks, shared, tls)| WorkerListener {
                         sock: Arc::clone(&socks[index % socks.len()]),
                         exclusive: *shared,
+                        tls: tls.clone(),
                     })
                     .collect(),
                 stats: Arc::clone(&stats),

@@ -70,6 +70,10 @@ pub enum Error {
         /// The worker index.
         worker: usize,
     },
+    /// TLS could not be set up (a certificate or key file, or what rustls
+    /// made of them).
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
     /// Any other I/O error.
     #[error(transparent)]
     Io(#[from] io::Error),

@@ -379,7 +379,7 @@ impl Conn<'_> {
     /// once the connection is closing.
     pub fn send(&mut self, data: &[u8]) {
         if !self.core.is_closing() {
-            self.core.out.extend_from_slice(data);
+            self.core.push(data);
         }
     }
 
@@ -430,6 +430,15 @@ impl Conn<'_> {
     /// it directly: the engine owns its I/O.
     pub fn socket(&self) -> socket2::SockRef<'_> {
         socket2::SockRef::from(&self.core.sock)
+    }
+
+    /// On a connection from a TLS listener, what its handshake negotiated
+    /// (ALPN protocol, server name, the client's certificates, version,
+    /// cipher suite); `None` on a plain connection.
+    pub fn tls(&self) -> Option<crate::tls::TlsInfo<'_>> {
+        self.core
+            .tls()
+            .map(|t| crate::tls::TlsInfo { conn: &t.conn })
     }
 
     /// The backend serving this connection.

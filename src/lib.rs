@@ -66,6 +66,7 @@ mod stats;
 #[allow(unsafe_code)]
 mod sys;
 pub mod timer;
+pub mod tls;
 mod token;
 pub mod udp;
 #[allow(unsafe_code)]

@@ -103,6 +103,11 @@ counters! {
     /// Times the worker's loop came back from waiting for the kernel
     /// (`io_uring_enter` with a wait, `epoll_wait`): batches processed.
     waits,
+    /// TLS handshakes completed (the handler heard `on_open`).
+    tls_handshakes,
+    /// TLS connections closed by a failed session (not TLS, an alert, a
+    /// refused certificate) or a handshake over its time limit.
+    tls_failures,
 }
 
 impl WorkerStats {

@@ -95,6 +95,8 @@ pub struct ListenerSpec {
     ///
     /// [`Config`]: crate::Config
     pub options: Option<ListenOptions>,
+    /// Speak TLS on its connections with this acceptor (`None`: plain).
+    pub tls: Option<crate::tls::TlsAcceptor>,
 }
 
 impl ListenerSpec {
@@ -103,6 +105,7 @@ impl ListenerSpec {
         ListenerSpec {
             source: ListenSource::Bind(addr.into()),
             options: None,
+            tls: None,
         }
     }
 
@@ -111,6 +114,15 @@ impl ListenerSpec {
         ListenerSpec {
             source: ListenSource::Adopt(Arc::new(fd)),
             options: None,
+            tls: None,
+        }
+    }
+
+    /// The same, serving TLS with `acceptor`.
+    pub fn with_tls(self, acceptor: crate::tls::TlsAcceptor) -> ListenerSpec {
+        ListenerSpec {
+            tls: Some(acceptor),
+            ..self
         }
     }
 

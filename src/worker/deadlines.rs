@@ -26,6 +26,8 @@ pub(super) enum Due {
     Idle(ConnId),
     /// Look at a connection's partial message (read timeout).
     Read(ConnId),
+    /// A TLS connection's handshake must be over by now.
+    Handshake(ConnId),
     /// Check the connections with output waiting against `write_timeout`.
     WriteCheck,
     /// An outbound attempt's timeout (its pending slot and generation).
@@ -43,7 +45,7 @@ impl Due {
     /// The connection this deadline belongs to, if any.
     fn conn(&self) -> Option<ConnId> {
         match self {
-            Due::Linger(c) | Due::Idle(c) | Due::Read(c) => Some(*c),
+            Due::Linger(c) | Due::Idle(c) | Due::Read(c) | Due::Handshake(c) => Some(*c),
             _ => None,
         }
     }
@@ -112,6 +114,13 @@ impl<H: Handler> Worker<H> {
                 }
                 Due::Idle(conn) => self.input_timeout_due(conn, now, false),
                 Due::Read(conn) => self.input_timeout_due(conn, now, true),
+                Due::Handshake(conn) => {
+                    if self.live(conn).is_some_and(|s| s.core.tls_handshaking()) {
+                        self.ctx.stats.add(&self.ctx.stats.tls_failures, 1);
+                        log::info!("TLS handshake of {conn} timed out");
+                        self.teardown(conn.key(), CloseReason::TlsHandshakeTimeout);
+                    }
+                }
                 Due::WriteCheck => self.check_writes(now),
                 Due::Connect { key, generation } => {
                     let key = key as usize;

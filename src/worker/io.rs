@@ -10,7 +10,7 @@ use super::timeouts::{write_check, write_check_interval, Watch, WriteCheck};
 use super::{op, Lent, Slot, Worker};
 use crate::conn::{Flow, Phase, Pressure};
 use crate::driver::{Received, RecvEvent, SendStart};
-use crate::handler::{deliver, CloseReason, Handler};
+use crate::handler::{deliver, CloseReason, Conn, Handler};
 
 impl<H: Handler> Worker<H> {
     /// Arm connection `key`'s receive.
@@ -34,20 +34,51 @@ impl<H: Handler> Worker<H> {
             conns,
             handler,
             mut env,
+            plain,
         } = self.lend();
         let slot = &mut conns[key];
         let (generation, fd) = (slot.generation(), slot.core.sock.as_raw_fd());
         let Slot { core, state, .. } = slot;
         let (mut failed, mut partial) = (None, false);
+        let mut tls = TlsEvents::default();
         let got = driver.receive(slot.drv, fd, ev, |bytes| {
-            // No state: the handler was told the connection closed.
-            let Some(state) = state.as_mut() else {
-                return Flow::Stop;
-            };
             if core.is_closed() {
                 return Flow::Stop;
             }
-            match deliver(core, handler, state, bytes, limit, env.reborrow()) {
+            if core.is_closing() {
+                // Input after the close is read and discarded.
+                return core.flow();
+            }
+            let data: &[u8] = match core.feed_tls(bytes, plain) {
+                None => bytes,
+                Some(Err(why)) => {
+                    // Its alert goes out, then the connection closes.
+                    tls.failed = true;
+                    core.close(CloseReason::Tls(why));
+                    return core.flow();
+                }
+                Some(Ok(fed)) => {
+                    if fed.opened {
+                        tls.opened = true;
+                        *state = Some(handler.on_open(&mut Conn {
+                            core,
+                            env: env.reborrow(),
+                        }));
+                    }
+                    tls.peer_closed |= fed.peer_closed;
+                    plain
+                }
+            };
+            // No state: the handshake is not over (nor the handler told).
+            let Some(state) = state.as_mut() else {
+                return core.flow();
+            };
+            if data.is_empty() {
+                return core.flow();
+            }
+            let res = deliver(core, handler, state, data, limit, env.reborrow());
+            plain.clear();
+            match res {
                 Ok(began) => {
                     partial |= began;
                     core.flow()
@@ -71,6 +102,9 @@ impl<H: Handler> Worker<H> {
         if slot.core.is_closed() {
             self.finish_if_idle(key);
             return;
+        }
+        if tls.any() {
+            self.tls_events(key, tls);
         }
         if let Some(reason) = failed {
             self.teardown(key, reason);
@@ -113,6 +147,33 @@ impl<H: Handler> Worker<H> {
             }
         }
         self.mark_dirty(key);
+    }
+
+    /// What a TLS connection's input did: count it, and a handshake just
+    /// over makes the connection open to others (broadcasts, `send_to`).
+    fn tls_events(&mut self, key: usize, tls: TlsEvents) {
+        let st = &self.ctx.stats;
+        let core = &mut self.conns[key].core;
+        if tls.failed {
+            st.add(&st.tls_failures, 1);
+            let peer = core.sock.peer_addr().ok().and_then(|a| a.as_socket());
+            log::info!(
+                "TLS with {} closed: {}",
+                peer.map_or_else(|| "a peer".to_string(), |a| a.to_string()),
+                core.close_reason()
+            );
+        }
+        if tls.opened {
+            st.add(&st.tls_handshakes, 1);
+            self.ctx.bus.opened(core.id);
+            if self.stopping {
+                core.close(CloseReason::Shutdown);
+            }
+        }
+        if tls.peer_closed {
+            // close_notify: as good as the end of the stream.
+            core.close(CloseReason::PeerClosed);
+        }
     }
 
     /// A send finished: its bytes are back; `res` written or `-errno`.
@@ -352,5 +413,22 @@ impl<H: Handler> Worker<H> {
         let st = &self.ctx.stats;
         st.add(&st.closed, 1);
         st.sub(&st.open, 1);
+    }
+}
+
+/// What the TLS sessions of one receive said.
+#[derive(Debug, Default, Clone, Copy)]
+struct TlsEvents {
+    /// The handshake completed (`on_open` was called).
+    opened: bool,
+    /// The session failed: the connection is closing.
+    failed: bool,
+    /// The peer sent `close_notify`.
+    peer_closed: bool,
+}
+
+impl TlsEvents {
+    fn any(self) -> bool {
+        self.opened || self.failed || self.peer_closed
     }
 }

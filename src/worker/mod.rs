@@ -77,6 +77,8 @@ pub(crate) struct WorkerListener {
     /// Every worker accepts on this same socket (epoll then wakes one of
     /// them per connection).
     pub(crate) exclusive: bool,
+    /// Its connections speak TLS.
+    pub(crate) tls: Option<crate::tls::TlsAcceptor>,
 }
 
 /// Operations of a connection in flight, and list memberships (bits of
@@ -166,6 +168,8 @@ pub(crate) struct Worker<H: Handler> {
     /// Connections whose receive is armed again after the batch.
     rearm: Vec<(usize, u32)>,
     completions: Vec<Completion>,
+    /// Plaintext decrypted from a TLS connection's input (reused).
+    plain: Vec<u8>,
     /// An error that ends the loop.
     fatal: Option<std::io::Error>,
 }
@@ -177,6 +181,8 @@ struct Lent<'a, H: Handler> {
     conns: &'a mut Slab<Slot<H::State>>,
     handler: &'a mut H,
     env: Env<'a>,
+    /// Plaintext out of TLS sessions, on its way to the handler.
+    plain: &'a mut Vec<u8>,
 }
 
 impl<H: Handler> Worker<H> {
@@ -225,6 +231,7 @@ impl<H: Handler> Worker<H> {
             dirty: Vec::new(),
             rearm: Vec::new(),
             completions: Vec::new(),
+            plain: Vec::new(),
             fatal: None,
         };
         w.arm_accepts();
@@ -430,12 +437,14 @@ impl<H: Handler> Worker<H> {
             requests,
             deadlines,
             ctx,
+            plain,
             ..
         } = self;
         Lent {
             driver,
             conns,
             handler,
+            plain,
             env: Env {
                 requests,
                 timers: &mut deadlines.handler,

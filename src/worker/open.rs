@@ -15,6 +15,7 @@ use crate::conn::{ConnCore, Delivery};
 use crate::connect::{socket_for, ConnectError, ConnectRequest};
 use crate::driver::{Driver, DriverConn};
 use crate::handler::{CloseReason, Handler};
+use crate::tls::session::TlsConn;
 use crate::token::ConnId;
 
 /// Where a new connection comes from.
@@ -100,6 +101,18 @@ impl<H: Handler> Worker<H> {
             Origin::Connect(req) => (None, Some(req)),
         };
         let outbound = origin.is_some();
+        // A TLS listener's connection gets its session first.
+        let acceptor = listener.and_then(|i| self.ctx.listeners[usize::from(i)].tls.as_ref());
+        let tls = match acceptor.map(|a| a.session()) {
+            None => None,
+            Some(Ok(session)) => Some(TlsConn::new(session)),
+            Some(Err(e)) => {
+                log::warn!("cannot start a TLS session: {e}");
+                self.ctx.stats.add(&self.ctx.stats.tls_failures, 1);
+                self.ctx.bus.release();
+                return;
+            }
+        };
         let mut drv = DriverConn::default();
         let registering =
             match self
@@ -123,6 +136,10 @@ impl<H: Handler> Worker<H> {
         if let Some(now) = now {
             core.set_origin(origin, now);
         }
+        let handshaking = tls.is_some();
+        if let Some(tls) = tls {
+            core.set_tls(tls);
+        }
         self.conns.insert(Slot {
             core,
             ops: if registering { op::REG } else { 0 },
@@ -134,8 +151,15 @@ impl<H: Handler> Worker<H> {
         if let (Some(idle), Some(now)) = (self.ctx.cfg.idle_timeout, now) {
             self.deadlines.arm(now, idle, Due::Idle(id));
         }
-        self.ctx.bus.opened(id);
-        self.open_with_handler(key);
+        if handshaking {
+            // The handler hears of it once the handshake is over.
+            let limit = self.ctx.cfg.tls_handshake_timeout;
+            self.deadlines
+                .arm(Instant::now(), limit, Due::Handshake(id));
+        } else {
+            self.ctx.bus.opened(id);
+            self.open_with_handler(key);
+        }
         if self.stopping {
             self.conns[key].core.close(CloseReason::Shutdown);
         }

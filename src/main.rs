@@ -25,7 +25,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Serve on an address until Ctrl-C or SIGTERM.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Load generator: drive a server and measure it (see `ringnet bench --help`).
     Bench(BenchArgs),
     /// The tokio echo server used as the reference in `bench --compare`.
@@ -307,7 +307,7 @@ fn main() -> ExitCode {
     init_logger();
     let cli = Cli::parse();
     let result = match cli.cmd {
-        Cmd::Serve(a) => serve(a),
+        Cmd::Serve(a) => serve(*a),
         Cmd::Bench(a) => bench(a),
         Cmd::ServeTokio { addr, cpu } => ringnet::reference::tokio_echo(addr, cpu, |bound| {
             println!("ringnet: serving tokio-echo on {bound} (tokio current-thread reference)");

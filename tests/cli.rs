@@ -413,3 +413,54 @@ fn probe_table_mentions_socket_limits() {
         assert!(table.contains(name), "{name} missing:\n{table}");
     }
 }
+
+/// `--tls-cert`, `--tls-key`, `--alpn`: `serve echo` over TLS, checked with
+/// Python's ssl; bad TLS flags are refused naming what is wrong.
+#[test]
+fn tls_flags_serve_tls_and_bad_ones_are_refused() {
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/tls");
+    let cert = data.join("server.crt").display().to_string();
+    let key = data.join("server.key").display().to_string();
+    let server = Server::start(
+        "echo",
+        &[
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+            "--alpn",
+            "h2,http/1.1",
+            "--tls-handshake-timeout",
+            "5",
+        ],
+    );
+    let out = Command::new("python3")
+        .arg(data.join("client.py"))
+        .args([
+            "echo",
+            &server.addr.port().to_string(),
+            "--alpn",
+            "http/1.1",
+        ])
+        .args(["--size", "200000"])
+        .output()
+        .expect("python3");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("\"echo_ok\": true"), "{text}");
+    assert!(text.contains("\"alpn\": \"http/1.1\""), "{text}");
+    drop(server);
+    for (args, needle) in [
+        (vec!["--alpn", "h2"], "--tls-cert"),
+        (vec!["--tls-cert", &cert], "--tls-key"),
+        (
+            vec!["--tls-cert", "/nonexistent.pem", "--tls-key", &key],
+            "/nonexistent.pem",
+        ),
+        (vec!["--tls-cert", &key, "--tls-key", &cert], "server.key"),
+    ] {
+        let out = run(&[&["serve", "echo", "--addr", "127.0.0.1:0"], &args[..]].concat());
+        assert!(!out.status.success(), "{args:?} was accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+}

@@ -268,7 +268,11 @@ impl<'a> TlsInfo<'a> {
 
     /// The protocol version: `"TLSv1.3"` or `"TLSv1.2"`.
     pub fn version(&self) -> Option<&'static str> {
-        self.conn.protocol_version().and_then(|v| v.as_str())
+        match self.conn.protocol_version()? {
+            rustls::ProtocolVersion::TLSv1_3 => Some("TLSv1.3"),
+            rustls::ProtocolVersion::TLSv1_2 => Some("TLSv1.2"),
+            _ => None,
+        }
     }
 
     /// The cipher suite, as IANA names it.

@@ -26,6 +26,10 @@ pub enum ConnectError {
     /// Any other OS error.
     #[error("connect failed: {}", std::io::Error::from_raw_os_error(*.0))]
     Os(i32),
+    /// Connected, but the TLS handshake failed (the server's certificate
+    /// was refused, an alert, no common version) or timed out.
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 impl ConnectError {
@@ -61,6 +65,8 @@ pub(crate) struct ConnectRequest {
     /// once is retried with growing waits, not ten times a second).
     pub(crate) persistent: bool,
     pub(crate) backoff: Duration,
+    /// Speak TLS once connected.
+    pub(crate) tls: Option<crate::tls::TlsTarget>,
 }
 
 /// The first wait before a persistent connection is tried again.
@@ -89,6 +95,7 @@ impl ConnectRequest {
             tag,
             persistent,
             backoff: FIRST_BACKOFF,
+            tls: None,
         }
     }
 

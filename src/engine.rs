@@ -216,6 +216,27 @@ impl Engine {
         Ok(())
     }
 
+    /// [`Engine::connect`] with TLS to `tls`'s server: the handler hears
+    /// `on_open` once the handshake is over (the server's certificate is
+    /// verified), or `on_connect_failed` with
+    /// [`ConnectError::Tls`](crate::ConnectError::Tls).
+    pub fn connect_tls(
+        &self,
+        worker: usize,
+        addrs: &[impl Into<Address> + Clone],
+        timeout: std::time::Duration,
+        tag: u64,
+        tls: &crate::tls::TlsTarget,
+    ) -> Result<(), Error> {
+        let index = worker % self.workers.len();
+        let mut req = ConnectRequest::new(crate::handler::addresses(addrs), timeout, tag, false);
+        req.tls = Some(tls.clone());
+        if !self.bus.post(index, Command::Connect(req)) {
+            return Err(Error::WorkerStopped { worker: index });
+        }
+        Ok(())
+    }
+
     /// [`Engine::connect`] to an endpoint (an address, a list, or a string
     /// such as `"localhost:7000"`), resolved here, on the caller's thread;
     /// every resolved address is tried in order.

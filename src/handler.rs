@@ -61,6 +61,7 @@ use crate::config::Backend;
 use crate::conn::{ConnCore, KEEP_CAPACITY};
 use crate::connect::{ConnectError, ConnectRequest};
 use crate::timer::{TimerKey, TimerQueue};
+use crate::tls::TlsTarget;
 use crate::token::ConnId;
 
 /// User code that serves connections. See the module docs for the contract.
@@ -210,8 +211,10 @@ impl Env<'_> {
         timeout: std::time::Duration,
         tag: u64,
         persistent: bool,
+        tls: Option<&TlsTarget>,
     ) {
-        let req = ConnectRequest::new(addrs, timeout, tag, persistent);
+        let mut req = ConnectRequest::new(addrs, timeout, tag, persistent);
+        req.tls = tls.cloned();
         self.requests.push(Command::Connect(req));
     }
 
@@ -270,7 +273,8 @@ impl Ctx<'_> {
         timeout: std::time::Duration,
         tag: u64,
     ) {
-        self.env.connect(addresses(addrs), timeout, tag, false);
+        self.env
+            .connect(addresses(addrs), timeout, tag, false, None);
     }
 
     /// Like [`Ctx::connect`], but the engine keeps the connection up: when it
@@ -286,7 +290,34 @@ impl Ctx<'_> {
         timeout: std::time::Duration,
         tag: u64,
     ) {
-        self.env.connect(addresses(addrs), timeout, tag, true);
+        self.env.connect(addresses(addrs), timeout, tag, true, None);
+    }
+
+    /// [`Ctx::connect`] with TLS to `tls`'s server: the handler hears
+    /// `on_open` once the handshake is over, or `on_connect_failed` with
+    /// [`ConnectError::Tls`] if it fails (the certificate is always
+    /// verified).
+    pub fn connect_tls<A: Into<Address> + Clone>(
+        &mut self,
+        addrs: &[A],
+        timeout: std::time::Duration,
+        tag: u64,
+        tls: &TlsTarget,
+    ) {
+        self.env
+            .connect(addresses(addrs), timeout, tag, false, Some(tls));
+    }
+
+    /// [`Ctx::connect_persistent`] with TLS (see [`Ctx::connect_tls`]).
+    pub fn connect_persistent_tls<A: Into<Address> + Clone>(
+        &mut self,
+        addrs: &[A],
+        timeout: std::time::Duration,
+        tag: u64,
+        tls: &TlsTarget,
+    ) {
+        self.env
+            .connect(addresses(addrs), timeout, tag, true, Some(tls));
     }
 
     /// Queue `bytes` on every open connection of the node.
@@ -348,7 +379,20 @@ impl Conn<'_> {
         timeout: std::time::Duration,
         tag: u64,
     ) {
-        self.env.connect(addresses(addrs), timeout, tag, false);
+        self.env
+            .connect(addresses(addrs), timeout, tag, false, None);
+    }
+
+    /// [`Conn::connect`] with TLS (see [`Ctx::connect_tls`]).
+    pub fn connect_tls<A: Into<Address> + Clone>(
+        &mut self,
+        addrs: &[A],
+        timeout: std::time::Duration,
+        tag: u64,
+        tls: &TlsTarget,
+    ) {
+        self.env
+            .connect(addresses(addrs), timeout, tag, false, Some(tls));
     }
 
     /// Queue `bytes` on every open connection of the node, on every worker

@@ -76,6 +76,7 @@ use std::time::{Duration, Instant};
 pub(crate) mod input;
 mod server;
 mod stream;
+mod wire;
 
 pub use input::DEFAULT_RECV_LIMIT;
 pub use server::Server;

@@ -10,19 +10,17 @@
 //! never shared.
 
 use std::fmt;
-use std::io::{self, Read};
+use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::time::Duration;
 
 use socket2::{SockRef, Socket, Type};
 
 use super::input::Input;
-use super::{is_timeout, timed_out, with_newline, Deadline};
+use super::wire::Wire;
+use super::{timed_out, with_newline, Deadline};
 use crate::address::{Address, PeerCredentials};
 use crate::endpoint::ToEndpoint;
-
-/// How many bytes one read asks the kernel for.
-const READ_CHUNK: usize = 16 * 1024;
 
 /// A connected TCP stream with buffered reads and per-call timeouts.
 ///
@@ -60,24 +58,19 @@ const READ_CHUNK: usize = 16 * 1024;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct Stream {
-    sock: Socket,
+    /// The socket, its timeouts and its TLS session.
+    wire: Wire,
     /// Input read from the socket and not yet consumed, and the receive
     /// limit.
     input: Input,
-    /// The SO_RCVTIMEO / SO_SNDTIMEO last set (`None` inside: no timeout),
-    /// so an unchanged value costs no system call.
-    read_timeout: Option<Option<Duration>>,
-    write_timeout: Option<Option<Duration>>,
 }
 
 impl Stream {
     /// Wrap a connected, blocking socket.
     pub(crate) fn from_socket(sock: Socket) -> Stream {
         Stream {
-            sock,
+            wire: Wire::new(sock),
             input: Input::default(),
-            read_timeout: None,
-            write_timeout: None,
         }
     }
 
@@ -107,22 +100,15 @@ impl Stream {
     /// brings. An empty result means the end of the stream (or `n == 0`).
     pub fn recv(&mut self, n: usize, timeout: Option<Duration>) -> io::Result<Vec<u8>> {
         let deadline = Deadline::after(timeout);
-        self.input.recv(
-            n,
-            &deadline,
-            &mut reader(&self.sock, &mut self.read_timeout),
-        )
+        self.input.recv(n, &deadline, &mut reader(&mut self.wire))
     }
 
     /// Exactly `n` bytes. At the end of the stream before `n` bytes:
     /// [`io::ErrorKind::UnexpectedEof`], the bytes received stay buffered.
     pub fn recv_exact(&mut self, n: usize, timeout: Option<Duration>) -> io::Result<Vec<u8>> {
         let deadline = Deadline::after(timeout);
-        self.input.recv_exact(
-            n,
-            &deadline,
-            &mut reader(&self.sock, &mut self.read_timeout),
-        )
+        self.input
+            .recv_exact(n, &deadline, &mut reader(&mut self.wire))
     }
 
     /// Exactly `n` bytes, without consuming them: they stay buffered for the
@@ -143,11 +129,7 @@ impl Stream {
     /// ```
     pub fn peek(&mut self, n: usize, timeout: Option<Duration>) -> io::Result<Vec<u8>> {
         let deadline = Deadline::after(timeout);
-        self.input.peek(
-            n,
-            &deadline,
-            &mut reader(&self.sock, &mut self.read_timeout),
-        )
+        self.input.peek(n, &deadline, &mut reader(&mut self.wire))
     }
 
     /// Put `bytes` back in front of the input: the next receive returns
@@ -163,12 +145,8 @@ impl Stream {
     /// an empty `delim` ([`io::ErrorKind::InvalidInput`]).
     pub fn recv_until(&mut self, delim: &[u8], timeout: Option<Duration>) -> io::Result<Vec<u8>> {
         let deadline = Deadline::after(timeout);
-        self.input.recv_until(
-            delim,
-            &deadline,
-            "recv_until",
-            &mut reader(&self.sock, &mut self.read_timeout),
-        )
+        self.input
+            .recv_until(delim, &deadline, "recv_until", &mut reader(&mut self.wire))
     }
 
     /// One line, without its `\n` and without a `\r` before it. Lines are
@@ -177,8 +155,7 @@ impl Stream {
     /// buffered (read it with [`recv_until`](Stream::recv_until)).
     pub fn recv_line(&mut self, timeout: Option<Duration>) -> io::Result<String> {
         let deadline = Deadline::after(timeout);
-        self.input
-            .recv_line(&deadline, &mut reader(&self.sock, &mut self.read_timeout))
+        self.input.recv_line(&deadline, &mut reader(&mut self.wire))
     }
 
     /// Wait for `prompt`, then return the line that follows it (as
@@ -206,17 +183,14 @@ impl Stream {
         timeout: Option<Duration>,
     ) -> io::Result<String> {
         let deadline = Deadline::after(timeout);
-        self.input.recv_line_after(
-            prompt,
-            &deadline,
-            &mut reader(&self.sock, &mut self.read_timeout),
-        )
+        self.input
+            .recv_line_after(prompt, &deadline, &mut reader(&mut self.wire))
     }
 
     /// Send all of `data`. On a timeout or error, a prefix of `data` may
     /// have been sent.
     pub fn send(&mut self, data: &[u8], timeout: Option<Duration>) -> io::Result<()> {
-        self.send_by(data, &Deadline::after(timeout))
+        self.wire.send(data, &Deadline::after(timeout))
     }
 
     /// Send `line` followed by `\n`.
@@ -239,13 +213,10 @@ impl Stream {
         timeout: Option<Duration>,
     ) -> io::Result<Vec<u8>> {
         let deadline = Deadline::after(timeout);
-        let got = self.input.recv_until(
-            delim,
-            &deadline,
-            "send_after",
-            &mut reader(&self.sock, &mut self.read_timeout),
-        )?;
-        self.send_by(data, &deadline)?;
+        let got =
+            self.input
+                .recv_until(delim, &deadline, "send_after", &mut reader(&mut self.wire))?;
+        self.wire.send(data, &deadline)?;
         Ok(got)
     }
 
@@ -276,9 +247,9 @@ impl Stream {
             prompt,
             &deadline,
             "send_line_after",
-            &mut reader(&self.sock, &mut self.read_timeout),
+            &mut reader(&mut self.wire),
         )?;
-        self.send_by(&with_newline(line.as_ref()), &deadline)?;
+        self.wire.send(&with_newline(line.as_ref()), &deadline)?;
         Ok(got)
     }
 
@@ -303,24 +274,60 @@ impl Stream {
     /// The remote address: IP, or Unix (a client of a Unix server is
     /// usually [`UnixAddr::Unnamed`](crate::UnixAddr::Unnamed)).
     pub fn peer_addr(&self) -> io::Result<Address> {
-        Address::from_sock_addr(&self.sock.peer_addr()?)
+        Address::from_sock_addr(&self.wire.sock.peer_addr()?)
     }
 
     /// The local address.
     pub fn local_addr(&self) -> io::Result<Address> {
-        Address::from_sock_addr(&self.sock.local_addr()?)
+        Address::from_sock_addr(&self.wire.sock.local_addr()?)
     }
 
     /// For a Unix socket, the peer process's credentials as they were when
     /// the connection was made (SO_PEERCRED); `InvalidInput` for TCP.
     pub fn peer_credentials(&self) -> io::Result<PeerCredentials> {
-        PeerCredentials::of(&self.sock)
+        PeerCredentials::of(&self.wire.sock)
     }
 
     /// Shut down the write side: the peer sees the end of the stream after
-    /// the bytes already sent; reading goes on.
-    pub fn shutdown_write(&self) -> io::Result<()> {
-        self.sock.shutdown(std::net::Shutdown::Write)
+    /// the bytes already sent (on TLS, a `close_notify` first); reading
+    /// goes on.
+    pub fn shutdown_write(&mut self) -> io::Result<()> {
+        self.wire.shutdown_write()
+    }
+
+    /// Connect to `endpoint` as [`Stream::connect`] does, then run a TLS
+    /// handshake with `tls`'s server (its certificate verified against the
+    /// connector's trust anchors and the target's name), all within
+    /// `timeout`. Every call then reads and writes plaintext; a failed
+    /// handshake is `InvalidData` with rustls' reason (an unknown issuer, a
+    /// name mismatch, an alert from the server).
+    pub fn connect_tls(
+        endpoint: impl ToEndpoint,
+        tls: &crate::tls::TlsTarget,
+        timeout: Option<Duration>,
+    ) -> io::Result<Stream> {
+        let deadline = Deadline::after(timeout);
+        let mut stream = Stream::connect(endpoint, deadline.remaining())?;
+        let session = tls
+            .connector
+            .session(&tls.name)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        stream.wire.handshake(session, &deadline)?;
+        Ok(stream)
+    }
+
+    /// On a TLS stream, the ALPN protocol the server chose.
+    pub fn tls_alpn(&self) -> Option<&[u8]> {
+        self.wire.tls()?.alpn_protocol()
+    }
+
+    /// On a TLS stream, the protocol version (`"TLSv1.3"`, `"TLSv1.2"`).
+    pub fn tls_version(&self) -> Option<&'static str> {
+        match self.wire.tls()?.protocol_version()? {
+            rustls::ProtocolVersion::TLSv1_3 => Some("TLSv1.3"),
+            rustls::ProtocolVersion::TLSv1_2 => Some("TLSv1.2"),
+            _ => None,
+        }
     }
 
     /// Close the stream (the same as dropping it). Buffered input is
@@ -335,29 +342,7 @@ impl Stream {
     /// socket2. Read and write through the `Stream`, or buffered bytes get
     /// out of order.
     pub fn socket(&self) -> SockRef<'_> {
-        SockRef::from(&self.sock)
-    }
-
-    fn send_by(&mut self, data: &[u8], deadline: &Deadline) -> io::Result<()> {
-        let mut sent = 0;
-        while sent < data.len() {
-            if sent > 0 && deadline.expired() {
-                return Err(timed_out("send"));
-            }
-            let t = deadline.socket_timeout();
-            if self.write_timeout != Some(t) {
-                self.sock.set_write_timeout(t)?;
-                self.write_timeout = Some(t);
-            }
-            match self.sock.send_with_flags(&data[sent..], libc::MSG_NOSIGNAL) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => sent += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if is_timeout(&e) => return Err(timed_out("send")),
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
+        SockRef::from(&self.wire.sock)
     }
 }
 
@@ -376,48 +361,17 @@ fn connect_one(addr: &Address, deadline: &Deadline) -> io::Result<Socket> {
     Ok(sock)
 }
 
-/// The fill function of the buffered calls: [`read_some`]. It borrows only
-/// the socket and its read timeout, so it can be used while the stream's
-/// input is borrowed too.
-fn reader<'a>(
-    sock: &'a Socket,
-    read_timeout: &'a mut Option<Option<Duration>>,
-) -> impl FnMut(&mut Input, &Deadline, &str) -> io::Result<usize> + 'a {
-    move |input, deadline, what| read_some(sock, read_timeout, input, deadline, what)
-}
-
-/// One read of `sock` into `input`; returns how many bytes came (0: end
-/// of stream). The socket timeout is the deadline's time left, set again
-/// after `EINTR` so that a signal does not stretch the call.
-fn read_some(
-    sock: &Socket,
-    read_timeout: &mut Option<Option<Duration>>,
-    input: &mut Input,
-    deadline: &Deadline,
-    what: &str,
-) -> io::Result<usize> {
-    let res = input.read_with(READ_CHUNK, |buf| loop {
-        let t = deadline.socket_timeout();
-        if *read_timeout != Some(t) {
-            sock.set_read_timeout(t)?;
-            *read_timeout = Some(t);
-        }
-        match (&*sock).read(buf) {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {
-                if deadline.expired() {
-                    return Err(io::ErrorKind::TimedOut.into());
-                }
-            }
-            res => return res,
-        }
-    });
-    res.map_err(|e| if is_timeout(&e) { timed_out(what) } else { e })
+/// The fill function of the buffered calls: one read of the wire (plain
+/// bytes, or plaintext out of its TLS session). It borrows only the wire,
+/// so it can be used while the stream's input is borrowed too.
+fn reader(wire: &mut Wire) -> impl FnMut(&mut Input, &Deadline, &str) -> io::Result<usize> + '_ {
+    move |input, deadline, what| wire.read_some(input, deadline, what)
 }
 
 impl fmt::Debug for Stream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Stream")
-            .field("fd", &self.sock.as_raw_fd())
+            .field("fd", &self.wire.sock.as_raw_fd())
             .field("local", &self.local_addr().ok())
             .field("peer", &self.peer_addr().ok())
             .field("buffered", &self.buffered().len())
@@ -427,12 +381,12 @@ impl fmt::Debug for Stream {
 
 impl AsFd for Stream {
     fn as_fd(&self) -> BorrowedFd<'_> {
-        self.sock.as_fd()
+        self.wire.sock.as_fd()
     }
 }
 
 impl AsRawFd for Stream {
     fn as_raw_fd(&self) -> RawFd {
-        self.sock.as_raw_fd()
+        self.wire.sock.as_raw_fd()
     }
 }

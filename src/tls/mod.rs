@@ -28,9 +28,9 @@ use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use rustls::crypto::CryptoProvider;
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
-use rustls::{RootCertStore, ServerConfig, ServerConnection};
+use rustls::{ClientConfig, RootCertStore, ServerConfig, ServerConnection};
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
 pub(crate) mod session;
 
@@ -50,6 +50,14 @@ pub enum TlsError {
     /// certificate, an unsupported key type, an unusable CA file).
     #[error("{0}")]
     Rustls(#[from] rustls::Error),
+    /// A name that cannot be a TLS server name.
+    #[error("{name:?} is not a valid TLS server name: {why}")]
+    ServerName {
+        /// The name given.
+        name: String,
+        /// Why not.
+        why: String,
+    },
     /// The client CA file gave no usable trust anchor.
     #[error("{path}: no usable CA certificate ({why})")]
     ClientCa {
@@ -130,13 +138,8 @@ impl TlsAcceptor {
         let certs = Arc::new(Reloadable {
             current: RwLock::new(Arc::new(key)),
         });
-        let versions: &[&'static rustls::SupportedProtocolVersion] = match opts.versions {
-            TlsVersions::Both => &[&rustls::version::TLS13, &rustls::version::TLS12],
-            TlsVersions::Tls13 => &[&rustls::version::TLS13],
-            TlsVersions::Tls12 => &[&rustls::version::TLS12],
-        };
         let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
-            .with_protocol_versions(versions)?;
+            .with_protocol_versions(versions(opts.versions))?;
         let builder = match &opts.client_ca {
             None => builder.with_no_client_auth(),
             Some(path) => {
@@ -182,6 +185,139 @@ impl TlsAcceptor {
     /// A server session for a new connection.
     pub(crate) fn session(&self) -> Result<ServerConnection, rustls::Error> {
         ServerConnection::new(Arc::clone(&self.config))
+    }
+}
+
+/// What outbound TLS is made from: the trust anchors (a CA file, or the
+/// system's store), the ALPN protocols offered, the versions, and a client
+/// certificate for servers that ask for one. Certificate verification is
+/// always on.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TlsClientOptions {
+    /// Trust the CAs in this PEM file; `None`: the system's store
+    /// (`SSL_CERT_FILE` / `SSL_CERT_DIR`, else the distribution's bundle).
+    pub ca: Option<PathBuf>,
+    /// ALPN protocols offered, in order of preference.
+    pub alpn: Vec<Vec<u8>>,
+    /// The versions spoken.
+    pub versions: TlsVersions,
+    /// A client certificate chain and key (PEM) for mutual TLS.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+}
+
+/// The client side of TLS for outbound connections: made once from
+/// [`TlsClientOptions`], cloned cheaply into every connect.
+#[derive(Clone)]
+pub struct TlsConnector {
+    config: Arc<ClientConfig>,
+}
+
+impl fmt::Debug for TlsConnector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsConnector")
+            .field("alpn", &self.config.alpn_protocols)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TlsConnector {
+    /// Read the trust anchors (and client certificate) `opts` names.
+    pub fn new(opts: &TlsClientOptions) -> Result<TlsConnector, TlsError> {
+        let mut roots = RootCertStore::empty();
+        match &opts.ca {
+            Some(path) => {
+                for cert in read_certs(path)? {
+                    roots.add(cert)?;
+                }
+            }
+            None => {
+                let found = rustls_native_certs::load_native_certs();
+                let (added, _) = roots.add_parsable_certificates(found.certs);
+                if added == 0 {
+                    return Err(TlsError::Pem {
+                        path: PathBuf::from("(the system's certificate store)"),
+                        what: format!(
+                            "no CA certificate found{}",
+                            found
+                                .errors
+                                .first()
+                                .map(|e| format!(": {e}"))
+                                .unwrap_or_default()
+                        ),
+                    });
+                }
+            }
+        }
+        let builder = ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(versions(opts.versions))?
+            .with_root_certificates(roots);
+        let mut config = match &opts.client_cert {
+            None => builder.with_no_client_auth(),
+            Some((cert, key)) => {
+                let certified = load_certified_key(cert, key)?;
+                builder.with_client_auth_cert(
+                    certified.cert.clone(),
+                    PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::Pem {
+                        path: key.clone(),
+                        what: e.to_string(),
+                    })?,
+                )?
+            }
+        };
+        config.alpn_protocols = opts.alpn.clone();
+        Ok(TlsConnector {
+            config: Arc::new(config),
+        })
+    }
+
+    /// A client session for `server` (the name its certificate must carry,
+    /// sent as SNI; an IP address is checked against the certificate's IP
+    /// names and not sent).
+    pub(crate) fn session(
+        &self,
+        server: &ServerName<'static>,
+    ) -> Result<rustls::ClientConnection, rustls::Error> {
+        rustls::ClientConnection::new(Arc::clone(&self.config), server.clone())
+    }
+
+    /// Check `name` as a server name.
+    pub(crate) fn server_name(name: &str) -> Result<ServerName<'static>, TlsError> {
+        ServerName::try_from(name.to_string()).map_err(|e| TlsError::ServerName {
+            name: name.to_string(),
+            why: e.to_string(),
+        })
+    }
+}
+
+/// Where an outbound TLS connection goes: a connector and the name the
+/// server's certificate must carry (also sent as SNI). Made by
+/// [`TlsConnector::target`]; given to the `connect_tls` calls.
+#[derive(Debug, Clone)]
+pub struct TlsTarget {
+    pub(crate) connector: TlsConnector,
+    pub(crate) name: ServerName<'static>,
+}
+
+impl TlsConnector {
+    /// Connections to the server named `name` (a DNS name or an IP
+    /// address); an invalid name is an error here, before any connect.
+    pub fn target(&self, name: &str) -> Result<TlsTarget, TlsError> {
+        Ok(TlsTarget {
+            connector: self.clone(),
+            name: TlsConnector::server_name(name)?,
+        })
+    }
+}
+
+fn versions(v: TlsVersions) -> &'static [&'static rustls::SupportedProtocolVersion] {
+    static BOTH: [&rustls::SupportedProtocolVersion; 2] =
+        [&rustls::version::TLS13, &rustls::version::TLS12];
+    static TLS13: [&rustls::SupportedProtocolVersion; 1] = [&rustls::version::TLS13];
+    static TLS12: [&rustls::SupportedProtocolVersion; 1] = [&rustls::version::TLS12];
+    match v {
+        TlsVersions::Both => &BOTH,
+        TlsVersions::Tls13 => &TLS13,
+        TlsVersions::Tls12 => &TLS12,
     }
 }
 
@@ -237,7 +373,7 @@ fn load_certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError>
 /// ([`Conn::tls`](crate::Conn::tls)).
 #[derive(Clone, Copy)]
 pub struct TlsInfo<'a> {
-    pub(crate) conn: &'a ServerConnection,
+    pub(crate) conn: &'a rustls::Connection,
 }
 
 impl fmt::Debug for TlsInfo<'_> {
@@ -256,12 +392,17 @@ impl<'a> TlsInfo<'a> {
         self.conn.alpn_protocol()
     }
 
-    /// The server name the client asked for (SNI), if it sent one.
+    /// On an accepted connection, the server name the client asked for
+    /// (SNI), if it sent one.
     pub fn server_name(&self) -> Option<&'a str> {
-        self.conn.server_name()
+        match self.conn {
+            rustls::Connection::Server(s) => s.server_name(),
+            rustls::Connection::Client(_) => None,
+        }
     }
 
-    /// The client's certificate chain (mutual TLS), end-entity first.
+    /// The peer's certificate chain, end-entity first: a client's (mutual
+    /// TLS) on an accepted connection, the server's on an outbound one.
     pub fn peer_certificates(&self) -> Option<&'a [CertificateDer<'static>]> {
         self.conn.peer_certificates()
     }

@@ -3,7 +3,7 @@
 
 use std::io::Read;
 
-use rustls::ServerConnection;
+use rustls::Connection;
 
 /// What a batch of ciphertext brought.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -14,9 +14,10 @@ pub(crate) struct Fed {
     pub(crate) peer_closed: bool,
 }
 
-/// A server session and what the core needs of it.
+/// A session (the server's, or an outbound connection's client one) and
+/// what the core needs of it.
 pub(crate) struct TlsConn {
-    pub(crate) conn: ServerConnection,
+    pub(crate) conn: Connection,
 }
 
 impl std::fmt::Debug for TlsConn {
@@ -28,8 +29,15 @@ impl std::fmt::Debug for TlsConn {
 }
 
 impl TlsConn {
-    pub(crate) fn new(conn: ServerConnection) -> TlsConn {
-        TlsConn { conn }
+    /// A session; a client's first flight (its ClientHello) goes into
+    /// `out` at once.
+    pub(crate) fn new(conn: impl Into<Connection>, out: &mut Vec<u8>) -> TlsConn {
+        let mut t = TlsConn { conn: conn.into() };
+        // Everything written is drained into the connection's output at
+        // once, where backpressure bounds it: rustls must never refuse.
+        t.conn.set_buffer_limit(None);
+        t.drain(out);
+        t
     }
 
     /// Whether the handshake is still going on.
@@ -178,7 +186,7 @@ mod tests {
     #[test]
     fn a_handshake_then_data_both_ways_then_close_notify() {
         let (acceptor, roots) = acceptor();
-        let mut s = TlsConn::new(acceptor.session().expect("session"));
+        let mut s = TlsConn::new(acceptor.session().expect("session"), &mut Vec::new());
         let mut c = client(roots);
         let mut plain = Vec::new();
         assert!(s.is_handshaking());
@@ -204,7 +212,7 @@ mod tests {
     #[test]
     fn garbage_fails_the_session_with_an_alert_for_the_peer() {
         let (acceptor, _) = acceptor();
-        let mut s = TlsConn::new(acceptor.session().expect("session"));
+        let mut s = TlsConn::new(acceptor.session().expect("session"), &mut Vec::new());
         let (mut plain, mut out) = (Vec::new(), Vec::new());
         let err = s
             .feed(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", &mut plain, &mut out)

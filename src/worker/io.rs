@@ -370,9 +370,21 @@ impl<H: Handler> Worker<H> {
         let id = slot.core.id;
         let origin = slot.core.take_origin();
         let state = slot.state.take();
+        let tag = slot.core.tag();
         self.ctx.bus.closed(id);
-        if let Some(state) = state {
-            self.handler.on_close(id, state, reason);
+        match (state, tag) {
+            (Some(state), _) => self.handler.on_close(id, state, reason),
+            // An outbound TLS connection whose handshake never finished:
+            // for the handler it never connected.
+            (None, Some(tag)) => {
+                let why = match reason {
+                    CloseReason::Tls(why) => why.clone(),
+                    other => other.to_string(),
+                };
+                self.handler
+                    .on_connect_failed(tag, &crate::ConnectError::Tls(why));
+            }
+            (None, None) => {}
         }
         if let Some(next) = origin {
             self.schedule(next);

@@ -103,13 +103,23 @@ impl<H: Handler> Worker<H> {
         let outbound = origin.is_some();
         // A TLS listener's connection gets its session first.
         let acceptor = listener.and_then(|i| self.ctx.listeners[usize::from(i)].tls.as_ref());
-        let tls = match acceptor.map(|a| a.session()) {
+        let session = match (acceptor, &origin) {
+            (Some(a), _) => Some(a.session().map(rustls::Connection::from)),
+            (None, Some(ConnectRequest { tls: Some(t), .. })) => {
+                Some(t.connector.session(&t.name).map(rustls::Connection::from))
+            }
+            _ => None,
+        };
+        let session = match session {
             None => None,
-            Some(Ok(session)) => Some(TlsConn::new(session)),
+            Some(Ok(s)) => Some(s),
             Some(Err(e)) => {
                 log::warn!("cannot start a TLS session: {e}");
                 self.ctx.stats.add(&self.ctx.stats.tls_failures, 1);
                 self.ctx.bus.release();
+                if let Some(req) = origin {
+                    self.connect_failed(&req, ConnectError::Tls(e.to_string()));
+                }
                 return;
             }
         };
@@ -136,8 +146,10 @@ impl<H: Handler> Worker<H> {
         if let Some(now) = now {
             core.set_origin(origin, now);
         }
-        let handshaking = tls.is_some();
-        if let Some(tls) = tls {
+        let handshaking = session.is_some();
+        if let Some(session) = session {
+            // A client's ClientHello goes out with the first flush.
+            let tls = TlsConn::new(session, &mut core.out);
             core.set_tls(tls);
         }
         self.conns.insert(Slot {

@@ -257,7 +257,7 @@ fn probe_json(report: &ProbeReport) -> serde_json::Value {
 }
 
 /// `"socket_limits"` in `ringnet probe --json`, keys in this order:
-/// `{"somaxconn":4096,"tcp_max_syn_backlog":512,"rmem_max":212992,"wmem_max":212992,"tcp_rmem":[4096,131072,6291456],"tcp_wmem":[4096,16384,4194304],"ip_local_port_range":[32768,60999],"nofile":{"soft":1024,"hard":524288},"tcp_syn_retries":6,"syn_connect_timeout_secs":127}`.
+/// `{"somaxconn":4096,"tcp_max_syn_backlog":512,"rmem_max":212992,"wmem_max":212992,"tcp_rmem":[4096,131072,6291456],"tcp_wmem":[4096,16384,4194304],"ip_local_port_range":[32768,60999],"nofile":{"soft":1024,"hard":524288},"tcp_syn_retries":6,"syn_connect_timeout_secs":127,"kernel_tls":{"available":false,"errno":2}}`.
 /// A value that could not be read is `null`; so is an unlimited `nofile`
 /// soft or hard limit.
 fn socket_limits_json(l: &SocketLimits) -> serde_json::Value {
@@ -272,6 +272,10 @@ fn socket_limits_json(l: &SocketLimits) -> serde_json::Value {
         "nofile": l.nofile.map(|n| serde_json::json!({ "soft": n.soft, "hard": n.hard })),
         "tcp_syn_retries": l.tcp_syn_retries,
         "syn_connect_timeout_secs": l.syn_connect_timeout().map(|d| d.as_secs()),
+        "kernel_tls": l.kernel_tls.map(|r| serde_json::json!({
+            "available": r.is_ok(),
+            "errno": r.err(),
+        })),
     })
 }
 
@@ -373,7 +377,7 @@ mod tests {
                 r#"{"name":"NODROP","supported":false,"since":"5.19","detail":"no"}],"#,
                 r#""socket_limits":{"somaxconn":null,"tcp_max_syn_backlog":null,"rmem_max":null,"#,
                 r#""wmem_max":null,"tcp_rmem":null,"tcp_wmem":null,"ip_local_port_range":null,"#,
-                r#""nofile":null,"tcp_syn_retries":null,"syn_connect_timeout_secs":null}}"#
+                r#""nofile":null,"tcp_syn_retries":null,"syn_connect_timeout_secs":null,"kernel_tls":null}}"#
             )
         );
     }
@@ -411,6 +415,7 @@ mod tests {
                 hard: None,
             }),
             tcp_syn_retries: Some(6),
+            kernel_tls: Some(Err(libc::ENOENT)),
         };
         assert_eq!(
             socket_limits_json(&limits).to_string(),
@@ -418,7 +423,7 @@ mod tests {
                 r#"{"somaxconn":4096,"tcp_max_syn_backlog":512,"rmem_max":212992,"wmem_max":212992,"#,
                 r#""tcp_rmem":[4096,131072,6291456],"tcp_wmem":[4096,16384,4194304],"#,
                 r#""ip_local_port_range":[32768,60999],"nofile":{"soft":1024,"hard":null},"#,
-                r#""tcp_syn_retries":6,"syn_connect_timeout_secs":127}"#
+                r#""tcp_syn_retries":6,"syn_connect_timeout_secs":127,"kernel_tls":{"available":false,"errno":2}}"#
             )
         );
     }

@@ -374,9 +374,19 @@ fn probe_json_reports_socket_limits() {
         "nofile",
         "tcp_syn_retries",
         "syn_connect_timeout_secs",
+        "kernel_tls",
     ] {
         assert!(limits.get(key).is_some(), "{key} missing: {limits}");
     }
+    // Kernel TLS is reported as available exactly when setsockopt took it;
+    // a kernel that took it has the tls ULP registered afterwards.
+    let ktls = &limits["kernel_tls"];
+    let available = ktls["available"].as_bool().expect("kernel_tls.available");
+    let registered = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_available_ulp")
+        .map(|t| t.split_whitespace().any(|u| u == "tls"))
+        .unwrap_or(false);
+    assert_eq!(available, registered, "{ktls}");
+    assert_eq!(ktls["errno"].is_null(), available, "{ktls}");
     let somaxconn = limits["somaxconn"].as_u64().expect("somaxconn");
     assert!(somaxconn > 0);
     let soft = limits["nofile"]["soft"].as_u64().unwrap_or(u64::MAX);
@@ -409,6 +419,7 @@ fn probe_table_mentions_socket_limits() {
         "net.ipv4.ip_local_port_range",
         "RLIMIT_NOFILE",
         "net.ipv4.tcp_syn_retries",
+        "kernel TLS",
     ] {
         assert!(table.contains(name), "{name} missing:\n{table}");
     }

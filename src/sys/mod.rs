@@ -236,6 +236,24 @@ pub(crate) fn take_inherited_fds(first: RawFd, n: usize) -> io::Result<Vec<Owned
         .collect())
 }
 
+/// `setsockopt(TCP_ULP, name)`: attach an upper-layer protocol (`"tls"` for
+/// kernel TLS) to a connected TCP socket. ENOENT: the kernel has no such
+/// protocol (its module is not built or cannot be loaded).
+pub(crate) fn set_tcp_ulp(fd: RawFd, name: &str) -> io::Result<()> {
+    // SAFETY: the option value is `name`'s bytes, valid for `name.len()`
+    // bytes for the whole call; a bad descriptor is EBADF.
+    cvt(unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_TCP,
+            libc::TCP_ULP,
+            name.as_ptr().cast(),
+            name.len() as libc::socklen_t,
+        )
+    })
+    .map(drop)
+}
+
 /// The credentials of the process at the other end of a connected Unix
 /// socket, as they were when it connected or listened (SO_PEERCRED).
 pub(crate) fn peer_credentials(fd: RawFd) -> io::Result<(u32, u32, u32)> {

@@ -32,6 +32,11 @@ pub struct SocketLimits {
     pub nofile: Option<FileLimit>,
     /// `net.ipv4.tcp_syn_retries`: SYN retransmits before a connect fails.
     pub tcp_syn_retries: Option<u32>,
+    /// Whether kernel TLS can be attached here: `setsockopt(TCP_ULP,
+    /// "tls")` on a connected loopback socket (Linux 4.13); `Err(errno)`
+    /// when the kernel refused it (ENOENT: no `tls` module). `None`: the
+    /// test connection could not be made.
+    pub kernel_tls: Option<Result<(), i32>>,
 }
 
 /// A resource limit's soft and hard value; `None` means unlimited
@@ -86,6 +91,17 @@ impl SocketLimits {
                 "RLIMIT_NOFILE",
                 match self.nofile {
                     Some(l) => format!("soft {} hard {}", limit(l.soft), limit(l.hard)),
+                    None => "unknown".to_owned(),
+                },
+            ),
+            (
+                "kernel TLS (TCP_ULP \"tls\")",
+                match self.kernel_tls {
+                    Some(Ok(())) => "available".to_owned(),
+                    Some(Err(errno)) => format!(
+                        "not available: {}",
+                        std::io::Error::from_raw_os_error(errno)
+                    ),
                     None => "unknown".to_owned(),
                 },
             ),
@@ -150,7 +166,19 @@ pub fn socket_limits() -> SocketLimits {
         tcp_syn_retries: sysctl("net/ipv4/tcp_syn_retries")
             .and_then(|t| numbers::<1>(&t))
             .and_then(|[n]| u32::try_from(n).ok()),
+        kernel_tls: kernel_tls(),
     }
+}
+
+/// Try to attach kernel TLS to a connected loopback socket.
+fn kernel_tls() -> Option<Result<(), i32>> {
+    use std::os::fd::AsRawFd;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").ok()?;
+    let client = std::net::TcpStream::connect(listener.local_addr().ok()?).ok()?;
+    Some(
+        crate::sys::set_tcp_ulp(client.as_raw_fd(), "tls")
+            .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO)),
+    )
 }
 
 /// The text of `/proc/sys/<path>`, or `None`.

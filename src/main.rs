@@ -180,6 +180,22 @@ struct BenchArgs {
     /// for several), e.g. --uring-arg=--fixed-files=16384.
     #[arg(long, allow_hyphen_values = true)]
     uring_arg: Vec<String>,
+    /// Speak TLS to the server (echo, accept, hold, http), verifying its
+    /// certificate.
+    #[arg(long)]
+    tls: bool,
+    /// With --tls: trust the CAs in this PEM file (default: the system's
+    /// store).
+    #[arg(long, value_name = "PEM", requires = "tls")]
+    tls_ca: Option<std::path::PathBuf>,
+    /// With --tls: the server name to verify and send as SNI.
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = "localhost",
+        requires = "tls"
+    )]
+    tls_name: String,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -194,6 +210,12 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
     opts.op_timeout = a.timeout;
     opts.server_pid = a.pid;
     opts.cpu = a.cpu;
+    if a.tls {
+        if a.compare {
+            bail!("--tls goes with a server given by --addr (not yet with --compare)");
+        }
+        opts.tls = Some(ringnet::bench::tls_target(a.tls_ca.clone(), &a.tls_name)?);
+    }
     if a.compare {
         let exe =
             std::env::current_exe().map_err(|e| anyhow!("cannot find the ringnet binary: {e}"))?;

@@ -475,3 +475,57 @@ fn tls_flags_serve_tls_and_bad_ones_are_refused() {
         assert!(err.contains(needle), "{args:?}: {err}");
     }
 }
+
+/// `ringnet bench --tls --tls-ca`: the load generator over TLS against
+/// `serve --tls-cert`, every byte checked; a CA that did not sign the
+/// server's certificate fails the run.
+#[test]
+fn bench_tls_drives_a_tls_server() {
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/tls");
+    let file = |n: &str| data.join(n).display().to_string();
+    let server = Server::start(
+        "echo",
+        &[
+            "--tls-cert",
+            &file("server.crt"),
+            "--tls-key",
+            &file("server.key"),
+        ],
+    );
+    let addr = server.addr.to_string();
+    let bench = |ca: &str| {
+        run(&[
+            "bench",
+            "echo",
+            "--addr",
+            &addr,
+            "--tls",
+            "--tls-ca",
+            ca,
+            "--conns",
+            "4",
+            "--duration",
+            "0.3",
+            "--warmup",
+            "0",
+            "--json",
+        ])
+    };
+    let out = bench(&file("ca.crt"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(
+        (json["errors"].as_u64(), json["mismatches"].as_u64()),
+        (Some(0), Some(0))
+    );
+    assert!(json["ops"].as_u64().is_some_and(|n| n > 0), "{json}");
+    let out = bench(&file("other-ca.crt"));
+    assert!(
+        !out.status.success(),
+        "an unverifiable server was benchmarked"
+    );
+}

@@ -249,6 +249,80 @@ fn echo_over_a_unix_socket_verifies_every_byte_epoll() {
     echo_over_a_unix_socket_verifies_every_byte(Backend::Epoll)
 }
 
+/// An engine serving TLS (the fixture certificate for localhost) with an
+/// echo handler.
+fn tls_echo_engine(backend: Backend) -> Engine {
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/tls");
+    let acceptor = ringnet::tls::TlsAcceptor::new(&ringnet::tls::TlsServerOptions::new(
+        data.join("server.crt"),
+        data.join("server.key"),
+    ))
+    .expect("acceptor");
+    let spec =
+        ringnet::listener::ListenerSpec::bind("127.0.0.1:0".parse::<SocketAddr>().expect("addr"))
+            .with_tls(acceptor);
+    util::echo_engine(Config {
+        listeners: vec![spec],
+        ..util::config(backend)
+    })
+}
+
+fn tls_target() -> ringnet::tls::TlsTarget {
+    let ca = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/tls/ca.crt");
+    ringnet::bench::tls_target(Some(ca), "localhost").expect("target")
+}
+
+/// `--tls`: echo, accept (a handshake per connection) and hold over TLS,
+/// every byte checked, against the engine's TLS server.
+fn the_load_generator_speaks_tls(backend: Backend) {
+    let engine = tls_echo_engine(backend);
+    let addr = engine.local_addr();
+    for (mode, conns, size) in [(Mode::Echo, 8, 3000), (Mode::Accept, 4, 16)] {
+        let opts = Options {
+            tls: Some(tls_target()),
+            ..options(mode, addr, conns, size, Duration::from_millis(300))
+        };
+        let r = run_bounded(&format!("{mode} over TLS on {backend}"), opts);
+        assert!(r.ops > 0, "{mode}: no operation completed");
+        assert_eq!((r.errors, r.mismatches), (0, 0), "{mode}");
+        assert_eq!(r.bytes_verified, r.ops * size as u64, "{mode}");
+    }
+    let opts = Options {
+        tls: Some(tls_target()),
+        ..options(Mode::Hold, addr, 200, 16, Duration::from_millis(200))
+    };
+    let r = run_bounded(&format!("hold over TLS on {backend}"), opts);
+    assert_eq!(
+        (r.errors, r.mismatches, r.ops),
+        (0, 0, 200),
+        "every held TLS connection still echoes"
+    );
+    let s = engine.stats();
+    assert!(s.tls_handshakes >= 200 + 8, "{s:?}");
+    assert_eq!(s.tls_failures, 0, "{s:?}");
+    // A wrong CA: every connection fails verification, none passes.
+    let other =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/tls/other-ca.crt");
+    let opts = Options {
+        tls: Some(ringnet::bench::tls_target(Some(other), "localhost").expect("target")),
+        ..options(Mode::Echo, addr, 2, 100, Duration::from_millis(200))
+    };
+    let r = run_bounded(&format!("echo with the wrong CA on {backend}"), opts);
+    assert_eq!(r.ops, 0, "a server the client cannot verify was used");
+    assert!(r.errors > 0);
+    engine.shutdown().expect("shutdown");
+}
+
+#[test]
+fn the_load_generator_speaks_tls_uring() {
+    the_load_generator_speaks_tls(Backend::Uring)
+}
+
+#[test]
+fn the_load_generator_speaks_tls_epoll() {
+    the_load_generator_speaks_tls(Backend::Epoll)
+}
+
 #[test]
 fn echo_against_a_correct_server_verifies_every_byte_uring() {
     echo_against_a_correct_server_verifies_every_byte(Backend::Uring)

@@ -13,15 +13,17 @@
 //! an error and is replaced by a new one, so the run goes on.
 
 use crate::address::Address;
-use std::io::{self, Read, Write};
+use std::io;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use socket2::{Socket, Type};
 
+use super::wire::Wire;
 use super::{Mode, Options};
 use crate::sys::epoll::{self, Epoll, Event};
+use crate::tls::TlsTarget;
 
 /// Bytes each accept/hold check sends.
 pub(crate) const SMALL: usize = 16;
@@ -33,7 +35,8 @@ pub(crate) enum Phase {
 }
 
 pub(crate) struct Client {
-    pub(crate) sock: Socket,
+    /// The socket, and its TLS session with `--tls`.
+    pub(crate) wire: Wire,
     pub(crate) phase: Phase,
     started: Instant,
     sent: usize,
@@ -44,7 +47,12 @@ pub(crate) struct Client {
 }
 
 /// Start a non-blocking connect to `addr`, registered under `token`.
-pub(crate) fn connect(ep: &Epoll, addr: &Address, token: usize) -> io::Result<Client> {
+pub(crate) fn connect(
+    ep: &Epoll,
+    addr: &Address,
+    tls: Option<&TlsTarget>,
+    token: usize,
+) -> io::Result<Client> {
     let (domain, protocol) = addr.stream_domain();
     let sock = Socket::new(domain, Type::STREAM.nonblocking().cloexec(), protocol)?;
     if !addr.is_unix() {
@@ -58,7 +66,7 @@ pub(crate) fn connect(ep: &Epoll, addr: &Address, token: usize) -> io::Result<Cl
     let interest = epoll::OUT;
     ep.add(sock.as_raw_fd(), interest, token as u64)?;
     Ok(Client {
-        sock,
+        wire: Wire::new(sock, tls)?,
         phase: Phase::Connecting,
         started: Instant::now(),
         sent: 0,
@@ -162,9 +170,13 @@ impl Driver {
             if ev & (epoll::OUT | epoll::HUP_ERR) == 0 {
                 return Next::Keep;
             }
-            match c.sock.take_error() {
+            match c.wire.sock.take_error() {
                 Ok(None) => {}
                 _ => return fail(t),
+            }
+            // A TLS client's ClientHello goes out now.
+            if c.wire.flush().is_err() {
+                return fail(t);
             }
             c.phase = Phase::Active;
             // An accept cycle is timed from the connect; the others from the
@@ -189,13 +201,13 @@ impl Driver {
         if self.write(i, c).is_err() {
             return fail(t);
         }
-        let want = if c.sent < self.outgoing(i).len() {
+        let want = if c.sent < self.outgoing(i).len() || c.wire.wants_write() {
             epoll::IN | epoll::OUT
         } else {
             epoll::IN
         };
         if want != c.interest {
-            if ep.modify(c.sock.as_raw_fd(), want, i as u64).is_err() {
+            if ep.modify(c.wire.sock.as_raw_fd(), want, i as u64).is_err() {
                 return fail(t);
             }
             c.interest = want;
@@ -205,8 +217,11 @@ impl Driver {
 
     fn write(&self, i: usize, c: &mut Client) -> Result<(), ()> {
         let out = self.outgoing(i);
+        if c.wire.flush().is_err() {
+            return Err(());
+        }
         while c.sent < out.len() {
-            match (&c.sock).write(&out[c.sent..]) {
+            match c.wire.send(&out[c.sent..]) {
                 Ok(n) => c.sent += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -220,7 +235,7 @@ impl Driver {
     /// connection should be replaced, `Err` on failure.
     fn read(&mut self, i: usize, c: &mut Client, t: &mut Tally) -> Result<Option<Next>, Fail> {
         loop {
-            let n = match (&c.sock).read(&mut self.scratch) {
+            let n = match c.wire.recv(&mut self.scratch) {
                 Ok(0) => return Err(Fail::Io),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
@@ -314,7 +329,7 @@ pub(crate) fn run_traffic(
     let mut driver = Driver::new(opts);
     let mut clients: Vec<Option<Client>> = Vec::with_capacity(opts.conns);
     for i in 0..opts.conns {
-        clients.push(Some(connect(&ep, &opts.addr, i)?));
+        clients.push(Some(connect(&ep, &opts.addr, opts.tls.as_ref(), i)?));
     }
     let mut tally = Tally::new();
     let mut events: Vec<Event> = Vec::with_capacity(1024);
@@ -348,7 +363,7 @@ pub(crate) fn run_traffic(
         }
         if !reconnect.is_empty() && now >= retry_at {
             for i in std::mem::take(&mut reconnect) {
-                match connect(&ep, &opts.addr, i) {
+                match connect(&ep, &opts.addr, opts.tls.as_ref(), i) {
                     Ok(c) => clients[i] = Some(c),
                     Err(_) => {
                         tally.errors += 1;
@@ -377,11 +392,11 @@ pub(crate) fn run_traffic(
             };
             if let Next::Replace = driver.on_event(&ep, i, c, ev.events, &mut tally) {
                 if driver.mode == Mode::Accept {
-                    let _ = c.sock.set_linger(Some(Duration::ZERO));
+                    let _ = c.wire.sock.set_linger(Some(Duration::ZERO));
                 }
                 // Dropping the socket closes it and leaves the epoll set.
                 clients[i] = None;
-                match connect(&ep, &opts.addr, i) {
+                match connect(&ep, &opts.addr, opts.tls.as_ref(), i) {
                     Ok(c) => clients[i] = Some(c),
                     Err(_) => {
                         tally.errors += 1;
@@ -449,7 +464,7 @@ pub(crate) fn run_hold(opts: &Options) -> io::Result<HoldOutcome> {
     // Open, a bounded number at a time.
     while opened + (tally.errors as usize) < opts.conns && Instant::now() < deadline {
         while connecting < HOLD_CONNECTING && next < opts.conns {
-            match connect(&ep, &opts.addr, next) {
+            match connect(&ep, &opts.addr, opts.tls.as_ref(), next) {
                 Ok(c) => {
                     clients[next] = Some(c);
                     connecting += 1;
@@ -465,20 +480,40 @@ pub(crate) fn run_hold(opts: &Options) -> io::Result<HoldOutcome> {
                 continue;
             };
             if c.phase == Phase::Connecting {
-                connecting -= 1;
-                let ok = matches!(c.sock.take_error(), Ok(None))
-                    && ep.modify(c.sock.as_raw_fd(), epoll::IN, i as u64).is_ok();
-                if ok {
-                    c.phase = Phase::Active;
-                    c.interest = epoll::IN;
-                    opened += 1;
-                } else {
+                let ok = matches!(c.wire.sock.take_error(), Ok(None))
+                    && c.wire.flush().is_ok()
+                    && ep
+                        .modify(c.wire.sock.as_raw_fd(), epoll::IN, i as u64)
+                        .is_ok();
+                if !ok {
+                    connecting -= 1;
                     tally.errors += 1;
                     clients[i] = None;
+                    continue;
                 }
-            } else {
+                c.phase = Phase::Active;
+                c.interest = epoll::IN;
+                if c.wire.handshaking() {
+                    // Held only once its TLS handshake is over.
+                    continue;
+                }
+                connecting -= 1;
+                opened += 1;
+            } else if c.wire.handshaking() {
+                // The server's flight: answered; open once the handshake
+                // is over.
+                if !only_records(c) {
+                    connecting -= 1;
+                    tally.errors += 1;
+                    clients[i] = None;
+                } else if !c.wire.handshaking() {
+                    connecting -= 1;
+                    opened += 1;
+                }
+            } else if !only_records(c) {
                 // An idle connection that becomes readable was closed or
-                // written to by the server: either is an error here.
+                // written to by the server: either is an error here (TLS
+                // records without data, such as session tickets, are not).
                 tally.errors += 1;
                 opened -= 1;
                 clients[i] = None;
@@ -498,7 +533,8 @@ pub(crate) fn run_hold(opts: &Options) -> io::Result<HoldOutcome> {
         ep.wait(&mut events, left)?;
         for ev in &events {
             let i = ev.data as usize;
-            if clients[i].take().is_some() {
+            if clients[i].as_mut().is_some_and(|c| !only_records(c)) {
+                clients[i] = None;
                 tally.errors += 1;
             }
         }
@@ -508,7 +544,7 @@ pub(crate) fn run_hold(opts: &Options) -> io::Result<HoldOutcome> {
     for (i, slot) in clients.iter_mut().enumerate() {
         let Some(c) = slot.as_mut() else { continue };
         c.started = Instant::now();
-        if (&c.sock).write_all(&payloads[i]).is_err() {
+        if c.wire.send(&payloads[i]).ok() != Some(SMALL) {
             tally.errors += 1;
             *slot = None;
         } else {
@@ -524,7 +560,7 @@ pub(crate) fn run_hold(opts: &Options) -> io::Result<HoldOutcome> {
             let Some(c) = clients[i].as_mut() else {
                 continue;
             };
-            match (&c.sock).read(&mut buf[..SMALL - c.got]) {
+            match c.wire.recv(&mut buf[..SMALL - c.got]) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Ok(0) | Err(_) => {
                     tally.errors += 1;
@@ -542,7 +578,7 @@ pub(crate) fn run_hold(opts: &Options) -> io::Result<HoldOutcome> {
                     if c.got == SMALL {
                         tally.op(c.started, SMALL);
                         pending -= 1;
-                        let _ = ep.delete(c.sock.as_raw_fd());
+                        let _ = ep.delete(c.wire.sock.as_raw_fd());
                     }
                 }
             }
@@ -553,6 +589,14 @@ pub(crate) fn run_hold(opts: &Options) -> io::Result<HoldOutcome> {
         tally,
         rss: rss_before.zip(rss_after),
     })
+}
+
+/// Whether a readable held connection brought only TLS records (handshake
+/// messages, session tickets) and no data or end of stream.
+fn only_records(c: &mut Client) -> bool {
+    let mut scratch = [0u8; 64];
+    matches!(c.wire.recv(&mut scratch), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+        && c.wire.flush().is_ok()
 }
 
 /// Deterministic pseudo-random bytes (xorshift64*), different per seed.

@@ -12,6 +12,8 @@
 //! and runs them alternately.
 
 mod client;
+mod wire;
+pub use wire::tls_target;
 pub mod compare;
 pub mod procstat;
 mod report;
@@ -111,6 +113,8 @@ pub struct Options {
     pub progress: bool,
     /// The body every http response must have (`None`: any body).
     pub http_body: Option<Vec<u8>>,
+    /// Speak TLS to the server (`--tls`).
+    pub tls: Option<crate::tls::TlsTarget>,
 }
 
 impl Options {
@@ -129,6 +133,7 @@ impl Options {
             cpu: None,
             progress: std::io::stderr().is_terminal(),
             http_body: Some(b"Hello, World!".to_vec()),
+            tls: None,
         }
     }
 }

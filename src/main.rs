@@ -37,6 +37,12 @@ enum Cmd {
         /// Pin the runtime thread to this CPU.
         #[arg(long)]
         cpu: Option<usize>,
+        /// Serve TLS (tokio-rustls) with this certificate chain.
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<std::path::PathBuf>,
+        /// The key of --tls-cert.
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<std::path::PathBuf>,
     },
     /// Report the kernel version and which io_uring features work here.
     Probe {
@@ -188,6 +194,13 @@ struct BenchArgs {
     /// store).
     #[arg(long, value_name = "PEM", requires = "tls")]
     tls_ca: Option<std::path::PathBuf>,
+    /// With --compare --tls: the certificate chain the servers it starts
+    /// present.
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// With --compare --tls: the key of --tls-cert.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
     /// With --tls: the server name to verify and send as SNI.
     #[arg(
         long,
@@ -211,10 +224,14 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
     opts.server_pid = a.pid;
     opts.cpu = a.cpu;
     if a.tls {
-        if a.compare {
-            bail!("--tls goes with a server given by --addr (not yet with --compare)");
-        }
         opts.tls = Some(ringnet::bench::tls_target(a.tls_ca.clone(), &a.tls_name)?);
+    }
+    let server_tls = match (&a.tls_cert, &a.tls_key) {
+        (Some(c), Some(k)) => Some((c.clone(), k.clone())),
+        _ => None,
+    };
+    if a.compare && a.tls != server_tls.is_some() {
+        bail!("--compare --tls needs --tls-cert and --tls-key for the servers it starts (and --tls-ca to trust them)");
     }
     if a.compare {
         let exe =
@@ -230,6 +247,7 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
             a.runs,
             (a.server_cpu, load_cpu),
             &a.uring_arg,
+            server_tls.as_ref(),
         )?;
         if a.json {
             println!("{}", cmp.to_json());
@@ -335,10 +353,18 @@ fn main() -> ExitCode {
     let result = match cli.cmd {
         Cmd::Serve(a) => serve(*a),
         Cmd::Bench(a) => bench(a),
-        Cmd::ServeTokio { addr, cpu } => ringnet::reference::tokio_echo(addr, cpu, |bound| {
-            println!("ringnet: serving tokio-echo on {bound} (tokio current-thread reference)");
-        })
-        .map_err(anyhow::Error::from),
+        Cmd::ServeTokio {
+            addr,
+            cpu,
+            tls_cert,
+            tls_key,
+        } => {
+            let tls = tls_cert.as_deref().zip(tls_key.as_deref());
+            ringnet::reference::tokio_echo(addr, cpu, tls, |bound| {
+                println!("ringnet: serving tokio-echo on {bound} (tokio current-thread reference)");
+            })
+            .map_err(anyhow::Error::from)
+        }
         Cmd::Probe { json } => {
             let report = ringnet::uring::probe::probe();
             if json {

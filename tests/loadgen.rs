@@ -588,7 +588,7 @@ fn hold_mode_reports_rss_per_connection(backend: Backend) {
         Backend::Uring => "io_uring",
         Backend::Epoll => "epoll",
     };
-    let contender = contenders(Mode::Hold, 0, &[])
+    let contender = contenders(Mode::Hold, 0, &[], None)
         .into_iter()
         .find(|c| c.name == name)
         .expect("contender");
@@ -648,7 +648,7 @@ fn compare_prints_a_table() {
     };
     let cmp = bounded("compare", Duration::from_secs(60), move || {
         let _one_at_a_time = HEAVY.lock().unwrap_or_else(|e| e.into_inner());
-        compare(exe(), &template, 1, (0, 1), &[])
+        compare(exe(), &template, 1, (0, 1), &[], None)
     })
     .expect("compare runs");
     let table = cmp.to_table();
@@ -669,6 +669,36 @@ fn compare_prints_a_table() {
             assert!(r.ops > 0, "{name}: no round trips");
             assert_eq!(r.errors, 0, "{name}: errors");
             assert_eq!(r.mismatches, 0, "{name}: mismatches");
+        }
+    }
+}
+
+/// `--compare --tls`: every contender (ringnet on io_uring and on epoll,
+/// and the tokio + rustls reference) serves TLS with the same certificate,
+/// and the load generator verifies it and every byte.
+#[test]
+fn compare_over_tls() {
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/tls");
+    let template = Options {
+        conns: 4,
+        duration: Duration::from_millis(300),
+        warmup: Duration::ZERO,
+        progress: false,
+        tls: Some(tls_target()),
+        ..Options::new(Mode::Echo, SocketAddr::from(([127, 0, 0, 1], 0)))
+    };
+    let certs = (data.join("server.crt"), data.join("server.key"));
+    let cmp = bounded("compare over TLS", Duration::from_secs(60), move || {
+        let _one_at_a_time = HEAVY.lock().unwrap_or_else(|e| e.into_inner());
+        compare(exe(), &template, 1, (0, 1), &[], Some(&certs))
+    })
+    .expect("compare runs");
+    println!("{}", cmp.to_table());
+    assert_eq!(cmp.results.len(), 3, "three contenders");
+    for (name, runs) in &cmp.results {
+        for r in runs {
+            assert!(r.ops > 0, "{name}: no round trips over TLS");
+            assert_eq!((r.errors, r.mismatches), (0, 0), "{name}");
         }
     }
 }

@@ -6,7 +6,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -24,7 +24,12 @@ pub struct Contender {
 /// The contenders for `mode`: ringnet on io_uring and on epoll, and (except
 /// for http) the tokio reference echo server. `uring_args` are added to the
 /// io_uring contender's command line (to compare its tuning settings).
-pub fn contenders(mode: Mode, server_cpu: usize, uring_args: &[String]) -> Vec<Contender> {
+pub fn contenders(
+    mode: Mode,
+    server_cpu: usize,
+    uring_args: &[String],
+    tls: Option<&(PathBuf, PathBuf)>,
+) -> Vec<Contender> {
     let serve_mode = if mode == Mode::Http { "http" } else { "echo" };
     let cpu = server_cpu.to_string();
     let ringnet = |backend: &str| {
@@ -62,6 +67,17 @@ pub fn contenders(mode: Mode, server_cpu: usize, uring_args: &[String]) -> Vec<C
                 .map(String::from)
                 .to_vec(),
         });
+    }
+    if let Some((cert, key)) = tls {
+        // Every contender serves TLS with the same certificate.
+        for c in &mut all {
+            c.args.extend([
+                "--tls-cert".to_string(),
+                cert.display().to_string(),
+                "--tls-key".to_string(),
+                key.display().to_string(),
+            ]);
+        }
     }
     all
 }
@@ -175,8 +191,9 @@ pub fn compare(
     runs: usize,
     (server_cpu, load_cpu): (usize, usize),
     uring_args: &[String],
+    tls: Option<&(PathBuf, PathBuf)>,
 ) -> Result<Comparison, BenchError> {
-    let contenders = contenders(template.mode, server_cpu, uring_args);
+    let contenders = contenders(template.mode, server_cpu, uring_args, tls);
     let mut results: Vec<(&'static str, Vec<RunResult>)> =
         contenders.iter().map(|c| (c.name, Vec::new())).collect();
     for round in 1..=runs.max(1) {
@@ -396,7 +413,7 @@ mod tests {
     #[test]
     fn contenders_per_mode() {
         let names = |m| {
-            contenders(m, 0, &[])
+            contenders(m, 0, &[], None)
                 .iter()
                 .map(|c| c.name)
                 .collect::<Vec<_>>()

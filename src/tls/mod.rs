@@ -321,6 +321,23 @@ fn versions(v: TlsVersions) -> &'static [&'static rustls::SupportedProtocolVersi
     }
 }
 
+/// A plain server configuration (one certificate, no client
+/// authentication, rustls' default versions and suites) with the same
+/// provider as the engine's: what the reference server of `ringnet bench
+/// --compare --tls` uses.
+pub fn single_cert_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
+    let chain = read_certs(cert)?;
+    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::Pem {
+        path: key.to_path_buf(),
+        what: e.to_string(),
+    })?;
+    let config = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(versions(TlsVersions::Both))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key_der)?;
+    Ok(Arc::new(config))
+}
+
 /// The crypto provider every session uses (made once).
 fn provider() -> Arc<CryptoProvider> {
     static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();

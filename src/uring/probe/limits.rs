@@ -233,7 +233,7 @@ mod tests {
     #[test]
     fn table_names_every_limit_and_says_unknown() {
         let table = SocketLimits::default().to_table();
-        assert_eq!(table.lines().count(), 9, "{table}");
+        assert_eq!(table.lines().count(), 10, "{table}");
         assert!(table.lines().all(|l| l.ends_with("unknown")), "{table}");
         let live = socket_limits();
         let table = live.to_table();

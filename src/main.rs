@@ -72,6 +72,9 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
         if !matches!(a.mode, Mode::Echo) {
             bail!("--udp goes with `serve echo`");
         }
+        if cfg.listeners.iter().any(|l| l.tls.is_some()) {
+            bail!("--tls-cert: TLS is for TCP listeners, not --udp");
+        }
         let engine =
             ringnet::udp::engine::UdpEngine::start(cfg, |_| ringnet::udp::engine::UdpEcho)?;
         println!(

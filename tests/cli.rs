@@ -529,3 +529,23 @@ fn bench_tls_drives_a_tls_server() {
         "an unverifiable server was benchmarked"
     );
 }
+
+#[test]
+fn tls_with_udp_is_refused() {
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/tls");
+    let cert = data.join("server.crt").display().to_string();
+    let key = data.join("server.key").display().to_string();
+    let out = run(&[
+        "serve",
+        "echo",
+        "--udp",
+        "--addr",
+        "127.0.0.1:0",
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--udp"));
+}

@@ -229,6 +229,33 @@ fn has_client_cert(r: &serde_json::Value) -> bool {
     })
 }
 
+/// wrk over https against `Http` on TLS: many keep-alive requests on
+/// several connections, no error, every response a 200.
+fn wrk_over_https(backend: Backend) {
+    let (engine, _) = tls_engine(backend, &options("server"), Config::default(), |_| {
+        ringnet::app::http::Http::default()
+    });
+    let port = engine.local_addr().port();
+    let out = Command::new("wrk")
+        .args(["-t1", "-c8", "-d1s"])
+        .arg(format!("https://127.0.0.1:{port}/"))
+        .output()
+        .expect("wrk runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let requests: u64 = text
+        .lines()
+        .find_map(|l| l.trim().split_once(" requests in "))
+        .and_then(|(n, _)| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no request count in {text}"));
+    assert!(requests > 100, "{text}");
+    assert!(!text.contains("Socket errors"), "{text}");
+    assert!(!text.contains("Non-2xx"), "{text}");
+    let s = engine.stats();
+    assert!(s.tls_handshakes >= 8 && s.tls_failures == 0, "{s:?}");
+    engine.shutdown().expect("shutdown");
+}
+
 fn mutual_tls(backend: Backend) {
     let opts = TlsServerOptions {
         client_ca: Some(data().join("ca.crt")),
@@ -417,6 +444,7 @@ both!(
     echo_of_large_random_payloads,
     alpn_versions_and_a_clean_close,
     https_keep_alive_and_pipelining,
+    wrk_over_https,
     mutual_tls,
     bad_peers_are_closed_and_others_served,
     certificates_reload_for_new_handshakes

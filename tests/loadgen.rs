@@ -300,6 +300,38 @@ fn the_load_generator_speaks_tls(backend: Backend) {
     let s = engine.stats();
     assert!(s.tls_handshakes >= 200 + 8, "{s:?}");
     assert_eq!(s.tls_failures, 0, "{s:?}");
+    // http over TLS: keep-alive requests, every body checked.
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/tls");
+    let acceptor = ringnet::tls::TlsAcceptor::new(&ringnet::tls::TlsServerOptions::new(
+        data.join("server.crt"),
+        data.join("server.key"),
+    ))
+    .expect("acceptor");
+    let http = Engine::start(
+        Config {
+            listeners: vec![ringnet::listener::ListenerSpec::bind(
+                "127.0.0.1:0".parse::<SocketAddr>().expect("addr"),
+            )
+            .with_tls(acceptor)],
+            ..util::config(backend)
+        },
+        |_| ringnet::app::http::Http::default(),
+    )
+    .expect("http over TLS");
+    let opts = Options {
+        tls: Some(tls_target()),
+        ..options(
+            Mode::Http,
+            http.local_addr(),
+            4,
+            0,
+            Duration::from_millis(300),
+        )
+    };
+    let r = run_bounded(&format!("http over TLS on {backend}"), opts);
+    assert!(r.ops > 0, "no response");
+    assert_eq!((r.errors, r.mismatches), (0, 0));
+    http.shutdown().expect("shutdown");
     // A wrong CA: every connection fails verification, none passes.
     let other =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/tls/other-ca.crt");

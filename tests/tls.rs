@@ -122,6 +122,13 @@ fn echo_of_large_random_payloads(backend: Backend) {
         }
         let s = engine.stats();
         assert_eq!((s.tls_handshakes, s.tls_failures), (2, 0), "{s:?}");
+        // Every session is gone with its connection.
+        util::wait_stats(
+            &engine,
+            Duration::from_secs(10),
+            "TLS sessions freed",
+            |s| s.tls_sessions == 0 && s.open == 0,
+        );
         engine.shutdown().expect("shutdown");
     }
 }
@@ -372,6 +379,13 @@ fn bad_peers_are_closed_and_others_served(backend: Backend) {
     }
     let r = python("echo", port, &["--size", "1000"]);
     assert_eq!(r["echo_ok"], true, "still serving: {r}");
+    // The failed sessions were freed with their connections.
+    util::wait_stats(
+        &engine,
+        Duration::from_secs(10),
+        "TLS sessions freed",
+        |s| s.tls_sessions == 0 && s.open == 0,
+    );
     engine.shutdown().expect("shutdown");
 }
 

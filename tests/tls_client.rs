@@ -292,6 +292,113 @@ fn blocking_stream_over_tls(backend: Backend) {
     srv.shutdown().expect("server");
 }
 
+/// A TLS echo server with `cfg`'s limits and `handler`.
+fn limited<H, F>(backend: Backend, cfg: Config, f: F) -> Engine
+where
+    H: Handler + 'static,
+    F: Fn(usize) -> H + Send + Sync + 'static,
+{
+    let opts = TlsServerOptions::new(data().join("server.crt"), data().join("server.key"));
+    let spec = ListenerSpec::bind("127.0.0.1:0".parse::<std::net::SocketAddr>().expect("addr"))
+        .with_tls(TlsAcceptor::new(&opts).expect("acceptor"));
+    Engine::start(
+        Config {
+            listeners: vec![spec],
+            ..cfg
+        },
+        f,
+    )
+    .expect("server")
+}
+
+/// Backpressure and the write timeout count TLS output as they count plain
+/// output: a TLS client that sends and never reads is paused, then closed
+/// when its output stalls, while another TLS client is served.
+fn a_tls_client_that_never_reads_is_paused_then_timed_out(backend: Backend) {
+    let cfg = Config {
+        send_high_watermark: 64 << 10,
+        send_low_watermark: 16 << 10,
+        write_timeout: Duration::from_millis(800),
+        ..util::config(backend)
+    };
+    let srv = limited(backend, cfg, |_| util::Echo);
+    let addr = srv.local_addr();
+    let target = connector("ca.crt", false)
+        .target("localhost")
+        .expect("name");
+    let hog = {
+        let target = target.clone();
+        std::thread::spawn(move || {
+            let mut s = Stream::connect_tls(addr, &target, T).expect("connect");
+            let chunk = vec![7u8; 64 << 10];
+            // Until the server gives up on it.
+            for _ in 0..256 {
+                if s.send(&chunk, T).is_err() {
+                    return true;
+                }
+            }
+            false
+        })
+    };
+    util::wait_stats(&srv, Duration::from_secs(10), "the hog paused", |s| {
+        s.paused >= 1
+    });
+    let mut other = Stream::connect_tls(addr, &target, T).expect("connect");
+    other.send_line("still served", T).expect("send");
+    assert_eq!(other.recv_line(T).expect("echo"), "still served");
+    util::wait_stats(&srv, Duration::from_secs(10), "the hog timed out", |s| {
+        s.write_timeouts >= 1
+    });
+    assert!(hog.join().expect("hog"), "the hog's sends were cut off");
+    other.send_line("after", T).expect("send");
+    assert_eq!(other.recv_line(T).expect("echo"), "after");
+    srv.shutdown().expect("server");
+}
+
+/// Never consumes; reports close reasons.
+struct Hoarder {
+    closed: mpsc::Sender<ringnet::CloseReason>,
+}
+
+impl Handler for Hoarder {
+    type State = ();
+    fn on_open(&mut self, _conn: &mut Conn<'_>) {}
+    fn on_data(&mut self, conn: &mut Conn<'_>, _: &mut (), data: &[u8]) -> usize {
+        if data.starts_with(b"echo ") && data.ends_with(b"\n") {
+            conn.send(data);
+            return data.len();
+        }
+        0
+    }
+    fn on_close(&mut self, _id: ringnet::ConnId, _: (), reason: &ringnet::CloseReason) {
+        let _ = self.closed.send(reason.clone());
+    }
+}
+
+/// The input limit counts the plaintext a handler leaves unconsumed on a
+/// TLS connection: over it, that connection is closed with `InputLimit`
+/// and another is served.
+fn the_input_limit_applies_to_tls_plaintext(backend: Backend) {
+    let (tx, rx) = mpsc::channel();
+    let cfg = Config {
+        max_unconsumed: 4096,
+        ..util::config(backend)
+    };
+    let srv = limited(backend, cfg, move |_| Hoarder { closed: tx.clone() });
+    let addr = srv.local_addr();
+    let target = connector("ca.crt", false)
+        .target("localhost")
+        .expect("name");
+    let mut big = Stream::connect_tls(addr, &target, T).expect("connect");
+    big.send(&[b'x'; 10_000], T).expect("send");
+    let reason = rx.recv_timeout(Duration::from_secs(10)).expect("closed");
+    assert_eq!(reason, ringnet::CloseReason::InputLimit { limit: 4096 });
+    let mut ok = Stream::connect_tls(addr, &target, T).expect("connect");
+    ok.send(b"echo hi\n", T).expect("send");
+    assert_eq!(ok.recv_line(T).expect("echo"), "echo hi");
+    srv.shutdown().expect("server");
+}
+
 macro_rules! both {
     ($($name:ident),*) => {
         mod uring {
@@ -304,6 +411,8 @@ macro_rules! both {
 }
 
 both!(
+    a_tls_client_that_never_reads_is_paused_then_timed_out,
+    the_input_limit_applies_to_tls_plaintext,
     outbound_connections_speak_tls,
     a_client_certificate_passes_mutual_tls,
     blocking_stream_over_tls

@@ -419,10 +419,13 @@ impl<H: Handler> Worker<H> {
             return;
         }
         let slot = self.conns.remove(key);
+        let st = &self.ctx.stats;
+        if slot.core.tls().is_some() {
+            st.sub(&st.tls_sessions, 1);
+        }
         self.driver
             .close(key, slot.generation(), slot.drv, slot.core.sock);
         self.ctx.bus.release();
-        let st = &self.ctx.stats;
         st.add(&st.closed, 1);
         st.sub(&st.open, 1);
     }

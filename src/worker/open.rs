@@ -151,6 +151,7 @@ impl<H: Handler> Worker<H> {
             // A client's ClientHello goes out with the first flush.
             let tls = TlsConn::new(session, &mut core.out);
             core.set_tls(tls);
+            self.ctx.stats.add(&self.ctx.stats.tls_sessions, 1);
         }
         self.conns.insert(Slot {
             core,

@@ -293,7 +293,7 @@ fn blocking_stream_over_tls(backend: Backend) {
 }
 
 /// A TLS echo server with `cfg`'s limits and `handler`.
-fn limited<H, F>(backend: Backend, cfg: Config, f: F) -> Engine
+fn limited<H, F>(cfg: Config, f: F) -> Engine
 where
     H: Handler + 'static,
     F: Fn(usize) -> H + Send + Sync + 'static,
@@ -321,7 +321,7 @@ fn a_tls_client_that_never_reads_is_paused_then_timed_out(backend: Backend) {
         write_timeout: Duration::from_millis(800),
         ..util::config(backend)
     };
-    let srv = limited(backend, cfg, |_| util::Echo);
+    let srv = limited(cfg, |_| util::Echo);
     let addr = srv.local_addr();
     let target = connector("ca.crt", false)
         .target("localhost")
@@ -384,7 +384,7 @@ fn the_input_limit_applies_to_tls_plaintext(backend: Backend) {
         max_unconsumed: 4096,
         ..util::config(backend)
     };
-    let srv = limited(backend, cfg, move |_| Hoarder { closed: tx.clone() });
+    let srv = limited(cfg, move |_| Hoarder { closed: tx.clone() });
     let addr = srv.local_addr();
     let target = connector("ca.crt", false)
         .target("localhost")

@@ -184,6 +184,15 @@ impl Driver {
         }
     }
 
+    /// Hand what is queued to the kernel now (io_uring: one submit without
+    /// waiting), for an answer that should not wait for the end of the
+    /// batch; epoll writes at once anyway.
+    pub(crate) fn submit_now(&mut self) {
+        if let Driver::Uring(d) = self {
+            d.ring.submit_pending();
+        }
+    }
+
     /// Operations the driver still waits for on its own (closes in flight).
     pub(crate) fn busy(&self) -> bool {
         match self {

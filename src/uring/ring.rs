@@ -392,6 +392,17 @@ impl Ring {
         }
     }
 
+    /// Submit what is queued without waiting (an answer that should not
+    /// wait for the end of the batch). A failure is left for the next
+    /// `submit_and_wait`, which sees the same queue.
+    pub(crate) fn submit_pending(&mut self) {
+        if self.fatal.is_none() {
+            if let Err(e) = self.ring.submit() {
+                let _ = self.transient(e);
+            }
+        }
+    }
+
     /// Submit and wait for a completion (none when completions were set
     /// aside). With `batch` (`(count, min-wait µs)`, Linux 6.12), wait for
     /// `count` completions but at most the min-wait, then for any, bounded by

@@ -73,10 +73,10 @@ pub(crate) struct ServeArgs {
     /// Serve TLS with this certificate chain (PEM; with --tls-key) on every
     /// listener.
     #[arg(long, value_name = "PEM", requires = "tls_key")]
-    tls_cert: Option<std::path::PathBuf>,
+    pub(crate) tls_cert: Option<std::path::PathBuf>,
     /// The private key of --tls-cert (PEM: ECDSA, RSA or Ed25519).
     #[arg(long, value_name = "PEM", requires = "tls_cert")]
-    tls_key: Option<std::path::PathBuf>,
+    pub(crate) tls_key: Option<std::path::PathBuf>,
     /// Require client certificates that chain to these CAs (mutual TLS).
     #[arg(long, value_name = "PEM", requires = "tls_cert")]
     tls_client_ca: Option<std::path::PathBuf>,

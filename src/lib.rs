@@ -85,14 +85,14 @@ pub use listener::ListenOptions;
 pub use stats::Stats;
 pub use token::ConnId;
 
-/// Block SIGINT and SIGTERM in this thread and wait for one of them; call
-/// before starting the engine so its threads inherit the mask. Returns the
-/// signal number.
+/// Wait for SIGINT, SIGTERM or SIGHUP (blocked first with
+/// [`block_stop_signals`]); returns the signal number. `ringnet serve`
+/// stops on the first two and reloads its TLS certificate on SIGHUP.
 pub fn wait_for_stop_signal() -> std::io::Result<i32> {
     sys::wait_for_stop_signal()
 }
 
-/// Wait up to `timeout` for SIGINT or SIGTERM (blocked first with
+/// Wait up to `timeout` for SIGINT, SIGTERM or SIGHUP (blocked first with
 /// [`block_stop_signals`]); `Ok(None)` when none came.
 pub fn wait_for_stop_signal_timeout(timeout: std::time::Duration) -> std::io::Result<Option<i32>> {
     sys::wait_for_stop_signal_timeout(timeout)
@@ -104,7 +104,7 @@ pub fn pin_current_thread(cpu: usize) -> std::io::Result<()> {
     sys::pin_current_thread(cpu)
 }
 
-/// Block SIGINT and SIGTERM in the calling thread and the threads it starts
+/// Block SIGINT, SIGTERM and SIGHUP in the calling thread and the threads it starts
 /// afterwards, so that [`wait_for_stop_signal`] receives them.
 pub fn block_stop_signals() -> std::io::Result<()> {
     sys::block_stop_signals()

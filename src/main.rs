@@ -66,6 +66,7 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
         );
     }
     let cfg = a.config(inherited.into_iter().map(|(_, fd)| fd).collect())?;
+    let tls = cfg.listeners.iter().find_map(|l| l.tls.clone());
     // Workers inherit the blocked mask, so the signals reach only sigwait.
     ringnet::block_stop_signals()?;
     if a.udp {
@@ -120,12 +121,32 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
     );
     let every = a.stats;
     let sig = loop {
-        match every {
-            None => break ringnet::wait_for_stop_signal()?,
+        let sig = match every {
+            None => ringnet::wait_for_stop_signal()?,
             Some(d) => match ringnet::wait_for_stop_signal_timeout(d)? {
-                Some(sig) => break sig,
-                None => print_stats(&engine),
+                Some(sig) => sig,
+                None => {
+                    print_stats(&engine);
+                    continue;
+                }
             },
+        };
+        if sig != libc::SIGHUP {
+            break sig;
+        }
+        // SIGHUP: read the certificate and key again; new handshakes use
+        // them, and a bad file keeps the old ones.
+        match (&tls, &a.tls_cert, &a.tls_key) {
+            (Some(acceptor), Some(cert), Some(key)) => match acceptor.reload(cert, key) {
+                Ok(()) => eprintln!(
+                    "ringnet: SIGHUP: TLS certificate reloaded from {}",
+                    cert.display()
+                ),
+                Err(e) => eprintln!(
+                    "ringnet: SIGHUP: TLS certificate not reloaded, the old one stays: {e}"
+                ),
+            },
+            _ => eprintln!("ringnet: SIGHUP: nothing to reload (no TLS)"),
         }
     };
     let deadline = a.shutdown_timeout();

@@ -549,3 +549,69 @@ fn tls_with_udp_is_refused() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--udp"));
 }
+
+/// SIGHUP makes `serve` read its TLS certificate and key again: a client
+/// that connects afterwards is shown the new certificate, the server keeps
+/// running, and a bad file keeps the old one.
+#[test]
+fn sighup_reloads_the_tls_certificate() {
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/tls");
+    let dir = std::env::temp_dir().join(format!("ringnet-sighup-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::copy(data.join("server.crt"), &cert).expect("copy");
+    std::fs::copy(data.join("server.key"), &key).expect("copy");
+    let mut server = Server::start(
+        "echo",
+        &[
+            "--tls-cert",
+            &cert.display().to_string(),
+            "--tls-key",
+            &key.display().to_string(),
+        ],
+    );
+    let port = server.addr.port().to_string();
+    let shown = || {
+        let out = Command::new("python3")
+            .arg(data.join("client.py"))
+            .args(["echo", &port, "--size", "100"])
+            .output()
+            .expect("python3");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        assert_eq!(v["echo_ok"], true, "{v}");
+        v["server_cert"].as_str().expect("cert").replace('\n', "")
+    };
+    let pem = |name: &str| {
+        std::fs::read_to_string(data.join(name))
+            .expect("pem")
+            .replace('\n', "")
+    };
+    assert_eq!(shown(), pem("server.crt"));
+    std::fs::copy(data.join("server-rsa.crt"), &cert).expect("copy");
+    std::fs::copy(data.join("server-rsa.key"), &key).expect("copy");
+    hup(&server);
+    // The reload happens in the server's own time: wait for it.
+    let start = std::time::Instant::now();
+    while shown() != pem("server-rsa.crt") {
+        assert!(start.elapsed() < Duration::from_secs(10), "not reloaded");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // A key that does not match: the RSA certificate stays.
+    std::fs::copy(data.join("server.key"), &key).expect("copy");
+    hup(&server);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(shown(), pem("server-rsa.crt"));
+    assert!(
+        server.child.try_wait().expect("wait").is_none(),
+        "serve exited"
+    );
+    server.terminate();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn hup(server: &Server) {
+    let pid = libc::pid_t::try_from(server.child.id()).expect("pid");
+    // SAFETY: kill(2) has no memory-safety preconditions; the child is not
+    // reaped yet, so the pid is still ours.
+    unsafe { libc::kill(pid, libc::SIGHUP) };
+}

@@ -70,8 +70,9 @@ impl AsRawFd for EventFd {
     }
 }
 
-/// The signals the CLI stops on.
-const STOP_SIGNALS: [libc::c_int; 2] = [libc::SIGINT, libc::SIGTERM];
+/// The signals the CLI waits for: SIGINT and SIGTERM stop it, SIGHUP
+/// reloads (its default action would end the process).
+const STOP_SIGNALS: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
 
 fn stop_sigset() -> io::Result<libc::sigset_t> {
     // SAFETY: sigset_t is plain data; sigemptyset initialises it fully before
@@ -86,7 +87,7 @@ fn stop_sigset() -> io::Result<libc::sigset_t> {
     }
 }
 
-/// Block SIGINT and SIGTERM in the calling thread (and so in every thread it
+/// Block SIGINT, SIGTERM and SIGHUP in the calling thread (and so in every thread it
 /// spawns afterwards), so that [`wait_for_stop_signal`] can take them.
 pub(crate) fn block_stop_signals() -> io::Result<()> {
     let set = stop_sigset()?;
@@ -98,7 +99,7 @@ pub(crate) fn block_stop_signals() -> io::Result<()> {
     Ok(())
 }
 
-/// Wait until SIGINT or SIGTERM arrives (they must be blocked first);
+/// Wait until SIGINT, SIGTERM or SIGHUP arrives (they must be blocked first);
 /// returns the signal number.
 pub(crate) fn wait_for_stop_signal() -> io::Result<i32> {
     let set = stop_sigset()?;

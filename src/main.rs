@@ -210,6 +210,12 @@ struct BenchArgs {
     /// for several), e.g. --uring-arg=--fixed-files=16384.
     #[arg(long, allow_hyphen_values = true)]
     uring_arg: Vec<String>,
+    /// Open loop (echo, http): R requests per second over all connections,
+    /// each connection on a fixed schedule; latency counts from each
+    /// request's intended send time (no coordinated omission). Default:
+    /// closed loop.
+    #[arg(long, value_name = "R", allow_negative_numbers = true)]
+    rate: Option<f64>,
     /// Speak TLS to the server (echo, accept, hold, http), verifying its
     /// certificate.
     #[arg(long)]
@@ -247,6 +253,7 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
     opts.op_timeout = a.timeout;
     opts.server_pid = a.pid;
     opts.cpu = a.cpu;
+    opts.rate = a.rate;
     if a.tls {
         opts.tls = Some(ringnet::bench::tls_target(a.tls_ca.clone(), &a.tls_name)?);
     }

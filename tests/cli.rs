@@ -615,3 +615,53 @@ fn hup(server: &Server) {
     // reaped yet, so the pid is still ours.
     unsafe { libc::kill(pid, libc::SIGHUP) };
 }
+
+/// `bench --rate`: open loop against `serve echo`, the rate held and
+/// reported; a bad rate or a mode without requests is refused.
+#[test]
+fn bench_rate_runs_open_loop() {
+    let server = Server::start("echo", &[]);
+    let addr = server.addr.to_string();
+    let out = run(&[
+        "bench",
+        "echo",
+        "--addr",
+        &addr,
+        "--rate",
+        "1000",
+        "--conns",
+        "4",
+        "--duration",
+        "1",
+        "--warmup",
+        "0",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(json["target_rate"].as_f64(), Some(1000.0), "{json}");
+    let short = json["rate_shortfall"].as_f64().expect("shortfall");
+    assert!(short <= 0.05, "{json}");
+    assert!(json["latency_us"]["p99_99"].as_f64().is_some(), "{json}");
+    for (args, needle) in [
+        (vec!["echo", "--rate", "0"], "--rate"),
+        (vec!["echo", "--rate", "-5"], "--rate"),
+        (vec!["accept", "--rate", "100"], "--rate"),
+    ] {
+        let out = run(&[
+            &["bench"],
+            &args[..],
+            &["--addr", &addr, "--duration", "0.2"],
+        ]
+        .concat());
+        assert!(!out.status.success(), "{args:?} was accepted");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(needle),
+            "{args:?}"
+        );
+    }
+}

@@ -355,6 +355,123 @@ fn the_load_generator_speaks_tls_epoll() {
     the_load_generator_speaks_tls(Backend::Epoll)
 }
 
+/// Open loop: the asked rate is held within 5% against a fast server,
+/// with every byte checked.
+fn open_loop_holds_its_rate(backend: Backend) {
+    let engine = util::echo_engine(util::config(backend));
+    let opts = Options {
+        rate: Some(2000.0),
+        ..options(
+            Mode::Echo,
+            engine.local_addr(),
+            8,
+            64,
+            Duration::from_secs(1),
+        )
+    };
+    let r = run_bounded(&format!("open loop 2000/s on {backend}"), opts);
+    assert_eq!((r.errors, r.mismatches), (0, 0));
+    let rate = r.ops_per_sec();
+    assert!(
+        (1900.0..=2100.0).contains(&rate),
+        "{rate:.0}/s for 2000/s asked"
+    );
+    assert!(
+        r.rate_shortfall().is_some_and(|s| s <= 0.05),
+        "{:?}",
+        r.rate_shortfall()
+    );
+    assert_eq!(r.bytes_verified, r.ops * 64);
+    engine.shutdown().expect("shutdown");
+}
+
+/// Echoes, but stalls its worker for 300 ms once, at the `at`-th message.
+struct StallOnce {
+    seen: u64,
+    at: u64,
+}
+
+impl Handler for StallOnce {
+    type State = ();
+    fn on_open(&mut self, _conn: &mut ringnet::Conn<'_>) {}
+    fn on_data(&mut self, conn: &mut ringnet::Conn<'_>, _: &mut (), data: &[u8]) -> usize {
+        self.seen += 1;
+        if self.seen == self.at {
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        conn.send(data);
+        data.len()
+    }
+}
+
+/// A server that stalls for 300 ms once: open loop shows it in the p99
+/// (the requests due during the stall waited for it), closed loop does not
+/// (only the few in flight did, and nothing was sent meanwhile).
+fn open_loop_shows_a_stall_closed_loop_hides(backend: Backend) {
+    let run_against_stall = |rate: Option<f64>| {
+        let engine = engine(backend, |_| StallOnce { seen: 0, at: 500 });
+        let opts = Options {
+            rate,
+            ..options(
+                Mode::Echo,
+                engine.local_addr(),
+                8,
+                64,
+                Duration::from_secs(2),
+            )
+        };
+        let what = format!(
+            "{} against a 300 ms stall on {backend}",
+            if rate.is_some() {
+                "open loop"
+            } else {
+                "closed loop"
+            }
+        );
+        let r = run_bounded(&what, opts);
+        engine.shutdown().expect("shutdown");
+        assert_eq!((r.errors, r.mismatches), (0, 0), "{what}");
+        assert!(
+            r.latency.max() >= 250_000_000,
+            "{what}: the stall is the maximum"
+        );
+        r
+    };
+    let open = run_against_stall(Some(2000.0));
+    let closed = run_against_stall(None);
+    let p99 = |r: &RunResult| r.latency_at(0.99);
+    assert!(
+        p99(&open) >= Duration::from_millis(100),
+        "open loop p99 {:?}",
+        p99(&open)
+    );
+    assert!(
+        p99(&closed) < Duration::from_millis(20),
+        "closed loop p99 {:?}",
+        p99(&closed)
+    );
+}
+
+#[test]
+fn open_loop_holds_its_rate_uring() {
+    open_loop_holds_its_rate(Backend::Uring)
+}
+
+#[test]
+fn open_loop_holds_its_rate_epoll() {
+    open_loop_holds_its_rate(Backend::Epoll)
+}
+
+#[test]
+fn open_loop_shows_a_stall_closed_loop_hides_uring() {
+    open_loop_shows_a_stall_closed_loop_hides(Backend::Uring)
+}
+
+#[test]
+fn open_loop_shows_a_stall_closed_loop_hides_epoll() {
+    open_loop_shows_a_stall_closed_loop_hides(Backend::Epoll)
+}
+
 #[test]
 fn echo_against_a_correct_server_verifies_every_byte_uring() {
     echo_against_a_correct_server_verifies_every_byte(Backend::Uring)

@@ -38,12 +38,15 @@ pub(crate) struct Client {
     /// The socket, and its TLS session with `--tls`.
     pub(crate) wire: Wire,
     pub(crate) phase: Phase,
-    started: Instant,
+    pub(super) started: Instant,
     sent: usize,
-    got: usize,
+    pub(super) got: usize,
     /// Response bytes (http).
     rbuf: Vec<u8>,
-    interest: u32,
+    pub(super) interest: u32,
+    /// Open loop: idle until this instant, its next request's intended
+    /// send time (`started` holds it too).
+    idle_until: Option<Instant>,
 }
 
 /// Start a non-blocking connect to `addr`, registered under `token`.
@@ -73,6 +76,7 @@ pub(crate) fn connect(
         got: 0,
         rbuf: Vec::new(),
         interest,
+        idle_until: None,
     })
 }
 
@@ -98,7 +102,7 @@ impl Tally {
         }
     }
 
-    fn op(&mut self, started: Instant, verified: usize) {
+    pub(super) fn op(&mut self, started: Instant, verified: usize) {
         self.ops += 1;
         self.bytes_verified += verified as u64;
         let ns = started.elapsed().as_nanos().clamp(1, 100_000_000_000) as u64;
@@ -131,6 +135,9 @@ pub(crate) struct Driver {
     request: Vec<u8>,
     body: Option<Vec<u8>>,
     scratch: Vec<u8>,
+    /// Open loop: the time between one connection's requests
+    /// (connections x 1 / rate).
+    interval: Option<Duration>,
 }
 
 impl Driver {
@@ -153,6 +160,9 @@ impl Driver {
             request: format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n").into_bytes(),
             body: opts.http_body.clone(),
             scratch: vec![0; 64 * 1024],
+            interval: opts
+                .rate
+                .map(|r| Duration::from_secs_f64(opts.conns as f64 / r)),
         }
     }
 
@@ -180,12 +190,20 @@ impl Driver {
             }
             c.phase = Phase::Active;
             // An accept cycle is timed from the connect; the others from the
-            // first byte sent.
-            if self.mode != Mode::Accept {
-                c.started = Instant::now();
-            }
-            c.sent = 0;
+            // first byte sent, or in open loop from its intended time.
             c.got = 0;
+            match c.idle_until {
+                Some(due) => {
+                    c.started = due;
+                    c.sent = self.outgoing(i).len();
+                }
+                None => {
+                    if self.mode != Mode::Accept {
+                        c.started = Instant::now();
+                    }
+                    c.sent = 0;
+                }
+            }
         }
         if ev & (epoll::IN | epoll::HUP_ERR) != 0 {
             match self.read(i, c, t) {
@@ -258,9 +276,8 @@ impl Driver {
                 if self.mode == Mode::Accept {
                     return Ok(Some(Next::Replace));
                 }
-                c.started = Instant::now();
-                c.sent = 0;
                 c.got = 0;
+                self.next_request(c, expected.len());
                 if self.write(i, c).is_err() {
                     return Err(Fail::Io);
                 }
@@ -303,12 +320,72 @@ impl Driver {
             }
             t.op(c.started, head + len);
             c.rbuf.drain(..head + len);
-            c.started = Instant::now();
-            c.sent = 0;
+            self.next_request(c, self.request.len());
             if c.rbuf.is_empty() {
                 return Ok(());
             }
         }
+    }
+}
+
+impl Driver {
+    /// The answer to a request came: the next one goes now (closed loop,
+    /// or an open-loop request already due: its latency then counts the
+    /// wait), or the connection idles until its intended time. `len`: the
+    /// request's size.
+    fn next_request(&self, c: &mut Client, len: usize) {
+        match self.interval {
+            None => {
+                c.started = Instant::now();
+                c.sent = 0;
+            }
+            Some(every) => {
+                let next = c.started + every;
+                c.started = next;
+                if next <= Instant::now() {
+                    c.sent = 0;
+                } else {
+                    c.idle_until = Some(next);
+                    c.sent = len;
+                }
+            }
+        }
+    }
+
+    /// Open loop: send the requests that are due on idle connections;
+    /// returns the earliest instant one is due next.
+    fn send_due(
+        &self,
+        ep: &Epoll,
+        clients: &mut [Option<Client>],
+        now: Instant,
+        t: &mut Tally,
+    ) -> Option<Instant> {
+        self.interval?;
+        let mut earliest: Option<Instant> = None;
+        for (i, slot) in clients.iter_mut().enumerate() {
+            let Some(c) = slot.as_mut() else { continue };
+            let (Phase::Active, Some(due)) = (c.phase, c.idle_until) else {
+                continue;
+            };
+            if due > now {
+                earliest = Some(earliest.map_or(due, |e| e.min(due)));
+                continue;
+            }
+            c.idle_until = None;
+            c.sent = 0;
+            let want = epoll::IN | epoll::OUT;
+            let ok = self.write(i, c).is_ok()
+                && (c.interest == want
+                    || ep.modify(c.wire.sock.as_raw_fd(), want, i as u64).is_ok());
+            if ok {
+                c.interest = want;
+            } else {
+                t.errors += 1;
+                *slot = None;
+            }
+        }
+        earliest
     }
 }
 
@@ -328,8 +405,15 @@ pub(crate) fn run_traffic(
     let mut ep = Epoll::new(1024)?;
     let mut driver = Driver::new(opts);
     let mut clients: Vec<Option<Client>> = Vec::with_capacity(opts.conns);
+    let first = Instant::now();
     for i in 0..opts.conns {
-        clients.push(Some(connect(&ep, &opts.addr, opts.tls.as_ref(), i)?));
+        let mut c = connect(&ep, &opts.addr, opts.tls.as_ref(), i)?;
+        // Open loop: the connections' schedules are spread over one
+        // interval.
+        c.idle_until = driver
+            .interval
+            .map(|every| first + every.mul_f64(i as f64 / opts.conns as f64));
+        clients.push(Some(c));
     }
     let mut tally = Tally::new();
     let mut events: Vec<Event> = Vec::with_capacity(1024);
@@ -375,12 +459,14 @@ pub(crate) fn run_traffic(
             // retried in a tight loop.
             retry_at = now + Duration::from_millis(10);
         }
-        let wait = end
-            .min(next_tick)
+        // Open loop: requests due now go out; the wait ends when the next
+        // one is due, to the microsecond (its latency counts from then).
+        let due = driver.send_due(&ep, &mut clients, now, &mut tally);
+        let until = end.min(next_tick).min(due.unwrap_or(end));
+        let wait = until
             .saturating_duration_since(now)
-            .as_millis()
-            .clamp(1, 100) as i32;
-        match ep.wait(&mut events, wait) {
+            .clamp(Duration::ZERO, Duration::from_millis(100));
+        match ep.wait_timeout(&mut events, wait) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
@@ -397,7 +483,10 @@ pub(crate) fn run_traffic(
                 // Dropping the socket closes it and leaves the epoll set.
                 clients[i] = None;
                 match connect(&ep, &opts.addr, opts.tls.as_ref(), i) {
-                    Ok(c) => clients[i] = Some(c),
+                    Ok(mut c) => {
+                        c.idle_until = driver.interval.map(|_| Instant::now());
+                        clients[i] = Some(c);
+                    }
                     Err(_) => {
                         tally.errors += 1;
                         reconnect.push(i);
@@ -431,172 +520,6 @@ fn stalled(
             reconnect.push(i);
         }
     }
-}
-
-/// What `run_hold` saw, beyond the tally of check round trips.
-pub(crate) struct HoldOutcome {
-    pub(crate) tally: Tally,
-    /// Server RSS before any connection and with all of them open.
-    pub(crate) rss: Option<(u64, u64)>,
-}
-
-/// Connections being set up at once in hold mode (the listen backlog is
-/// finite; thousands of SYNs at once would be retried after a second).
-const HOLD_CONNECTING: usize = 256;
-
-/// Hold mode: open `opts.conns` idle connections, note the server's RSS,
-/// hold them for `opts.duration`, then check every one still echoes 16 bytes.
-pub(crate) fn run_hold(opts: &Options) -> io::Result<HoldOutcome> {
-    let mut ep = Epoll::new(1024)?;
-    let payloads: Vec<Vec<u8>> = (0..opts.conns)
-        .map(|i| pattern(i as u64 + 1, SMALL))
-        .collect();
-    let rss = |pid: Option<u32>| {
-        pid.and_then(|p| super::procstat::sample(p).ok())
-            .map(|s| s.rss)
-    };
-    let rss_before = rss(opts.server_pid);
-    let mut tally = Tally::new();
-    let mut clients: Vec<Option<Client>> = (0..opts.conns).map(|_| None).collect();
-    let mut events: Vec<Event> = Vec::with_capacity(1024);
-    let (mut opened, mut connecting, mut next) = (0usize, 0usize, 0usize);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    // Open, a bounded number at a time.
-    while opened + (tally.errors as usize) < opts.conns && Instant::now() < deadline {
-        while connecting < HOLD_CONNECTING && next < opts.conns {
-            match connect(&ep, &opts.addr, opts.tls.as_ref(), next) {
-                Ok(c) => {
-                    clients[next] = Some(c);
-                    connecting += 1;
-                }
-                Err(_) => tally.errors += 1,
-            }
-            next += 1;
-        }
-        ep.wait(&mut events, 100)?;
-        for ev in &events {
-            let i = ev.data as usize;
-            let Some(c) = clients[i].as_mut() else {
-                continue;
-            };
-            if c.phase == Phase::Connecting {
-                let ok = matches!(c.wire.sock.take_error(), Ok(None))
-                    && c.wire.flush().is_ok()
-                    && ep
-                        .modify(c.wire.sock.as_raw_fd(), epoll::IN, i as u64)
-                        .is_ok();
-                if !ok {
-                    connecting -= 1;
-                    tally.errors += 1;
-                    clients[i] = None;
-                    continue;
-                }
-                c.phase = Phase::Active;
-                c.interest = epoll::IN;
-                if c.wire.handshaking() {
-                    // Held only once its TLS handshake is over.
-                    continue;
-                }
-                connecting -= 1;
-                opened += 1;
-            } else if c.wire.handshaking() {
-                // The server's flight: answered; open once the handshake
-                // is over.
-                if !only_records(c) {
-                    connecting -= 1;
-                    tally.errors += 1;
-                    clients[i] = None;
-                } else if !c.wire.handshaking() {
-                    connecting -= 1;
-                    opened += 1;
-                }
-            } else if !only_records(c) {
-                // An idle connection that becomes readable was closed or
-                // written to by the server: either is an error here (TLS
-                // records without data, such as session tickets, are not).
-                tally.errors += 1;
-                opened -= 1;
-                clients[i] = None;
-            }
-        }
-    }
-    // Let the server settle, then read its memory with everything open.
-    std::thread::sleep(Duration::from_millis(300));
-    let rss_after = rss(opts.server_pid);
-    // Hold.
-    let hold_end = Instant::now() + opts.duration;
-    while Instant::now() < hold_end {
-        let left = hold_end
-            .saturating_duration_since(Instant::now())
-            .as_millis()
-            .clamp(1, 100) as i32;
-        ep.wait(&mut events, left)?;
-        for ev in &events {
-            let i = ev.data as usize;
-            if clients[i].as_mut().is_some_and(|c| !only_records(c)) {
-                clients[i] = None;
-                tally.errors += 1;
-            }
-        }
-    }
-    // Check: every held connection echoes its 16 bytes.
-    let mut pending = 0usize;
-    for (i, slot) in clients.iter_mut().enumerate() {
-        let Some(c) = slot.as_mut() else { continue };
-        c.started = Instant::now();
-        if c.wire.send(&payloads[i]).ok() != Some(SMALL) {
-            tally.errors += 1;
-            *slot = None;
-        } else {
-            pending += 1;
-        }
-    }
-    let check_deadline = Instant::now() + Duration::from_secs(30);
-    let mut buf = [0u8; SMALL];
-    while pending > 0 && Instant::now() < check_deadline {
-        ep.wait(&mut events, 100)?;
-        for ev in &events {
-            let i = ev.data as usize;
-            let Some(c) = clients[i].as_mut() else {
-                continue;
-            };
-            match c.wire.recv(&mut buf[..SMALL - c.got]) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Ok(0) | Err(_) => {
-                    tally.errors += 1;
-                    pending -= 1;
-                    clients[i] = None;
-                }
-                Ok(n) => {
-                    if buf[..n] != payloads[i][c.got..c.got + n] {
-                        tally.mismatches += 1;
-                        pending -= 1;
-                        clients[i] = None;
-                        continue;
-                    }
-                    c.got += n;
-                    if c.got == SMALL {
-                        tally.op(c.started, SMALL);
-                        pending -= 1;
-                        let _ = ep.delete(c.wire.sock.as_raw_fd());
-                    }
-                }
-            }
-        }
-    }
-    tally.errors += pending as u64;
-    Ok(HoldOutcome {
-        tally,
-        rss: rss_before.zip(rss_after),
-    })
-}
-
-/// Whether a readable held connection brought only TLS records (handshake
-/// messages, session tickets) and no data or end of stream.
-fn only_records(c: &mut Client) -> bool {
-    let mut scratch = [0u8; 64];
-    matches!(c.wire.recv(&mut scratch), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
-        && c.wire.flush().is_ok()
 }
 
 /// Deterministic pseudo-random bytes (xorshift64*), different per seed.

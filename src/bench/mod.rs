@@ -12,6 +12,7 @@
 //! and runs them alternately.
 
 mod client;
+mod hold;
 mod wire;
 pub use wire::tls_target;
 pub mod compare;
@@ -115,6 +116,12 @@ pub struct Options {
     pub http_body: Option<Vec<u8>>,
     /// Speak TLS to the server (`--tls`).
     pub tls: Option<crate::tls::TlsTarget>,
+    /// Open loop (`--rate`, echo and http): this many requests per second
+    /// over all connections, each on its own fixed schedule; a latency
+    /// counts from the request's intended send time, so a stall shows in
+    /// the percentiles as the users saw it. `None`: closed loop (each
+    /// connection sends as soon as its last answer came).
+    pub rate: Option<f64>,
 }
 
 impl Options {
@@ -134,6 +141,7 @@ impl Options {
             progress: std::io::stderr().is_terminal(),
             http_body: Some(b"Hello, World!".to_vec()),
             tls: None,
+            rate: None,
         }
     }
 }
@@ -166,13 +174,23 @@ pub fn run(opts: &Options) -> Result<RunResult, BenchError> {
     if opts.mode == Mode::Echo && opts.size == 0 {
         return Err(BenchError::Usage("--size must be at least 1".into()));
     }
+    if let Some(rate) = opts.rate {
+        if !matches!(opts.mode, Mode::Echo | Mode::Http) {
+            return Err(BenchError::Usage("--rate goes with echo and http".into()));
+        }
+        if !(rate.is_finite() && rate > 0.0) {
+            return Err(BenchError::Usage(format!(
+                "--rate must be a positive number of requests per second, got {rate}"
+            )));
+        }
+    }
     if let Some(cpu) = opts.cpu {
         crate::sys::pin_current_thread(cpu)?;
     }
     let sample = || opts.server_pid.and_then(|p| procstat::sample(p).ok());
     if opts.mode == Mode::Hold {
         let start = sample();
-        let out = client::run_hold(opts)?;
+        let out = hold::run_hold(opts)?;
         let end = sample();
         return Ok(RunResult {
             mode: opts.mode,
@@ -187,6 +205,7 @@ pub fn run(opts: &Options) -> Result<RunResult, BenchError> {
             server_cpu: start.zip(end).map(|(a, b)| b.cpu.saturating_sub(a.cpu)),
             server_rss_before: out.rss.map(|r| r.0),
             server_rss_after: out.rss.map(|r| r.1),
+            target_rate: None,
         });
     }
     // Server CPU is read when the measured period starts and when it ends.
@@ -225,5 +244,6 @@ pub fn run(opts: &Options) -> Result<RunResult, BenchError> {
         server_cpu: at_start.zip(end).map(|(a, b)| b.cpu.saturating_sub(a.cpu)),
         server_rss_before: at_start.map(|s| s.rss),
         server_rss_after: end.map(|s| s.rss),
+        target_rate: opts.rate,
     })
 }

@@ -35,6 +35,8 @@ pub struct RunResult {
     pub server_rss_before: Option<u64>,
     /// Server RSS with every connection open (hold) or at the end.
     pub server_rss_after: Option<u64>,
+    /// The open-loop rate asked for (`--rate`), requests per second.
+    pub target_rate: Option<f64>,
 }
 
 impl RunResult {
@@ -57,6 +59,13 @@ impl RunResult {
     pub fn cpu_per_op(&self) -> Option<Duration> {
         let cpu = self.server_cpu?;
         (self.ops > 0).then(|| Duration::from_nanos((cpu.as_nanos() / u128::from(self.ops)) as u64))
+    }
+
+    /// In open loop, how far below the asked rate the run stayed, as a
+    /// fraction (0.0: held; 0.2: 20% below). Within 5% counts as held.
+    pub fn rate_shortfall(&self) -> Option<f64> {
+        let target = self.target_rate?;
+        Some((1.0 - self.ops_per_sec() / target).max(0.0))
     }
 
     /// Server RSS growth per connection, when known (meaningful in hold
@@ -88,9 +97,29 @@ impl RunResult {
                 format!("{:.0}/s ({} total)", self.ops_per_sec(), self.ops),
             );
         }
-        for (name, q) in [("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p99.9", 0.999)] {
+        if let (Some(target), Some(short)) = (self.target_rate, self.rate_shortfall()) {
+            row(
+                "open loop",
+                if short <= 0.05 {
+                    format!("{target:.0}/s asked, held")
+                } else {
+                    format!("{target:.0}/s asked, NOT held: {:.1}% below", short * 100.0)
+                },
+            );
+        }
+        for (name, q) in [
+            ("p50", 0.5),
+            ("p90", 0.9),
+            ("p99", 0.99),
+            ("p99.9", 0.999),
+            ("p99.99", 0.9999),
+        ] {
             row(&format!("latency {name}"), fmt_duration(self.latency_at(q)));
         }
+        row(
+            "latency max",
+            fmt_duration(Duration::from_nanos(self.latency.max())),
+        );
         row("errors", self.errors.to_string());
         row("mismatches", self.mismatches.to_string());
         row("bytes verified", self.bytes_verified.to_string());
@@ -127,8 +156,11 @@ impl RunResult {
                 "p90": us(self.latency_at(0.9)),
                 "p99": us(self.latency_at(0.99)),
                 "p99_9": us(self.latency_at(0.999)),
+                "p99_99": us(self.latency_at(0.9999)),
                 "max": self.latency.max() as f64 / 1e3,
             },
+            "target_rate": self.target_rate,
+            "rate_shortfall": self.rate_shortfall(),
             "server_cpu_per_op_us": self.cpu_per_op().map(us),
             "server_rss_before": self.server_rss_before,
             "server_rss_after": self.server_rss_after,
@@ -155,12 +187,30 @@ pub fn fmt_duration(d: Duration) -> String {
 mod tests {
     use super::*;
 
+    #[test]
+    fn an_open_loop_rate_is_held_within_five_percent() {
+        let mut r = result();
+        r.target_rate = Some(2.0 * r.ops_per_sec());
+        assert!((r.rate_shortfall().expect("open loop") - 0.5).abs() < 1e-9);
+        assert!(
+            r.to_table().contains("NOT held: 50.0% below"),
+            "{}",
+            r.to_table()
+        );
+        r.target_rate = Some(r.ops_per_sec() * 1.04);
+        assert!(r.to_table().contains("held"));
+        assert!(!r.to_table().contains("NOT held"));
+        r.target_rate = None;
+        assert_eq!(r.rate_shortfall(), None);
+    }
+
     fn result() -> RunResult {
         let mut h = Histogram::new(3).expect("histogram");
         for v in 1..=1000u64 {
             h.record(v * 1000).expect("record");
         }
         RunResult {
+            target_rate: None,
             mode: Mode::Hold,
             conns: 4,
             size: 64,

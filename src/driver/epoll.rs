@@ -65,16 +65,15 @@ impl EpollDriver {
         deadline: Option<Instant>,
         out: &mut Vec<Completion>,
     ) -> io::Result<()> {
-        let timeout = match deadline {
-            None => -1,
-            Some(t) => {
-                let left = t.saturating_duration_since(Instant::now());
-                // Round up so the deadline has passed when we wake.
-                left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32
-            }
-        };
         let mut events = std::mem::take(&mut self.events);
-        let waited = self.ep.wait(&mut events, timeout);
+        // With a deadline, wait to the nanosecond (a millisecond timeout
+        // would round up and fire timers up to a millisecond late).
+        let waited = match deadline {
+            None => self.ep.wait(&mut events, -1),
+            Some(t) => self
+                .ep
+                .wait_timeout(&mut events, t.saturating_duration_since(Instant::now())),
+        };
         self.stats.add(&self.stats.waits, 1);
         match waited {
             Ok(()) => {}

@@ -69,23 +69,58 @@ impl Epoll {
     /// Wait up to `timeout_ms` (-1: forever) and fill `out` (cleared first)
     /// with the ready events.
     pub(crate) fn wait(&mut self, out: &mut Vec<Event>, timeout_ms: i32) -> io::Result<()> {
+        self.wait_with(out, |fd, raw, max| {
+            // SAFETY: `raw` has room for `max` events, which is what the
+            // kernel is told it may write.
+            unsafe { libc::epoll_wait(fd, raw, max, timeout_ms) }
+        })
+    }
+
+    /// [`Epoll::wait`] with a timeout to the nanosecond (epoll_pwait2(2),
+    /// Linux 5.11), for callers whose deadlines are finer than a
+    /// millisecond; where the kernel lacks it, rounded up to milliseconds.
+    pub(crate) fn wait_timeout(
+        &mut self,
+        out: &mut Vec<Event>,
+        timeout: std::time::Duration,
+    ) -> io::Result<()> {
+        let ts = libc::timespec {
+            tv_sec: timeout.as_secs().min(i64::MAX as u64) as libc::time_t,
+            tv_nsec: libc::c_long::from(timeout.subsec_nanos() as i32),
+        };
+        let res = self.wait_with(out, |fd, raw, max| {
+            // SAFETY: `raw` has room for `max` events, which is what the
+            // kernel is told it may write; `ts` lives for the call and a
+            // null signal mask is allowed.
+            unsafe { libc::epoll_pwait2(fd, raw, max, &ts, std::ptr::null()) }
+        });
+        match res {
+            Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
+                let ms = timeout.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128);
+                self.wait(out, ms as i32)
+            }
+            other => other,
+        }
+    }
+
+    /// Run one wait system call (`call(epfd, events, max)`) and collect what
+    /// it reported.
+    fn wait_with(
+        &mut self,
+        out: &mut Vec<Event>,
+        call: impl FnOnce(libc::c_int, *mut libc::epoll_event, libc::c_int) -> libc::c_int,
+    ) -> io::Result<()> {
         // Cleared first: an interrupted wait reports no event twice.
         out.clear();
         self.raw.clear();
         let max = self.raw.capacity().min(libc::c_int::MAX as usize);
-        // SAFETY: `raw` has capacity for `max` events, which is what the
-        // kernel is told it may write; only the `n` it reports are read.
-        let n = cvt(unsafe {
-            libc::epoll_wait(
-                self.fd.as_raw_fd(),
-                self.raw.as_mut_ptr(),
-                max as libc::c_int,
-                timeout_ms,
-            )
-        })?;
+        let n = cvt(call(
+            self.fd.as_raw_fd(),
+            self.raw.as_mut_ptr(),
+            max as libc::c_int,
+        ))?;
         // SAFETY: the kernel initialised the first `n` <= `max` entries.
         unsafe { self.raw.set_len(n as usize) };
-        out.clear();
         out.extend(self.raw.iter().map(|e| Event {
             data: e.u64,
             events: e.events,

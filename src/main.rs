@@ -214,8 +214,22 @@ struct BenchArgs {
     /// each connection on a fixed schedule; latency counts from each
     /// request's intended send time (no coordinated omission). Default:
     /// closed loop.
-    #[arg(long, value_name = "R", allow_negative_numbers = true)]
+    #[arg(
+        long,
+        value_name = "R",
+        allow_negative_numbers = true,
+        conflicts_with = "rates"
+    )]
     rate: Option<f64>,
+    /// Open loop at each of these rates in turn (comma-separated), a row
+    /// per rate: latency against load in one command.
+    #[arg(
+        long,
+        value_name = "R1,R2,...",
+        value_delimiter = ',',
+        allow_negative_numbers = true
+    )]
+    rates: Vec<f64>,
     /// Speak TLS to the server (echo, accept, hold, http), verifying its
     /// certificate.
     #[arg(long)]
@@ -284,6 +298,29 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
             println!("{}", cmp.to_json());
         } else {
             print!("{}", cmp.to_table());
+        }
+        return Ok(());
+    }
+    if !a.rates.is_empty() {
+        if a.compare {
+            bail!("--rates goes with a server given by --addr (not with --compare)");
+        }
+        let mut rows = Vec::with_capacity(a.rates.len());
+        for &rate in &a.rates {
+            let r = ringnet::bench::run(&ringnet::bench::Options {
+                rate: Some(rate),
+                ..opts.clone()
+            })?;
+            rows.push(r);
+        }
+        if a.json {
+            println!("{}", ringnet::bench::report::rates_json(&rows));
+        } else {
+            print!("{}", ringnet::bench::report::rates_table(&rows));
+        }
+        let failed: u64 = rows.iter().map(|r| r.errors + r.mismatches).sum();
+        if failed > 0 {
+            bail!("{failed} errors and mismatches");
         }
         return Ok(());
     }

@@ -665,3 +665,52 @@ fn bench_rate_runs_open_loop() {
         );
     }
 }
+
+/// `bench --rates`: a row per rate, each held against `serve echo`, every
+/// latency percentile there; JSON gives one run per rate.
+#[test]
+fn bench_rates_gives_a_row_per_rate() {
+    let server = Server::start("echo", &[]);
+    let addr = server.addr.to_string();
+    let args = |json: bool| {
+        let mut a = vec![
+            "bench",
+            "echo",
+            "--addr",
+            &addr,
+            "--rates",
+            "500,1500",
+            "--conns",
+            "4",
+            "--duration",
+            "0.5",
+            "--warmup",
+            "0",
+        ];
+        if json {
+            a.push("--json");
+        }
+        run(&a)
+    };
+    let out = args(false);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8_lossy(&out.stdout);
+    for needle in ["asked/s", "p99.99", "max"] {
+        assert!(table.contains(needle), "{needle} missing:\n{table}");
+    }
+    let rows: Vec<&str> = table
+        .lines()
+        .filter(|l| l.trim_start().starts_with("500 ") || l.trim_start().starts_with("1500 "))
+        .collect();
+    assert_eq!(rows.len(), 2, "{table}");
+    assert!(rows.iter().all(|r| r.contains(" yes ")), "{table}");
+    let out = args(true);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let runs = json.as_array().expect("an array");
+    assert_eq!(runs.len(), 2);
+    assert_eq!(runs[1]["target_rate"].as_f64(), Some(1500.0));
+}

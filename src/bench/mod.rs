@@ -17,7 +17,7 @@ mod wire;
 pub use wire::tls_target;
 pub mod compare;
 pub mod procstat;
-mod report;
+pub mod report;
 
 use crate::address::Address;
 use std::io::IsTerminal;

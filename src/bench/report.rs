@@ -169,6 +169,52 @@ impl RunResult {
     }
 }
 
+/// Latency against load: a row per open-loop run of `--rates`.
+pub fn rates_table(rows: &[RunResult]) -> String {
+    let mut t = String::new();
+    if let Some(first) = rows.first() {
+        let _ = writeln!(
+            t,
+            "{} | {} conns | open loop, {:.1} s per rate",
+            first.mode,
+            first.conns,
+            first.elapsed.as_secs_f64()
+        );
+    }
+    let _ = writeln!(
+        t,
+        "{:>10} {:>10} {:>12} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>7}",
+        "asked/s", "done/s", "held", "p50", "p99", "p99.9", "p99.99", "max", "CPU/op", "errors"
+    );
+    for r in rows {
+        let held = match r.rate_shortfall() {
+            Some(s) if s <= 0.05 => "yes".to_string(),
+            Some(s) => format!("{:.1}% short", s * 100.0),
+            None => "-".to_string(),
+        };
+        let _ = writeln!(
+            t,
+            "{:>10.0} {:>10.0} {:>12} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>7}",
+            r.target_rate.unwrap_or(0.0),
+            r.ops_per_sec(),
+            held,
+            fmt_duration(r.latency_at(0.5)),
+            fmt_duration(r.latency_at(0.99)),
+            fmt_duration(r.latency_at(0.999)),
+            fmt_duration(r.latency_at(0.9999)),
+            fmt_duration(Duration::from_nanos(r.latency.max())),
+            r.cpu_per_op().map_or_else(|| "-".to_string(), fmt_duration),
+            r.errors + r.mismatches,
+        );
+    }
+    t
+}
+
+/// The rows of [`rates_table`] as a JSON array of runs.
+pub fn rates_json(rows: &[RunResult]) -> serde_json::Value {
+    serde_json::Value::Array(rows.iter().map(RunResult::to_json).collect())
+}
+
 /// `12.3 µs`, `4.56 ms`, `1.20 s`.
 pub fn fmt_duration(d: Duration) -> String {
     let ns = d.as_nanos();

@@ -27,7 +27,7 @@ enum Cmd {
     /// Serve on an address until Ctrl-C or SIGTERM.
     Serve(Box<ServeArgs>),
     /// Load generator: drive a server and measure it (see `ringnet bench --help`).
-    Bench(BenchArgs),
+    Bench(Box<BenchArgs>),
     /// The tokio echo server used as the reference in `bench --compare`.
     #[command(hide = true)]
     ServeTokio {
@@ -420,7 +420,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.cmd {
         Cmd::Serve(a) => serve(*a),
-        Cmd::Bench(a) => bench(a),
+        Cmd::Bench(a) => bench(*a),
         Cmd::ServeTokio {
             addr,
             cpu,

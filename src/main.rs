@@ -197,9 +197,15 @@ struct BenchArgs {
     /// The server's pid, for its CPU time per operation and RSS.
     #[arg(long)]
     pid: Option<u32>,
-    /// Pin the load to this CPU (with --compare: default 1).
-    #[arg(long)]
-    cpu: Option<usize>,
+    /// Pin the load to this CPU, or with --threads to these CPUs
+    /// (comma-separated: thread i to the i-th, cycling) (with --compare:
+    /// default 1).
+    #[arg(long, value_delimiter = ',')]
+    cpu: Vec<usize>,
+    /// Load threads, each with its own connections and event loop (echo,
+    /// accept, http).
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
     /// With --compare: the CPU the servers are pinned to.
     #[arg(long, default_value_t = 0)]
     server_cpu: usize,
@@ -266,7 +272,8 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
     opts.warmup = a.warmup;
     opts.op_timeout = a.timeout;
     opts.server_pid = a.pid;
-    opts.cpu = a.cpu;
+    opts.cpus = a.cpu.clone();
+    opts.threads = a.threads;
     opts.rate = a.rate;
     if a.tls {
         opts.tls = Some(ringnet::bench::tls_target(a.tls_ca.clone(), &a.tls_name)?);
@@ -281,7 +288,7 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
     if a.compare {
         let exe =
             std::env::current_exe().map_err(|e| anyhow!("cannot find the ringnet binary: {e}"))?;
-        let load_cpu = a.cpu.unwrap_or(1);
+        let load_cpu = a.cpu.first().copied().unwrap_or(1);
         eprintln!(
             "ringnet bench --compare {}: servers pinned to CPU {}, load to CPU {load_cpu}, {} runs each",
             a.mode, a.server_cpu, a.runs

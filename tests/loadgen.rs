@@ -452,6 +452,69 @@ fn open_loop_shows_a_stall_closed_loop_hides(backend: Backend) {
     );
 }
 
+/// `threads`: the connections are shared out over load threads (7 over 3:
+/// 3, 2, 2); every byte is still checked, the counters and latencies are
+/// merged, an open-loop rate is shared out too and held; more threads than
+/// connections, or threads in hold mode, are refused.
+fn load_threads_share_the_connections(backend: Backend) {
+    let engine = util::echo_engine(util::config(backend));
+    let addr = engine.local_addr();
+    let opts = Options {
+        threads: 3,
+        ..options(Mode::Echo, addr, 7, 500, Duration::from_millis(400))
+    };
+    let r = run_bounded(&format!("echo on 3 threads on {backend}"), opts);
+    assert!(r.ops > 0);
+    assert_eq!((r.errors, r.mismatches), (0, 0));
+    assert_eq!(
+        r.bytes_verified,
+        r.ops * 500,
+        "every byte of every thread checked"
+    );
+    assert_eq!(r.latency.len(), r.ops, "one latency per round trip, merged");
+    let opts = Options {
+        threads: 2,
+        rate: Some(1500.0),
+        ..options(Mode::Echo, addr, 6, 64, Duration::from_secs(1))
+    };
+    let r = run_bounded(&format!("open loop on 2 threads on {backend}"), opts);
+    assert_eq!((r.errors, r.mismatches), (0, 0));
+    assert!(
+        r.rate_shortfall().is_some_and(|s| s <= 0.05),
+        "{:.0}/s",
+        r.ops_per_sec()
+    );
+    assert!(r.ops_per_sec() <= 1500.0 * 1.05, "{:.0}/s", r.ops_per_sec());
+    let opts = Options {
+        threads: 2,
+        ..options(Mode::Accept, addr, 4, 16, Duration::from_millis(300))
+    };
+    let r = run_bounded(&format!("accept on 2 threads on {backend}"), opts);
+    assert!(r.ops > 0);
+    assert_eq!((r.errors, r.mismatches), (0, 0));
+    for (mode, threads, conns) in [(Mode::Echo, 5, 4), (Mode::Hold, 2, 4)] {
+        let opts = Options {
+            threads,
+            ..options(mode, addr, conns, 16, Duration::from_millis(100))
+        };
+        assert!(matches!(
+            ringnet::bench::run(&opts),
+            Err(ringnet::bench::BenchError::Usage(_))
+        ));
+    }
+    engine.shutdown().expect("shutdown");
+}
+
+#[test]
+fn load_threads_share_the_connections_uring() {
+    load_threads_share_the_connections(Backend::Uring)
+}
+
+#[test]
+fn load_threads_share_the_connections_epoll() {
+    load_threads_share_the_connections(Backend::Epoll)
+}
+
 #[test]
 fn open_loop_holds_its_rate_uring() {
     open_loop_holds_its_rate(Backend::Uring)

@@ -202,7 +202,7 @@ pub fn compare(
             let opts = Options {
                 addr: server.addr.into(),
                 server_pid: Some(server.pid()),
-                cpu: Some(load_cpu),
+                cpus: vec![load_cpu],
                 progress: false,
                 ..template.clone()
             };

@@ -20,7 +20,7 @@ pub mod procstat;
 pub mod report;
 
 use crate::address::Address;
-use std::io::IsTerminal;
+use std::io::{self, IsTerminal};
 use std::time::Duration;
 
 pub use client::pattern;
@@ -108,8 +108,13 @@ pub struct Options {
     pub op_timeout: Duration,
     /// The server's pid, for its CPU time and RSS.
     pub server_pid: Option<u32>,
-    /// Pin the client thread to this CPU.
-    pub cpu: Option<usize>,
+    /// Pin the load threads to these CPUs: thread `t` to `cpus[t %
+    /// cpus.len()]`. Empty: no pinning.
+    pub cpus: Vec<usize>,
+    /// Load threads (echo, accept, http), each with its own share of the
+    /// connections (and of an open-loop rate) and its own event loop, so
+    /// the generator is not the bottleneck on a larger machine.
+    pub threads: usize,
     /// Print a progress line every second (on a terminal).
     pub progress: bool,
     /// The body every http response must have (`None`: any body).
@@ -137,7 +142,8 @@ impl Options {
             warmup: Duration::from_secs(1),
             op_timeout: Duration::from_secs(2),
             server_pid: None,
-            cpu: None,
+            cpus: Vec::new(),
+            threads: 1,
             progress: std::io::stderr().is_terminal(),
             http_body: Some(b"Hello, World!".to_vec()),
             tls: None,
@@ -184,7 +190,23 @@ pub fn run(opts: &Options) -> Result<RunResult, BenchError> {
             )));
         }
     }
-    if let Some(cpu) = opts.cpu {
+    let threads = opts.threads.max(1);
+    if threads > opts.conns {
+        return Err(BenchError::Usage(format!(
+            "--threads ({threads}) must not exceed --conns ({})",
+            opts.conns
+        )));
+    }
+    if threads > 1 && opts.mode == Mode::Hold {
+        return Err(BenchError::Usage(
+            "--threads goes with echo, accept and http".into(),
+        ));
+    }
+    let pin = |t: usize| (!opts.cpus.is_empty()).then(|| opts.cpus[t % opts.cpus.len()]);
+    if threads > 1 {
+        return run_threads(opts, threads, &pin);
+    }
+    if let Some(cpu) = pin(0) {
         crate::sys::pin_current_thread(cpu)?;
     }
     let sample = || opts.server_pid.and_then(|p| procstat::sample(p).ok());
@@ -241,6 +263,110 @@ pub fn run(opts: &Options) -> Result<RunResult, BenchError> {
         mismatches: tally.mismatches,
         bytes_verified: tally.bytes_verified,
         latency: tally.latency,
+        server_cpu: at_start.zip(end).map(|(a, b)| b.cpu.saturating_sub(a.cpu)),
+        server_rss_before: at_start.map(|s| s.rss),
+        server_rss_after: end.map(|s| s.rss),
+        target_rate: opts.rate,
+    })
+}
+
+/// [`run`] on `threads` load threads: each runs its share of the
+/// connections (and of an open-loop rate) in its own event loop, pinned by
+/// `pin`; their counters and latency histograms are merged. The server's
+/// CPU is read when the first thread's measured period starts and after
+/// every thread has finished.
+fn run_threads(
+    opts: &Options,
+    threads: usize,
+    pin: &dyn Fn(usize) -> Option<usize>,
+) -> Result<RunResult, BenchError> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{mpsc, Arc};
+    let sample = || opts.server_pid.and_then(|p| procstat::sample(p).ok());
+    // Relaxed: a progress figure, read for display only.
+    let done = Arc::new(AtomicU64::new(0));
+    let (start_tx, start_rx) = mpsc::channel();
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let share = opts.conns / threads + usize::from(t < opts.conns % threads);
+            let sub = Options {
+                conns: share,
+                rate: opts.rate.map(|r| r * share as f64 / opts.conns as f64),
+                threads: 1,
+                cpus: Vec::new(),
+                ..opts.clone()
+            };
+            let cpu = pin(t);
+            let done = Arc::clone(&done);
+            let start_tx = start_tx.clone();
+            let pid = opts.server_pid;
+            std::thread::spawn(move || -> io::Result<(client::Tally, Duration)> {
+                if let Some(cpu) = cpu {
+                    crate::sys::pin_current_thread(cpu)?;
+                }
+                let mut last = 0;
+                let mut on_measure = || {
+                    if t == 0 {
+                        let _ = start_tx.send(pid.and_then(|p| procstat::sample(p).ok()));
+                    }
+                };
+                let mut on_tick = |tally: &client::Tally, measured: Duration| {
+                    let total = done.fetch_add(tally.ops.saturating_sub(last), Ordering::Relaxed)
+                        + tally.ops.saturating_sub(last);
+                    last = tally.ops;
+                    if t == 0 && sub.progress {
+                        let secs = measured.as_secs_f64();
+                        let rate = if secs > 0.0 { total as f64 / secs } else { 0.0 };
+                        eprint!(
+                            "\r  {secs:>5.1} s  {rate:>10.0} {}/s ({threads} threads)   ",
+                            sub.mode.unit()
+                        );
+                    }
+                };
+                client::run_traffic(&sub, &mut on_measure, &mut on_tick)
+            })
+        })
+        .collect();
+    drop(start_tx);
+    let mut merged = client::Tally::new();
+    let mut elapsed = Duration::ZERO;
+    let mut failure = None;
+    for h in handles {
+        match h.join() {
+            Ok(Ok((t, e))) => {
+                merged.ops += t.ops;
+                merged.errors += t.errors;
+                merged.mismatches += t.mismatches;
+                merged.bytes_verified += t.bytes_verified;
+                let _ = merged.latency.add(&t.latency);
+                elapsed = elapsed.max(e);
+            }
+            Ok(Err(e)) => failure = Some(BenchError::from(e)),
+            Err(_) => failure = Some(BenchError::Usage("a load thread panicked".into())),
+        }
+    }
+    if opts.progress {
+        eprintln!();
+    }
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    let at_start = start_rx.recv().ok().flatten();
+    let end = sample();
+    Ok(RunResult {
+        mode: opts.mode,
+        conns: opts.conns,
+        size: if opts.mode == Mode::Echo {
+            opts.size
+        } else {
+            client::SMALL
+        },
+        elapsed,
+        ops: merged.ops,
+        errors: merged.errors,
+        mismatches: merged.mismatches,
+        bytes_verified: merged.bytes_verified,
+        latency: merged.latency,
         server_cpu: at_start.zip(end).map(|(a, b)| b.cpu.saturating_sub(a.cpu)),
         server_rss_before: at_start.map(|s| s.rss),
         server_rss_after: end.map(|s| s.rss),

@@ -259,6 +259,15 @@ struct BenchArgs {
         requires = "tls"
     )]
     tls_name: String,
+    /// With --compare: another server to compare, NAME=COMMAND (repeat for
+    /// several). The command is run with `sh -c 'exec COMMAND'`; `{port}`
+    /// and `{addr}` in it become a free loopback port and 127.0.0.1:PORT.
+    #[arg(long, value_name = "NAME=COMMAND")]
+    against: Vec<String>,
+    /// With --compare: run only these contenders (comma-separated names:
+    /// io_uring, epoll, tokio, and the --against names).
+    #[arg(long, value_delimiter = ',')]
+    contenders: Vec<String>,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -285,6 +294,17 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
     if a.compare && a.tls != server_tls.is_some() {
         bail!("--compare --tls needs --tls-cert and --tls-key for the servers it starts (and --tls-ca to trust them)");
     }
+    let extra = ringnet::bench::compare::Extra {
+        against: a
+            .against
+            .iter()
+            .map(|s| ringnet::bench::compare::Contender::against(s))
+            .collect::<Result<_, _>>()?,
+        only: (!a.contenders.is_empty()).then(|| a.contenders.clone()),
+    };
+    if !a.compare && (!extra.against.is_empty() || extra.only.is_some()) {
+        bail!("--against and --contenders go with --compare");
+    }
     if a.compare {
         let exe =
             std::env::current_exe().map_err(|e| anyhow!("cannot find the ringnet binary: {e}"))?;
@@ -300,6 +320,7 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
             (a.server_cpu, load_cpu),
             &a.uring_arg,
             server_tls.as_ref(),
+            &extra,
         )?;
         if a.json {
             println!("{}", cmp.to_json());

@@ -860,7 +860,7 @@ fn compare_prints_a_table() {
     };
     let cmp = bounded("compare", Duration::from_secs(60), move || {
         let _one_at_a_time = HEAVY.lock().unwrap_or_else(|e| e.into_inner());
-        compare(exe(), &template, 1, (0, 1), &[], None)
+        compare(exe(), &template, 1, (0, 1), &[], None, &Default::default())
     })
     .expect("compare runs");
     let table = cmp.to_table();
@@ -902,7 +902,15 @@ fn compare_over_tls() {
     let certs = (data.join("server.crt"), data.join("server.key"));
     let cmp = bounded("compare over TLS", Duration::from_secs(60), move || {
         let _one_at_a_time = HEAVY.lock().unwrap_or_else(|e| e.into_inner());
-        compare(exe(), &template, 1, (0, 1), &[], Some(&certs))
+        compare(
+            exe(),
+            &template,
+            1,
+            (0, 1),
+            &[],
+            Some(&certs),
+            &Default::default(),
+        )
     })
     .expect("compare runs");
     println!("{}", cmp.to_table());
@@ -913,4 +921,58 @@ fn compare_over_tls() {
             assert_eq!((r.errors, r.mismatches), (0, 0), "{name}");
         }
     }
+}
+
+/// `--against NAME=COMMAND` and `--contenders`: any server started from a
+/// command line with its port filled in (here Python's asyncio echo
+/// server) is compared beside the chosen built-in ones, every byte
+/// checked; an unknown contender name is refused.
+#[test]
+fn compare_against_any_server() {
+    use ringnet::bench::compare::{Contender, Extra};
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/echo_server.py");
+    let template = Options {
+        conns: 4,
+        duration: Duration::from_millis(300),
+        warmup: Duration::ZERO,
+        progress: false,
+        ..Options::new(Mode::Echo, SocketAddr::from(([127, 0, 0, 1], 0)))
+    };
+    let extra = Extra {
+        against: vec![Contender::against(&format!(
+            "asyncio=python3 {} {{port}}",
+            script.display()
+        ))
+        .expect("contender")],
+        only: Some(vec!["io_uring".into(), "asyncio".into()]),
+    };
+    let t = template.clone();
+    let cmp = bounded(
+        "compare against asyncio",
+        Duration::from_secs(60),
+        move || {
+            let _one_at_a_time = HEAVY.lock().unwrap_or_else(|e| e.into_inner());
+            compare(exe(), &t, 1, (0, 1), &[], None, &extra)
+        },
+    )
+    .expect("compare runs");
+    let table = cmp.to_table();
+    println!("{table}");
+    let names: Vec<&str> = cmp.results.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["io_uring", "asyncio"]);
+    assert!(table.contains("io_uring/asyncio"), "{table}");
+    for (name, runs) in &cmp.results {
+        for r in runs {
+            assert!(r.ops > 0, "{name}: no round trips");
+            assert_eq!((r.errors, r.mismatches), (0, 0), "{name}");
+        }
+    }
+    let bad = Extra {
+        only: Some(vec!["nginx".into()]),
+        ..Extra::default()
+    };
+    assert!(matches!(
+        compare(exe(), &template, 1, (0, 1), &[], None, &bad),
+        Err(ringnet::bench::BenchError::Usage(_))
+    ));
 }

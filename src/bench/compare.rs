@@ -17,8 +17,44 @@ use super::{fmt_duration, run, BenchError, Mode, Options, RunResult};
 #[derive(Debug, Clone)]
 pub struct Contender {
     /// Its column name.
-    pub name: &'static str,
-    args: Vec<String>,
+    pub name: String,
+    launch: Launch,
+}
+
+/// How a contender is started.
+#[derive(Debug, Clone)]
+enum Launch {
+    /// This binary with these arguments; it prints the address it serves.
+    Ringnet(Vec<String>),
+    /// Any server: a shell command with `{port}` and `{addr}` filled in.
+    Command(String),
+}
+
+impl Contender {
+    /// `NAME=COMMAND` (`--against`): any server, started with `sh -c 'exec
+    /// COMMAND'` (so its pid is the server's, for CPU and memory), with
+    /// `{port}` and `{addr}` replaced by a free loopback port and
+    /// `127.0.0.1:PORT`. The name must be new and the command name a port.
+    pub fn against(spec: &str) -> Result<Contender, BenchError> {
+        let (name, command) = spec.split_once('=').ok_or_else(|| {
+            BenchError::Usage(format!("--against takes NAME=COMMAND, got {spec:?}"))
+        })?;
+        let name = name.trim();
+        if name.is_empty() || name.contains(char::is_whitespace) {
+            return Err(BenchError::Usage(format!(
+                "--against: {name:?} is not a name (one word)"
+            )));
+        }
+        if !command.contains("{port}") && !command.contains("{addr}") {
+            return Err(BenchError::Usage(format!(
+                "--against {name}: the command must say where to listen with {{port}} or {{addr}}"
+            )));
+        }
+        Ok(Contender {
+            name: name.to_string(),
+            launch: Launch::Command(command.to_string()),
+        })
+    }
 }
 
 /// The contenders for `mode`: ringnet on io_uring and on epoll, and (except
@@ -50,28 +86,19 @@ pub fn contenders(
     };
     let mut uring = ringnet("uring");
     uring.extend(uring_args.iter().cloned());
-    let mut all = vec![
-        Contender {
-            name: "io_uring",
-            args: uring,
-        },
-        Contender {
-            name: "epoll",
-            args: ringnet("epoll"),
-        },
-    ];
+    let mut all = vec![("io_uring", uring), ("epoll", ringnet("epoll"))];
     if mode != Mode::Http {
-        all.push(Contender {
-            name: "tokio",
-            args: ["serve-tokio", "--addr", "127.0.0.1:0", "--cpu", &cpu]
+        all.push((
+            "tokio",
+            ["serve-tokio", "--addr", "127.0.0.1:0", "--cpu", &cpu]
                 .map(String::from)
                 .to_vec(),
-        });
+        ));
     }
     if let Some((cert, key)) = tls {
         // Every contender serves TLS with the same certificate.
-        for c in &mut all {
-            c.args.extend([
+        for (_, args) in &mut all {
+            args.extend([
                 "--tls-cert".to_string(),
                 cert.display().to_string(),
                 "--tls-key".to_string(),
@@ -79,7 +106,12 @@ pub fn contenders(
             ]);
         }
     }
-    all
+    all.into_iter()
+        .map(|(name, args)| Contender {
+            name: name.to_string(),
+            launch: Launch::Ringnet(args),
+        })
+        .collect()
 }
 
 /// A running server child; terminated and reaped on drop.
@@ -97,8 +129,12 @@ impl ServerProcess {
             name: c.name.to_string(),
             detail,
         };
+        let args = match &c.launch {
+            Launch::Ringnet(args) => args,
+            Launch::Command(command) => return ServerProcess::start_command(c, command),
+        };
         let mut child = Command::new(exe)
-            .args(&c.args)
+            .args(args)
             .env_remove("RINGNET_BACKEND")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -140,6 +176,54 @@ impl ServerProcess {
         Ok(server)
     }
 
+    /// Start `--against`'s command on a free loopback port and wait (up to
+    /// 10 s) until it accepts a connection there.
+    fn start_command(c: &Contender, command: &str) -> Result<ServerProcess, BenchError> {
+        let err = |detail: String| BenchError::Server {
+            name: c.name.to_string(),
+            detail,
+        };
+        let addr = {
+            let probe = std::net::TcpListener::bind("127.0.0.1:0")
+                .map_err(|e| err(format!("no free port: {e}")))?;
+            probe.local_addr().map_err(|e| err(e.to_string()))?
+        };
+        let command = command
+            .replace("{port}", &addr.port().to_string())
+            .replace("{addr}", &addr.to_string());
+        let child = Command::new("/bin/sh")
+            .arg("-c")
+            .arg(format!("exec {command}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| err(format!("cannot run {command:?}: {e}")))?;
+        let mut server = ServerProcess { child, addr };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if std::net::TcpStream::connect(addr).is_ok() {
+                return Ok(server);
+            }
+            if let Ok(Some(status)) = server.child.try_wait() {
+                let mut said = String::new();
+                if let Some(mut e) = server.child.stderr.take() {
+                    let _ = std::io::Read::read_to_string(&mut e, &mut said);
+                }
+                return Err(err(format!(
+                    "{command:?} exited ({status}): {}",
+                    said.trim()
+                )));
+            }
+            if Instant::now() >= deadline {
+                return Err(err(format!(
+                    "{command:?} did not listen on {addr} within 10 s"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// The server's pid.
     pub fn pid(&self) -> u32 {
         self.child.id()
@@ -172,13 +256,22 @@ fn parse_addr(line: &str) -> Option<SocketAddr> {
         .ok()
 }
 
+/// Contenders beyond the built-in ones, and which to run.
+#[derive(Debug, Clone, Default)]
+pub struct Extra {
+    /// Servers given with `--against NAME=COMMAND`.
+    pub against: Vec<Contender>,
+    /// Run only these contenders (`--contenders`); `None`: all.
+    pub only: Option<Vec<String>>,
+}
+
 /// Every run of every contender.
 #[derive(Debug)]
 pub struct Comparison {
     /// The mode compared.
     pub mode: Mode,
     /// Per contender, its runs in order.
-    pub results: Vec<(&'static str, Vec<RunResult>)>,
+    pub results: Vec<(String, Vec<RunResult>)>,
 }
 
 /// Run `template` (its address, pid and CPU are replaced) against every
@@ -192,10 +285,35 @@ pub fn compare(
     (server_cpu, load_cpu): (usize, usize),
     uring_args: &[String],
     tls: Option<&(PathBuf, PathBuf)>,
+    extra: &Extra,
 ) -> Result<Comparison, BenchError> {
-    let contenders = contenders(template.mode, server_cpu, uring_args, tls);
-    let mut results: Vec<(&'static str, Vec<RunResult>)> =
-        contenders.iter().map(|c| (c.name, Vec::new())).collect();
+    let mut contenders = contenders(template.mode, server_cpu, uring_args, tls);
+    for c in &extra.against {
+        if contenders.iter().any(|o| o.name == c.name) {
+            return Err(BenchError::Usage(format!(
+                "--against: the name {} is taken",
+                c.name
+            )));
+        }
+        contenders.push(c.clone());
+    }
+    if let Some(only) = &extra.only {
+        if let Some(unknown) = only
+            .iter()
+            .find(|n| !contenders.iter().any(|c| &c.name == *n))
+        {
+            let known: Vec<&str> = contenders.iter().map(|c| c.name.as_str()).collect();
+            return Err(BenchError::Usage(format!(
+                "--contenders: no contender {unknown:?} (there are {})",
+                known.join(", ")
+            )));
+        }
+        contenders.retain(|c| only.contains(&c.name));
+    }
+    let mut results: Vec<(String, Vec<RunResult>)> = contenders
+        .iter()
+        .map(|c| (c.name.clone(), Vec::new()))
+        .collect();
     for round in 1..=runs.max(1) {
         for (i, c) in contenders.iter().enumerate() {
             let server = ServerProcess::start(exe, c)?;
@@ -326,24 +444,32 @@ impl Comparison {
         (b != 0.0).then(|| a / b)
     }
 
-    /// Side-by-side medians with the ratios io_uring/epoll and
-    /// io_uring/tokio (value over value: above 1 is better for rates, below 1
+    /// The contenders io_uring is compared with (its ratio columns): every
+    /// other one, when io_uring ran.
+    fn others(&self) -> Vec<&str> {
+        let names: Vec<&str> = self.results.iter().map(|(n, _)| n.as_str()).collect();
+        if !names.contains(&"io_uring") {
+            return Vec::new();
+        }
+        names.into_iter().filter(|n| *n != "io_uring").collect()
+    }
+
+    /// Side-by-side medians with the ratios io_uring/X for every other
+    /// contender X (value over value: above 1 is better for rates, below 1
     /// for latency and CPU).
     pub fn to_table(&self) -> String {
-        let names: Vec<&str> = self.results.iter().map(|(n, _)| *n).collect();
-        let has_tokio = names.contains(&"tokio");
         let runs = self.results.first().map_or(0, |(_, r)| r.len());
         let mut out = format!(
             "{} — median of {runs} alternating runs per contender\n",
             self.mode
         );
         out.push_str(&format!("{:<26}", "figure"));
-        for n in &names {
+        for (n, _) in &self.results {
             out.push_str(&format!("{n:>14}"));
         }
-        out.push_str(&format!("{:>16}", "io_uring/epoll"));
-        if has_tokio {
-            out.push_str(&format!("{:>16}", "io_uring/tokio"));
+        let others = self.others();
+        for o in &others {
+            out.push_str(&format!("{:>16}", format!("io_uring/{o}")));
         }
         out.push('\n');
         for row in self.rows() {
@@ -351,13 +477,11 @@ impl Comparison {
             for v in &row.values {
                 out.push_str(&format!("{:>14}", v.map_or("-".into(), row.fmt)));
             }
-            let r = |o| {
-                self.ratio(&row, o)
-                    .map_or("-".into(), |x| format!("{x:.2}"))
-            };
-            out.push_str(&format!("{:>16}", r("epoll")));
-            if has_tokio {
-                out.push_str(&format!("{:>16}", r("tokio")));
+            for o in &others {
+                let r = self
+                    .ratio(&row, o)
+                    .map_or("-".into(), |x| format!("{x:.2}"));
+                out.push_str(&format!("{r:>16}"));
             }
             out.push('\n');
         }
@@ -373,8 +497,7 @@ impl Comparison {
                 serde_json::json!({
                     "figure": row.name,
                     "medians": self.results.iter().zip(&row.values).map(|((n, _), v)| (n.to_string(), serde_json::json!(v))).collect::<serde_json::Map<_, _>>(),
-                    "io_uring_over_epoll": self.ratio(row, "epoll"),
-                    "io_uring_over_tokio": self.ratio(row, "tokio"),
+                    "io_uring_over": self.others().into_iter().map(|o| (o.to_string(), serde_json::json!(self.ratio(row, o)))).collect::<serde_json::Map<_, _>>(),
                 })
             })
             .collect();
@@ -414,11 +537,28 @@ mod tests {
     fn contenders_per_mode() {
         let names = |m| {
             contenders(m, 0, &[], None)
-                .iter()
+                .into_iter()
                 .map(|c| c.name)
                 .collect::<Vec<_>>()
         };
         assert_eq!(names(Mode::Echo), ["io_uring", "epoll", "tokio"]);
         assert_eq!(names(Mode::Http), ["io_uring", "epoll"]);
+    }
+
+    #[test]
+    fn against_needs_a_name_and_a_place_to_listen() {
+        let c = Contender::against("py=python3 -m x --port {port}").expect("ok");
+        assert_eq!(c.name, "py");
+        for bad in [
+            "no-equals",
+            "=cmd {port}",
+            "two words=cmd {port}",
+            "x=cmd without port",
+        ] {
+            assert!(
+                matches!(Contender::against(bad), Err(BenchError::Usage(_))),
+                "{bad}"
+            );
+        }
     }
 }

@@ -268,6 +268,10 @@ struct BenchArgs {
     /// io_uring, epoll, tokio, and the --against names).
     #[arg(long, value_delimiter = ',')]
     contenders: Vec<String>,
+    /// Write the HdrHistogram interval log of the run here (a histogram of
+    /// latencies per second, per load thread; HdrHistogram's tools read it).
+    #[arg(long, value_name = "FILE")]
+    hdr_log: Option<std::path::PathBuf>,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -284,6 +288,7 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
     opts.cpus = a.cpu.clone();
     opts.threads = a.threads;
     opts.rate = a.rate;
+    opts.hdr_log = a.hdr_log.clone();
     if a.tls {
         opts.tls = Some(ringnet::bench::tls_target(a.tls_ca.clone(), &a.tls_name)?);
     }

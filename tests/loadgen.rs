@@ -976,3 +976,92 @@ fn compare_against_any_server() {
         Err(ringnet::bench::BenchError::Usage(_))
     ));
 }
+
+/// `--hdr-log`: the interval log holds one histogram per second of the
+/// measured period (per load thread, tagged), readable by HdrHistogram's
+/// own parser, and together they count every operation of the run.
+#[test]
+fn the_hdr_log_holds_every_latency_by_interval() {
+    use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
+    use hdrhistogram::serialization::Deserializer;
+    let engine = util::echo_engine(util::config(Backend::Epoll));
+    let dir = std::env::temp_dir().join(format!("ringnet-hdrlog-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    for threads in [1, 2] {
+        let path = dir.join(format!("run{threads}.hlog"));
+        let opts = Options {
+            threads,
+            hdr_log: Some(path.clone()),
+            rate: Some(1000.0),
+            ..options(
+                Mode::Echo,
+                engine.local_addr(),
+                4,
+                64,
+                Duration::from_millis(2500),
+            )
+        };
+        let r = run_bounded(
+            &format!("echo with an HdrHistogram log, {threads} threads"),
+            opts,
+        );
+        let text = std::fs::read(&path).expect("the log");
+        let mut total = 0;
+        let mut intervals = 0;
+        let mut tags = std::collections::BTreeSet::new();
+        for entry in IntervalLogIterator::new(&text) {
+            if let Ok(LogEntry::Interval(h)) = entry {
+                intervals += 1;
+                assert!(
+                    h.duration() <= Duration::from_millis(1100),
+                    "{:?}",
+                    h.duration()
+                );
+                if let Some(tag) = h.tag() {
+                    tags.insert(tag.as_str().to_string());
+                }
+                let bytes = base64_decode(h.encoded_histogram());
+                let hist: hdrhistogram::Histogram<u64> = Deserializer::new()
+                    .deserialize(&mut &bytes[..])
+                    .expect("a histogram");
+                total += hist.len();
+            }
+        }
+        assert_eq!(
+            total, r.ops,
+            "{threads} threads: every operation is in the log"
+        );
+        assert!(
+            intervals >= 3 * threads,
+            "{threads} threads: {intervals} intervals"
+        );
+        assert_eq!(
+            tags.len(),
+            if threads > 1 { threads } else { 0 },
+            "{tags:?}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    engine.shutdown().expect("shutdown");
+}
+
+/// Standard base64, as the log writes histograms.
+fn base64_decode(s: &str) -> Vec<u8> {
+    let val = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        b'/' => 63,
+        _ => panic!("not base64: {c}"),
+    };
+    let bytes: Vec<u8> = s.bytes().filter(|&c| c != b'=').map(val).collect();
+    let mut out = Vec::with_capacity(bytes.len() * 3 / 4);
+    for chunk in bytes.chunks(4) {
+        let n =
+            chunk.iter().fold(0u32, |acc, &v| (acc << 6) | u32::from(v)) << (6 * (4 - chunk.len()));
+        let b = n.to_be_bytes();
+        out.extend_from_slice(&b[1..chunk.len()]);
+    }
+    out
+}

@@ -87,6 +87,8 @@ pub(crate) struct Tally {
     pub(crate) mismatches: u64,
     pub(crate) bytes_verified: u64,
     pub(crate) latency: Histogram<u64>,
+    /// The latencies since the last [`Tally::take_interval`].
+    interval: Histogram<u64>,
 }
 
 impl Tally {
@@ -96,10 +98,15 @@ impl Tally {
             errors: 0,
             mismatches: 0,
             bytes_verified: 0,
-            // 1 ns .. 100 s at 3 significant digits.
-            latency: Histogram::new_with_bounds(1, 100_000_000_000, 3)
-                .expect("valid histogram bounds"),
+            latency: histogram(),
+            interval: histogram(),
         }
+    }
+
+    /// The latencies recorded since the last call (an interval of the
+    /// HdrHistogram log), and start a new interval.
+    pub(crate) fn take_interval(&mut self) -> Histogram<u64> {
+        std::mem::replace(&mut self.interval, histogram())
     }
 
     pub(super) fn op(&mut self, started: Instant, verified: usize) {
@@ -107,8 +114,16 @@ impl Tally {
         self.bytes_verified += verified as u64;
         let ns = started.elapsed().as_nanos().clamp(1, 100_000_000_000) as u64;
         let _ = self.latency.record(ns);
+        let _ = self.interval.record(ns);
     }
 }
+
+/// A latency histogram: 1 ns .. 100 s at 3 significant digits.
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 100_000_000_000, 3).expect("valid histogram bounds")
+}
+
+impl Tally {}
 
 /// Why a connection failed: an I/O problem (refused, reset, closed early)
 /// or bytes that differ from what was expected. Each failure is counted
@@ -400,7 +415,7 @@ fn fail(t: &mut Tally) -> Next {
 pub(crate) fn run_traffic(
     opts: &Options,
     on_measure: &mut dyn FnMut(),
-    on_tick: &mut dyn FnMut(&Tally, Duration),
+    on_tick: &mut dyn FnMut(&mut Tally, Duration),
 ) -> io::Result<(Tally, Duration)> {
     let mut ep = Epoll::new(1024)?;
     let mut driver = Driver::new(opts);
@@ -442,7 +457,7 @@ pub(crate) fn run_traffic(
         }
         if now >= next_tick {
             stalled(&mut clients, &mut reconnect, opts.op_timeout, &mut tally);
-            on_tick(&tally, now.saturating_duration_since(measure_from));
+            on_tick(&mut tally, now.saturating_duration_since(measure_from));
             next_tick += Duration::from_secs(1);
         }
         if !reconnect.is_empty() && now >= retry_at {
@@ -495,6 +510,8 @@ pub(crate) fn run_traffic(
             }
         }
     }
+    // The last (partial) second.
+    on_tick(&mut tally, end.saturating_duration_since(measure_from));
     // An operation still waiting at the end for longer than the timeout is
     // a failure too (a server that lost the last byte of a reply).
     stalled(&mut clients, &mut reconnect, opts.op_timeout, &mut tally);

@@ -121,6 +121,10 @@ pub struct Options {
     pub http_body: Option<Vec<u8>>,
     /// Speak TLS to the server (`--tls`).
     pub tls: Option<crate::tls::TlsTarget>,
+    /// Write the HdrHistogram interval log here (`--hdr-log`): one
+    /// histogram of latencies (in nanoseconds) per second of the measured
+    /// period, per load thread.
+    pub hdr_log: Option<std::path::PathBuf>,
     /// Open loop (`--rate`, echo and http): this many requests per second
     /// over all connections, each on its own fixed schedule; a latency
     /// counts from the request's intended send time, so a stall shows in
@@ -148,6 +152,7 @@ impl Options {
             http_body: Some(b"Hello, World!".to_vec()),
             tls: None,
             rate: None,
+            hdr_log: None,
         }
     }
 }
@@ -233,7 +238,9 @@ pub fn run(opts: &Options) -> Result<RunResult, BenchError> {
     // Server CPU is read when the measured period starts and when it ends.
     let mut at_start = None;
     let progress = opts.progress;
-    let mut on_tick = |t: &client::Tally, measured: Duration| {
+    let mut intervals = Intervals::default();
+    let mut on_tick = |t: &mut client::Tally, measured: Duration| {
+        intervals.tick(t, measured);
         if progress {
             let secs = measured.as_secs_f64();
             let rate = if secs > 0.0 { t.ops as f64 / secs } else { 0.0 };
@@ -249,6 +256,9 @@ pub fn run(opts: &Options) -> Result<RunResult, BenchError> {
         eprintln!();
     }
     let end = sample();
+    if let Some(path) = &opts.hdr_log {
+        write_hdr_log(path, opts, &[(None, intervals.done)])?;
+    }
     Ok(RunResult {
         mode: opts.mode,
         conns: opts.conns,
@@ -300,40 +310,49 @@ fn run_threads(
             let done = Arc::clone(&done);
             let start_tx = start_tx.clone();
             let pid = opts.server_pid;
-            std::thread::spawn(move || -> io::Result<(client::Tally, Duration)> {
-                if let Some(cpu) = cpu {
-                    crate::sys::pin_current_thread(cpu)?;
-                }
-                let mut last = 0;
-                let mut on_measure = || {
-                    if t == 0 {
-                        let _ = start_tx.send(pid.and_then(|p| procstat::sample(p).ok()));
+            std::thread::spawn(
+                move || -> io::Result<(client::Tally, Duration, Vec<Interval>)> {
+                    if let Some(cpu) = cpu {
+                        crate::sys::pin_current_thread(cpu)?;
                     }
-                };
-                let mut on_tick = |tally: &client::Tally, measured: Duration| {
-                    let total = done.fetch_add(tally.ops.saturating_sub(last), Ordering::Relaxed)
-                        + tally.ops.saturating_sub(last);
-                    last = tally.ops;
-                    if t == 0 && sub.progress {
-                        let secs = measured.as_secs_f64();
-                        let rate = if secs > 0.0 { total as f64 / secs } else { 0.0 };
-                        eprint!(
-                            "\r  {secs:>5.1} s  {rate:>10.0} {}/s ({threads} threads)   ",
-                            sub.mode.unit()
-                        );
-                    }
-                };
-                client::run_traffic(&sub, &mut on_measure, &mut on_tick)
-            })
+                    let mut last = 0;
+                    let mut on_measure = || {
+                        if t == 0 {
+                            let _ = start_tx.send(pid.and_then(|p| procstat::sample(p).ok()));
+                        }
+                    };
+                    let mut intervals = Intervals::default();
+                    let mut on_tick = |tally: &mut client::Tally, measured: Duration| {
+                        intervals.tick(tally, measured);
+                        let total = done
+                            .fetch_add(tally.ops.saturating_sub(last), Ordering::Relaxed)
+                            + tally.ops.saturating_sub(last);
+                        last = tally.ops;
+                        if t == 0 && sub.progress {
+                            let secs = measured.as_secs_f64();
+                            let rate = if secs > 0.0 { total as f64 / secs } else { 0.0 };
+                            eprint!(
+                                "\r  {secs:>5.1} s  {rate:>10.0} {}/s ({threads} threads)   ",
+                                sub.mode.unit()
+                            );
+                        }
+                    };
+                    let (tally, elapsed) =
+                        client::run_traffic(&sub, &mut on_measure, &mut on_tick)?;
+                    Ok((tally, elapsed, intervals.done))
+                },
+            )
         })
         .collect();
     drop(start_tx);
     let mut merged = client::Tally::new();
     let mut elapsed = Duration::ZERO;
     let mut failure = None;
-    for h in handles {
+    let mut logs = Vec::new();
+    for (thread, h) in handles.into_iter().enumerate() {
         match h.join() {
-            Ok(Ok((t, e))) => {
+            Ok(Ok((t, e, intervals))) => {
+                logs.push((Some(format!("thread{thread}")), intervals));
                 merged.ops += t.ops;
                 merged.errors += t.errors;
                 merged.mismatches += t.mismatches;
@@ -353,6 +372,9 @@ fn run_threads(
     }
     let at_start = start_rx.recv().ok().flatten();
     let end = sample();
+    if let Some(path) = &opts.hdr_log {
+        write_hdr_log(path, opts, &logs)?;
+    }
     Ok(RunResult {
         mode: opts.mode,
         conns: opts.conns,
@@ -372,4 +394,63 @@ fn run_threads(
         server_rss_after: end.map(|s| s.rss),
         target_rate: opts.rate,
     })
+}
+
+/// One second (or the last part of one) of a run's latencies.
+type Interval = (Duration, Duration, hdrhistogram::Histogram<u64>);
+
+/// The intervals of a run, as its ticks come.
+#[derive(Default)]
+struct Intervals {
+    /// Where the current interval began, in the measured period.
+    from: Duration,
+    done: Vec<Interval>,
+}
+
+impl Intervals {
+    /// A tick at `measured` into the measured period: the latencies since
+    /// the last one make an interval (none during warm-up).
+    fn tick(&mut self, t: &mut client::Tally, measured: Duration) {
+        let h = t.take_interval();
+        if measured > self.from {
+            self.done.push((self.from, measured - self.from, h));
+            self.from = measured;
+        }
+    }
+}
+
+/// Write the HdrHistogram interval log (`--hdr-log`): a header, then each
+/// run's intervals (tagged with their load thread when there are several),
+/// in the V2 compressed format HdrHistogram's tools read.
+fn write_hdr_log(
+    path: &std::path::Path,
+    opts: &Options,
+    logs: &[(Option<String>, Vec<Interval>)],
+) -> io::Result<()> {
+    use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
+    use hdrhistogram::serialization::V2DeflateSerializer;
+    let mut file = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let mut serializer = V2DeflateSerializer::new();
+    let now = std::time::SystemTime::now();
+    let mut builder = IntervalLogWriterBuilder::new();
+    builder
+        .add_comment(&format!(
+            "ringnet bench {} against {}, {} connections; latencies in nanoseconds",
+            opts.mode, opts.addr, opts.conns
+        ))
+        .with_start_time(now)
+        .with_base_time(now)
+        .with_max_value_divisor(1e6);
+    let mut log = builder
+        .begin_log_with(&mut file, &mut serializer)
+        .map_err(io::Error::other)?;
+    for (tag, intervals) in logs {
+        for (from, len, h) in intervals {
+            let tag = tag.as_deref().and_then(Tag::new);
+            log.write_histogram(h, *from, *len, tag)
+                .map_err(|e| io::Error::other(e.to_string()))?;
+        }
+    }
+    drop(log);
+    std::io::Write::flush(&mut file)
 }

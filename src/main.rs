@@ -268,6 +268,11 @@ struct BenchArgs {
     /// io_uring, epoll, tokio, and the --against names).
     #[arg(long, value_delimiter = ',')]
     contenders: Vec<String>,
+    /// Write a self-contained HTML report here: the latency percentile
+    /// distribution and the throughput over time, one line per run (the
+    /// contenders with --compare, the rates with --rates).
+    #[arg(long, value_name = "FILE.html")]
+    report: Option<std::path::PathBuf>,
     /// Write the HdrHistogram interval log of the run here (a histogram of
     /// latencies per second, per load thread; HdrHistogram's tools read it).
     #[arg(long, value_name = "FILE")]
@@ -332,6 +337,20 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
         } else {
             print!("{}", cmp.to_table());
         }
+        if let Some(path) = &a.report {
+            // Each contender's median run by rate.
+            let named: Vec<(String, &ringnet::bench::RunResult)> = cmp
+                .results
+                .iter()
+                .filter_map(|(name, runs)| {
+                    let mut sorted: Vec<&ringnet::bench::RunResult> = runs.iter().collect();
+                    sorted.sort_by(|x, y| x.ops_per_sec().total_cmp(&y.ops_per_sec()));
+                    sorted.get(sorted.len() / 2).map(|r| (name.clone(), *r))
+                })
+                .collect();
+            let title = format!("ringnet bench --compare {}", a.mode);
+            std::fs::write(path, ringnet::bench::html::report(&title, &named))?;
+        }
         return Ok(());
     }
     if !a.rates.is_empty() {
@@ -351,6 +370,14 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
         } else {
             print!("{}", ringnet::bench::report::rates_table(&rows));
         }
+        if let Some(path) = &a.report {
+            let named: Vec<(String, &ringnet::bench::RunResult)> = rows
+                .iter()
+                .map(|r| (format!("{:.0}/s", r.target_rate.unwrap_or(0.0)), r))
+                .collect();
+            let title = format!("ringnet bench {} --rates", a.mode);
+            std::fs::write(path, ringnet::bench::html::report(&title, &named))?;
+        }
         let failed: u64 = rows.iter().map(|r| r.errors + r.mismatches).sum();
         if failed > 0 {
             bail!("{failed} errors and mismatches");
@@ -362,6 +389,13 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
         println!("{}", r.to_json());
     } else {
         print!("{}", r.to_table());
+    }
+    if let Some(path) = &a.report {
+        let title = format!("ringnet bench {} against {}", a.mode, opts.addr);
+        std::fs::write(
+            path,
+            ringnet::bench::html::report(&title, &[(a.mode.to_string(), &r)]),
+        )?;
     }
     if r.errors + r.mismatches > 0 {
         bail!("{} errors, {} mismatches", r.errors, r.mismatches);

@@ -714,3 +714,60 @@ fn bench_rates_gives_a_row_per_rate() {
     assert_eq!(runs.len(), 2);
     assert_eq!(runs[1]["target_rate"].as_f64(), Some(1500.0));
 }
+
+/// `bench --report FILE.html`: one self-contained file (nothing fetched)
+/// with the percentile plot and the throughput plot, a line per rate with
+/// `--rates`, and the figures table.
+#[test]
+fn bench_report_is_a_self_contained_html_plot() {
+    let server = Server::start("echo", &[]);
+    let addr = server.addr.to_string();
+    let dir = std::env::temp_dir().join(format!("ringnet-report-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let path = dir.join("rates.html");
+    let out = run(&[
+        "bench",
+        "echo",
+        "--addr",
+        &addr,
+        "--rates",
+        "500,1000",
+        "--conns",
+        "4",
+        "--duration",
+        "2",
+        "--warmup",
+        "0",
+        "--report",
+        &path.display().to_string(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let html = std::fs::read_to_string(&path).expect("the report");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(html.starts_with("<!DOCTYPE html>"));
+    for needle in [
+        "Latency by percentile",
+        "Throughput over time",
+        "99.999%",
+        "500/s",
+        "1000/s",
+    ] {
+        assert!(html.contains(needle), "{needle} missing");
+    }
+    assert_eq!(html.matches("<svg").count(), 2, "two plots");
+    assert_eq!(
+        html.matches("<polyline").count(),
+        4,
+        "a line per rate in each plot"
+    );
+    for outside in ["<script", "<link", "src=", "url("] {
+        assert!(
+            !html.contains(outside),
+            "the report fetches something: {outside}"
+        );
+    }
+}

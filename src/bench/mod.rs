@@ -13,6 +13,7 @@
 
 mod client;
 mod hold;
+pub mod html;
 mod wire;
 pub use wire::tls_target;
 pub mod compare;
@@ -233,6 +234,7 @@ pub fn run(opts: &Options) -> Result<RunResult, BenchError> {
             server_rss_before: out.rss.map(|r| r.0),
             server_rss_after: out.rss.map(|r| r.1),
             target_rate: None,
+            throughput: Vec::new(),
         });
     }
     // Server CPU is read when the measured period starts and when it ends.
@@ -256,8 +258,9 @@ pub fn run(opts: &Options) -> Result<RunResult, BenchError> {
         eprintln!();
     }
     let end = sample();
+    let logs = [(None, intervals.done)];
     if let Some(path) = &opts.hdr_log {
-        write_hdr_log(path, opts, &[(None, intervals.done)])?;
+        write_hdr_log(path, opts, &logs)?;
     }
     Ok(RunResult {
         mode: opts.mode,
@@ -277,6 +280,7 @@ pub fn run(opts: &Options) -> Result<RunResult, BenchError> {
         server_rss_before: at_start.map(|s| s.rss),
         server_rss_after: end.map(|s| s.rss),
         target_rate: opts.rate,
+        throughput: throughput(&logs),
     })
 }
 
@@ -393,7 +397,26 @@ fn run_threads(
         server_rss_before: at_start.map(|s| s.rss),
         server_rss_after: end.map(|s| s.rss),
         target_rate: opts.rate,
+        throughput: throughput(&logs),
     })
+}
+
+/// Operations per second, second by second, over every load thread's
+/// intervals.
+fn throughput(logs: &[(Option<String>, Vec<Interval>)]) -> Vec<f64> {
+    let mut per_second: Vec<f64> = Vec::new();
+    for (_, intervals) in logs {
+        for (i, (_, len, h)) in intervals.iter().enumerate() {
+            if per_second.len() <= i {
+                per_second.resize(i + 1, 0.0);
+            }
+            let secs = len.as_secs_f64();
+            if secs > 0.0 {
+                per_second[i] += h.len() as f64 / secs;
+            }
+        }
+    }
+    per_second
 }
 
 /// One second (or the last part of one) of a run's latencies.

@@ -37,6 +37,9 @@ pub struct RunResult {
     pub server_rss_after: Option<u64>,
     /// The open-loop rate asked for (`--rate`), requests per second.
     pub target_rate: Option<f64>,
+    /// Operations per second over the measured period, one value per
+    /// second (all load threads together).
+    pub throughput: Vec<f64>,
 }
 
 impl RunResult {
@@ -257,6 +260,7 @@ mod tests {
         }
         RunResult {
             target_rate: None,
+            throughput: Vec::new(),
             mode: Mode::Hold,
             conns: 4,
             size: 64,

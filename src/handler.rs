@@ -53,7 +53,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub use crate::conn::CloseReason;
+pub use crate::reason::CloseReason;
 
 use crate::address::{Address, PeerCredentials};
 use crate::bus::{Bus, Command, SendError};

@@ -60,6 +60,7 @@ pub mod framing;
 pub mod handler;
 pub mod listener;
 pub mod message;
+mod reason;
 #[cfg(feature = "tools")]
 pub mod reference;
 mod stats;

@@ -259,29 +259,7 @@ pub fn run(opts: &Options) -> Result<RunResult, BenchError> {
     }
     let end = sample();
     let logs = [(None, intervals.done)];
-    if let Some(path) = &opts.hdr_log {
-        write_hdr_log(path, opts, &logs)?;
-    }
-    Ok(RunResult {
-        mode: opts.mode,
-        conns: opts.conns,
-        size: if opts.mode == Mode::Echo {
-            opts.size
-        } else {
-            client::SMALL
-        },
-        elapsed,
-        ops: tally.ops,
-        errors: tally.errors,
-        mismatches: tally.mismatches,
-        bytes_verified: tally.bytes_verified,
-        latency: tally.latency,
-        server_cpu: at_start.zip(end).map(|(a, b)| b.cpu.saturating_sub(a.cpu)),
-        server_rss_before: at_start.map(|s| s.rss),
-        server_rss_after: end.map(|s| s.rss),
-        target_rate: opts.rate,
-        throughput: throughput(&logs),
-    })
+    finish(opts, tally, elapsed, (at_start, end), &logs)
 }
 
 /// [`run`] on `threads` load threads: each runs its share of the
@@ -376,8 +354,21 @@ fn run_threads(
     }
     let at_start = start_rx.recv().ok().flatten();
     let end = sample();
+    finish(opts, merged, elapsed, (at_start, end), &logs)
+}
+
+/// The result of a traffic run: write its HdrHistogram log (if asked) and
+/// put its counters, latencies, server figures (`samples`: when the
+/// measured period began and ended) and throughput together.
+fn finish(
+    opts: &Options,
+    tally: client::Tally,
+    elapsed: Duration,
+    (at_start, end): (Option<procstat::ProcSample>, Option<procstat::ProcSample>),
+    logs: &[(Option<String>, Vec<Interval>)],
+) -> Result<RunResult, BenchError> {
     if let Some(path) = &opts.hdr_log {
-        write_hdr_log(path, opts, &logs)?;
+        write_hdr_log(path, opts, logs)?;
     }
     Ok(RunResult {
         mode: opts.mode,
@@ -388,16 +379,16 @@ fn run_threads(
             client::SMALL
         },
         elapsed,
-        ops: merged.ops,
-        errors: merged.errors,
-        mismatches: merged.mismatches,
-        bytes_verified: merged.bytes_verified,
-        latency: merged.latency,
+        ops: tally.ops,
+        errors: tally.errors,
+        mismatches: tally.mismatches,
+        bytes_verified: tally.bytes_verified,
+        latency: tally.latency,
         server_cpu: at_start.zip(end).map(|(a, b)| b.cpu.saturating_sub(a.cpu)),
         server_rss_before: at_start.map(|s| s.rss),
         server_rss_after: end.map(|s| s.rss),
         target_rate: opts.rate,
-        throughput: throughput(&logs),
+        throughput: throughput(logs),
     })
 }
 

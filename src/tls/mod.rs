@@ -1,7 +1,6 @@
 //! TLS on the engine's connections, with rustls.
 //!
-//! A listener given a [`TlsAcceptor`] (see
-//! [`ListenerSpec::with_tls`](crate::listener::ListenerSpec::with_tls))
+//! A listener given a [`TlsAcceptor`] (see `ListenerSpec::with_tls`)
 //! runs a TLS server session on each connection it accepts, on the worker
 //! that owns it: ciphertext from the kernel goes into the session, and the
 //! plaintext that comes out is what the handler sees through the same

@@ -6,6 +6,7 @@
 //! certificate, a stalled handshake) closed with their reason while a good
 //! client keeps being served.
 
+#[macro_use]
 mod util;
 
 use std::io::{Read, Write};
@@ -441,17 +442,6 @@ fn bad_files_are_refused_with_the_file_named() {
     ))
     .expect_err("key of another certificate");
     assert!(!mismatched.to_string().is_empty());
-}
-
-macro_rules! both {
-    ($($name:ident),*) => {
-        mod uring {
-            $(#[test] fn $name() { super::$name(ringnet::Backend::Uring) })*
-        }
-        mod epoll {
-            $(#[test] fn $name() { super::$name(ringnet::Backend::Epoll) })*
-        }
-    };
 }
 
 both!(

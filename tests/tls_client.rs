@@ -5,6 +5,7 @@
 //! reported), SNI and ALPN reach the server, and a client certificate
 //! passes mutual TLS.
 
+#[macro_use]
 mod util;
 
 use std::path::{Path, PathBuf};
@@ -397,17 +398,6 @@ fn the_input_limit_applies_to_tls_plaintext(backend: Backend) {
     ok.send(b"echo hi\n", T).expect("send");
     assert_eq!(ok.recv_line(T).expect("echo"), "echo hi");
     srv.shutdown().expect("server");
-}
-
-macro_rules! both {
-    ($($name:ident),*) => {
-        mod uring {
-            $(#[test] fn $name() { super::$name(ringnet::Backend::Uring) })*
-        }
-        mod epoll {
-            $(#[test] fn $name() { super::$name(ringnet::Backend::Epoll) })*
-        }
-    };
 }
 
 both!(

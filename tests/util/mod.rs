@@ -8,6 +8,20 @@ use std::time::{Duration, Instant};
 use ringnet::message::{MessageHandler, MsgConn};
 use ringnet::{Backend, CloseReason, Config, Conn, Engine, Handler, Stats};
 
+/// One test per backend for each scenario `fn name(backend: Backend)`
+/// named: `uring::name` and `epoll::name` (with `#[macro_use] mod util;`).
+#[allow(unused_macros)]
+macro_rules! both {
+    ($($name:ident),*) => {
+        mod uring {
+            $(#[test] fn $name() { super::$name(ringnet::Backend::Uring) })*
+        }
+        mod epoll {
+            $(#[test] fn $name() { super::$name(ringnet::Backend::Epoll) })*
+        }
+    };
+}
+
 /// Echoes every byte (the tests' own, so they need no demo handlers).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Echo;

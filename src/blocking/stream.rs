@@ -323,11 +323,7 @@ impl Stream {
 
     /// On a TLS stream, the protocol version (`"TLSv1.3"`, `"TLSv1.2"`).
     pub fn tls_version(&self) -> Option<&'static str> {
-        match self.wire.tls()?.protocol_version()? {
-            rustls::ProtocolVersion::TLSv1_3 => Some("TLSv1.3"),
-            rustls::ProtocolVersion::TLSv1_2 => Some("TLSv1.2"),
-            _ => None,
-        }
+        crate::tls::version_name(self.wire.tls()?.protocol_version()?)
     }
 
     /// Close the stream (the same as dropping it). Buffered input is

@@ -20,7 +20,6 @@
 //! the engine runs: handshakes that start afterwards use the new ones.
 
 use std::fmt;
-use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
@@ -57,9 +56,10 @@ pub enum TlsError {
         /// Why not.
         why: String,
     },
-    /// The client CA file gave no usable trust anchor.
+    /// A CA file (client CAs of a server, trust anchors of a client) gave
+    /// no usable trust anchor.
     #[error("{path}: no usable CA certificate ({why})")]
-    ClientCa {
+    Ca {
         /// The file.
         path: PathBuf,
         /// What the verifier said.
@@ -142,20 +142,15 @@ impl TlsAcceptor {
         let builder = match &opts.client_ca {
             None => builder.with_no_client_auth(),
             Some(path) => {
-                let mut roots = RootCertStore::empty();
-                for cert in read_certs(path)? {
-                    roots.add(cert).map_err(|e| TlsError::ClientCa {
-                        path: path.clone(),
-                        why: e.to_string(),
-                    })?;
-                }
-                let verifier =
-                    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                        .build()
-                        .map_err(|e| TlsError::ClientCa {
-                            path: path.clone(),
-                            why: e.to_string(),
-                        })?;
+                let verifier = WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(read_roots(path)?),
+                    provider,
+                )
+                .build()
+                .map_err(|e| TlsError::Ca {
+                    path: path.clone(),
+                    why: e.to_string(),
+                })?;
                 builder.with_client_cert_verifier(verifier)
             }
         };
@@ -224,11 +219,7 @@ impl TlsConnector {
     pub fn new(opts: &TlsClientOptions) -> Result<TlsConnector, TlsError> {
         let mut roots = RootCertStore::empty();
         match &opts.ca {
-            Some(path) => {
-                for cert in read_certs(path)? {
-                    roots.add(cert)?;
-                }
-            }
+            Some(path) => roots = read_roots(path)?,
             None => {
                 let found = rustls_native_certs::load_native_certs();
                 let (added, _) = roots.add_parsable_certificates(found.certs);
@@ -253,14 +244,7 @@ impl TlsConnector {
         let mut config = match &opts.client_cert {
             None => builder.with_no_client_auth(),
             Some((cert, key)) => {
-                let certified = load_certified_key(cert, key)?;
-                builder.with_client_auth_cert(
-                    certified.cert.clone(),
-                    PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::Pem {
-                        path: key.clone(),
-                        what: e.to_string(),
-                    })?,
-                )?
+                builder.with_client_auth_cert(read_certs(cert)?, read_key(key)?)?
             }
         };
         config.alpn_protocols = opts.alpn.clone();
@@ -325,15 +309,10 @@ fn versions(v: TlsVersions) -> &'static [&'static rustls::SupportedProtocolVersi
 /// provider as the engine's: what the reference server of `ringnet bench
 /// --compare --tls` uses.
 pub fn single_cert_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
-    let chain = read_certs(cert)?;
-    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::Pem {
-        path: key.to_path_buf(),
-        what: e.to_string(),
-    })?;
     let config = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(versions(TlsVersions::Both))?
         .with_no_client_auth()
-        .with_single_cert(chain, key_der)?;
+        .with_single_cert(read_certs(cert)?, read_key(key)?)?;
     Ok(Arc::new(config))
 }
 
@@ -373,16 +352,35 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     Ok(certs)
 }
 
-fn load_certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
-    let chain = read_certs(cert)?;
-    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::Pem {
-        path: key.to_path_buf(),
+/// The first private key in a PEM file (PKCS#8, PKCS#1 or SEC1).
+fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| TlsError::Pem {
+        path: path.to_path_buf(),
         what: match e {
             rustls_pki_types::pem::Error::NoItemsFound => "no PRIVATE KEY in the file".into(),
             other => other.to_string(),
         },
-    })?;
-    Ok(CertifiedKey::from_der(chain, key_der, &provider())?)
+    })
+}
+
+/// The certificates of a CA file as trust anchors.
+fn read_roots(path: &Path) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for cert in read_certs(path)? {
+        roots.add(cert).map_err(|e| TlsError::Ca {
+            path: path.to_path_buf(),
+            why: e.to_string(),
+        })?;
+    }
+    Ok(roots)
+}
+
+fn load_certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
+    Ok(CertifiedKey::from_der(
+        read_certs(cert)?,
+        read_key(key)?,
+        &provider(),
+    )?)
 }
 
 /// What a TLS connection negotiated, for the handler
@@ -425,11 +423,7 @@ impl<'a> TlsInfo<'a> {
 
     /// The protocol version: `"TLSv1.3"` or `"TLSv1.2"`.
     pub fn version(&self) -> Option<&'static str> {
-        match self.conn.protocol_version()? {
-            rustls::ProtocolVersion::TLSv1_3 => Some("TLSv1.3"),
-            rustls::ProtocolVersion::TLSv1_2 => Some("TLSv1.2"),
-            _ => None,
-        }
+        version_name(self.conn.protocol_version()?)
     }
 
     /// The cipher suite, as IANA names it.
@@ -440,8 +434,11 @@ impl<'a> TlsInfo<'a> {
     }
 }
 
-/// Read errors of the session's input pipe never happen (it reads from a
-/// slice); this turns one into the reason anyway.
-pub(crate) fn io_reason(e: &io::Error) -> String {
-    format!("TLS input: {e}")
+/// A negotiated version as OpenSSL and Python name it (`"TLSv1.3"`).
+pub(crate) fn version_name(v: rustls::ProtocolVersion) -> Option<&'static str> {
+    match v {
+        rustls::ProtocolVersion::TLSv1_3 => Some("TLSv1.3"),
+        rustls::ProtocolVersion::TLSv1_2 => Some("TLSv1.2"),
+        _ => None,
+    }
 }

@@ -60,7 +60,8 @@ impl TlsConn {
         while !input.is_empty() {
             let n = match self.conn.read_tls(&mut input) {
                 Ok(n) => n,
-                Err(e) => return Err(super::io_reason(&e)),
+                // A slice never fails to be read; kept as a reason anyway.
+                Err(e) => return Err(format!("TLS input: {e}")),
             };
             let state = match self.conn.process_new_packets() {
                 Ok(state) => state,
@@ -92,17 +93,10 @@ impl TlsConn {
 
     /// Encrypt `data` (after the handshake) into `out`.
     pub(crate) fn encrypt(&mut self, data: &[u8], out: &mut Vec<u8>) {
-        // Once the handshake is done the writer encrypts at once (nothing
-        // waits in rustls' plaintext buffer), so the bytes queued are the
-        // ciphertext the backpressure counts.
-        let mut rest = data;
-        while !rest.is_empty() {
-            match std::io::Write::write(&mut self.conn.writer(), rest) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => rest = &rest[n..],
-            }
-            self.drain(out);
-        }
+        // Once the handshake is done the writer encrypts at once, and with
+        // no buffer limit (`new`) it takes all of `data`; the records go
+        // straight into `out`, where backpressure counts the ciphertext.
+        let _ = std::io::Write::write_all(&mut self.conn.writer(), data);
         self.drain(out);
     }
 

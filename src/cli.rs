@@ -248,35 +248,8 @@ impl ServeArgs {
         } else {
             self.addr.clone()
         };
-        let mut listen = Config {
-            backlog: self.backlog.unwrap_or(d.backlog),
-            recv_buffer_size: self.rcvbuf,
-            send_buffer_size: self.sndbuf,
-            nodelay: !self.no_nodelay,
-            only_v6: self.v6only,
-            listener: match self.listener {
-                Listener::Reuseport => ListenerMode::ReusePort,
-                Listener::Shared => ListenerMode::Shared,
-            },
-            ..Config::default()
-        }
-        .listen_options();
-        listen.unix_mode = self.unix_mode;
-        for addr in asked {
-            let spec = ListenerSpec::bind(addr.clone());
-            listeners.push(if addr.unix_path().is_some() {
-                spec.with_options(listen)
-            } else {
-                spec
-            });
-        }
-        if let Some(acceptor) = self.tls()? {
-            for spec in &mut listeners {
-                spec.tls = Some(acceptor.clone());
-            }
-        }
-        Ok(Config {
-            listeners,
+        let mut cfg = Config {
+            listeners: Vec::new(),
             backend: self.backend,
             cpus: self.cpus.clone(),
             workers: self.workers,
@@ -319,7 +292,28 @@ impl ServeArgs {
             max_queued_output: d.max_queued_output.max(high),
             max_unconsumed: d.max_unconsumed.max(longest_message),
             ..d
-        })
+        };
+        // A Unix path listener takes the engine-wide options the flags set,
+        // with the socket file's mode.
+        let unix = ringnet::ListenOptions {
+            unix_mode: self.unix_mode,
+            ..cfg.listen_options()
+        };
+        for addr in asked {
+            let spec = ListenerSpec::bind(addr.clone());
+            listeners.push(if addr.unix_path().is_some() {
+                spec.with_options(unix)
+            } else {
+                spec
+            });
+        }
+        if let Some(acceptor) = self.tls()? {
+            for spec in &mut listeners {
+                spec.tls = Some(acceptor.clone());
+            }
+        }
+        cfg.listeners = listeners;
+        Ok(cfg)
     }
 
     /// The TLS acceptor the --tls-* flags ask for, if any.

@@ -47,11 +47,7 @@ impl Wire {
         let mut buf = vec![0u8; READ_CHUNK];
         while session.is_handshaking() {
             if session.wants_write() {
-                let mut out = Vec::new();
-                while session.wants_write() {
-                    session.write_tls(&mut out)?;
-                }
-                self.write_raw(&out, deadline, "TLS handshake")?;
+                self.write_raw(&records(&mut session)?, deadline, "TLS handshake")?;
                 continue;
             }
             let n = self.read_raw(&mut buf, deadline, "TLS handshake")?;
@@ -64,18 +60,14 @@ impl Wire {
             session.read_tls(&mut &buf[..n])?;
             if let Err(e) = session.process_new_packets() {
                 // Tell the server why, then give up.
-                let mut out = Vec::new();
-                let _ = session.write_tls(&mut out);
-                let _ = self.write_raw(&out, deadline, "TLS alert");
+                if let Ok(alert) = records(&mut session) {
+                    let _ = self.write_raw(&alert, deadline, "TLS alert");
+                }
                 return Err(io::Error::new(io::ErrorKind::InvalidData, e));
             }
         }
         // Whatever the last flight left to say (a client's Finished).
-        let mut out = Vec::new();
-        while session.wants_write() {
-            session.write_tls(&mut out)?;
-        }
-        self.write_raw(&out, deadline, "TLS handshake")?;
+        self.write_raw(&records(&mut session)?, deadline, "TLS handshake")?;
         self.tls = Some(Box::new(session));
         Ok(())
     }
@@ -126,10 +118,7 @@ impl Wire {
             let used = self.pending.len() - rest.len();
             self.pending.drain(..used);
             let failed = tls.process_new_packets().err();
-            let mut out = Vec::new();
-            while tls.wants_write() {
-                tls.write_tls(&mut out)?;
-            }
+            let out = records(tls)?;
             if !out.is_empty() {
                 self.write_raw(&out, deadline, what)?;
             }
@@ -147,15 +136,11 @@ impl Wire {
                 // The session takes a bounded amount at a time: encrypt
                 // and send in turns.
                 let mut rest = data;
-                let mut out = Vec::new();
                 while !rest.is_empty() {
                     let tls = self.tls.as_deref_mut().expect("a TLS stream");
                     let n = io::Write::write(&mut tls.writer(), rest)?;
                     rest = &rest[n..];
-                    out.clear();
-                    while tls.wants_write() {
-                        tls.write_tls(&mut out)?;
-                    }
+                    let out = records(tls)?;
                     if n == 0 && out.is_empty() {
                         return Err(io::ErrorKind::WriteZero.into());
                     }
@@ -170,10 +155,7 @@ impl Wire {
     pub(crate) fn shutdown_write(&mut self) -> io::Result<()> {
         if let Some(tls) = self.tls.as_deref_mut() {
             tls.send_close_notify();
-            let mut out = Vec::new();
-            while tls.wants_write() {
-                tls.write_tls(&mut out)?;
-            }
+            let out = records(tls)?;
             self.write_raw(
                 &out,
                 &Deadline::after(Some(Duration::from_secs(1))),
@@ -225,4 +207,13 @@ impl Wire {
         }
         Ok(())
     }
+}
+
+/// Every TLS record `session` has ready to send.
+fn records(session: &mut ClientConnection) -> io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    while session.wants_write() {
+        session.write_tls(&mut out)?;
+    }
+    Ok(out)
 }

@@ -66,6 +66,7 @@ impl<H: Handler> Worker<H> {
                         }));
                     }
                     tls.peer_closed |= fed.peer_closed;
+                    tls.handshaking |= core.tls_handshaking();
                     plain
                 }
             };
@@ -103,7 +104,8 @@ impl<H: Handler> Worker<H> {
             self.finish_if_idle(key);
             return;
         }
-        let handshake = tls.any() || self.conns[key].core.tls_handshaking();
+        // Known from the input itself: a plain connection costs no lookup.
+        let handshake = tls.any() || tls.handshaking;
         if tls.any() {
             self.tls_events(key, tls);
         }
@@ -448,6 +450,8 @@ struct TlsEvents {
     failed: bool,
     /// The peer sent `close_notify`.
     peer_closed: bool,
+    /// The handshake is still going on after this input.
+    handshaking: bool,
 }
 
 impl TlsEvents {

@@ -236,6 +236,10 @@ struct BenchArgs {
         allow_negative_numbers = true
     )]
     rates: Vec<f64>,
+    /// Requests in flight per connection (echo, http): the next goes
+    /// without waiting for the answers before it.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pipeline: usize,
     /// Speak TLS to the server (echo, accept, hold, http), verifying its
     /// certificate.
     #[arg(long)]
@@ -293,6 +297,7 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
     opts.cpus = a.cpu.clone();
     opts.threads = a.threads;
     opts.rate = a.rate;
+    opts.pipeline = a.pipeline;
     opts.hdr_log = a.hdr_log.clone();
     if a.tls {
         opts.tls = Some(ringnet::bench::tls_target(a.tls_ca.clone(), &a.tls_name)?);

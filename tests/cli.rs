@@ -666,6 +666,58 @@ fn bench_rate_runs_open_loop() {
     }
 }
 
+/// `bench --pipeline`: echo and http with several requests in flight per
+/// connection against `serve`, every byte checked and the depth reported;
+/// a depth of 0 or pipelining accept connections is refused.
+#[test]
+fn bench_pipeline_keeps_requests_in_flight() {
+    for mode in ["echo", "http"] {
+        let server = Server::start(mode, &[]);
+        let addr = server.addr.to_string();
+        let out = run(&[
+            "bench",
+            mode,
+            "--addr",
+            &addr,
+            "--pipeline",
+            "8",
+            "--conns",
+            "4",
+            "--duration",
+            "0.5",
+            "--warmup",
+            "0",
+            "--json",
+        ]);
+        assert!(
+            out.status.success(),
+            "{mode}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        assert_eq!(json["pipeline"].as_u64(), Some(8), "{json}");
+        assert!(json["ops"].as_u64().is_some_and(|n| n > 0), "{json}");
+        assert_eq!(json["errors"].as_u64(), Some(0), "{json}");
+        assert_eq!(json["mismatches"].as_u64(), Some(0), "{json}");
+        for args in [
+            vec![mode, "--pipeline", "0"],
+            vec!["accept", "--pipeline", "4"],
+        ] {
+            let out = run(&[
+                &["bench"],
+                &args[..],
+                &["--addr", &addr, "--duration", "0.2"],
+            ]
+            .concat());
+            assert!(!out.status.success(), "{args:?} was accepted");
+            assert!(
+                String::from_utf8_lossy(&out.stderr).contains("--pipeline"),
+                "{args:?}"
+            );
+        }
+    }
+}
+
 /// `bench --rates`: a row per rate, each held against `serve echo`, every
 /// latency percentile there; JSON gives one run per rate.
 #[test]

@@ -6,6 +6,7 @@
 //! limit, so a generator that hangs fails the test instead of the test run.
 //! Nothing asserts a rate: only counts that hold on any machine.
 
+#[macro_use]
 mod util;
 
 use std::net::SocketAddr;
@@ -239,16 +240,6 @@ fn echo_over_a_unix_socket_verifies_every_byte(backend: Backend) {
     engine.shutdown().expect("shutdown");
 }
 
-#[test]
-fn echo_over_a_unix_socket_verifies_every_byte_uring() {
-    echo_over_a_unix_socket_verifies_every_byte(Backend::Uring)
-}
-
-#[test]
-fn echo_over_a_unix_socket_verifies_every_byte_epoll() {
-    echo_over_a_unix_socket_verifies_every_byte(Backend::Epoll)
-}
-
 /// An engine serving TLS (the fixture certificate for localhost) with an
 /// echo handler.
 fn tls_echo_engine(backend: Backend) -> Engine {
@@ -343,16 +334,6 @@ fn the_load_generator_speaks_tls(backend: Backend) {
     assert_eq!(r.ops, 0, "a server the client cannot verify was used");
     assert!(r.errors > 0);
     engine.shutdown().expect("shutdown");
-}
-
-#[test]
-fn the_load_generator_speaks_tls_uring() {
-    the_load_generator_speaks_tls(Backend::Uring)
-}
-
-#[test]
-fn the_load_generator_speaks_tls_epoll() {
-    the_load_generator_speaks_tls(Backend::Epoll)
 }
 
 /// Open loop: the asked rate is held within 5% against a fast server,
@@ -505,46 +486,6 @@ fn load_threads_share_the_connections(backend: Backend) {
     engine.shutdown().expect("shutdown");
 }
 
-#[test]
-fn load_threads_share_the_connections_uring() {
-    load_threads_share_the_connections(Backend::Uring)
-}
-
-#[test]
-fn load_threads_share_the_connections_epoll() {
-    load_threads_share_the_connections(Backend::Epoll)
-}
-
-#[test]
-fn open_loop_holds_its_rate_uring() {
-    open_loop_holds_its_rate(Backend::Uring)
-}
-
-#[test]
-fn open_loop_holds_its_rate_epoll() {
-    open_loop_holds_its_rate(Backend::Epoll)
-}
-
-#[test]
-fn open_loop_shows_a_stall_closed_loop_hides_uring() {
-    open_loop_shows_a_stall_closed_loop_hides(Backend::Uring)
-}
-
-#[test]
-fn open_loop_shows_a_stall_closed_loop_hides_epoll() {
-    open_loop_shows_a_stall_closed_loop_hides(Backend::Epoll)
-}
-
-#[test]
-fn echo_against_a_correct_server_verifies_every_byte_uring() {
-    echo_against_a_correct_server_verifies_every_byte(Backend::Uring)
-}
-
-#[test]
-fn echo_against_a_correct_server_verifies_every_byte_epoll() {
-    echo_against_a_correct_server_verifies_every_byte(Backend::Epoll)
-}
-
 // 2 ---------------------------------------------------------------------
 
 /// The 5000th byte the worker echoes (a byte in the middle of a 64-byte
@@ -595,16 +536,6 @@ fn a_server_that_corrupts_one_byte_is_caught(backend: Backend) {
     );
 }
 
-#[test]
-fn a_server_that_corrupts_one_byte_is_caught_uring() {
-    a_server_that_corrupts_one_byte_is_caught(Backend::Uring)
-}
-
-#[test]
-fn a_server_that_corrupts_one_byte_is_caught_epoll() {
-    a_server_that_corrupts_one_byte_is_caught(Backend::Epoll)
-}
-
 /// One corrupted round trip is one failed operation: it shows as one
 /// mismatch, not also as an error (the table, the progress line and the
 /// comparison's "errors (all runs)" add errors and mismatches together, and
@@ -623,16 +554,6 @@ fn one_corrupted_byte_counts_as_one_failure(backend: Backend) {
         "the mismatch was counted a second time as an error (errors + mismatches = {})",
         r.errors + r.mismatches
     );
-}
-
-#[test]
-fn one_corrupted_byte_counts_as_one_failure_uring() {
-    one_corrupted_byte_counts_as_one_failure(Backend::Uring)
-}
-
-#[test]
-fn one_corrupted_byte_counts_as_one_failure_epoll() {
-    one_corrupted_byte_counts_as_one_failure(Backend::Epoll)
 }
 
 fn run_against_drop_once(backend: Backend, lose: Lose) -> RunResult {
@@ -685,16 +606,6 @@ fn a_server_that_drops_one_byte_does_not_hang_the_generator(backend: Backend) {
     assert!(r.ops > 0, "the run did not go on");
 }
 
-#[test]
-fn a_server_that_drops_one_byte_does_not_hang_the_generator_uring() {
-    a_server_that_drops_one_byte_does_not_hang_the_generator(Backend::Uring)
-}
-
-#[test]
-fn a_server_that_drops_one_byte_does_not_hang_the_generator_epoll() {
-    a_server_that_drops_one_byte_does_not_hang_the_generator(Backend::Epoll)
-}
-
 // 3 ---------------------------------------------------------------------
 
 fn accept_mode_counts_whole_connections(backend: Backend) {
@@ -716,16 +627,6 @@ fn accept_mode_counts_whole_connections(backend: Backend) {
         "16 bytes checked per connection"
     );
     engine.shutdown().expect("shutdown");
-}
-
-#[test]
-fn accept_mode_counts_whole_connections_uring() {
-    accept_mode_counts_whole_connections(Backend::Uring)
-}
-
-#[test]
-fn accept_mode_counts_whole_connections_epoll() {
-    accept_mode_counts_whole_connections(Backend::Epoll)
 }
 
 // 4 ---------------------------------------------------------------------
@@ -775,16 +676,6 @@ fn http_mode_checks_status_and_body(backend: Backend) {
     }
 }
 
-#[test]
-fn http_mode_checks_status_and_body_uring() {
-    http_mode_checks_status_and_body(Backend::Uring)
-}
-
-#[test]
-fn http_mode_checks_status_and_body_epoll() {
-    http_mode_checks_status_and_body(Backend::Epoll)
-}
-
 // 5 ---------------------------------------------------------------------
 
 /// Hold runs open hundreds of sockets each; one at a time.
@@ -820,16 +711,6 @@ fn hold_mode_reports_rss_per_connection(backend: Backend) {
         "hold 500 on {name}: server RSS {:?} -> {:?} B, {per_conn:.0} B per connection",
         r.server_rss_before, r.server_rss_after
     );
-}
-
-#[test]
-fn hold_mode_reports_rss_per_connection_uring() {
-    hold_mode_reports_rss_per_connection(Backend::Uring)
-}
-
-#[test]
-fn hold_mode_reports_rss_per_connection_epoll() {
-    hold_mode_reports_rss_per_connection(Backend::Epoll)
 }
 
 // 6 ---------------------------------------------------------------------
@@ -1065,3 +946,296 @@ fn base64_decode(s: &str) -> Vec<u8> {
     }
     out
 }
+
+// 7 pipelining -----------------------------------------------------------
+
+/// Echoes only whole batches: it answers nothing until `batch` bytes
+/// have arrived on a connection, then echoes them at once. A client with
+/// fewer bytes in flight than a batch waits forever.
+struct Batches {
+    batch: usize,
+}
+
+impl Handler for Batches {
+    type State = ();
+
+    fn on_open(&mut self, _conn: &mut Conn<'_>) {}
+
+    fn on_data(&mut self, conn: &mut Conn<'_>, _: &mut (), data: &[u8]) -> usize {
+        let whole = data.len() / self.batch * self.batch;
+        conn.send(&data[..whole]);
+        whole
+    }
+}
+
+/// `pipeline` N keeps N requests in flight per connection: a server that
+/// answers only batches of 4 requests serves a pipeline of 4 (every byte
+/// checked, one latency per round trip, on one thread and on two) and
+/// starves a pipeline of 1 (the stalled round trips are counted as
+/// errors, the generator does not hang).
+fn pipelining_keeps_n_requests_in_flight(backend: Backend) {
+    const SIZE: usize = 300;
+    let engine = engine(backend, |_| Batches { batch: 4 * SIZE });
+    let addr = engine.local_addr();
+    for threads in [1, 2] {
+        let opts = Options {
+            pipeline: 4,
+            threads,
+            ..options(Mode::Echo, addr, 6, SIZE, Duration::from_millis(400))
+        };
+        let what = format!("pipeline 4 against batches of 4 on {threads} threads on {backend}");
+        let r = run_bounded(&what, opts);
+        assert!(r.ops > 100, "{what}: {} round trips", r.ops);
+        assert_eq!((r.errors, r.mismatches), (0, 0), "{what}");
+        assert_eq!(r.bytes_verified, r.ops * SIZE as u64, "{what}");
+        assert_eq!(r.latency.len(), r.ops, "{what}");
+        assert_eq!(r.pipeline, 4);
+        assert!(r.to_table().contains("pipeline 4"), "{}", r.to_table());
+    }
+    let opts = Options {
+        op_timeout: Duration::from_millis(150),
+        ..options(Mode::Echo, addr, 2, SIZE, Duration::from_millis(400))
+    };
+    let r = run_bounded(
+        &format!("pipeline 1 against batches of 4 on {backend}"),
+        opts,
+    );
+    assert_eq!(r.ops, 0, "a batch completed with one request in flight");
+    assert!(r.errors >= 2, "the starved round trips were not counted");
+    engine.shutdown().expect("shutdown");
+}
+
+/// Pipelined echo of large messages (many reads per answer, answers
+/// spanning reads) against a correct server, and one flipped bit among
+/// them: exactly one mismatch, nothing else lost.
+fn pipelining_checks_every_byte(backend: Backend) {
+    let good = util::echo_engine(util::config(backend));
+    let opts = Options {
+        pipeline: 5,
+        ..options(
+            Mode::Echo,
+            good.local_addr(),
+            3,
+            20_000,
+            Duration::from_millis(400),
+        )
+    };
+    let r = run_bounded(&format!("pipeline 5 x 20000 B on {backend}"), opts);
+    assert!(r.ops > 0);
+    assert_eq!((r.errors, r.mismatches), (0, 0));
+    assert_eq!(r.bytes_verified, r.ops * 20_000);
+    good.shutdown().expect("shutdown");
+
+    let opened = Arc::new(AtomicUsize::new(0));
+    let flips = {
+        let opened = opened.clone();
+        engine(backend, move |_| FlipOnce {
+            seen: 0,
+            at: FLIP_AT,
+            opened: opened.clone(),
+        })
+    };
+    let opts = Options {
+        pipeline: 8,
+        ..options(
+            Mode::Echo,
+            flips.local_addr(),
+            8,
+            64,
+            Duration::from_millis(400),
+        )
+    };
+    let r = run_bounded(
+        &format!("pipeline 8 against one flipped bit on {backend}"),
+        opts,
+    );
+    assert_eq!(r.mismatches, 1, "the flipped bit is one mismatch");
+    assert_eq!(r.errors, 0);
+    assert!(r.ops > 0, "the run went on after the mismatch");
+    assert_eq!(r.bytes_verified, r.ops * 64);
+    assert_eq!(
+        opened.load(Ordering::Relaxed),
+        9,
+        "the failed connection was replaced once"
+    );
+    flips.shutdown().expect("shutdown");
+}
+
+/// Echoes every byte, and the first chunk of each connection twice.
+struct EchoFirstTwice;
+
+impl Handler for EchoFirstTwice {
+    type State = bool;
+
+    fn on_open(&mut self, _conn: &mut Conn<'_>) -> bool {
+        false
+    }
+
+    fn on_data(&mut self, conn: &mut Conn<'_>, twice: &mut bool, data: &[u8]) -> usize {
+        conn.send(data);
+        if !*twice {
+            *twice = true;
+            conn.send(data);
+        }
+        data.len()
+    }
+}
+
+/// An answer to a request that was never written (an echo repeated, an
+/// HTTP response too many) is a mismatch, at any pipeline depth, even
+/// though its bytes look like the next answer's.
+fn answers_nobody_asked_for_are_mismatches(backend: Backend) {
+    for pipeline in [1, 4] {
+        let engine = engine(backend, |_| EchoFirstTwice);
+        let opts = Options {
+            pipeline,
+            ..options(
+                Mode::Echo,
+                engine.local_addr(),
+                2,
+                64,
+                Duration::from_millis(300),
+            )
+        };
+        let what = format!("pipeline {pipeline} against repeated echoes on {backend}");
+        let r = run_bounded(&what, opts);
+        assert!(r.mismatches >= 1, "{what}: the repeat went unnoticed");
+        engine.shutdown().expect("shutdown");
+    }
+    const TWICE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 13\r\n\r\nHello, World!\
+        HTTP/1.1 200 OK\r\nContent-Length: 13\r\n\r\nHello, World!";
+    let engine = engine(backend, |_| Canned(TWICE));
+    let opts = Options {
+        pipeline: 3,
+        ..options(
+            Mode::Http,
+            engine.local_addr(),
+            2,
+            64,
+            Duration::from_millis(300),
+        )
+    };
+    let r = run_bounded(
+        &format!("http pipeline 3 against two answers each on {backend}"),
+        opts,
+    );
+    assert!(r.mismatches >= 1, "the extra responses went unnoticed");
+    engine.shutdown().expect("shutdown");
+}
+
+/// Answers only the first request of each read and drops the rest, like
+/// a server that does not support pipelining.
+struct FirstOfEachRead(&'static [u8]);
+
+impl Handler for FirstOfEachRead {
+    type State = ();
+
+    fn on_open(&mut self, _conn: &mut Conn<'_>) {}
+
+    fn on_data(&mut self, conn: &mut Conn<'_>, _: &mut (), data: &[u8]) -> usize {
+        if data.windows(4).any(|w| w == b"\r\n\r\n") {
+            conn.send(self.0);
+            data.len()
+        } else {
+            0
+        }
+    }
+}
+
+/// HTTP pipelining against ringnet's HTTP handler: every status and body
+/// checked, in closed loop and in open loop (rate held); against a server
+/// that drops pipelined requests, the lost requests are errors and the
+/// run ends on time.
+fn http_pipelining(backend: Backend) {
+    let good = engine(backend, |_| Http::default());
+    let opts = Options {
+        pipeline: 16,
+        ..options(
+            Mode::Http,
+            good.local_addr(),
+            4,
+            64,
+            Duration::from_millis(400),
+        )
+    };
+    let r = run_bounded(&format!("http pipeline 16 on {backend}"), opts);
+    assert!(r.ops > 0);
+    assert_eq!((r.errors, r.mismatches), (0, 0));
+    let opts = Options {
+        pipeline: 4,
+        rate: Some(3000.0),
+        ..options(Mode::Http, good.local_addr(), 4, 64, Duration::from_secs(1))
+    };
+    let r = run_bounded(&format!("http pipeline 4 at 3000/s on {backend}"), opts);
+    assert_eq!((r.errors, r.mismatches), (0, 0));
+    assert!(
+        r.rate_shortfall().is_some_and(|s| s <= 0.05),
+        "{:.0}/s for 3000/s",
+        r.ops_per_sec()
+    );
+    assert!(r.ops_per_sec() <= 3000.0 * 1.05, "{:.0}/s", r.ops_per_sec());
+    good.shutdown().expect("shutdown");
+
+    const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 13\r\n\r\nHello, World!";
+    let bad = engine(backend, |_| FirstOfEachRead(OK));
+    let opts = Options {
+        pipeline: 8,
+        op_timeout: Duration::from_millis(100),
+        ..options(
+            Mode::Http,
+            bad.local_addr(),
+            2,
+            64,
+            Duration::from_millis(500),
+        )
+    };
+    let r = run_bounded(
+        &format!("http pipeline 8 against a non-pipelining server on {backend}"),
+        opts,
+    );
+    assert!(r.errors >= 2, "the dropped requests were not counted");
+    assert_eq!(r.mismatches, 0);
+    bad.shutdown().expect("shutdown");
+}
+
+/// A depth of 0, and pipelining in modes without requests, are refused.
+#[test]
+fn pipeline_options_are_checked() {
+    let addr: SocketAddr = "127.0.0.1:9".parse().expect("addr");
+    for (mode, pipeline) in [
+        (Mode::Echo, 0),
+        (Mode::Accept, 2),
+        (Mode::Hold, 2),
+        (Mode::Http, 0),
+    ] {
+        let opts = Options {
+            pipeline,
+            ..options(mode, addr, 2, 16, Duration::from_millis(100))
+        };
+        match run(&opts) {
+            Err(ringnet::bench::BenchError::Usage(why)) => {
+                assert!(why.contains("--pipeline"), "{why}")
+            }
+            other => panic!("{mode} pipeline {pipeline}: {other:?}"),
+        }
+    }
+}
+
+both!(
+    echo_over_a_unix_socket_verifies_every_byte,
+    the_load_generator_speaks_tls,
+    load_threads_share_the_connections,
+    open_loop_holds_its_rate,
+    open_loop_shows_a_stall_closed_loop_hides,
+    echo_against_a_correct_server_verifies_every_byte,
+    a_server_that_corrupts_one_byte_is_caught,
+    one_corrupted_byte_counts_as_one_failure,
+    a_server_that_drops_one_byte_does_not_hang_the_generator,
+    accept_mode_counts_whole_connections,
+    http_mode_checks_status_and_body,
+    hold_mode_reports_rss_per_connection,
+    pipelining_keeps_n_requests_in_flight,
+    pipelining_checks_every_byte,
+    answers_nobody_asked_for_are_mismatches,
+    http_pipelining
+);

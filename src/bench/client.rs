@@ -6,14 +6,20 @@
 //!   compares every byte that comes back; one round trip = one operation.
 //! * accept: connect, send 16 bytes, read them back, close with SO_LINGER 0
 //!   (a reset, so no client port waits in TIME_WAIT), again.
-//! * http: keep-alive GETs, one in flight per connection; the status must be
-//!   200 and the body the expected one.
+//! * http: keep-alive GETs; the status must be 200 and the body the
+//!   expected one.
+//!
+//! Echo and http keep `pipeline` requests in flight per connection (one by
+//! default): each connection holds the start times of its requests in
+//! flight, oldest first, and answers are matched to them in order. Several
+//! queued requests go out in one vectored write.
 //!
 //! A connection that fails (refused, reset, closed early, wrong bytes) counts
 //! an error and is replaced by a new one, so the run goes on.
 
 use crate::address::Address;
-use std::io;
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
@@ -38,15 +44,56 @@ pub(crate) struct Client {
     /// The socket, and its TLS session with `--tls`.
     pub(crate) wire: Wire,
     pub(crate) phase: Phase,
+    /// When the connect began (an accept cycle and a hold check are timed
+    /// from it; a connect that takes too long is a failure).
     pub(super) started: Instant,
+    /// The start times of the requests in flight, oldest first: each one
+    /// sent, being sent or queued to be sent. In open loop a start time is
+    /// the request's intended send time.
+    inflight: VecDeque<Instant>,
+    /// How many requests at the back of `inflight` are not fully written.
+    unsent: usize,
+    /// Bytes of the first unsent request already written.
     sent: usize,
+    /// Bytes of the oldest request's answer received (echo, accept, hold).
     pub(super) got: usize,
     /// Response bytes (http).
     rbuf: Vec<u8>,
     pub(super) interest: u32,
-    /// Open loop: idle until this instant, its next request's intended
-    /// send time (`started` holds it too).
-    idle_until: Option<Instant>,
+    /// Open loop: the intended send time of the next request not yet in
+    /// flight.
+    next_due: Option<Instant>,
+}
+
+impl Client {
+    /// Since when the connection has waited for the server: its connect,
+    /// or its oldest request in flight (`None`: it waits for nothing, an
+    /// open-loop connection between requests).
+    fn waiting_since(&self) -> Option<Instant> {
+        match self.phase {
+            Phase::Connecting => Some(self.started),
+            Phase::Active => self.inflight.front().copied(),
+        }
+    }
+
+    /// How many bytes of the oldest request in flight (`len` bytes long)
+    /// are written: its answer cannot be ahead of them.
+    fn written_of_oldest(&self, len: usize) -> usize {
+        if self.inflight.len() > self.unsent {
+            len
+        } else if self.inflight.is_empty() {
+            0
+        } else {
+            self.sent
+        }
+    }
+
+    /// Put a request started at `at` in flight (written at the next
+    /// [`Driver::write`]).
+    fn queue(&mut self, at: Instant) {
+        self.inflight.push_back(at);
+        self.unsent += 1;
+    }
 }
 
 /// Start a non-blocking connect to `addr`, registered under `token`.
@@ -72,11 +119,13 @@ pub(crate) fn connect(
         wire: Wire::new(sock, tls)?,
         phase: Phase::Connecting,
         started: Instant::now(),
+        inflight: VecDeque::new(),
+        unsent: 0,
         sent: 0,
         got: 0,
         rbuf: Vec::new(),
         interest,
-        idle_until: None,
+        next_due: None,
     })
 }
 
@@ -123,8 +172,6 @@ fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 100_000_000_000, 3).expect("valid histogram bounds")
 }
 
-impl Tally {}
-
 /// Why a connection failed: an I/O problem (refused, reset, closed early)
 /// or bytes that differ from what was expected. Each failure is counted
 /// once, as one or the other.
@@ -153,6 +200,11 @@ pub(crate) struct Driver {
     /// Open loop: the time between one connection's requests
     /// (connections x 1 / rate).
     interval: Option<Duration>,
+    /// Requests in flight per connection, at most.
+    pipeline: usize,
+    /// The run is over: answers still owed are awaited, no new request
+    /// goes out.
+    draining: bool,
 }
 
 impl Driver {
@@ -178,6 +230,8 @@ impl Driver {
             interval: opts
                 .rate
                 .map(|r| Duration::from_secs_f64(opts.conns as f64 / r)),
+            pipeline: opts.pipeline.max(1),
+            draining: false,
         }
     }
 
@@ -205,19 +259,11 @@ impl Driver {
             }
             c.phase = Phase::Active;
             // An accept cycle is timed from the connect; the others from the
-            // first byte sent, or in open loop from its intended time.
-            c.got = 0;
-            match c.idle_until {
-                Some(due) => {
-                    c.started = due;
-                    c.sent = self.outgoing(i).len();
-                }
-                None => {
-                    if self.mode != Mode::Accept {
-                        c.started = Instant::now();
-                    }
-                    c.sent = 0;
-                }
+            // first byte sent, or in open loop from their intended times.
+            if self.mode == Mode::Accept {
+                c.queue(c.started);
+            } else {
+                self.refill(c, Instant::now());
             }
         }
         if ev & (epoll::IN | epoll::HUP_ERR) != 0 {
@@ -234,7 +280,7 @@ impl Driver {
         if self.write(i, c).is_err() {
             return fail(t);
         }
-        let want = if c.sent < self.outgoing(i).len() || c.wire.wants_write() {
+        let want = if c.unsent > 0 || c.wire.wants_write() {
             epoll::IN | epoll::OUT
         } else {
             epoll::IN
@@ -248,14 +294,23 @@ impl Driver {
         Next::Keep
     }
 
+    /// Write the queued requests, as many as the socket takes, several
+    /// in one vectored write.
     fn write(&self, i: usize, c: &mut Client) -> Result<(), ()> {
         let out = self.outgoing(i);
         if c.wire.flush().is_err() {
             return Err(());
         }
-        while c.sent < out.len() {
-            match c.wire.send(&out[c.sent..]) {
-                Ok(n) => c.sent += n,
+        while c.unsent > 0 {
+            let mut iov = [IoSlice::new(out); 16];
+            iov[0] = IoSlice::new(&out[c.sent..]);
+            let count = c.unsent.min(iov.len());
+            match c.wire.send_vectored(&iov[..count]) {
+                Ok(n) => {
+                    let done = c.sent + n;
+                    c.unsent -= done / out.len();
+                    c.sent = done % out.len();
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => return Err(()),
@@ -278,26 +333,40 @@ impl Driver {
             if self.mode == Mode::Http {
                 c.rbuf.extend_from_slice(&self.scratch[..n]);
                 self.http_response(c, t)?;
-                continue;
+            } else if self.echoed(i, c, n, t)? {
+                return Ok(Some(Next::Replace));
             }
-            let expected = &self.payloads[i];
-            let end = c.got + n;
-            if end > expected.len() || self.scratch[..n] != expected[c.got..end] {
+            if self.write(i, c).is_err() {
+                return Err(Fail::Io);
+            }
+        }
+    }
+
+    /// Check `n` echoed bytes in `scratch` against the answers in flight,
+    /// completing each answer they finish. `Ok(true)`: an accept cycle is
+    /// over.
+    fn echoed(&self, i: usize, c: &mut Client, n: usize, t: &mut Tally) -> Result<bool, Fail> {
+        let expected = &self.payloads[i];
+        let mut data = &self.scratch[..n];
+        while !data.is_empty() {
+            let take = data.len().min(expected.len() - c.got);
+            // An echo of bytes not yet written was never asked for.
+            if c.got + take > c.written_of_oldest(expected.len())
+                || data[..take] != expected[c.got..c.got + take]
+            {
                 return Err(Fail::Mismatch);
             }
-            c.got = end;
+            data = &data[take..];
+            c.got += take;
             if c.got == expected.len() {
-                t.op(c.started, expected.len());
-                if self.mode == Mode::Accept {
-                    return Ok(Some(Next::Replace));
-                }
                 c.got = 0;
-                self.next_request(c, expected.len());
-                if self.write(i, c).is_err() {
-                    return Err(Fail::Io);
+                self.answered(c, expected.len(), t);
+                if self.mode == Mode::Accept {
+                    return Ok(true);
                 }
             }
         }
+        Ok(false)
     }
 
     /// Consume every complete response in `c.rbuf`, sending the next request
@@ -333,9 +402,12 @@ impl Driver {
             if self.body.as_deref().is_some_and(|want| want != body) {
                 return Err(Fail::Mismatch);
             }
-            t.op(c.started, head + len);
+            // An answer to a request not yet written was never asked for.
+            if c.written_of_oldest(self.request.len()) < self.request.len() {
+                return Err(Fail::Mismatch);
+            }
+            self.answered(c, head + len, t);
             c.rbuf.drain(..head + len);
-            self.next_request(c, self.request.len());
             if c.rbuf.is_empty() {
                 return Ok(());
             }
@@ -344,25 +416,37 @@ impl Driver {
 }
 
 impl Driver {
-    /// The answer to a request came: the next one goes now (closed loop,
-    /// or an open-loop request already due: its latency then counts the
-    /// wait), or the connection idles until its intended time. `len`: the
-    /// request's size.
-    fn next_request(&self, c: &mut Client, len: usize) {
+    /// The answer to the oldest request in flight came (`verified` bytes
+    /// of it checked): count it, and fill its place.
+    fn answered(&self, c: &mut Client, verified: usize, t: &mut Tally) {
+        if let Some(started) = c.inflight.pop_front() {
+            t.op(started, verified);
+        }
+        if self.mode != Mode::Accept {
+            self.refill(c, Instant::now());
+        }
+    }
+
+    /// Put requests in flight up to the pipeline depth: in closed loop at
+    /// once, in open loop those whose intended time has come (a request
+    /// that waited for a free place counts that wait in its latency).
+    fn refill(&self, c: &mut Client, now: Instant) {
+        if self.draining {
+            return;
+        }
         match self.interval {
             None => {
-                c.started = Instant::now();
-                c.sent = 0;
+                while c.inflight.len() < self.pipeline {
+                    c.queue(now);
+                }
             }
             Some(every) => {
-                let next = c.started + every;
-                c.started = next;
-                if next <= Instant::now() {
-                    c.sent = 0;
-                } else {
-                    c.idle_until = Some(next);
-                    c.sent = len;
+                let mut due = c.next_due.unwrap_or(now);
+                while due <= now && c.inflight.len() < self.pipeline {
+                    c.queue(due);
+                    due += every;
                 }
+                c.next_due = Some(due);
             }
         }
     }
@@ -380,15 +464,18 @@ impl Driver {
         let mut earliest: Option<Instant> = None;
         for (i, slot) in clients.iter_mut().enumerate() {
             let Some(c) = slot.as_mut() else { continue };
-            let (Phase::Active, Some(due)) = (c.phase, c.idle_until) else {
+            // A connection with every place taken sends its next request
+            // when an answer frees one.
+            let (Phase::Active, Some(due), true) =
+                (c.phase, c.next_due, c.inflight.len() < self.pipeline)
+            else {
                 continue;
             };
             if due > now {
                 earliest = Some(earliest.map_or(due, |e| e.min(due)));
                 continue;
             }
-            c.idle_until = None;
-            c.sent = 0;
+            self.refill(c, now);
             let want = epoll::IN | epoll::OUT;
             let ok = self.write(i, c).is_ok()
                 && (c.interest == want
@@ -425,7 +512,7 @@ pub(crate) fn run_traffic(
         let mut c = connect(&ep, &opts.addr, opts.tls.as_ref(), i)?;
         // Open loop: the connections' schedules are spread over one
         // interval.
-        c.idle_until = driver
+        c.next_due = driver
             .interval
             .map(|every| first + every.mul_f64(i as f64 / opts.conns as f64));
         clients.push(Some(c));
@@ -499,7 +586,7 @@ pub(crate) fn run_traffic(
                 clients[i] = None;
                 match connect(&ep, &opts.addr, opts.tls.as_ref(), i) {
                     Ok(mut c) => {
-                        c.idle_until = driver.interval.map(|_| Instant::now());
+                        c.next_due = driver.interval.map(|_| Instant::now());
                         clients[i] = Some(c);
                     }
                     Err(_) => {
@@ -512,9 +599,13 @@ pub(crate) fn run_traffic(
     }
     // The last (partial) second.
     on_tick(&mut tally, end.saturating_duration_since(measure_from));
-    // An operation still waiting at the end for longer than the timeout is
-    // a failure too (a server that lost the last byte of a reply).
-    stalled(&mut clients, &mut reconnect, opts.op_timeout, &mut tally);
+    drain(
+        &mut driver,
+        &mut ep,
+        &mut clients,
+        opts.op_timeout,
+        &mut tally,
+    )?;
     Ok((
         tally,
         end.saturating_duration_since(measure_from)
@@ -522,8 +613,65 @@ pub(crate) fn run_traffic(
     ))
 }
 
-/// Count and drop every connection whose current operation (or connect) has
-/// waited longer than `timeout`; they are reconnected later.
+/// The end of a run: every request in flight is still owed its answer.
+/// Wait up to `timeout` for them, checking their bytes (a mismatch counts)
+/// without counting them as operations (the measured period is over), and
+/// send nothing new. A request whose answer never came counts as an error,
+/// so a server that loses answers cannot hide them in the last moments of
+/// a run, nor among pipelined requests (whose answers are matched in order).
+fn drain(
+    driver: &mut Driver,
+    ep: &mut Epoll,
+    clients: &mut [Option<Client>],
+    timeout: Duration,
+    tally: &mut Tally,
+) -> io::Result<()> {
+    driver.draining = true;
+    let deadline = Instant::now() + timeout;
+    // Connects still under way are not owed anything.
+    for slot in clients.iter_mut() {
+        if slot.as_ref().is_some_and(|c| c.phase == Phase::Connecting) {
+            *slot = None;
+        }
+    }
+    let mut after = Tally::new();
+    let mut events: Vec<Event> = Vec::with_capacity(1024);
+    loop {
+        let now = Instant::now();
+        let owed = clients.iter().flatten().any(|c| !c.inflight.is_empty());
+        if !owed || now >= deadline {
+            break;
+        }
+        match ep.wait_timeout(&mut events, deadline - now) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+        for ev in &events {
+            let i = ev.data as usize;
+            let Some(c) = clients.get_mut(i).and_then(Option::as_mut) else {
+                continue;
+            };
+            if let Next::Replace = driver.on_event(ep, i, c, ev.events, &mut after) {
+                // A failure was counted, or an accept cycle finished.
+                if driver.mode == Mode::Accept {
+                    let _ = c.wire.sock.set_linger(Some(Duration::ZERO));
+                }
+                clients[i] = None;
+            }
+        }
+    }
+    tally.errors += after.errors;
+    tally.mismatches += after.mismatches;
+    for c in clients.iter().flatten() {
+        tally.errors += c.inflight.len() as u64;
+    }
+    Ok(())
+}
+
+/// Count and drop every connection whose oldest request (or connect) has
+/// waited longer than `timeout`, each of its requests in flight a failure;
+/// they are reconnected later.
 fn stalled(
     clients: &mut [Option<Client>],
     reconnect: &mut Vec<usize>,
@@ -531,8 +679,11 @@ fn stalled(
     t: &mut Tally,
 ) {
     for (i, slot) in clients.iter_mut().enumerate() {
-        if slot.as_ref().is_some_and(|c| c.started.elapsed() > timeout) {
-            t.errors += 1;
+        let Some(c) = slot.as_ref() else { continue };
+        if c.waiting_since()
+            .is_some_and(|since| since.elapsed() > timeout)
+        {
+            t.errors += c.inflight.len().max(1) as u64;
             *slot = None;
             reconnect.push(i);
         }

@@ -132,6 +132,10 @@ pub struct Options {
     /// the percentiles as the users saw it. `None`: closed loop (each
     /// connection sends as soon as its last answer came).
     pub rate: Option<f64>,
+    /// Requests in flight per connection (`--pipeline`, echo and http):
+    /// each answer is matched to its request in order, and each latency
+    /// counts from its own request's start. 1: one at a time.
+    pub pipeline: usize,
 }
 
 impl Options {
@@ -154,6 +158,7 @@ impl Options {
             tls: None,
             rate: None,
             hdr_log: None,
+            pipeline: 1,
         }
     }
 }
@@ -196,6 +201,14 @@ pub fn run(opts: &Options) -> Result<RunResult, BenchError> {
             )));
         }
     }
+    if opts.pipeline == 0 {
+        return Err(BenchError::Usage("--pipeline must be at least 1".into()));
+    }
+    if opts.pipeline > 1 && !matches!(opts.mode, Mode::Echo | Mode::Http) {
+        return Err(BenchError::Usage(
+            "--pipeline goes with echo and http".into(),
+        ));
+    }
     let threads = opts.threads.max(1);
     if threads > opts.conns {
         return Err(BenchError::Usage(format!(
@@ -234,6 +247,7 @@ pub fn run(opts: &Options) -> Result<RunResult, BenchError> {
             server_rss_before: out.rss.map(|r| r.0),
             server_rss_after: out.rss.map(|r| r.1),
             target_rate: None,
+            pipeline: 1,
             throughput: Vec::new(),
         });
     }
@@ -388,6 +402,7 @@ fn finish(
         server_rss_before: at_start.map(|s| s.rss),
         server_rss_after: end.map(|s| s.rss),
         target_rate: opts.rate,
+        pipeline: opts.pipeline,
         throughput: throughput(logs),
     })
 }

@@ -37,6 +37,8 @@ pub struct RunResult {
     pub server_rss_after: Option<u64>,
     /// The open-loop rate asked for (`--rate`), requests per second.
     pub target_rate: Option<f64>,
+    /// Requests in flight per connection (`--pipeline`).
+    pub pipeline: usize,
     /// Operations per second over the measured period, one value per
     /// second (all load threads together).
     pub throughput: Vec<f64>,
@@ -81,9 +83,14 @@ impl RunResult {
     /// The final table.
     pub fn to_table(&self) -> String {
         let mut t = String::new();
+        let depth = if self.pipeline > 1 {
+            format!(" | pipeline {}", self.pipeline)
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             t,
-            "{} | {} conns | {} B | {:.1} s measured",
+            "{} | {} conns{depth} | {} B | {:.1} s measured",
             self.mode,
             self.conns,
             self.size,
@@ -147,6 +154,7 @@ impl RunResult {
         serde_json::json!({
             "mode": self.mode.to_string(),
             "conns": self.conns,
+            "pipeline": self.pipeline,
             "size": self.size,
             "elapsed_s": self.elapsed.as_secs_f64(),
             "ops": self.ops,
@@ -178,9 +186,14 @@ pub fn rates_table(rows: &[RunResult]) -> String {
     if let Some(first) = rows.first() {
         let _ = writeln!(
             t,
-            "{} | {} conns | open loop, {:.1} s per rate",
+            "{} | {} conns{} | open loop, {:.1} s per rate",
             first.mode,
             first.conns,
+            if first.pipeline > 1 {
+                format!(" | pipeline {}", first.pipeline)
+            } else {
+                String::new()
+            },
             first.elapsed.as_secs_f64()
         );
     }
@@ -260,6 +273,7 @@ mod tests {
         }
         RunResult {
             target_rate: None,
+            pipeline: 1,
             throughput: Vec::new(),
             mode: Mode::Hold,
             conns: 4,

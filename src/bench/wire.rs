@@ -4,7 +4,7 @@
 //! drives the handshake as records come and go, so the modes' state
 //! machines see plaintext either way.
 
-use std::io::{self, Read, Write};
+use std::io::{self, IoSlice, Read, Write};
 
 use rustls::ClientConnection;
 use socket2::Socket;
@@ -53,6 +53,18 @@ impl Wire {
             None => (&self.sock).write(data),
             Some(tls) => {
                 let n = tls.writer().write(data)?;
+                flush(tls, &self.sock)?;
+                Ok(n)
+            }
+        }
+    }
+
+    /// [`Wire::send`] of several slices at once (one `sendmsg`).
+    pub(crate) fn send_vectored(&mut self, data: &[IoSlice<'_>]) -> io::Result<usize> {
+        match self.tls.as_deref_mut() {
+            None => self.sock.send_vectored(data),
+            Some(tls) => {
+                let n = tls.writer().write_vectored(data)?;
                 flush(tls, &self.sock)?;
                 Ok(n)
             }

@@ -459,8 +459,12 @@ impl Comparison {
     /// for latency and CPU).
     pub fn to_table(&self) -> String {
         let runs = self.results.first().map_or(0, |(_, r)| r.len());
+        let depth = match self.results.first().and_then(|(_, r)| r.first()) {
+            Some(r) if r.pipeline > 1 => format!(", pipeline {}", r.pipeline),
+            _ => String::new(),
+        };
         let mut out = format!(
-            "{} — median of {runs} alternating runs per contender\n",
+            "{}{depth} — median of {runs} alternating runs per contender\n",
             self.mode
         );
         out.push_str(&format!("{:<26}", "figure"));

@@ -1239,3 +1239,75 @@ both!(
     answers_nobody_asked_for_are_mismatches,
     http_pipelining
 );
+
+// 8 the floor ------------------------------------------------------------
+
+/// The minimal io_uring echo loop of `examples/uring_floor.rs`, built by
+/// `cargo test` beside the binary.
+fn floor_exe() -> std::path::PathBuf {
+    let exe = exe();
+    exe.parent()
+        .expect("target dir")
+        .join("examples")
+        .join("uring_floor")
+}
+
+/// The floor that ringnet's io_uring path is measured against serves
+/// echo (also pipelined) and accept cycles with every byte checked, beside
+/// ringnet in one `--compare`, and refuses flags it does not know.
+#[test]
+fn the_floor_serves_the_benchmarks_beside_ringnet() {
+    use ringnet::bench::compare::{Contender, Extra};
+    let floor = floor_exe();
+    assert!(
+        floor.exists(),
+        "{} missing: `cargo test` builds the examples (or: cargo build --example uring_floor)",
+        floor.display()
+    );
+    for (mode, pipeline) in [(Mode::Echo, 1), (Mode::Echo, 4), (Mode::Accept, 1)] {
+        let template = Options {
+            conns: 4,
+            pipeline,
+            duration: Duration::from_millis(300),
+            warmup: Duration::ZERO,
+            progress: false,
+            ..Options::new(mode, SocketAddr::from(([127, 0, 0, 1], 0)))
+        };
+        let extra = Extra {
+            against: vec![Contender::against(&format!(
+                "floor={} --addr {{addr}} --cpu 0",
+                floor.display()
+            ))
+            .expect("contender")],
+            only: Some(vec!["io_uring".into(), "floor".into()]),
+        };
+        let cmp = bounded(
+            "compare against the floor",
+            Duration::from_secs(60),
+            move || {
+                let _one_at_a_time = HEAVY.lock().unwrap_or_else(|e| e.into_inner());
+                compare(exe(), &template, 1, (0, 1), &[], None, &extra)
+            },
+        )
+        .expect("compare runs");
+        let table = cmp.to_table();
+        println!("{table}");
+        assert!(table.contains("io_uring/floor"), "{table}");
+        for (name, runs) in &cmp.results {
+            for r in runs {
+                assert!(r.ops > 0, "{name} {mode} pipeline {pipeline}: nothing done");
+                assert_eq!(
+                    (r.errors, r.mismatches),
+                    (0, 0),
+                    "{name} {mode} pipeline {pipeline}"
+                );
+            }
+        }
+    }
+    let out = std::process::Command::new(&floor)
+        .args(["--buffers", "300"])
+        .output()
+        .expect("floor runs");
+    assert_eq!(out.status.code(), Some(2), "a bad buffer count was taken");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--buffers"));
+}

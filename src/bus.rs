@@ -10,9 +10,8 @@
 //! connection in the order they were sent (one FIFO channel per worker, one
 //! send queue per connection).
 
-use std::collections::HashSet;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, RwLock};
 
 use crate::connect::ConnectRequest;
 use crate::sys::EventFd;
@@ -37,9 +36,76 @@ pub(crate) enum Command {
 pub(crate) struct Peer {
     pub(crate) commands: mpsc::Sender<Command>,
     pub(crate) wake: Arc<EventFd>,
-    /// Ids of the worker's open connections. Locked on every open and close
-    /// (uncontended but for `send_to` checks) and by `send_to`.
-    pub(crate) live: Mutex<HashSet<ConnId>>,
+    /// Which of the worker's connections are open.
+    pub(crate) live: LiveTable,
+}
+
+/// Slab keys per chunk of a [`LiveTable`] (4 KiB of atomics: a page).
+const LIVE_CHUNK: usize = 1024;
+
+/// Set in a [`LiveTable`] entry while its key holds an open connection
+/// (generations are 24 bits).
+const LIVE_BIT: u32 = 1 << 31;
+
+/// The open connections of one worker: by slab key, the generation of the
+/// connection open there (with [`LIVE_BIT`]) or 0. Written only by the
+/// worker, on each open and close (one atomic store), and read by anyone
+/// (`send_to`'s check) without waiting for it. Chunks of [`LIVE_CHUNK`]
+/// keys are added as the slab grows and never move or shrink, so an open
+/// connection costs 4 bytes here; the lock is taken for writing only to
+/// add a chunk.
+#[derive(Debug, Default)]
+pub(crate) struct LiveTable {
+    chunks: RwLock<Vec<Box<[AtomicU32]>>>,
+}
+
+impl LiveTable {
+    /// Connection `id` (of this worker) is open.
+    pub(crate) fn open(&self, id: ConnId) {
+        let (chunk, at) = (id.key() / LIVE_CHUNK, id.key() % LIVE_CHUNK);
+        let value = id.generation() | LIVE_BIT;
+        if let Ok(chunks) = self.chunks.read() {
+            if let Some(c) = chunks.get(chunk) {
+                // Release: whoever sees the id live also sees what the
+                // worker did before it opened.
+                c[at].store(value, Ordering::Release);
+                return;
+            }
+        }
+        if let Ok(mut chunks) = self.chunks.write() {
+            while chunks.len() <= chunk {
+                chunks.push((0..LIVE_CHUNK).map(|_| AtomicU32::new(0)).collect());
+            }
+            chunks[chunk][at].store(value, Ordering::Release);
+        }
+    }
+
+    /// Connection `id` (of this worker) closed.
+    pub(crate) fn close(&self, id: ConnId) {
+        let (chunk, at) = (id.key() / LIVE_CHUNK, id.key() % LIVE_CHUNK);
+        if let Ok(chunks) = self.chunks.read() {
+            if let Some(c) = chunks.get(chunk) {
+                // Only the current connection's entry is cleared.
+                let _ = c[at].compare_exchange(
+                    id.generation() | LIVE_BIT,
+                    0,
+                    Ordering::Release,
+                    Ordering::Relaxed,
+                );
+            }
+        }
+    }
+
+    /// Whether `id` is open now.
+    pub(crate) fn contains(&self, id: ConnId) -> bool {
+        let (chunk, at) = (id.key() / LIVE_CHUNK, id.key() % LIVE_CHUNK);
+        self.chunks.read().is_ok_and(|chunks| {
+            chunks.get(chunk).is_some_and(|c| {
+                // Acquire: pairs with the store in `open`.
+                c[at].load(Ordering::Acquire) == id.generation() | LIVE_BIT
+            })
+        })
+    }
 }
 
 /// Every worker of one engine.
@@ -105,22 +171,18 @@ impl Bus {
     pub(crate) fn is_live(&self, id: ConnId) -> bool {
         self.workers
             .get(id.worker())
-            .is_some_and(|w| w.live.lock().map(|s| s.contains(&id)).unwrap_or(false))
+            .is_some_and(|w| w.live.contains(id))
     }
 
     pub(crate) fn opened(&self, id: ConnId) {
         if let Some(w) = self.workers.get(id.worker()) {
-            if let Ok(mut s) = w.live.lock() {
-                s.insert(id);
-            }
+            w.live.open(id);
         }
     }
 
     pub(crate) fn closed(&self, id: ConnId) {
         if let Some(w) = self.workers.get(id.worker()) {
-            if let Ok(mut s) = w.live.lock() {
-                s.remove(&id);
-            }
+            w.live.close(id);
         }
     }
 
@@ -165,5 +227,70 @@ impl Bus {
                 self.post(index, cmd);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_live_table_knows_each_open_connection_by_generation() {
+        let t = LiveTable::default();
+        let a = ConnId::new(0, 5, 1);
+        assert!(!t.contains(a), "nothing is open yet");
+        t.open(a);
+        assert!(t.contains(a));
+        // The same key with another generation is another connection.
+        assert!(!t.contains(ConnId::new(0, 5, 2)));
+        let b = ConnId::new(0, 5, 2);
+        t.close(a);
+        t.open(b);
+        // A late close of the old connection leaves the new one open.
+        t.close(a);
+        assert!(t.contains(b));
+        t.close(b);
+        assert!(!t.contains(b));
+        // Generation 0 is a generation like any other.
+        let z = ConnId::new(0, 0, 0);
+        assert!(!t.contains(z));
+        t.open(z);
+        assert!(t.contains(z));
+    }
+
+    #[test]
+    fn the_live_table_grows_by_chunks_and_answers_any_id() {
+        let t = LiveTable::default();
+        // An id from outside (a client's number) asks; nothing grows.
+        assert!(!t.contains(ConnId::from_u64(u64::MAX)));
+        assert_eq!(t.chunks.read().map(|c| c.len()).ok(), Some(0));
+        let far = ConnId::new(0, 3 * LIVE_CHUNK + 7, 9);
+        t.open(far);
+        assert_eq!(t.chunks.read().map(|c| c.len()).ok(), Some(4));
+        assert!(t.contains(far));
+        assert!(!t.contains(ConnId::new(0, 3 * LIVE_CHUNK + 8, 9)));
+    }
+
+    #[test]
+    fn readers_see_opens_while_the_table_grows() {
+        let t = Arc::new(LiveTable::default());
+        let reader = {
+            let t = Arc::clone(&t);
+            std::thread::spawn(move || {
+                // Each key is opened in order; once seen open it stays so.
+                let mut seen = 0;
+                while seen < 5000 {
+                    if t.contains(ConnId::new(0, seen, 1)) {
+                        seen += 1;
+                    } else {
+                        std::thread::yield_now();
+                    }
+                }
+            })
+        };
+        for key in 0..5000 {
+            t.open(ConnId::new(0, key, 1));
+        }
+        reader.join().expect("reader");
     }
 }

@@ -106,7 +106,7 @@ impl<H: Handler> Worker<H> {
             match due {
                 Due::Linger(conn) => {
                     if let Some(s) = self.live(conn) {
-                        if matches!(s.core.phase, Phase::Lingering(_)) {
+                        if matches!(s.core.phase, Phase::Lingering) {
                             let reason = s.core.close_reason();
                             self.teardown(conn.key(), reason);
                         }

@@ -134,7 +134,7 @@ impl<H: Handler> Worker<H> {
             }
             Received::Eof => {
                 let core = &mut self.conns[key].core;
-                if matches!(core.phase, Phase::Lingering(_)) {
+                if matches!(core.phase, Phase::Lingering) {
                     // The peer closed its side too: the lingering close is
                     // over.
                     let reason = core.close_reason();
@@ -248,8 +248,8 @@ impl<H: Handler> Worker<H> {
         if slot.core.is_closed() {
             return;
         }
-        if let (false, false, Phase::Closing(reason)) = (in_flight, blocked, &slot.core.phase) {
-            let reason = (**reason).clone();
+        if let (false, false, Phase::Closing) = (in_flight, blocked, slot.core.phase) {
+            let reason = slot.core.close_reason();
             if !reason.flushes() || slot.has(op::RECV_DONE) {
                 // A handler's close_with(Error or InputLimit): its output is
                 // handed over; close without lingering. Or end of stream was
@@ -354,7 +354,7 @@ impl<H: Handler> Worker<H> {
     fn start_linger(&mut self, key: usize, reason: CloseReason) {
         self.notify_closed(key, &reason);
         let slot = &mut self.conns[key];
-        slot.core.phase = Phase::Lingering(Box::new(reason));
+        slot.core.linger();
         let generation = slot.generation();
         if self.driver.shutdown_write(key, generation, &slot.core.sock) {
             slot.ops |= op::SHUT;
@@ -374,7 +374,7 @@ impl<H: Handler> Worker<H> {
     /// bus, and a persistent outbound connection is scheduled again.
     fn notify_closed(&mut self, key: usize, reason: &CloseReason) {
         let slot = &mut self.conns[key];
-        if matches!(slot.core.phase, Phase::Lingering(_) | Phase::Closed) {
+        if matches!(slot.core.phase, Phase::Lingering | Phase::Closed) {
             return;
         }
         let id = slot.core.id;

@@ -43,5 +43,9 @@ python3 - "$field" "${a[*]}" "${b[*]}" <<'PY'
 import statistics, sys
 field, a, b = sys.argv[1], [float(x) for x in sys.argv[2].split()], [float(x) for x in sys.argv[3].split()]
 ma, mb = statistics.median(a), statistics.median(b)
-print(f"{field}: old median {ma:.3f}, new median {mb:.3f}, new/old {mb/ma:.3f}")
+# Old and new run back to back in each round: the median of the rounds'
+# ratios is steadier than the ratio of the medians when the machine's speed
+# flips between runs.
+paired = statistics.median(y / x for x, y in zip(a, b))
+print(f"{field}: old median {ma:.3f}, new median {mb:.3f}, new/old {mb/ma:.3f}; median of round ratios {paired:.3f}")
 PY

@@ -489,7 +489,41 @@ impl Comparison {
             }
             out.push('\n');
         }
+        let paired: Vec<String> = others
+            .iter()
+            .filter_map(|o| Some(format!("{:.3} io_uring/{o}", self.cpu_ratio_by_round(o)?)))
+            .collect();
+        if !paired.is_empty() {
+            out.push_str(&format!(
+                "server CPU / {}, median of each round's ratio: {}\n",
+                self.mode.op(),
+                paired.join(", ")
+            ));
+        }
         out
+    }
+
+    /// The median over rounds of io_uring's server CPU per operation over
+    /// `other`'s in the same round. Contenders run back to back within a
+    /// round, so on a machine whose speed flips between runs (a VM) this
+    /// ratio is steadier than the ratio of the medians.
+    pub fn cpu_ratio_by_round(&self, other: &str) -> Option<f64> {
+        let runs = |n: &str| {
+            self.results
+                .iter()
+                .find(|(name, _)| name == n)
+                .map(|(_, r)| r)
+        };
+        let (a, b) = (runs("io_uring")?, runs(other)?);
+        median(
+            a.iter()
+                .zip(b)
+                .filter_map(|(x, y)| {
+                    let (x, y) = (x.cpu_per_op()?, y.cpu_per_op()?);
+                    (!y.is_zero()).then(|| x.as_secs_f64() / y.as_secs_f64())
+                })
+                .collect(),
+        )
     }
 
     /// Every run of every contender, and the medians.
@@ -508,6 +542,7 @@ impl Comparison {
         serde_json::json!({
             "mode": self.mode.to_string(),
             "medians": rows,
+            "cpu_ratio_by_round": self.others().into_iter().map(|o| (o.to_string(), serde_json::json!(self.cpu_ratio_by_round(o)))).collect::<serde_json::Map<_, _>>(),
             "runs": self.results.iter().map(|(n, runs)| (n.to_string(), serde_json::json!(runs.iter().map(RunResult::to_json).collect::<Vec<_>>()))).collect::<serde_json::Map<_, _>>(),
         })
     }
@@ -564,5 +599,59 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    /// A run whose server used `cpu_us` µs for 1000 operations.
+    fn run_using(cpu_us: u64) -> RunResult {
+        RunResult {
+            mode: Mode::Echo,
+            conns: 1,
+            size: 64,
+            elapsed: Duration::from_secs(1),
+            ops: 1000,
+            errors: 0,
+            mismatches: 0,
+            bytes_verified: 64_000,
+            latency: hdrhistogram::Histogram::new(3).expect("histogram"),
+            server_cpu: Some(Duration::from_micros(cpu_us * 1000)),
+            server_rss_before: None,
+            server_rss_after: None,
+            target_rate: None,
+            pipeline: 1,
+            throughput: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_round_by_round_ratio_pairs_runs_of_one_round() {
+        // The machine flips between a fast and a slow mode between rounds:
+        // the medians compare a slow run with a fast one, the rounds don't.
+        let cmp = Comparison {
+            mode: Mode::Echo,
+            results: vec![
+                (
+                    "io_uring".into(),
+                    vec![run_using(10), run_using(20), run_using(20)],
+                ),
+                (
+                    "floor".into(),
+                    vec![run_using(9), run_using(19), run_using(9)],
+                ),
+            ],
+        };
+        let paired = cmp.cpu_ratio_by_round("floor").expect("a ratio");
+        // The medians (20 and 9) would say 2.2.
+        assert!((paired - 10.0 / 9.0).abs() < 1e-9, "{paired}");
+        assert!(
+            cmp.to_table().contains("1.111 io_uring/floor"),
+            "{}",
+            cmp.to_table()
+        );
+        assert_eq!(cmp.cpu_ratio_by_round("tokio"), None);
+        let json = cmp.to_json();
+        assert!(
+            json["cpu_ratio_by_round"]["floor"].as_f64().is_some(),
+            "{json}"
+        );
     }
 }

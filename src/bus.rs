@@ -112,7 +112,8 @@ impl LiveTable {
 #[derive(Debug, Default)]
 pub(crate) struct Bus {
     pub(crate) workers: Vec<Peer>,
-    /// Connections open across all workers (the `max_connections` count).
+    /// Connections open across all workers (the `max_connections` count;
+    /// kept only when there is a limit).
     open: AtomicUsize,
     /// `Config::max_connections`; 0: no limit.
     pub(crate) max_connections: usize,
@@ -135,7 +136,8 @@ impl Bus {
     /// `max_connections` are open (the caller closes it at once).
     pub(crate) fn try_admit(&self) -> bool {
         if self.max_connections == 0 {
-            self.open.fetch_add(1, Ordering::Relaxed);
+            // No limit: nothing is counted (the count would be one cache
+            // line every worker writes on every accept and close).
             return true;
         }
         // Relaxed: the count is the only data; no other memory hangs on it.
@@ -148,12 +150,16 @@ impl Bus {
 
     /// Take a place regardless of the limit (outbound connections).
     pub(crate) fn admit(&self) {
-        self.open.fetch_add(1, Ordering::Relaxed);
+        if self.max_connections > 0 {
+            self.open.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Give a place back (a connection's slot was freed).
     pub(crate) fn release(&self) {
-        self.open.fetch_sub(1, Ordering::Relaxed);
+        if self.max_connections > 0 {
+            self.open.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 
     /// Hand `cmd` to worker `index` and wake it.

@@ -450,6 +450,32 @@ impl ConnCore {
         buf
     }
 
+    /// A reply of `len` bytes goes straight from a receive buffer: it
+    /// counts as lent to the kernel from now (newer output queues behind
+    /// it).
+    #[inline]
+    pub(crate) fn claim_reply(&mut self, len: u32) {
+        self.lent = len;
+    }
+
+    /// A reply sent from a receive buffer wrote `n` of its `len` bytes;
+    /// the rest (`len - n`) is sent next, from the same buffer.
+    #[inline]
+    pub(crate) fn reply_sent(&mut self, n: u32, len: u32, now: impl FnOnce() -> Instant) {
+        self.written = self.written.wrapping_add(n);
+        self.lent = len.saturating_sub(n);
+        if self.lent == 0 && self.out.is_empty() && n > 0 {
+            self.drained(now);
+        }
+    }
+
+    /// No reply is in flight from a receive buffer after all (the
+    /// connection closed before it was sent).
+    #[inline]
+    pub(crate) fn drop_reply(&mut self) {
+        self.lent = 0;
+    }
+
     /// The lent buffer is back with its first `n` bytes written. The rest
     /// goes next, before anything queued since; a fully written buffer is
     /// kept for the next output when nothing newer is queued.

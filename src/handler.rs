@@ -182,6 +182,42 @@ pub(crate) struct Env<'a> {
     pub(crate) backend: Backend,
     pub(crate) bus: &'a Bus,
     pub(crate) worker: usize,
+    /// io_uring: the receive buffer lent to `on_data` now, which a reply
+    /// may be sent straight from.
+    pub(crate) lent: Option<&'a mut LentReply>,
+}
+
+/// The provided buffer being lent to `on_data` (io_uring), and the reply
+/// that claimed it: when the handler sends bytes of it with nothing else
+/// queued or in flight, they are sent from it instead of copied, and the
+/// buffer goes back to its ring when that send completes.
+#[derive(Debug, Default)]
+pub(crate) struct LentReply {
+    /// Where the lent bytes are (an address, only compared), and how many.
+    start: usize,
+    len: usize,
+    /// The claimed bytes: offset into the buffer and length.
+    pub(crate) claimed: Option<(u32, u32)>,
+}
+
+impl LentReply {
+    /// A reply may claim `bytes`, the buffer about to be lent.
+    pub(crate) fn lend(&mut self, bytes: &[u8]) {
+        self.start = bytes.as_ptr() as usize;
+        self.len = bytes.len();
+        self.claimed = None;
+    }
+
+    /// Claim `data` if it lies in the lent buffer and nothing claimed it.
+    fn claim(&mut self, data: &[u8]) -> Option<u32> {
+        let at = (data.as_ptr() as usize).checked_sub(self.start)?;
+        if self.claimed.is_some() || data.is_empty() || at + data.len() > self.len {
+            return None;
+        }
+        let len = u32::try_from(data.len()).ok()?;
+        self.claimed = Some((at as u32, len));
+        Some(len)
+    }
 }
 
 impl Env<'_> {
@@ -193,6 +229,7 @@ impl Env<'_> {
             backend: self.backend,
             bus: self.bus,
             worker: self.worker,
+            lent: self.lent.as_deref_mut(),
         }
     }
 
@@ -421,10 +458,26 @@ impl Conn<'_> {
 
     /// Queue bytes to send, in order after everything queued before. Ignored
     /// once the connection is closing.
+    ///
+    /// On io_uring, bytes of the buffer `on_data` was just lent, sent when
+    /// nothing else is queued or being sent, go out straight from that
+    /// buffer (no copy); it returns to the kernel when the send completes.
+    #[inline]
     pub fn send(&mut self, data: &[u8]) {
-        if !self.core.is_closing() {
-            self.core.push(data);
+        if self.core.is_closing() {
+            return;
         }
+        if let Some(lent) = self.env.lent.as_deref_mut() {
+            if self.core.queued() == 0 && self.core.tls().is_none() {
+                if let Some(len) = lent.claim(data) {
+                    // Counted as in flight from now: whatever the handler
+                    // sends next queues behind it.
+                    self.core.claim_reply(len);
+                    return;
+                }
+            }
+        }
+        self.core.push(data);
     }
 
     /// Close after everything queued has been sent; no more input is
@@ -518,6 +571,7 @@ mod tests {
                 bus: &self.bus,
                 worker: 0,
                 backend: Backend::Epoll,
+                lent: None,
             }
         }
     }

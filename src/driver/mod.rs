@@ -103,6 +103,23 @@ impl RecvEvent {
     }
 }
 
+/// What a finished io_uring send had sent from.
+#[derive(Debug)]
+pub(crate) enum SentBuf {
+    /// The connection's output, lent whole.
+    Bytes(Vec<u8>),
+    /// A reply straight from the provided buffer `bid` of group `bgid`
+    /// (bytes `off..off + len`), still out of its ring:
+    /// [`Driver::give_back`] returns it, or [`Driver::send_provided`]
+    /// sends the rest of it.
+    Provided {
+        bgid: u16,
+        bid: u16,
+        off: u32,
+        len: u32,
+    },
+}
+
 /// A completion, typed once by the driver.
 #[derive(Debug)]
 pub(crate) enum Completion {
@@ -127,7 +144,7 @@ pub(crate) enum Completion {
         key: usize,
         generation: u32,
         res: i32,
-        buf: Vec<u8>,
+        buf: SentBuf,
     },
     /// io_uring: a `shutdown(SHUT_WR)` finished.
     ShutDown { key: usize, generation: u32 },

@@ -17,7 +17,7 @@ use std::time::Instant;
 use io_uring::types;
 use socket2::Socket;
 
-use super::{Completion, RecvEvent};
+use super::{Completion, RecvEvent, SentBuf};
 use crate::config::Config;
 use crate::stats::WorkerStats;
 use crate::token::{OpKind, Token};
@@ -54,6 +54,12 @@ pub(crate) struct UringDriver {
     pub(super) recv_bufs: Vec<(u16, usize)>,
     /// Buffers taken from the rings and not given back (`buffers_in_use`).
     pub(super) lent_total: u64,
+    /// Provided buffers replies are being sent from, and how many may be.
+    pub(super) provided_in_flight: usize,
+    pub(super) provided_cap: usize,
+    /// The buffer the core kept out of its ring in the last receive (its
+    /// bytes are a reply): group and buffer id.
+    pub(super) kept: Option<(u16, u16)>,
 }
 
 impl UringDriver {
@@ -105,10 +111,24 @@ impl UringDriver {
             batch_ts: types::Timespec::new().sec(1),
             recv_bufs: Vec::new(),
             lent_total: 0,
+            provided_in_flight: 0,
+            provided_cap: usize::from(cfg.buf_count / 4),
+            kept: None,
         };
         d.arm_wake();
         d.sync_group_stats();
         Ok(d)
+    }
+
+    /// Give a provided buffer back to its ring, out of the count of those
+    /// taken.
+    pub(super) fn give_back(&mut self, bgid: u16, bid: u16) {
+        if let Some(ring) = self.groups.get_mut(bgid) {
+            if ring.recycle(bid) {
+                self.lent_total = self.lent_total.saturating_sub(1);
+                self.stats.set(&self.stats.buffers_in_use, self.lent_total);
+            }
+        }
     }
 
     fn arm_wake(&mut self) {
@@ -214,14 +234,27 @@ impl UringDriver {
                 },
             }),
             OpKind::Send => {
-                if let Some(Held::Bytes(buf)) = c.held {
-                    out.push(Completion::Sent {
-                        key,
-                        generation,
-                        res: c.res,
-                        buf,
-                    });
-                }
+                let buf = match c.held {
+                    Some(Held::Bytes(buf)) => SentBuf::Bytes(buf),
+                    Some(Held::Provided {
+                        bgid,
+                        bid,
+                        off,
+                        len,
+                    }) => SentBuf::Provided {
+                        bgid,
+                        bid,
+                        off,
+                        len,
+                    },
+                    _ => return,
+                };
+                out.push(Completion::Sent {
+                    key,
+                    generation,
+                    res: c.res,
+                    buf,
+                });
             }
             OpKind::ShutdownWrite => out.push(Completion::ShutDown { key, generation }),
             OpKind::FilesUpdate => {

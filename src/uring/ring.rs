@@ -130,6 +130,15 @@ pub(crate) enum Held {
     Fd(Box<RawFd>),
     /// A recvmsg's header (only kept alive, never read back).
     MsgHdr(#[allow(dead_code)] Box<libc::msghdr>),
+    /// A send straight from provided buffer `bid` of group `bgid`: its
+    /// bytes `off..off + len` (the buffer stays out of its ring until the
+    /// completion, so the kernel does not fill it meanwhile).
+    Provided {
+        bgid: u16,
+        bid: u16,
+        off: u32,
+        len: u32,
+    },
     /// A datagram's bytes and its destination (only kept alive).
     Datagram(
         #[allow(dead_code)] Vec<u8>,
@@ -304,6 +313,43 @@ impl Ring {
         // are chosen by the kernel from registered rings, which stay mapped
         // until the ring is dropped).
         unsafe { self.push(&sqe) };
+    }
+
+    /// Send `len` bytes at `ptr`, bytes of the provided buffer `held`
+    /// names (which comes back in the completion).
+    ///
+    /// # Safety
+    /// `ptr..ptr + len` must be the bytes of that provided buffer, in a
+    /// buffer ring that stays mapped until this ring is dropped (the
+    /// driver's groups are dropped after it), and the buffer must not be
+    /// given back to its ring until this operation's last completion has
+    /// been reaped (the kernel would fill it while it is being sent).
+    pub(crate) unsafe fn submit_provided_send(
+        &mut self,
+        target: Target,
+        ptr: *const u8,
+        len: u32,
+        held: Held,
+        token: Token,
+    ) {
+        let flags = libc::MSG_NOSIGNAL;
+        let sqe = match target {
+            Target::Fd(fd) => opcode::Send::new(types::Fd(fd), ptr, len)
+                .flags(flags)
+                .build(),
+            Target::Fixed(i) => opcode::Send::new(types::Fixed(i), ptr, len)
+                .flags(flags)
+                .build(),
+        };
+        let slot = self.store.held.insert(HeldOp {
+            token,
+            mem: held,
+            zc: false,
+            first_res: None,
+        });
+        // SAFETY: the pointer is valid until the last completion (this
+        // function's contract); `held` only names the buffer.
+        unsafe { self.push(&sqe.user_data(HELD | slot as u64)) };
     }
 
     /// The `user_data` an operation submitted as `token` carries (a held

@@ -9,8 +9,8 @@ use super::deadlines::Due;
 use super::timeouts::{write_check, write_check_interval, Watch, WriteCheck};
 use super::{op, Lent, Slot, Worker};
 use crate::conn::{Flow, Phase, Pressure};
-use crate::driver::{Received, RecvEvent, SendStart};
-use crate::handler::{deliver, CloseReason, Conn, Handler};
+use crate::driver::{Received, RecvEvent, SendStart, SentBuf};
+use crate::handler::{deliver, CloseReason, Conn, Handler, LentReply};
 
 impl<H: Handler> Worker<H> {
     /// Arm connection `key`'s receive.
@@ -41,13 +41,18 @@ impl<H: Handler> Worker<H> {
         let Slot { core, state, .. } = slot;
         let (mut failed, mut partial) = (None, false);
         let mut tls = TlsEvents::default();
+        // io_uring with room: a reply of the bytes lent goes straight from
+        // their buffer (`Conn::send`).
+        let zero_copy = driver.reply_room();
+        let mut lent = LentReply::default();
+        let mut claim = None;
         let got = driver.receive(slot.drv, fd, ev, |bytes| {
             if core.is_closed() {
-                return Flow::Stop;
+                return (Flow::Stop, false);
             }
             if core.is_closing() {
                 // Input after the close is read and discarded.
-                return core.flow();
+                return (core.flow(), false);
             }
             let data: &[u8] = match core.feed_tls(bytes, plain) {
                 None => bytes,
@@ -55,7 +60,7 @@ impl<H: Handler> Worker<H> {
                     // Its alert goes out, then the connection closes.
                     tls.failed = true;
                     core.close(CloseReason::Tls(why));
-                    return core.flow();
+                    return (core.flow(), false);
                 }
                 Some(Ok(fed)) => {
                     if fed.opened {
@@ -72,24 +77,55 @@ impl<H: Handler> Worker<H> {
             };
             // No state: the handshake is not over (nor the handler told).
             let Some(state) = state.as_mut() else {
-                return core.flow();
+                return (core.flow(), false);
             };
             if data.is_empty() {
-                return core.flow();
+                return (core.flow(), false);
             }
-            let res = deliver(core, handler, state, data, limit, env.reborrow());
+            let mut reach = env.reborrow();
+            if zero_copy && claim.is_none() && std::ptr::eq(data, bytes) {
+                lent.lend(bytes);
+                reach.lent = Some(&mut lent);
+            }
+            let res = deliver(core, handler, state, data, limit, reach);
             plain.clear();
+            let keep = match lent.claimed.take() {
+                Some(c) => {
+                    claim = Some(c);
+                    true
+                }
+                None => false,
+            };
             match res {
                 Ok(began) => {
                     partial |= began;
-                    core.flow()
+                    (core.flow(), keep)
                 }
                 Err(reason) => {
                     failed = Some(reason);
-                    Flow::Stop
+                    (Flow::Stop, keep)
                 }
             }
         });
+        if let Some(buf) = driver.kept() {
+            // The handler replied with bytes of this buffer: send them from
+            // it, unless the connection is over.
+            let sent = claim.is_some_and(|c| {
+                !slot.core.is_closed()
+                    && failed.is_none()
+                    && driver.send_provided(key, generation, (slot.drv, fd), buf, c)
+            });
+            if sent {
+                slot.ops |= op::SEND;
+            } else {
+                if claim.is_some() && !slot.core.is_closed() && failed.is_none() {
+                    // Not sent: the buffer was given back, its bytes lost.
+                    failed = Some(CloseReason::Error(libc::EIO));
+                }
+                driver.give_back(buf.0, buf.1);
+                slot.core.drop_reply();
+            }
+        }
         match got {
             Received::Armed => {}
             Received::Ended | Received::NoBuffers | Received::Cancelled => {
@@ -187,7 +223,16 @@ impl<H: Handler> Worker<H> {
     }
 
     /// A send finished: its bytes are back; `res` written or `-errno`.
-    pub(super) fn on_sent(&mut self, key: usize, res: i32, buf: Vec<u8>) {
+    pub(super) fn on_sent(&mut self, key: usize, res: i32, buf: SentBuf) {
+        let buf = match buf {
+            SentBuf::Bytes(buf) => buf,
+            SentBuf::Provided {
+                bgid,
+                bid,
+                off,
+                len,
+            } => return self.on_reply_sent(key, res, (bgid, bid), (off, len)),
+        };
         let slot = &mut self.conns[key];
         slot.ops &= !op::SEND;
         if slot.core.is_closed() {
@@ -205,6 +250,48 @@ impl<H: Handler> Worker<H> {
         slot.core.returned(buf, res as usize, Instant::now);
         // The remainder of a short send goes next, before anything newer.
         self.mark_dirty(key);
+    }
+
+    /// A reply sent straight from a receive buffer finished: the rest of
+    /// a short send goes from the same buffer, else the buffer goes back
+    /// to its ring and queued output follows.
+    fn on_reply_sent(&mut self, key: usize, res: i32, buf: (u16, u16), (off, len): (u32, u32)) {
+        let slot = &mut self.conns[key];
+        slot.ops &= !op::SEND;
+        let written = u32::try_from(res).unwrap_or(0).min(len);
+        if res > 0 && !slot.core.is_closed() {
+            self.ctx
+                .stats
+                .add(&self.ctx.stats.bytes_out, u64::from(written));
+            slot.core.reply_sent(written, len, Instant::now);
+            if written < len {
+                let generation = slot.generation();
+                let fd = slot.core.sock.as_raw_fd();
+                let rest = (off + written, len - written);
+                if self
+                    .driver
+                    .send_provided(key, generation, (slot.drv, fd), buf, rest)
+                {
+                    slot.ops |= op::SEND;
+                    return;
+                }
+                slot.core.drop_reply();
+                self.teardown(key, CloseReason::Error(libc::EIO));
+                return;
+            }
+            self.driver.give_back(buf.0, buf.1);
+            self.mark_dirty(key);
+            return;
+        }
+        self.driver.give_back(buf.0, buf.1);
+        slot.core.drop_reply();
+        if slot.core.is_closed() {
+            self.finish_if_idle(key);
+            return;
+        }
+        // 0 bytes for a non-empty send would repeat forever: a broken pipe.
+        let errno = if res == 0 { libc::EPIPE } else { -res };
+        self.teardown(key, CloseReason::Error(errno));
     }
 
     /// Hand queued output to the driver, apply backpressure, and finish a

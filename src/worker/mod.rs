@@ -451,6 +451,7 @@ impl<H: Handler> Worker<H> {
                 bus: &ctx.bus,
                 worker: ctx.index,
                 backend,
+                lent: None,
             },
         }
     }

@@ -102,19 +102,32 @@ impl Driver {
     }
 
     /// Take what a receive event brought: each chunk of bytes is lent to
-    /// `take`, which says whether to go on.
+    /// `take`, which says whether to go on, and (io_uring) whether it keeps
+    /// the chunk's provided buffer out of its ring because a reply is sent
+    /// straight from it ([`Driver::kept`] names it then).
     pub(crate) fn receive(
         &mut self,
         dc: DriverConn,
         fd: RawFd,
         ev: RecvEvent,
-        take: impl FnMut(&[u8]) -> Flow,
+        take: impl FnMut(&[u8]) -> (Flow, bool),
     ) -> Received {
         match (self, ev) {
             (Driver::Uring(d), RecvEvent::Uring { res, flags }) => d.receive(dc, res, flags, take),
             (Driver::Epoll(d), RecvEvent::Readable) => d.receive(dc, fd, take),
             // Each driver reports only its own kind of event.
             _ => Received::Armed,
+        }
+    }
+}
+
+impl Driver {
+    /// The provided buffer the last receive's `take` kept (group, buffer
+    /// id), once.
+    pub(crate) fn kept(&mut self) -> Option<(u16, u16)> {
+        match self {
+            Driver::Uring(d) => d.kept.take(),
+            Driver::Epoll(_) => None,
         }
     }
 }
@@ -128,7 +141,7 @@ impl UringDriver {
         dc: DriverConn,
         res: i32,
         flags: u32,
-        mut take: impl FnMut(&[u8]) -> Flow,
+        mut take: impl FnMut(&[u8]) -> (Flow, bool),
     ) -> Received {
         let st = &self.stats;
         let buffer = cqueue::buffer_select(flags);
@@ -173,10 +186,15 @@ impl UringDriver {
             for &(b, n) in bufs.iter() {
                 // Bytes already taken from the socket are delivered even
                 // when paused; a teardown drops the rest.
+                let mut keep = false;
                 if flow != Flow::Stop {
-                    flow = take(ring.filled(b, n));
+                    (flow, keep) = take(ring.filled(b, n));
                 }
-                returned += u64::from(ring.recycle(b));
+                if keep && self.kept.is_none() {
+                    self.kept = Some((dc.bgid, b));
+                } else {
+                    returned += u64::from(ring.recycle(b));
+                }
             }
             if cqueue::more(flags) {
                 Received::Armed
@@ -200,7 +218,7 @@ impl EpollDriver {
         &mut self,
         dc: DriverConn,
         fd: RawFd,
-        mut take: impl FnMut(&[u8]) -> Flow,
+        mut take: impl FnMut(&[u8]) -> (Flow, bool),
     ) -> Received {
         if !dc.has(DriverConn::READ) {
             return Received::Armed;
@@ -211,7 +229,8 @@ impl EpollDriver {
                 Ok(n) => {
                     let st = &self.stats;
                     st.add(&st.bytes_in, n as u64);
-                    let flow = take(&self.buf[..n]);
+                    // Nothing is kept: this buffer is read into again.
+                    let (flow, _) = take(&self.buf[..n]);
                     // Drained (the next read would say EAGAIN), paused or
                     // torn down: stop here.
                     if flow != Flow::More || n < self.buf.len() {

@@ -67,6 +67,61 @@ impl Driver {
         }
     }
 
+    /// io_uring: send bytes `off..off + len` of the shared ring's buffer
+    /// `bid`, a buffer a receive lent and the core kept out of its ring
+    /// (the handler replied with the bytes it was lent). The buffer comes
+    /// back in [`super::super::SentBuf::Provided`] and stays out of its
+    /// ring until [`Driver::give_back`]. `false` (nothing submitted, the
+    /// buffer given back): not a buffer the core holds.
+    pub(crate) fn send_provided(
+        &mut self,
+        key: usize,
+        generation: u32,
+        (dc, fd): (DriverConn, RawFd),
+        (bgid, bid): (u16, u16),
+        (off, len): (u32, u32),
+    ) -> bool {
+        let Driver::Uring(d) = self else {
+            return false;
+        };
+        let target = if dc.has(DriverConn::FIXED) {
+            Target::Fixed(key as u32)
+        } else {
+            Target::Fd(fd)
+        };
+        let token = Token::new(OpKind::Send, key as u32, generation);
+        if bgid != crate::uring::groups::SHARED
+            || !d
+                .groups
+                .send_reply(&mut d.ring, target, (bid, off, len), token)
+        {
+            d.give_back(bgid, bid);
+            return false;
+        }
+        d.provided_in_flight += 1;
+        d.stats.add(&d.stats.buffer_replies, 1);
+        true
+    }
+
+    /// io_uring: give provided buffer `bid` of group `bgid` back to its
+    /// ring (a reply sent from it is done). Nothing on epoll.
+    pub(crate) fn give_back(&mut self, bgid: u16, bid: u16) {
+        if let Driver::Uring(d) = self {
+            d.provided_in_flight = d.provided_in_flight.saturating_sub(1);
+            d.give_back(bgid, bid);
+        }
+    }
+
+    /// How many provided buffers replies may hold now (0 on epoll, with
+    /// per-connection rings, or with as many held as allowed: a quarter of
+    /// the shared ring, so receiving never runs dry for them).
+    pub(crate) fn reply_room(&self) -> bool {
+        match self {
+            Driver::Uring(d) => !d.per_conn_groups && d.provided_in_flight < d.provided_cap,
+            Driver::Epoll(_) => false,
+        }
+    }
+
     /// Bring the readiness interest up to date in one call: `read` while a
     /// receive is armed, `write` (hear when the socket takes output again)
     /// while output is blocked. epoll only: io_uring's completions say both

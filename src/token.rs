@@ -56,11 +56,14 @@ pub enum OpKind {
     FilesUpdate = 10,
     /// An outbound connect (its key is in the worker's pending slab).
     Connect = 11,
+    /// A reply sent straight from a provided buffer: its key is the
+    /// buffer id, and the driver's reply table names the connection.
+    Reply = 12,
 }
 
 impl OpKind {
     /// Every kind, in value order.
-    pub(crate) const ALL: [OpKind; 11] = [
+    pub(crate) const ALL: [OpKind; 12] = [
         OpKind::Accept,
         OpKind::Recv,
         OpKind::Send,
@@ -72,6 +75,7 @@ impl OpKind {
         OpKind::ShutdownWrite,
         OpKind::FilesUpdate,
         OpKind::Connect,
+        OpKind::Reply,
     ];
 
     #[inline]
@@ -247,7 +251,7 @@ mod tests {
     fn unknown_kinds_are_rejected() {
         assert_eq!(Token::from_user_data(0), None);
         assert_eq!(Token::from_user_data(0xff << 56), None);
-        assert_eq!(Token::from_user_data(12 << 56), None);
+        assert_eq!(Token::from_user_data(13 << 56), None);
         for kind in OpKind::ALL {
             assert!((kind as u8) < 128, "the top bit marks held operations");
         }

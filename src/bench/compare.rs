@@ -411,6 +411,11 @@ impl Comparison {
                 fmt: fmt_us,
             },
             Row {
+                name: "  of which user space".into(),
+                values: pick(&|r| r.user_cpu_per_op().map(us)),
+                fmt: fmt_us,
+            },
+            Row {
                 name: "errors (all runs)".into(),
                 values: self
                     .results
@@ -614,6 +619,7 @@ mod tests {
             bytes_verified: 64_000,
             latency: hdrhistogram::Histogram::new(3).expect("histogram"),
             server_cpu: Some(Duration::from_micros(cpu_us * 1000)),
+            server_user_cpu: None,
             server_rss_before: None,
             server_rss_after: None,
             target_rate: None,

@@ -9,6 +9,8 @@ use std::time::Duration;
 pub struct ProcSample {
     /// User + system CPU time used so far (all threads).
     pub cpu: Duration,
+    /// The user-space part of it: the server's own code, not the kernel's.
+    pub user: Duration,
     /// Resident set size in bytes.
     pub rss: u64,
 }
@@ -47,7 +49,8 @@ fn parse(stat: &str, statm: &str, ticks: u64, page: u64) -> io::Result<ProcSampl
             .and_then(|f| f.parse().ok())
             .ok_or_else(|| bad("stat field"))
     };
-    let jiffies = num(11)? + num(12)?;
+    let user = num(11)?;
+    let jiffies = user + num(12)?;
     let resident: u64 = statm
         .split_whitespace()
         .nth(1)
@@ -56,6 +59,7 @@ fn parse(stat: &str, statm: &str, ticks: u64, page: u64) -> io::Result<ProcSampl
     let ticks = ticks.max(1);
     Ok(ProcSample {
         cpu: Duration::from_nanos(jiffies * 1_000_000_000 / ticks),
+        user: Duration::from_nanos(user * 1_000_000_000 / ticks),
         rss: resident * page,
     })
 }
@@ -69,6 +73,7 @@ mod tests {
         let stat = "1234 (my (odd) name) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 3 0 1000 1000000 200 18446744073709551615";
         let s = parse(stat, "5000 300 100 10 0 200 0\n", 100, 4096).expect("parses");
         assert_eq!(s.cpu, Duration::from_secs(3));
+        assert_eq!(s.user, Duration::from_millis(2500));
         assert_eq!(s.rss, 300 * 4096);
     }
 

@@ -31,6 +31,9 @@ pub struct RunResult {
     pub latency: Histogram<u64>,
     /// Server CPU time used during the measured period, when its pid is known.
     pub server_cpu: Option<Duration>,
+    /// The user-space part of `server_cpu` (the server's own code; the
+    /// rest is the kernel's, mostly TCP, the same for every server).
+    pub server_user_cpu: Option<Duration>,
     /// Server RSS before the connections were opened (hold) or at the start.
     pub server_rss_before: Option<u64>,
     /// Server RSS with every connection open (hold) or at the end.
@@ -63,6 +66,12 @@ impl RunResult {
     /// Server CPU time per operation, when known.
     pub fn cpu_per_op(&self) -> Option<Duration> {
         let cpu = self.server_cpu?;
+        (self.ops > 0).then(|| Duration::from_nanos((cpu.as_nanos() / u128::from(self.ops)) as u64))
+    }
+
+    /// Server user-space CPU time per operation, when known.
+    pub fn user_cpu_per_op(&self) -> Option<Duration> {
+        let cpu = self.server_user_cpu?;
         (self.ops > 0).then(|| Duration::from_nanos((cpu.as_nanos() / u128::from(self.ops)) as u64))
     }
 
@@ -136,6 +145,9 @@ impl RunResult {
         if let Some(c) = self.cpu_per_op() {
             row(&format!("server CPU / {}", self.mode.op()), fmt_duration(c));
         }
+        if let Some(c) = self.user_cpu_per_op() {
+            row("  of which user space", fmt_duration(c));
+        }
         if let (Some(a), Some(b)) = (self.server_rss_before, self.server_rss_after) {
             row(
                 "server RSS",
@@ -173,6 +185,7 @@ impl RunResult {
             "target_rate": self.target_rate,
             "rate_shortfall": self.rate_shortfall(),
             "server_cpu_per_op_us": self.cpu_per_op().map(us),
+            "server_user_cpu_per_op_us": self.user_cpu_per_op().map(us),
             "server_rss_before": self.server_rss_before,
             "server_rss_after": self.server_rss_after,
             "server_rss_per_conn": self.rss_per_conn(),
@@ -285,6 +298,7 @@ mod tests {
             bytes_verified: 64_000,
             latency: h,
             server_cpu: Some(Duration::from_millis(10)),
+            server_user_cpu: Some(Duration::from_millis(2)),
             server_rss_before: Some(1 << 20),
             server_rss_after: Some((1 << 20) + 4 * 256),
         }
@@ -310,6 +324,7 @@ mod tests {
             "p99.9",
             "errors",
             "server CPU / held conn",
+            "of which user space",
             "RSS / conn",
         ] {
             assert!(t.contains(needle), "{needle} missing in\n{t}");
@@ -318,6 +333,7 @@ mod tests {
         assert_eq!(j["ops"], 1000);
         assert_eq!(j["errors"], 1);
         assert_eq!(j["server_rss_per_conn"], 256.0);
+        assert_eq!(j["server_user_cpu_per_op_us"], 2.0);
     }
 
     #[test]

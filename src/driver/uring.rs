@@ -60,6 +60,18 @@ pub(crate) struct UringDriver {
     /// The buffer the core kept out of its ring in the last receive (its
     /// bytes are a reply): group and buffer id.
     pub(super) kept: Option<(u16, u16)>,
+    /// By shared-ring buffer id, the reply being sent from that buffer
+    /// (a reply's completion names only its buffer).
+    pub(super) replies: Vec<Reply>,
+}
+
+/// A reply in flight from a provided buffer: whose, and which bytes.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Reply {
+    pub(crate) key: u32,
+    pub(crate) generation: u32,
+    pub(crate) off: u32,
+    pub(crate) len: u32,
 }
 
 impl UringDriver {
@@ -114,6 +126,7 @@ impl UringDriver {
             provided_in_flight: 0,
             provided_cap: usize::from(cfg.buf_count / 4),
             kept: None,
+            replies: vec![Reply::default(); usize::from(cfg.buf_count)],
         };
         d.arm_wake();
         d.sync_group_stats();
@@ -174,11 +187,12 @@ impl UringDriver {
             ring,
             timers,
             closes_in_flight,
+            replies,
             ..
         } = self;
         let mut rewake = false;
         let (dropped, overflow) = ring.reap(|c| {
-            Self::convert(c, out, timers, closes_in_flight, &mut rewake);
+            Self::convert(c, out, timers, closes_in_flight, replies, &mut rewake);
         });
         self.stats.set(&self.stats.cq_dropped, u64::from(dropped));
         if dropped != self.dropped_seen {
@@ -205,6 +219,7 @@ impl UringDriver {
         out: &mut Vec<Completion>,
         timers: &mut Vec<Instant>,
         closes_in_flight: &mut usize,
+        replies: &[Reply],
         rewake: &mut bool,
     ) {
         let (key, generation) = (c.token.key(), c.token.generation());
@@ -234,27 +249,30 @@ impl UringDriver {
                 },
             }),
             OpKind::Send => {
-                let buf = match c.held {
-                    Some(Held::Bytes(buf)) => SentBuf::Bytes(buf),
-                    Some(Held::Provided {
-                        bgid,
-                        bid,
-                        off,
-                        len,
-                    }) => SentBuf::Provided {
-                        bgid,
-                        bid,
-                        off,
-                        len,
-                    },
-                    _ => return,
-                };
-                out.push(Completion::Sent {
-                    key,
-                    generation,
-                    res: c.res,
-                    buf,
-                });
+                if let Some(Held::Bytes(buf)) = c.held {
+                    out.push(Completion::Sent {
+                        key,
+                        generation,
+                        res: c.res,
+                        buf: SentBuf::Bytes(buf),
+                    });
+                }
+            }
+            OpKind::Reply => {
+                // The key is the buffer id (shared ring).
+                if let Some(r) = replies.get(key) {
+                    out.push(Completion::Sent {
+                        key: r.key as usize,
+                        generation: r.generation,
+                        res: c.res,
+                        buf: SentBuf::Provided {
+                            bgid: crate::uring::groups::SHARED,
+                            bid: key as u16,
+                            off: r.off,
+                            len: r.len,
+                        },
+                    });
+                }
             }
             OpKind::ShutdownWrite => out.push(Completion::ShutDown { key, generation }),
             OpKind::FilesUpdate => {

@@ -15,7 +15,7 @@ use std::io;
 use io_uring::IoUring;
 
 use super::bufring::BufRing;
-use super::ring::{Held, Ring, Target};
+use super::ring::{Ring, Target};
 use crate::token::Token;
 
 /// The shared group's id.
@@ -88,9 +88,8 @@ impl Groups {
 
     /// Send bytes `off..off + len` of the shared ring's taken buffer `bid`
     /// on `target` (a reply straight from the buffer it arrived in), as
-    /// `token`; the buffer comes back in the completion as
-    /// [`Held::Provided`]. `false` (nothing submitted): `bid` is not a
-    /// taken buffer of the shared ring with that many bytes.
+    /// `token`. `false` (nothing submitted): `bid` is not a taken buffer
+    /// of the shared ring with that many bytes.
     pub(crate) fn send_reply(
         &mut self,
         ring: &mut Ring,
@@ -107,19 +106,13 @@ impl Groups {
             return false;
         }
         let ptr = bytes[off as usize..].as_ptr();
-        let held = Held::Provided {
-            bgid: SHARED,
-            bid,
-            off,
-            len,
-        };
         // SAFETY: `ptr` points at `len` bytes of the shared ring's mapping,
         // which lives as long as these groups; the driver drops its ring
         // (cancelling what is in flight, synchronously) before its groups.
         // The buffer is taken: the kernel does not fill it again until it
         // is recycled, which the worker does only when this send's last
         // completion has been reaped (`Driver::give_back`).
-        unsafe { ring.submit_provided_send(target, ptr, len, held, token) };
+        unsafe { ring.submit_provided_send(target, ptr, len, token) };
         true
     }
 

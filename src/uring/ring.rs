@@ -130,15 +130,6 @@ pub(crate) enum Held {
     Fd(Box<RawFd>),
     /// A recvmsg's header (only kept alive, never read back).
     MsgHdr(#[allow(dead_code)] Box<libc::msghdr>),
-    /// A send straight from provided buffer `bid` of group `bgid`: its
-    /// bytes `off..off + len` (the buffer stays out of its ring until the
-    /// completion, so the kernel does not fill it meanwhile).
-    Provided {
-        bgid: u16,
-        bid: u16,
-        off: u32,
-        len: u32,
-    },
     /// A datagram's bytes and its destination (only kept alive).
     Datagram(
         #[allow(dead_code)] Vec<u8>,
@@ -315,8 +306,7 @@ impl Ring {
         unsafe { self.push(&sqe) };
     }
 
-    /// Send `len` bytes at `ptr`, bytes of the provided buffer `held`
-    /// names (which comes back in the completion).
+    /// Send `len` bytes at `ptr`, bytes of a provided buffer, as `token`.
     ///
     /// # Safety
     /// `ptr..ptr + len` must be the bytes of that provided buffer, in a
@@ -329,7 +319,6 @@ impl Ring {
         target: Target,
         ptr: *const u8,
         len: u32,
-        held: Held,
         token: Token,
     ) {
         let flags = libc::MSG_NOSIGNAL;
@@ -341,15 +330,9 @@ impl Ring {
                 .flags(flags)
                 .build(),
         };
-        let slot = self.store.held.insert(HeldOp {
-            token,
-            mem: held,
-            zc: false,
-            first_res: None,
-        });
         // SAFETY: the pointer is valid until the last completion (this
-        // function's contract); `held` only names the buffer.
-        unsafe { self.push(&sqe.user_data(HELD | slot as u64)) };
+        // function's contract).
+        unsafe { self.push(&sqe.user_data(token.to_user_data())) };
     }
 
     /// The `user_data` an operation submitted as `token` carries (a held

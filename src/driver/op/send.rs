@@ -13,6 +13,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use super::super::epoll::interest;
 use super::super::{Driver, DriverConn};
 use crate::conn::ConnCore;
+use crate::driver::uring::Reply;
 use crate::token::{OpKind, Token};
 use crate::uring::ring::{Op, Target};
 
@@ -89,7 +90,11 @@ impl Driver {
         } else {
             Target::Fd(fd)
         };
-        let token = Token::new(OpKind::Send, key as u32, generation);
+        let token = Token::new(OpKind::Reply, u32::from(bid), 0);
+        let Some(entry) = d.replies.get_mut(usize::from(bid)) else {
+            d.give_back(bgid, bid);
+            return false;
+        };
         if bgid != crate::uring::groups::SHARED
             || !d
                 .groups
@@ -98,6 +103,13 @@ impl Driver {
             d.give_back(bgid, bid);
             return false;
         }
+        // The completion names the buffer; this names the connection.
+        *entry = Reply {
+            key: key as u32,
+            generation,
+            off,
+            len,
+        };
         d.provided_in_flight += 1;
         d.stats.add(&d.stats.buffer_replies, 1);
         true

@@ -211,6 +211,21 @@ pub(crate) struct ServeArgs {
     /// Completion queue entries per ring.
     #[arg(long, default_value_t = Config::default().cq_entries)]
     cq_entries: u32,
+    /// SQPOLL (io_uring): a kernel thread polls each ring's submissions,
+    /// sleeping after MS milliseconds without work (default: off).
+    #[arg(long, value_name = "MS")]
+    sqpoll_idle_ms: Option<u64>,
+    /// With --sqpoll-idle-ms: pin the SQPOLL threads to this CPU.
+    #[arg(long, value_name = "CPU", requires = "sqpoll_idle_ms")]
+    sqpoll_cpu: Option<usize>,
+    /// Register each ring's own descriptor (io_uring, Linux 5.18): waits
+    /// name it by index.
+    #[arg(long)]
+    register_ring: bool,
+    /// Map the shared buffer ring on huge pages (hugetlbfs if reserved,
+    /// else transparent huge pages).
+    #[arg(long)]
+    buf_hugepages: bool,
 }
 
 impl ServeArgs {
@@ -273,6 +288,10 @@ impl ServeArgs {
             recv_bundle: self.recv_bundle,
             send_zc_threshold: self.send_zc_threshold,
             batch_wait: Duration::from_micros(self.batch_wait_us),
+            sqpoll_idle: self.sqpoll_idle_ms.map(Duration::from_millis),
+            sqpoll_cpu: self.sqpoll_cpu,
+            register_ring: self.register_ring,
+            buf_huge_pages: self.buf_hugepages,
             wait_batch: self.wait_batch,
             linger: self.linger.unwrap_or(d.linger),
             tls_handshake_timeout: self

@@ -149,6 +149,23 @@ pub struct Config {
     /// Completions that end a batched wait early (with `batch_wait`; at most
     /// `cq_entries` are waited for).
     pub wait_batch: u32,
+    /// SQPOLL (io_uring): a kernel thread per ring polls the submission
+    /// queue, so submitting needs no system call while it is awake; it
+    /// sleeps after this long without work (and a submit wakes it). Its
+    /// CPU time is the server's too. Rings then use COOP_TASKRUN (the kernel
+    /// refuses DEFER_TASKRUN with SQPOLL). `None`: off.
+    pub sqpoll_idle: Option<Duration>,
+    /// With `sqpoll_idle`: pin each ring's SQPOLL thread to this CPU.
+    pub sqpoll_cpu: Option<usize>,
+    /// Register each ring's own descriptor (IORING_REGISTER_RING_FDS, Linux
+    /// 5.18), so every `io_uring_enter` names it by index and the kernel
+    /// skips a file lookup per call.
+    pub register_ring: bool,
+    /// Map buffer rings on huge pages: hugetlbfs pages (`MAP_HUGETLB`, 2
+    /// MiB) when the system has some reserved, else transparent huge pages
+    /// (`MADV_HUGEPAGE`); fewer TLB misses over large buffer areas.
+    /// `Stats::huge_page_rings` and `Stats::thp_rings` say which was had.
+    pub buf_huge_pages: bool,
     /// Completion queue entries per ring; must exceed `sq_entries`. A full CQ
     /// ends multishot operations, so keep it generous.
     pub cq_entries: u32,
@@ -240,6 +257,10 @@ impl Default for Config {
             fixed_files: 0,
             recv_bundle: false,
             send_zc_threshold: 0,
+            sqpoll_idle: None,
+            sqpoll_cpu: None,
+            register_ring: false,
+            buf_huge_pages: false,
             batch_wait: Duration::ZERO,
             wait_batch: 32,
             buffers: BufferMode::Shared,
@@ -340,6 +361,18 @@ impl Config {
     /// message naming the field.
     pub fn validate(&self) -> Result<(), crate::Error> {
         let bad = |msg: String| Err(crate::Error::Config(msg));
+        if self.sqpoll_cpu.is_some() && self.sqpoll_idle.is_none() {
+            return bad("sqpoll_cpu needs sqpoll_idle (SQPOLL on)".into());
+        }
+        if self
+            .sqpoll_idle
+            .is_some_and(|d| d.is_zero() || d > Duration::from_secs(60))
+        {
+            return bad(format!(
+                "sqpoll_idle must be 1 ms ..= 60 s, got {:?}",
+                self.sqpoll_idle.unwrap_or_default()
+            ));
+        }
         let workers = self.worker_count();
         if workers == 0 || workers > 256 {
             return bad(format!("workers must be 1..=256, got {workers}"));

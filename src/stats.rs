@@ -100,6 +100,14 @@ counters! {
     bundled_buffers,
     /// Sends made with SEND_ZC.
     zc_sends,
+    /// Rings whose shared buffer ring is on hugetlbfs pages
+    /// (`Config::buf_huge_pages`, with pages reserved).
+    huge_page_rings,
+    /// Rings whose shared buffer ring is advised transparent huge pages
+    /// (`Config::buf_huge_pages`, no hugetlbfs pages reserved).
+    thp_rings,
+    /// Rings whose descriptor is registered (`Config::register_ring`).
+    registered_rings,
     /// Replies sent straight from the provided buffer their bytes arrived
     /// in (io_uring: the handler sent bytes it was lent), without a copy.
     buffer_replies,

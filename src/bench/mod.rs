@@ -400,7 +400,9 @@ fn finish(
         bytes_verified: tally.bytes_verified,
         latency: tally.latency,
         server_cpu: at_start.zip(end).map(|(a, b)| b.cpu.saturating_sub(a.cpu)),
-        server_user_cpu: at_start.zip(end).map(|(a, b)| b.user.saturating_sub(a.user)),
+        server_user_cpu: at_start
+            .zip(end)
+            .map(|(a, b)| b.user.saturating_sub(a.user)),
         server_rss_before: at_start.map(|s| s.rss),
         server_rss_after: end.map(|s| s.rss),
         target_rate: opts.rate,

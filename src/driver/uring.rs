@@ -22,6 +22,7 @@ use crate::config::Config;
 use crate::stats::WorkerStats;
 use crate::token::{OpKind, Token};
 use crate::uring::groups::Groups;
+use crate::uring::mmap::HugePages;
 use crate::uring::ring::{Cqe, Held, Op, Ring};
 
 pub(crate) struct UringDriver {
@@ -90,6 +91,7 @@ impl UringDriver {
             cfg.conn_buf_count,
             cfg.buf_size,
             cfg.group_pool_max,
+            cfg.buf_huge_pages,
         )?;
         // A sparse table of direct descriptors (Linux 5.19). If the kernel
         // refuses it, connections just use plain descriptors.
@@ -128,6 +130,25 @@ impl UringDriver {
             kept: None,
             replies: vec![Reply::default(); usize::from(cfg.buf_count)],
         };
+        if cfg.register_ring {
+            d.ring
+                .register_fd()
+                .map_err(|e| crate::Error::Unsupported {
+                    feature: "registered ring descriptor",
+                    detail: format!("IORING_REGISTER_RING_FDS (Linux 5.18) failed: {e}"),
+                })?;
+            d.stats.add(&d.stats.registered_rings, 1);
+        }
+        match d.groups.pages {
+            Some(HugePages::Reserved) => d.stats.add(&d.stats.huge_page_rings, 1),
+            Some(HugePages::Transparent) => d.stats.add(&d.stats.thp_rings, 1),
+            Some(HugePages::None) => {
+                log::warn!(
+                    "buffer ring on huge pages: none reserved and THP is off; ordinary pages"
+                )
+            }
+            None => {}
+        }
         d.arm_wake();
         d.sync_group_stats();
         Ok(d)

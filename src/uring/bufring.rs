@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use io_uring::types::BufRingEntry;
 use io_uring::IoUring;
 
-use super::mmap::AnonMap;
+use super::mmap::{AnonMap, HugePages};
 
 /// The kernel's `struct io_uring_buf` (16 bytes); `resv` of descriptor 0 is
 /// the ring's tail.
@@ -66,6 +66,18 @@ impl BufRing {
         entries: u16,
         buf_size: u32,
     ) -> io::Result<BufRing> {
+        Ok(Self::mapped(ring, bgid, entries, buf_size, false)?.0)
+    }
+
+    /// [`BufRing::new`], on huge pages when `huge` (see
+    /// [`AnonMap::new_huge`]), saying what backs it.
+    pub(crate) fn mapped(
+        ring: &IoUring,
+        bgid: u16,
+        entries: u16,
+        buf_size: u32,
+        huge: bool,
+    ) -> io::Result<(BufRing, Option<HugePages>)> {
         if entries == 0 || !entries.is_power_of_two() || entries > 32768 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -75,7 +87,13 @@ impl BufRing {
         let page = crate::sys::page_size();
         let ring_bytes =
             (usize::from(entries) * std::mem::size_of::<BufRingEntry>()).next_multiple_of(page);
-        let map = AnonMap::new(ring_bytes + usize::from(entries) * buf_size as usize)?;
+        let len = ring_bytes + usize::from(entries) * buf_size as usize;
+        let (map, pages) = if huge {
+            let (map, kind) = AnonMap::new_huge(len)?;
+            (map, Some(kind))
+        } else {
+            (AnonMap::new(len)?, None)
+        };
         let base = map.as_ptr();
         let n = usize::from(entries);
         let mut br = BufRing {
@@ -101,7 +119,7 @@ impl BufRing {
             ring.submitter()
                 .register_buf_ring_with_flags(base as u64, entries, bgid, 0)?
         };
-        Ok(br)
+        Ok((br, pages))
     }
 
     /// Buffer `bid` was named by a completion: it is the worker's until

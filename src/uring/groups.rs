@@ -15,6 +15,7 @@ use std::io;
 use io_uring::IoUring;
 
 use super::bufring::BufRing;
+use super::mmap::HugePages;
 use super::ring::{Ring, Target};
 use crate::token::Token;
 
@@ -32,6 +33,8 @@ pub(crate) struct Groups {
     buf_size: u32,
     pool_max: usize,
     pub(crate) in_use: usize,
+    /// What backs the shared ring, when it was asked to be on huge pages.
+    pub(crate) pages: Option<HugePages>,
 }
 
 impl Groups {
@@ -41,9 +44,11 @@ impl Groups {
         conn_entries: u16,
         buf_size: u32,
         pool_max: usize,
+        huge: bool,
     ) -> io::Result<Groups> {
-        let shared = BufRing::new(ring, SHARED, shared_entries, buf_size)?;
+        let (shared, pages) = BufRing::mapped(ring, SHARED, shared_entries, buf_size, huge)?;
         Ok(Groups {
+            pages,
             rings: vec![Some(shared)],
             idle: Vec::new(),
             free_ids: Vec::new(),

@@ -7,6 +7,17 @@
 use std::io;
 use std::ptr::NonNull;
 
+/// What backs a mapping asked to be on huge pages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HugePages {
+    /// hugetlbfs pages from the system's reserved pool.
+    Reserved,
+    /// Ordinary pages advised `MADV_HUGEPAGE` (THP).
+    Transparent,
+    /// Neither was possible (THP off): ordinary pages.
+    None,
+}
+
 /// An anonymous private read-write mapping, unmapped when dropped.
 ///
 /// It hands out only a raw pointer, never a reference, so Rust code that
@@ -43,6 +54,41 @@ impl AnonMap {
         NonNull::new(addr.cast::<u8>())
             .map(|ptr| AnonMap { ptr, len })
             .ok_or_else(|| io::Error::other("mmap returned a null mapping"))
+    }
+
+    /// Map `len` bytes on huge pages: hugetlbfs pages (`MAP_HUGETLB`, 2 MiB
+    /// each, `len` rounded up to them) when the system has some reserved,
+    /// else ordinary pages advised `MADV_HUGEPAGE` (transparent huge pages,
+    /// as the kernel's THP mode allows). Says which it got.
+    pub(crate) fn new_huge(len: usize) -> io::Result<(AnonMap, HugePages)> {
+        const HUGE: usize = 2 << 20;
+        let rounded = len.div_ceil(HUGE) * HUGE;
+        // SAFETY: as in `new`: a fresh anonymous mapping, checked.
+        let addr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                rounded,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_HUGETLB | libc::MAP_HUGE_2MB,
+                -1,
+                0,
+            )
+        };
+        if addr != libc::MAP_FAILED {
+            if let Some(ptr) = NonNull::new(addr.cast::<u8>()) {
+                return Ok((AnonMap { ptr, len: rounded }, HugePages::Reserved));
+            }
+        }
+        let map = AnonMap::new(len)?;
+        // SAFETY: advice on exactly the mapping just made; it changes how
+        // the kernel backs it, not its contents or validity.
+        let rc = unsafe { libc::madvise(map.as_ptr().cast(), len, libc::MADV_HUGEPAGE) };
+        let kind = if rc == 0 {
+            HugePages::Transparent
+        } else {
+            HugePages::None
+        };
+        Ok((map, kind))
     }
 
     /// The start of the mapping (page-aligned).
@@ -86,6 +132,19 @@ mod tests {
         assert!(bytes.iter().all(|&b| b == 0), "fresh memory is zero-filled");
         bytes[len - 1] = 0xa5;
         assert_eq!(bytes[len - 1], 0xa5);
+    }
+
+    #[test]
+    fn a_huge_mapping_is_usable_whatever_backs_it() {
+        let (map, kind) = AnonMap::new_huge(3 << 20).expect("mmap");
+        // SAFETY: at least 3 MiB long, readable and writable, and nothing
+        // else refers to it while this slice lives.
+        let bytes = unsafe { std::slice::from_raw_parts_mut(map.as_ptr(), 3 << 20) };
+        bytes[(3 << 20) - 1] = 7;
+        assert_eq!(bytes[(3 << 20) - 1], 7);
+        if kind == HugePages::Reserved {
+            assert_eq!(map.as_ptr() as usize % (2 << 20), 0, "a huge page boundary");
+        }
     }
 
     #[test]

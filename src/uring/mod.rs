@@ -13,7 +13,7 @@
 
 pub(crate) mod bufring;
 pub(crate) mod groups;
-mod mmap;
+pub(crate) mod mmap;
 pub mod probe;
 pub(crate) mod ring;
 pub(crate) mod udp;
@@ -32,6 +32,9 @@ use crate::error::Error;
 /// Must be called on the thread that will submit: SINGLE_ISSUER binds the
 /// ring to it.
 pub(crate) fn build_ring(cfg: &Config) -> Result<IoUring, Error> {
+    if let Some(idle) = cfg.sqpoll_idle {
+        return build_sqpoll_ring(cfg, idle);
+    }
     let mut last = None;
     let first = if cfg.defer_taskrun { 0 } else { 1 };
     for level in first..3 {
@@ -67,6 +70,37 @@ pub(crate) fn build_ring(cfg: &Config) -> Result<IoUring, Error> {
     Err(Error::UringUnavailable(
         probe::explain_setup_error(&e).reason_with_errno(),
     ))
+}
+
+/// A ring with SQPOLL (`cfg.sqpoll_idle`): with SINGLE_ISSUER where the
+/// kernel takes it, else alone. Asked for explicitly, so a kernel or a
+/// policy that refuses it is an error that says why, not a quiet fallback.
+fn build_sqpoll_ring(cfg: &Config, idle: std::time::Duration) -> Result<IoUring, Error> {
+    let idle_ms = u32::try_from(idle.as_millis()).unwrap_or(u32::MAX).max(1);
+    let mut last = None;
+    for single_issuer in [true, false] {
+        let mut b = IoUring::builder();
+        b.setup_cqsize(cfg.cq_entries).setup_sqpoll(idle_ms);
+        if let Some(cpu) = cfg.sqpoll_cpu {
+            b.setup_sqpoll_cpu(u32::try_from(cpu).unwrap_or(u32::MAX));
+        }
+        if single_issuer {
+            b.setup_single_issuer();
+        }
+        match b.build(cfg.sq_entries) {
+            Ok(ring) => return Ok(ring),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) && single_issuer => last = Some(e),
+            Err(e) => last = Some(e),
+        }
+        if !single_issuer {
+            break;
+        }
+    }
+    let e = last.unwrap_or_else(|| std::io::Error::from_raw_os_error(libc::EINVAL));
+    Err(Error::Unsupported {
+        feature: "SQPOLL",
+        detail: format!("the kernel refused a ring with SQPOLL: {e}"),
+    })
 }
 
 /// Cancel every request on `ring` and wait (up to a second) until the

@@ -16,7 +16,7 @@
 //! its notification (the kernel is done with the bytes only then).
 
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
@@ -176,11 +176,31 @@ pub(crate) struct Ring {
     backlog: Vec<(u64, i32, u32)>,
     /// A submit error that is not transient.
     fatal: Option<io::Error>,
+    /// The ring's index among this thread's registered ring descriptors
+    /// ([`Ring::register_fd`]), which the waits name it by.
+    registered: Option<u32>,
+}
+
+/// io_uring_register(2) opcodes and io_uring_enter(2) flags the io-uring
+/// crate does not let a caller combine with its own waits.
+const IORING_REGISTER_RING_FDS: libc::c_uint = 20;
+const IORING_UNREGISTER_RING_FDS: libc::c_uint = 21;
+const IORING_ENTER_GETEVENTS: libc::c_uint = 1;
+const IORING_ENTER_SQ_WAKEUP: libc::c_uint = 2;
+const IORING_ENTER_REGISTERED_RING: libc::c_uint = 16;
+
+/// `struct io_uring_rsrc_update`.
+#[repr(C)]
+struct RsrcUpdate {
+    offset: u32,
+    resv: u32,
+    data: u64,
 }
 
 impl Ring {
     pub(crate) fn new(ring: IoUring) -> Ring {
         Ring {
+            registered: None,
             ring,
             store: Store {
                 held: Slab::new(),
@@ -447,12 +467,87 @@ impl Ring {
                 let args = types::SubmitArgs::new().min_wait_usec(us).timespec(general);
                 self.ring.submitter().submit_with_args(nr, &args)
             }
-            _ => self.ring.submit_and_wait(want),
+            _ => match self.registered {
+                Some(index) => self.enter_registered(index, want).map(|()| 0),
+                None => self.ring.submit_and_wait(want),
+            },
         };
         if let Err(e) = res {
             self.transient(e)?;
         }
         Ok(want > 0)
+    }
+
+    /// Register the ring's own descriptor with the kernel for this thread
+    /// (IORING_REGISTER_RING_FDS, Linux 5.18): the worker's waits then name
+    /// it by index, sparing the kernel a descriptor lookup per call.
+    /// Registered descriptors belong to the registering thread, as does a
+    /// worker's ring.
+    pub(crate) fn register_fd(&mut self) -> io::Result<()> {
+        let mut up = RsrcUpdate {
+            // u32::MAX: the kernel picks a free index and writes it here.
+            offset: u32::MAX,
+            resv: 0,
+            data: self.ring.as_raw_fd() as u64,
+        };
+        // SAFETY: io_uring_register(2) reads and writes one
+        // `io_uring_rsrc_update` (`nr_args` 1) at a valid pointer to a
+        // properly laid out, live struct.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_io_uring_register,
+                self.ring.as_raw_fd(),
+                IORING_REGISTER_RING_FDS,
+                &mut up as *mut RsrcUpdate,
+                1u32,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        self.registered = Some(up.offset);
+        Ok(())
+    }
+
+    /// Submit what is queued and wait for `want` completions, naming the
+    /// ring by its registered `index` (io_uring_enter(2) with
+    /// IORING_ENTER_REGISTERED_RING): the crate's own calls pass the plain
+    /// descriptor.
+    fn enter_registered(&mut self, index: u32, want: usize) -> io::Result<()> {
+        let sq = self.ring.submission();
+        let (to_submit, wakeup, overflow) = (sq.len(), sq.need_wakeup(), sq.cq_overflow());
+        drop(sq);
+        let mut flags = IORING_ENTER_REGISTERED_RING;
+        if want > 0 || overflow {
+            flags |= IORING_ENTER_GETEVENTS;
+        }
+        if self.ring.params().is_setup_sqpoll() {
+            if wakeup {
+                flags |= IORING_ENTER_SQ_WAKEUP;
+            } else if want == 0 && !overflow {
+                // The SQ thread is awake and takes the entries itself.
+                return Ok(());
+            }
+        }
+        // SAFETY: io_uring_enter(2) with no argument pointer (NULL, size
+        // 0); `index` is this thread's registration of this ring. The SQEs
+        // it submits were queued through `push`, whose contract keeps
+        // their memory valid.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_io_uring_enter,
+                index,
+                to_submit as libc::c_uint,
+                want as libc::c_uint,
+                flags,
+                std::ptr::null::<libc::c_void>(),
+                0usize,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
     }
 
     /// Move every completion (set-aside ones first) into `out`, converted.
@@ -551,6 +646,25 @@ impl Drop for Ring {
     fn drop(&mut self) {
         if self.store.in_flight > 0 {
             super::cancel_all_sync(&self.ring);
+        }
+        if let Some(index) = self.registered {
+            let up = RsrcUpdate {
+                offset: index,
+                resv: 0,
+                data: 0,
+            };
+            // SAFETY: io_uring_register(2) reads one live
+            // `io_uring_rsrc_update` naming this thread's registration of
+            // this ring (a failure only leaves it to the thread's exit).
+            unsafe {
+                libc::syscall(
+                    libc::SYS_io_uring_register,
+                    self.ring.as_raw_fd(),
+                    IORING_UNREGISTER_RING_FDS,
+                    &up as *const RsrcUpdate,
+                    1u32,
+                );
+            }
         }
     }
 }

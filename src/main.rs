@@ -175,6 +175,17 @@ struct BenchArgs {
     /// echo server) and compare them side by side.
     #[arg(long)]
     compare: bool,
+    /// Start ringnet on io_uring with its defaults and with each io_uring
+    /// option on alone, in alternating rounds, and give each option's
+    /// figures as ratios to the defaults (server CPU per operation; RSS per
+    /// connection for hold).
+    #[arg(long, conflicts_with = "compare")]
+    sweep: bool,
+    /// With --sweep: only these options (comma-separated: sqpoll,
+    /// register-ring, huge-pages, fixed-files, recv-bundle, send-zc,
+    /// batch-wait, coop-taskrun, per-conn-buffers).
+    #[arg(long, value_delimiter = ',', requires = "sweep")]
+    sweep_options: Vec<String>,
     /// The server to drive (not with --compare): HOST:PORT, NAME:PORT,
     /// unix:PATH or unix:@NAME.
     #[arg(long, default_value = "127.0.0.1:7000", value_parser = parse_address)]
@@ -306,6 +317,33 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
         (Some(c), Some(k)) => Some((c.clone(), k.clone())),
         _ => None,
     };
+    if a.sweep {
+        if a.tls != server_tls.is_some() {
+            bail!("--sweep --tls needs --tls-cert and --tls-key for the servers it starts (and --tls-ca to trust them)");
+        }
+        let exe =
+            std::env::current_exe().map_err(|e| anyhow!("cannot find the ringnet binary: {e}"))?;
+        let load_cpu = a.cpu.first().copied().unwrap_or(1);
+        eprintln!(
+            "ringnet bench --sweep {}: servers pinned to CPU {}, load to CPU {load_cpu}, {} rounds",
+            a.mode, a.server_cpu, a.runs
+        );
+        let only = (!a.sweep_options.is_empty()).then_some(a.sweep_options.as_slice());
+        let sweep = ringnet::bench::sweep::sweep(
+            &exe,
+            &opts,
+            a.runs,
+            (a.server_cpu, load_cpu),
+            only,
+            server_tls.as_ref(),
+        )?;
+        if a.json {
+            println!("{}", sweep.to_json());
+        } else {
+            print!("{}", sweep.to_table());
+        }
+        return Ok(());
+    }
     if a.compare && a.tls != server_tls.is_some() {
         bail!("--compare --tls needs --tls-cert and --tls-key for the servers it starts (and --tls-ca to trust them)");
     }

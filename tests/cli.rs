@@ -718,6 +718,53 @@ fn bench_pipeline_keeps_requests_in_flight() {
     }
 }
 
+/// `bench --sweep`: ringnet on io_uring with its defaults and with each
+/// chosen option alone, every run checked, each option's ratio to the
+/// defaults given; an unknown option is refused, naming the known ones.
+#[test]
+fn bench_sweep_compares_options_with_the_defaults() {
+    let out = run(&[
+        "bench",
+        "--sweep",
+        "echo",
+        "--sweep-options",
+        "register-ring,huge-pages",
+        "--runs",
+        "1",
+        "--conns",
+        "4",
+        "--duration",
+        "0.3",
+        "--warmup",
+        "0",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let options = json["options"].as_array().expect("options");
+    let names: Vec<&str> = options
+        .iter()
+        .filter_map(|o| o["option"].as_str())
+        .collect();
+    assert_eq!(names, ["defaults", "register-ring", "huge-pages"]);
+    for o in options {
+        assert!(o["ratio_to_defaults"].as_f64().is_some(), "{o}");
+        for r in o["runs"].as_array().expect("runs") {
+            assert!(r["ops"].as_u64().is_some_and(|n| n > 0), "{r}");
+            assert_eq!(r["errors"].as_u64(), Some(0), "{r}");
+            assert_eq!(r["mismatches"].as_u64(), Some(0), "{r}");
+        }
+    }
+    let out = run(&["bench", "--sweep", "echo", "--sweep-options", "turbo"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("turbo") && err.contains("sqpoll"), "{err}");
+}
+
 /// `bench --rates`: a row per rate, each held against `serve echo`, every
 /// latency percentile there; JSON gives one run per rate.
 #[test]

@@ -310,6 +310,24 @@ pub fn compare(
         }
         contenders.retain(|c| only.contains(&c.name));
     }
+    let results = run_rounds(exe, &contenders, template, runs, load_cpu)?;
+    Ok(Comparison {
+        mode: template.mode,
+        results,
+    })
+}
+
+/// Run `template` (its address, pid and CPU are replaced) against every
+/// contender in turn, `runs` rounds, load on `load_cpu`; each contender's
+/// runs in order. Contenders run back to back within a round, so a round's
+/// runs can be compared with each other on a machine whose speed drifts.
+pub(crate) fn run_rounds(
+    exe: &Path,
+    contenders: &[Contender],
+    template: &Options,
+    runs: usize,
+    load_cpu: usize,
+) -> Result<Vec<(String, Vec<RunResult>)>, BenchError> {
     let mut results: Vec<(String, Vec<RunResult>)> = contenders
         .iter()
         .map(|c| (c.name.clone(), Vec::new()))
@@ -337,13 +355,31 @@ pub fn compare(
             drop(server);
         }
     }
-    Ok(Comparison {
-        mode: template.mode,
-        results,
-    })
+    Ok(results)
 }
 
-fn median(mut v: Vec<f64>) -> Option<f64> {
+/// The median over rounds of `f(a's run) / f(b's run)` in the same round
+/// (`None` when either has no such figure).
+pub(crate) fn ratio_by_round(
+    results: &[(String, Vec<RunResult>)],
+    a: &str,
+    b: &str,
+    f: impl Fn(&RunResult) -> Option<f64>,
+) -> Option<f64> {
+    let runs = |n: &str| results.iter().find(|(name, _)| name == n).map(|(_, r)| r);
+    let (x, y) = (runs(a)?, runs(b)?);
+    median(
+        x.iter()
+            .zip(y)
+            .filter_map(|(p, q)| {
+                let (p, q) = (f(p)?, f(q)?);
+                (q != 0.0).then(|| p / q)
+            })
+            .collect(),
+    )
+}
+
+pub(crate) fn median(mut v: Vec<f64>) -> Option<f64> {
     v.retain(|x| x.is_finite());
     if v.is_empty() {
         return None;
@@ -513,22 +549,9 @@ impl Comparison {
     /// round, so on a machine whose speed flips between runs (a VM) this
     /// ratio is steadier than the ratio of the medians.
     pub fn cpu_ratio_by_round(&self, other: &str) -> Option<f64> {
-        let runs = |n: &str| {
-            self.results
-                .iter()
-                .find(|(name, _)| name == n)
-                .map(|(_, r)| r)
-        };
-        let (a, b) = (runs("io_uring")?, runs(other)?);
-        median(
-            a.iter()
-                .zip(b)
-                .filter_map(|(x, y)| {
-                    let (x, y) = (x.cpu_per_op()?, y.cpu_per_op()?);
-                    (!y.is_zero()).then(|| x.as_secs_f64() / y.as_secs_f64())
-                })
-                .collect(),
-        )
+        ratio_by_round(&self.results, "io_uring", other, |r| {
+            r.cpu_per_op().map(|d| d.as_secs_f64())
+        })
     }
 
     /// Every run of every contender, and the medians.

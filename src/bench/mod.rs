@@ -19,6 +19,7 @@ pub use wire::tls_target;
 pub mod compare;
 pub mod procstat;
 pub mod report;
+pub mod sweep;
 
 use crate::address::Address;
 use std::io::{self, IsTerminal};

@@ -42,6 +42,7 @@
 
 mod features;
 mod limits;
+mod newer;
 mod report;
 mod run;
 mod setup;
@@ -80,6 +81,13 @@ const REGISTERED_FILES: &str = "registered files";
 const RECV_BUNDLES: &str = "recv bundles";
 const NODROP: &str = "NODROP";
 const MIN_WAIT: &str = "min-wait";
+const REGISTERED_RING: &str = "registered ring fd";
+const HUGE_PAGES: &str = "huge-page buffer rings";
+const INCREMENTAL_BUFFERS: &str = "incremental buffers";
+const ACCEPT_DIRECT: &str = "accept into fixed table";
+const FIXED_BUFFERS: &str = "fixed buffers";
+const NAPI: &str = "NAPI busy poll";
+const ZCRX: &str = "zero-copy receive";
 
 /// Run `f` on a short-lived thread of its own (or, if no thread can be
 /// spawned, on this one).
@@ -178,6 +186,13 @@ fn probe_here() -> ProbeReport {
         bundles.into_feature(RECV_BUNDLES, "6.10"),
         nodrop.into_feature(NODROP, "5.5"),
         min_wait.into_feature(MIN_WAIT, "6.12"),
+        newer::probe_registered_ring().into_feature(REGISTERED_RING, "5.18"),
+        newer::probe_huge_pages().into_feature(HUGE_PAGES, "2.6.38"),
+        newer::probe_incremental_buffers().into_feature(INCREMENTAL_BUFFERS, "6.12"),
+        newer::probe_accept_direct().into_feature(ACCEPT_DIRECT, "5.19"),
+        newer::probe_fixed_buffers().into_feature(FIXED_BUFFERS, "5.1"),
+        newer::probe_napi().into_feature(NAPI, "6.9"),
+        newer::probe_zcrx().into_feature(ZCRX, "6.15"),
     ];
     ProbeReport {
         kernel,
@@ -286,9 +301,44 @@ mod tests {
                 REGISTERED_FILES,
                 RECV_BUNDLES,
                 NODROP,
-                MIN_WAIT
+                MIN_WAIT,
+                REGISTERED_RING,
+                HUGE_PAGES,
+                INCREMENTAL_BUFFERS,
+                ACCEPT_DIRECT,
+                FIXED_BUFFERS,
+                NAPI,
+                ZCRX
             ]
         );
         assert!(report.features.iter().all(|f| !f.detail.is_empty()));
+        // The features the engine offers work wherever the kernel is new
+        // enough for them (zero-copy receive needs a NIC: never here).
+        let version =
+            |v: &str| -> Vec<u32> { v.split('.').filter_map(|p| p.parse().ok()).collect() };
+        let kernel: Vec<u32> = version(
+            report
+                .kernel
+                .split(|c: char| !c.is_ascii_digit() && c != '.')
+                .next()
+                .unwrap_or(""),
+        );
+        for f in &report.features {
+            if [
+                REGISTERED_RING,
+                INCREMENTAL_BUFFERS,
+                ACCEPT_DIRECT,
+                FIXED_BUFFERS,
+                NAPI,
+            ]
+            .contains(&f.name)
+                && kernel >= version(f.since)
+            {
+                assert!(f.supported, "{} on {}: {}", f.name, report.kernel, f.detail);
+            }
+            if f.name == ZCRX {
+                assert!(!f.supported, "{}", f.detail);
+            }
+        }
     }
 }

@@ -222,6 +222,11 @@ pub(crate) struct ServeArgs {
     /// name it by index.
     #[arg(long)]
     register_ring: bool,
+    /// Incremental buffer consumption (io_uring, Linux 6.12): a receive
+    /// takes only what it needs of a buffer; pair it with a large
+    /// --buf-size.
+    #[arg(long, conflicts_with = "recv_bundle")]
+    buf_inc: bool,
     /// Map the shared buffer ring on huge pages (hugetlbfs if reserved,
     /// else transparent huge pages).
     #[arg(long)]
@@ -292,6 +297,7 @@ impl ServeArgs {
             sqpoll_cpu: self.sqpoll_cpu,
             register_ring: self.register_ring,
             buf_huge_pages: self.buf_hugepages,
+            buf_incremental: self.buf_inc,
             wait_batch: self.wait_batch,
             linger: self.linger.unwrap_or(d.linger),
             tls_handshake_timeout: self

@@ -166,6 +166,13 @@ pub struct Config {
     /// (`MADV_HUGEPAGE`); fewer TLB misses over large buffer areas.
     /// `Stats::huge_page_rings` and `Stats::thp_rings` say which was had.
     pub buf_huge_pages: bool,
+    /// Incremental buffer consumption (IOU_PBUF_RING_INC, Linux 6.12) for
+    /// the shared ring: a receive takes only the bytes it needs of a
+    /// buffer and the next receive continues in it, so large buffers serve
+    /// bulk transfers while small messages share them. Replies are then
+    /// always copied (a buffer is shared by many receives). Not with
+    /// `recv_bundle`.
+    pub buf_incremental: bool,
     /// Completion queue entries per ring; must exceed `sq_entries`. A full CQ
     /// ends multishot operations, so keep it generous.
     pub cq_entries: u32,
@@ -261,6 +268,7 @@ impl Default for Config {
             sqpoll_cpu: None,
             register_ring: false,
             buf_huge_pages: false,
+            buf_incremental: false,
             batch_wait: Duration::ZERO,
             wait_batch: 32,
             buffers: BufferMode::Shared,
@@ -372,6 +380,11 @@ impl Config {
                 "sqpoll_idle must be 1 ms ..= 60 s, got {:?}",
                 self.sqpoll_idle.unwrap_or_default()
             ));
+        }
+        if self.buf_incremental && self.recv_bundle {
+            return bad(
+                "buf_incremental and recv_bundle together: kernels from 6.13.11 delivered bundles of incremental buffers out of order".into(),
+            );
         }
         let workers = self.worker_count();
         if workers == 0 || workers > 256 {

@@ -106,6 +106,9 @@ counters! {
     /// Rings whose shared buffer ring is advised transparent huge pages
     /// (`Config::buf_huge_pages`, no hugetlbfs pages reserved).
     thp_rings,
+    /// Receives that took only part of an incremental buffer, the kernel
+    /// keeping the rest for the next (`Config::buf_incremental`).
+    partial_buffers,
     /// Rings whose descriptor is registered (`Config::register_ring`).
     registered_rings,
     /// Replies sent straight from the provided buffer their bytes arrived

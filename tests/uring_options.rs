@@ -1,5 +1,5 @@
 //! The io_uring options for experimenters: SQPOLL, a registered ring
-//! descriptor, buffer rings on huge pages. Each serves echo correctly on
+//! descriptor, buffer rings on huge pages, incremental buffer consumption. Each serves echo correctly on
 //! its own and all together, says in the counters that it is in effect, and
 //! a setting the kernel refuses (or that makes no sense) stops the engine
 //! from starting with a reason, never silently. The epoll backend ignores
@@ -63,6 +63,43 @@ fn each_option_serves_and_says_so(backend: Backend) {
     assert_eq!(s.registered_rings, u64::from(uring), "{s:?}");
 }
 
+/// Incremental buffer consumption with 64 KiB buffers: many clients'
+/// small messages share buffers, bulk streams fill them, every byte comes
+/// back in order and every buffer is back at the end.
+fn incremental_buffers_carry_small_and_bulk_input(backend: Backend) {
+    let cfg = with(backend, |c| {
+        c.buf_incremental = true;
+        c.buf_size = 64 << 10;
+        c.buf_count = 16;
+    });
+    let engine = util::echo_engine(cfg);
+    let addr = engine.local_addr();
+    let mut clients: Vec<_> = (0..20u64)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let mut s = util::connect(addr);
+                for j in 0..50u64 {
+                    util::ping(
+                        &mut s,
+                        &util::pattern(i * 100 + j, 1 + (j as usize * 13) % 200),
+                    );
+                }
+            })
+        })
+        .collect();
+    clients.extend((0..3u64).map(|i| {
+        std::thread::spawn(move || util::echo_roundtrip(addr, util::pattern(1000 + i, 1 << 20)))
+    }));
+    for c in clients {
+        c.join().expect("client");
+    }
+    let s = util::wait_baseline(&engine);
+    if backend == Backend::Uring {
+        assert!(s.partial_buffers > 100, "buffers were not shared: {s:?}");
+    }
+    engine.shutdown().expect("shutdown");
+}
+
 /// Settings that make no sense are refused before anything starts, naming
 /// the setting.
 fn nonsense_settings_are_refused(backend: Backend) {
@@ -71,6 +108,13 @@ fn nonsense_settings_are_refused(backend: Backend) {
         (
             with(backend, |c| c.sqpoll_idle = Some(Duration::ZERO)),
             "sqpoll_idle",
+        ),
+        (
+            with(backend, |c| {
+                c.buf_incremental = true;
+                c.recv_bundle = true;
+            }),
+            "buf_incremental and recv_bundle",
         ),
     ] {
         match Engine::start(cfg, |_| util::Echo) {
@@ -100,5 +144,6 @@ fn sqpoll_on_a_cpu_that_does_not_exist_is_an_error() {
 
 both!(
     each_option_serves_and_says_so,
+    incremental_buffers_carry_small_and_bulk_input,
     nonsense_settings_are_refused
 );

@@ -42,6 +42,10 @@ pub const OPTIONS: &[SweepOption] = &[
         flags: &["--buf-hugepages"],
     },
     SweepOption {
+        name: "buf-inc",
+        flags: &["--buf-inc"],
+    },
+    SweepOption {
         name: "fixed-files",
         flags: &["--fixed-files=16384"],
     },

@@ -91,8 +91,18 @@ impl UringDriver {
             cfg.conn_buf_count,
             cfg.buf_size,
             cfg.group_pool_max,
-            cfg.buf_huge_pages,
-        )?;
+            (cfg.buf_huge_pages, cfg.buf_incremental),
+        )
+        .map_err(|e| {
+            if cfg.buf_incremental {
+                crate::Error::Unsupported {
+                    feature: "incremental buffer consumption",
+                    detail: format!("IOU_PBUF_RING_INC (Linux 6.12) refused: {e}"),
+                }
+            } else {
+                crate::Error::from(e)
+            }
+        })?;
         // A sparse table of direct descriptors (Linux 5.19). If the kernel
         // refuses it, connections just use plain descriptors.
         let fixed_files = if cfg.fixed_files > 0
@@ -126,7 +136,13 @@ impl UringDriver {
             recv_bufs: Vec::new(),
             lent_total: 0,
             provided_in_flight: 0,
-            provided_cap: usize::from(cfg.buf_count / 4),
+            // Replies keep a buffer out of its ring; an incremental buffer
+            // is shared by many receives, so none is kept.
+            provided_cap: if cfg.buf_incremental {
+                0
+            } else {
+                usize::from(cfg.buf_count / 4)
+            },
             kept: None,
             replies: vec![Reply::default(); usize::from(cfg.buf_count)],
         };

@@ -55,7 +55,14 @@ pub(crate) struct BufRing {
     /// one bit each, and how many.
     lent: Vec<u64>,
     lent_count: u16,
+    /// Incremental consumption (IOU_PBUF_RING_INC, 6.12): per buffer, how
+    /// many of its bytes earlier completions carried in this trip through
+    /// the ring. Empty when the ring is not incremental.
+    consumed: Vec<u32>,
 }
+
+/// `IOU_PBUF_RING_INC`: the kernel consumes a buffer piece by piece.
+const IOU_PBUF_RING_INC: u16 = 2;
 
 impl BufRing {
     /// Map, fill and register a ring of `entries` (a power of two ≤ 32768)
@@ -66,17 +73,20 @@ impl BufRing {
         entries: u16,
         buf_size: u32,
     ) -> io::Result<BufRing> {
-        Ok(Self::mapped(ring, bgid, entries, buf_size, false)?.0)
+        Ok(Self::mapped(ring, bgid, entries, buf_size, false, false)?.0)
     }
 
     /// [`BufRing::new`], on huge pages when `huge` (see
-    /// [`AnonMap::new_huge`]), saying what backs it.
+    /// [`AnonMap::new_huge`]), saying what backs it; consumed incrementally
+    /// when `inc` (a receive takes only the bytes it needs of a buffer, and
+    /// the next one continues in it: [`BufRing::take_part`]).
     pub(crate) fn mapped(
         ring: &IoUring,
         bgid: u16,
         entries: u16,
         buf_size: u32,
         huge: bool,
+        inc: bool,
     ) -> io::Result<(BufRing, Option<HugePages>)> {
         if entries == 0 || !entries.is_power_of_two() || entries > 32768 {
             return Err(io::Error::new(
@@ -106,6 +116,7 @@ impl BufRing {
             pos_of: vec![0; n],
             lent: vec![0; n.div_ceil(64)],
             lent_count: 0,
+            consumed: if inc { vec![0; n] } else { Vec::new() },
         };
         for bid in 0..entries {
             br.write_entry(bid);
@@ -116,8 +127,12 @@ impl BufRing {
         // after unregistering `bgid` or tearing down `ring` (module docs). If
         // registering fails, nothing was registered when `br` is unmapped.
         unsafe {
-            ring.submitter()
-                .register_buf_ring_with_flags(base as u64, entries, bgid, 0)?
+            ring.submitter().register_buf_ring_with_flags(
+                base as u64,
+                entries,
+                bgid,
+                if inc { IOU_PBUF_RING_INC } else { 0 },
+            )?
         };
         Ok((br, pages))
     }
@@ -163,6 +178,47 @@ impl BufRing {
         // been recycled since), so the kernel finished writing it and will
         // not write it again until it is recycled, which takes `&mut self`.
         unsafe { std::slice::from_raw_parts(self.buf_ptr(bid), len) }
+    }
+
+    /// Whether the kernel consumes this ring's buffers incrementally.
+    #[inline]
+    pub(crate) fn is_incremental(&self) -> bool {
+        !self.consumed.is_empty()
+    }
+
+    /// Incremental ring: a completion carried `len` bytes of buffer `bid`,
+    /// placed after what earlier completions of this trip carried; `more`:
+    /// the kernel keeps the buffer for further data (IORING_CQE_F_BUF_MORE),
+    /// else the buffer is the worker's now, taken, until
+    /// [`BufRing::recycle`]. Returns where the bytes are in the buffer.
+    #[inline]
+    pub(crate) fn take_part(&mut self, bid: u16, len: usize, more: bool) -> (usize, usize) {
+        let bid = bid & (self.entries - 1);
+        let at = &mut self.consumed[usize::from(bid)];
+        let start = (*at as usize).min(self.buf_size as usize);
+        let len = len.min(self.buf_size as usize - start);
+        *at = (start + len) as u32;
+        if !more {
+            *at = 0;
+            self.take(bid);
+        }
+        (start, len)
+    }
+
+    /// Incremental ring: the `len` bytes at `start` of buffer `bid` that a
+    /// completion just carried ([`BufRing::take_part`]).
+    #[inline]
+    pub(crate) fn part(&self, bid: u16, (start, len): (usize, usize)) -> &[u8] {
+        let bid = bid & (self.entries - 1);
+        let end = (start + len).min(self.buf_size as usize);
+        let start = start.min(end);
+        // SAFETY: `bid` is masked into range and `start..end` lies within
+        // its buffer, inside the mapping. The kernel wrote these bytes
+        // before posting the completion that carried them; it writes an
+        // incremental buffer only past what it has handed out, and writes
+        // none of it again before the buffer is recycled, which takes
+        // `&mut self`.
+        unsafe { std::slice::from_raw_parts(self.buf_ptr(bid).add(start), end - start) }
     }
 
     /// The buffers of a bundle completion (IORING_RECVSEND_BUNDLE, 6.10) of

@@ -44,9 +44,9 @@ impl Groups {
         conn_entries: u16,
         buf_size: u32,
         pool_max: usize,
-        huge: bool,
+        (huge, inc): (bool, bool),
     ) -> io::Result<Groups> {
-        let (shared, pages) = BufRing::mapped(ring, SHARED, shared_entries, buf_size, huge)?;
+        let (shared, pages) = BufRing::mapped(ring, SHARED, shared_entries, buf_size, huge, inc)?;
         Ok(Groups {
             pages,
             rings: vec![Some(shared)],

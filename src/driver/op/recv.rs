@@ -152,8 +152,14 @@ impl UringDriver {
         let got = if res <= 0 {
             // Some kernels consume a buffer even for an error or end of
             // stream; give back any buffer a completion names.
-            if let Some(bid) = buffer {
-                taken += u64::from(ring.take(bid));
+            // (An incremental buffer the kernel keeps is not ours.)
+            if let Some(bid) = buffer.filter(|_| !cqueue::buffer_more(flags)) {
+                if ring.is_incremental() {
+                    ring.take_part(bid, 0, false);
+                    taken += 1;
+                } else {
+                    taken += u64::from(ring.take(bid));
+                }
                 returned += u64::from(ring.recycle(bid));
             }
             match -res {
@@ -167,6 +173,30 @@ impl UringDriver {
             }
         } else if let Some(bid) = buffer {
             st.add(&st.bytes_in, res as u64);
+            if ring.is_incremental() {
+                // Incremental: these bytes follow the buffer's earlier ones;
+                // the buffer is ours (to give back) only when the kernel
+                // says it is done with it. Nothing is kept for replies.
+                let more_buf = cqueue::buffer_more(flags);
+                if more_buf {
+                    st.add(&st.partial_buffers, 1);
+                }
+                let part = ring.take_part(bid, res as usize, more_buf);
+                let _ = take(ring.part(bid, part));
+                if !more_buf {
+                    taken += 1;
+                    returned += u64::from(ring.recycle(bid));
+                }
+                if taken != returned {
+                    self.lent_total = (self.lent_total + taken).saturating_sub(returned);
+                    st.set(&st.buffers_in_use, self.lent_total);
+                }
+                return if cqueue::more(flags) {
+                    Received::Armed
+                } else {
+                    Received::Ended
+                };
+            }
             // One buffer, or with bundles the consecutive ring entries from
             // `bid`.
             let bufs = &mut self.recv_bufs;

@@ -11,7 +11,7 @@
 //! send queue per connection).
 
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, RwLock};
+use std::sync::{mpsc, Arc, OnceLock, RwLock};
 
 use crate::connect::ConnectRequest;
 use crate::sys::EventFd;
@@ -43,6 +43,10 @@ pub(crate) struct Peer {
 /// Slab keys per chunk of a [`LiveTable`] (4 KiB of atomics: a page).
 const LIVE_CHUNK: usize = 1024;
 
+/// Chunks a [`LiveTable`] reaches without a lock (the first 64 Ki keys of
+/// a worker).
+const LIVE_FAST: usize = 64;
+
 /// Set in a [`LiveTable`] entry while its key holds an open connection
 /// (generations are 24 bits).
 const LIVE_BIT: u32 = 1 << 31;
@@ -52,59 +56,86 @@ const LIVE_BIT: u32 = 1 << 31;
 /// worker, on each open and close (one atomic store), and read by anyone
 /// (`send_to`'s check) without waiting for it. Chunks of [`LIVE_CHUNK`]
 /// keys are added as the slab grows and never move or shrink, so an open
-/// connection costs 4 bytes here; the lock is taken for writing only to
-/// add a chunk.
-#[derive(Debug, Default)]
+/// connection costs 4 bytes here. The first [`LIVE_FAST`] chunks are each
+/// set once and then read without a lock; beyond them (more than 64 Ki
+/// connections on one worker) a lock is taken for reading, and for writing
+/// only to add a chunk.
+#[derive(Debug)]
 pub(crate) struct LiveTable {
+    fast: [OnceLock<Box<[AtomicU32]>>; LIVE_FAST],
     chunks: RwLock<Vec<Box<[AtomicU32]>>>,
 }
 
+impl Default for LiveTable {
+    fn default() -> Self {
+        LiveTable {
+            fast: std::array::from_fn(|_| OnceLock::new()),
+            chunks: RwLock::new(Vec::new()),
+        }
+    }
+}
+
+fn new_chunk() -> Box<[AtomicU32]> {
+    (0..LIVE_CHUNK).map(|_| AtomicU32::new(0)).collect()
+}
+
 impl LiveTable {
+    /// The entry of `key`, if its chunk exists (`grow`: create it).
+    #[inline]
+    fn with_entry<R>(&self, key: usize, grow: bool, f: impl FnOnce(&AtomicU32) -> R) -> Option<R> {
+        let (chunk, at) = (key / LIVE_CHUNK, key % LIVE_CHUNK);
+        if let Some(cell) = self.fast.get(chunk) {
+            let c = if grow {
+                Some(cell.get_or_init(new_chunk))
+            } else {
+                cell.get()
+            };
+            return c.map(|c| f(&c[at]));
+        }
+        let far = chunk - LIVE_FAST;
+        if let Ok(chunks) = self.chunks.read() {
+            if let Some(c) = chunks.get(far) {
+                return Some(f(&c[at]));
+            }
+        }
+        if !grow {
+            return None;
+        }
+        let mut chunks = self.chunks.write().ok()?;
+        while chunks.len() <= far {
+            chunks.push(new_chunk());
+        }
+        Some(f(&chunks[far][at]))
+    }
+
     /// Connection `id` (of this worker) is open.
     pub(crate) fn open(&self, id: ConnId) {
-        let (chunk, at) = (id.key() / LIVE_CHUNK, id.key() % LIVE_CHUNK);
         let value = id.generation() | LIVE_BIT;
-        if let Ok(chunks) = self.chunks.read() {
-            if let Some(c) = chunks.get(chunk) {
-                // Release: whoever sees the id live also sees what the
-                // worker did before it opened.
-                c[at].store(value, Ordering::Release);
-                return;
-            }
-        }
-        if let Ok(mut chunks) = self.chunks.write() {
-            while chunks.len() <= chunk {
-                chunks.push((0..LIVE_CHUNK).map(|_| AtomicU32::new(0)).collect());
-            }
-            chunks[chunk][at].store(value, Ordering::Release);
-        }
+        // Release: whoever sees the id live also sees what the worker did
+        // before it opened.
+        self.with_entry(id.key(), true, |e| e.store(value, Ordering::Release));
     }
 
     /// Connection `id` (of this worker) closed.
     pub(crate) fn close(&self, id: ConnId) {
-        let (chunk, at) = (id.key() / LIVE_CHUNK, id.key() % LIVE_CHUNK);
-        if let Ok(chunks) = self.chunks.read() {
-            if let Some(c) = chunks.get(chunk) {
-                // Only the current connection's entry is cleared.
-                let _ = c[at].compare_exchange(
-                    id.generation() | LIVE_BIT,
-                    0,
-                    Ordering::Release,
-                    Ordering::Relaxed,
-                );
-            }
-        }
+        self.with_entry(id.key(), false, |e| {
+            // Only the current connection's entry is cleared.
+            let _ = e.compare_exchange(
+                id.generation() | LIVE_BIT,
+                0,
+                Ordering::Release,
+                Ordering::Relaxed,
+            );
+        });
     }
 
     /// Whether `id` is open now.
     pub(crate) fn contains(&self, id: ConnId) -> bool {
-        let (chunk, at) = (id.key() / LIVE_CHUNK, id.key() % LIVE_CHUNK);
-        self.chunks.read().is_ok_and(|chunks| {
-            chunks.get(chunk).is_some_and(|c| {
-                // Acquire: pairs with the store in `open`.
-                c[at].load(Ordering::Acquire) == id.generation() | LIVE_BIT
-            })
+        // Acquire: pairs with the store in `open`.
+        self.with_entry(id.key(), false, |e| {
+            e.load(Ordering::Acquire) == id.generation() | LIVE_BIT
         })
+        .unwrap_or(false)
     }
 }
 
@@ -269,12 +300,24 @@ mod tests {
         let t = LiveTable::default();
         // An id from outside (a client's number) asks; nothing grows.
         assert!(!t.contains(ConnId::from_u64(u64::MAX)));
-        assert_eq!(t.chunks.read().map(|c| c.len()).ok(), Some(0));
-        let far = ConnId::new(0, 3 * LIVE_CHUNK + 7, 9);
-        t.open(far);
-        assert_eq!(t.chunks.read().map(|c| c.len()).ok(), Some(4));
-        assert!(t.contains(far));
+        let made = |t: &LiveTable| {
+            t.fast.iter().filter(|c| c.get().is_some()).count()
+                + t.chunks.read().map(|c| c.len()).unwrap_or(0)
+        };
+        assert_eq!(made(&t), 0);
+        // A key in the lock-free chunks makes only its own chunk.
+        let near = ConnId::new(0, 3 * LIVE_CHUNK + 7, 9);
+        t.open(near);
+        assert_eq!(made(&t), 1);
+        assert!(t.contains(near));
         assert!(!t.contains(ConnId::new(0, 3 * LIVE_CHUNK + 8, 9)));
+        // One beyond them makes the locked ones up to its own.
+        let far = ConnId::new(0, (LIVE_FAST + 2) * LIVE_CHUNK + 1, 4);
+        t.open(far);
+        assert_eq!(t.chunks.read().map(|c| c.len()).ok(), Some(3));
+        assert!(t.contains(far));
+        t.close(far);
+        assert!(!t.contains(far));
     }
 
     #[test]

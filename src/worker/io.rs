@@ -326,7 +326,7 @@ impl<H: Handler> Worker<H> {
             slot.ops |= op::WATCHED;
             self.write_watch
                 .push(Watch::new(key, generation, &slot.core));
-            self.schedule_write_check(Instant::now());
+            self.schedule_write_check(Instant::now);
         }
         self.backpressure(key);
         let Some(slot) = self.conns.get(key) else {
@@ -424,14 +424,16 @@ impl<H: Handler> Worker<H> {
             self.teardown(key, CloseReason::Error(libc::ETIMEDOUT));
         }
         self.write_check_armed = false;
-        self.schedule_write_check(now);
+        self.schedule_write_check(|| now);
     }
 
-    fn schedule_write_check(&mut self, now: Instant) {
+    /// Arm the write check if connections are watched and it is not armed
+    /// (the clock is read only then: a watch is added on every send).
+    fn schedule_write_check(&mut self, now: impl FnOnce() -> Instant) {
         if !self.write_check_armed && !self.write_watch.is_empty() {
             self.write_check_armed = true;
             let every = write_check_interval(self.ctx.cfg.write_timeout);
-            self.deadlines.arm(now, every, Due::WriteCheck);
+            self.deadlines.arm(now(), every, Due::WriteCheck);
         }
     }
 

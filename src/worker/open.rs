@@ -179,7 +179,13 @@ impl<H: Handler> Worker<H> {
         if !registering && self.conns[key].core.wants_input() {
             self.arm_recv(key);
         }
-        self.mark_dirty(key);
+        // A flush only if `on_open` (or a TLS client's hello) queued output
+        // or closed: a fresh connection has nothing else to flush.
+        if let Some(core) = self.conns.get(key).map(|s| &s.core) {
+            if core.has_output() || core.is_closing() {
+                self.mark_dirty(key);
+            }
+        }
     }
 
     /// A registration finished: arm the first receive.

@@ -205,6 +205,9 @@ pub(crate) struct Driver {
     /// The run is over: answers still owed are awaited, no new request
     /// goes out.
     draining: bool,
+    /// The connections the last [`Driver::wait_and_handle`] closed (a
+    /// failure counted, or an accept cycle over).
+    replaced: Vec<usize>,
 }
 
 impl Driver {
@@ -232,6 +235,7 @@ impl Driver {
                 .map(|r| Duration::from_secs_f64(opts.conns as f64 / r)),
             pipeline: opts.pipeline.max(1),
             draining: false,
+            replaced: Vec::new(),
         }
     }
 
@@ -241,6 +245,40 @@ impl Driver {
         } else {
             &self.payloads[i]
         }
+    }
+
+    /// Wait up to `wait` for readiness and handle it; the connections that
+    /// are done are closed (an accept cycle with a reset, so no port waits
+    /// in TIME_WAIT) and listed in `replaced`. `false`: interrupted.
+    fn wait_and_handle(
+        &mut self,
+        ep: &mut Epoll,
+        events: &mut Vec<Event>,
+        wait: Duration,
+        clients: &mut [Option<Client>],
+        t: &mut Tally,
+    ) -> io::Result<bool> {
+        self.replaced.clear();
+        match ep.wait_timeout(events, wait) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(false),
+            Err(e) => return Err(e),
+        }
+        for ev in events.iter() {
+            let i = ev.data as usize;
+            let Some(c) = clients.get_mut(i).and_then(Option::as_mut) else {
+                continue;
+            };
+            if let Next::Replace = self.on_event(ep, i, c, ev.events, t) {
+                if self.mode == Mode::Accept {
+                    let _ = c.wire.sock.set_linger(Some(Duration::ZERO));
+                }
+                // Dropping the socket closes it and leaves the epoll set.
+                clients[i] = None;
+                self.replaced.push(i);
+            }
+        }
+        Ok(true)
     }
 
     /// Handle readiness `ev` on connection `i`.
@@ -568,31 +606,18 @@ pub(crate) fn run_traffic(
         let wait = until
             .saturating_duration_since(now)
             .clamp(Duration::ZERO, Duration::from_millis(100));
-        match ep.wait_timeout(&mut events, wait) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
+        if !driver.wait_and_handle(&mut ep, &mut events, wait, &mut clients, &mut tally)? {
+            continue;
         }
-        for ev in &events {
-            let i = ev.data as usize;
-            let Some(c) = clients.get_mut(i).and_then(Option::as_mut) else {
-                continue;
-            };
-            if let Next::Replace = driver.on_event(&ep, i, c, ev.events, &mut tally) {
-                if driver.mode == Mode::Accept {
-                    let _ = c.wire.sock.set_linger(Some(Duration::ZERO));
+        for &i in &driver.replaced {
+            match connect(&ep, &opts.addr, opts.tls.as_ref(), i) {
+                Ok(mut c) => {
+                    c.next_due = driver.interval.map(|_| Instant::now());
+                    clients[i] = Some(c);
                 }
-                // Dropping the socket closes it and leaves the epoll set.
-                clients[i] = None;
-                match connect(&ep, &opts.addr, opts.tls.as_ref(), i) {
-                    Ok(mut c) => {
-                        c.next_due = driver.interval.map(|_| Instant::now());
-                        clients[i] = Some(c);
-                    }
-                    Err(_) => {
-                        tally.errors += 1;
-                        reconnect.push(i);
-                    }
+                Err(_) => {
+                    tally.errors += 1;
+                    reconnect.push(i);
                 }
             }
         }
@@ -642,24 +667,8 @@ fn drain(
         if !owed || now >= deadline {
             break;
         }
-        match ep.wait_timeout(&mut events, deadline - now) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        }
-        for ev in &events {
-            let i = ev.data as usize;
-            let Some(c) = clients.get_mut(i).and_then(Option::as_mut) else {
-                continue;
-            };
-            if let Next::Replace = driver.on_event(ep, i, c, ev.events, &mut after) {
-                // A failure was counted, or an accept cycle finished.
-                if driver.mode == Mode::Accept {
-                    let _ = c.wire.sock.set_linger(Some(Duration::ZERO));
-                }
-                clients[i] = None;
-            }
-        }
+        // A connection that failed or finished is not replaced now.
+        driver.wait_and_handle(ep, &mut events, deadline - now, clients, &mut after)?;
     }
     tally.errors += after.errors;
     tally.mismatches += after.mismatches;

@@ -631,24 +631,7 @@ mod tests {
 
     /// A run whose server used `cpu_us` µs for 1000 operations.
     fn run_using(cpu_us: u64) -> RunResult {
-        RunResult {
-            mode: Mode::Echo,
-            conns: 1,
-            size: 64,
-            elapsed: Duration::from_secs(1),
-            ops: 1000,
-            errors: 0,
-            mismatches: 0,
-            bytes_verified: 64_000,
-            latency: hdrhistogram::Histogram::new(3).expect("histogram"),
-            server_cpu: Some(Duration::from_micros(cpu_us * 1000)),
-            server_user_cpu: None,
-            server_rss_before: None,
-            server_rss_after: None,
-            target_rate: None,
-            pipeline: 1,
-            throughput: Vec::new(),
-        }
+        crate::bench::report::test_run(Duration::from_micros(cpu_us * 1000), 1000)
     }
 
     #[test]

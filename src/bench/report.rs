@@ -193,6 +193,30 @@ impl RunResult {
     }
 }
 
+/// A run of `ops` operations that cost the server `cpu` (unit tests of
+/// the tables that compare runs).
+#[cfg(test)]
+pub(crate) fn test_run(cpu: Duration, ops: u64) -> RunResult {
+    RunResult {
+        mode: Mode::Echo,
+        conns: 1,
+        size: 64,
+        elapsed: Duration::from_secs(1),
+        ops,
+        errors: 0,
+        mismatches: 0,
+        bytes_verified: 0,
+        latency: Histogram::new(3).expect("histogram"),
+        server_cpu: Some(cpu),
+        server_user_cpu: None,
+        server_rss_before: None,
+        server_rss_after: None,
+        target_rate: None,
+        pipeline: 1,
+        throughput: Vec::new(),
+    }
+}
+
 /// Latency against load: a row per open-loop run of `--rates`.
 pub fn rates_table(rows: &[RunResult]) -> String {
     let mut t = String::new();

@@ -262,24 +262,7 @@ mod tests {
     use super::*;
 
     fn run_using(cpu_us: u64, ops: u64) -> RunResult {
-        RunResult {
-            mode: Mode::Echo,
-            conns: 1,
-            size: 64,
-            elapsed: Duration::from_secs(1),
-            ops,
-            errors: 0,
-            mismatches: 0,
-            bytes_verified: 0,
-            latency: hdrhistogram::Histogram::new(3).expect("histogram"),
-            server_cpu: Some(Duration::from_micros(cpu_us)),
-            server_user_cpu: None,
-            server_rss_before: None,
-            server_rss_after: None,
-            target_rate: None,
-            pipeline: 1,
-            throughput: Vec::new(),
-        }
+        crate::bench::report::test_run(Duration::from_micros(cpu_us), ops)
     }
 
     #[test]

@@ -184,40 +184,7 @@ pub(crate) struct Env<'a> {
     pub(crate) worker: usize,
     /// io_uring: the receive buffer lent to `on_data` now, which a reply
     /// may be sent straight from.
-    pub(crate) lent: Option<&'a mut LentReply>,
-}
-
-/// The provided buffer being lent to `on_data` (io_uring), and the reply
-/// that claimed it: when the handler sends bytes of it with nothing else
-/// queued or in flight, they are sent from it instead of copied, and the
-/// buffer goes back to its ring when that send completes.
-#[derive(Debug, Default)]
-pub(crate) struct LentReply {
-    /// Where the lent bytes are (an address, only compared), and how many.
-    start: usize,
-    len: usize,
-    /// The claimed bytes: offset into the buffer and length.
-    pub(crate) claimed: Option<(u32, u32)>,
-}
-
-impl LentReply {
-    /// A reply may claim `bytes`, the buffer about to be lent.
-    pub(crate) fn lend(&mut self, bytes: &[u8]) {
-        self.start = bytes.as_ptr() as usize;
-        self.len = bytes.len();
-        self.claimed = None;
-    }
-
-    /// Claim `data` if it lies in the lent buffer and nothing claimed it.
-    fn claim(&mut self, data: &[u8]) -> Option<u32> {
-        let at = (data.as_ptr() as usize).checked_sub(self.start)?;
-        if self.claimed.is_some() || data.is_empty() || at + data.len() > self.len {
-            return None;
-        }
-        let len = u32::try_from(data.len()).ok()?;
-        self.claimed = Some((at as u32, len));
-        Some(len)
-    }
+    pub(crate) lent: Option<&'a mut crate::reply::LentReply>,
 }
 
 impl Env<'_> {

@@ -63,6 +63,7 @@ pub mod message;
 mod reason;
 #[cfg(feature = "tools")]
 pub mod reference;
+mod reply;
 mod stats;
 #[allow(unsafe_code)]
 mod sys;

@@ -14,6 +14,7 @@
 mod client;
 mod hold;
 pub mod html;
+mod traffic;
 mod wire;
 pub use wire::tls_target;
 pub mod compare;
@@ -269,7 +270,7 @@ pub fn run(opts: &Options) -> Result<RunResult, BenchError> {
             );
         }
     };
-    let (tally, elapsed) = client::run_traffic(opts, &mut || at_start = sample(), &mut on_tick)?;
+    let (tally, elapsed) = traffic::run_traffic(opts, &mut || at_start = sample(), &mut on_tick)?;
     if progress {
         eprintln!();
     }
@@ -336,7 +337,7 @@ fn run_threads(
                         }
                     };
                     let (tally, elapsed) =
-                        client::run_traffic(&sub, &mut on_measure, &mut on_tick)?;
+                        traffic::run_traffic(&sub, &mut on_measure, &mut on_tick)?;
                     Ok((tally, elapsed, intervals.done))
                 },
             )

@@ -10,7 +10,8 @@ use super::timeouts::{write_check, write_check_interval, Watch, WriteCheck};
 use super::{op, Lent, Slot, Worker};
 use crate::conn::{Flow, Phase, Pressure};
 use crate::driver::{Received, RecvEvent, SendStart, SentBuf};
-use crate::handler::{deliver, CloseReason, Conn, Handler, LentReply};
+use crate::handler::{deliver, CloseReason, Conn, Handler};
+use crate::reply::LentReply;
 
 impl<H: Handler> Worker<H> {
     /// Arm connection `key`'s receive.

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The measurements behind README's Benchmarks section: `ringnet bench
 # --compare` for echo and accept with the io_uring settings side by side,
-# and hold with 9000 connections. Not part of CI (it takes ~10 minutes and
+# and hold with 9000 connections, the floor and the option sweeps. Not part
+# of CI (it takes ~25 minutes and
 # wants an otherwise idle 2-CPU machine). Results go to $OUT (default
 # target/bench-compare/).
 set -euo pipefail
@@ -36,3 +37,16 @@ run accept-coop-taskrun     accept --conns 32 --uring-arg=--no-defer-taskrun
 run accept-batch-wait-20    accept --conns 32 --uring-arg=--batch-wait-us=20
 run accept-batch-wait-50    accept --conns 32 --uring-arg=--batch-wait-us=50
 run hold-9000               hold --conns 9000
+
+# The floor: ringnet on io_uring against the minimal io_uring loop of
+# examples/uring_floor.rs, and each io_uring option alone against the
+# defaults.
+cargo build --release --quiet --example uring_floor
+floor="floor=${CARGO_TARGET_DIR:-$PWD/target}/release/examples/uring_floor --addr {addr} --cpu 0"
+run floor-echo-64           echo --conns 32 --size 64 --contenders io_uring,floor --against "$floor"
+run floor-accept            accept --conns 32 --contenders io_uring,floor --against "$floor"
+for mode in echo accept; do
+  echo "== sweep-$mode: ringnet bench --sweep $mode" | tee "$out/sweep-$mode.txt"
+  "$bin" bench --sweep "$mode" --runs "$runs" --duration "$dur" >> "$out/sweep-$mode.txt" 2> "$out/sweep-$mode.log"
+  cat "$out/sweep-$mode.txt"
+done

@@ -227,6 +227,10 @@ pub(crate) struct ServeArgs {
     /// --buf-size.
     #[arg(long, conflicts_with = "recv_bundle")]
     buf_inc: bool,
+    /// Register the shared buffer ring as a fixed buffer (io_uring): replies
+    /// of the bytes received go with SEND_ZC from it.
+    #[arg(long)]
+    fixed_send_buffers: bool,
     /// Map the shared buffer ring on huge pages (hugetlbfs if reserved,
     /// else transparent huge pages).
     #[arg(long)]
@@ -298,6 +302,7 @@ impl ServeArgs {
             register_ring: self.register_ring,
             buf_huge_pages: self.buf_hugepages,
             buf_incremental: self.buf_inc,
+            fixed_send_buffers: self.fixed_send_buffers,
             wait_batch: self.wait_batch,
             linger: self.linger.unwrap_or(d.linger),
             tls_handshake_timeout: self

@@ -166,6 +166,13 @@ pub struct Config {
     /// (`MADV_HUGEPAGE`); fewer TLB misses over large buffer areas.
     /// `Stats::huge_page_rings` and `Stats::thp_rings` say which was had.
     pub buf_huge_pages: bool,
+    /// Registered (fixed) send buffers: the shared ring's buffers are
+    /// registered with the ring (IORING_REGISTER_BUFFERS), and replies sent
+    /// straight from them go with SEND_ZC from that registered memory (the
+    /// kernel pinned its pages once, not on every send). Other output is
+    /// sent as usual. No effect with `buf_incremental` (no replies from
+    /// buffers then).
+    pub fixed_send_buffers: bool,
     /// Incremental buffer consumption (IOU_PBUF_RING_INC, Linux 6.12) for
     /// the shared ring: a receive takes only the bytes it needs of a
     /// buffer and the next receive continues in it, so large buffers serve
@@ -269,6 +276,7 @@ impl Default for Config {
             register_ring: false,
             buf_huge_pages: false,
             buf_incremental: false,
+            fixed_send_buffers: false,
             batch_wait: Duration::ZERO,
             wait_batch: 32,
             buffers: BufferMode::Shared,

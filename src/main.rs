@@ -182,7 +182,8 @@ struct BenchArgs {
     #[arg(long, conflicts_with = "compare")]
     sweep: bool,
     /// With --sweep: only these options (comma-separated: sqpoll,
-    /// register-ring, huge-pages, buf-inc, fixed-files, recv-bundle, send-zc,
+    /// register-ring, huge-pages, buf-inc, fixed-send-buffers, fixed-files,
+    /// recv-bundle, send-zc,
     /// batch-wait, coop-taskrun, per-conn-buffers).
     #[arg(long, value_delimiter = ',', requires = "sweep")]
     sweep_options: Vec<String>,

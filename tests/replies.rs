@@ -120,12 +120,32 @@ fn replies_keep_their_order_around_other_output(backend: Backend) {
 /// late: a reply can be more than the socket takes at once, so it goes in
 /// parts from its buffer. 4 MiB go through intact and every buffer is back.
 fn a_reply_larger_than_the_socket_takes_goes_in_parts(backend: Backend) {
-    let cfg = Config {
+    bulk_through_a_small_socket(Config {
         buf_size: 64 << 10,
         buf_count: 64,
         send_buffer_size: Some(4096),
         ..util::config(backend)
-    };
+    });
+}
+
+/// The same with the buffers registered as a fixed buffer: replies go with
+/// SEND_ZC, each buffer back only after its notification; and peers that
+/// reset mid-reply lose nothing for others.
+fn fixed_send_buffers_carry_every_byte(backend: Backend) {
+    bulk_through_a_small_socket(Config {
+        buf_size: 64 << 10,
+        buf_count: 64,
+        send_buffer_size: Some(4096),
+        fixed_send_buffers: true,
+        ..util::config(backend)
+    });
+    resets_mid_reply(Config {
+        fixed_send_buffers: true,
+        ..util::config(backend)
+    });
+}
+
+fn bulk_through_a_small_socket(cfg: Config) {
     let engine = util::echo_engine(cfg);
     let s = util::connect(engine.local_addr());
     let payload = util::pattern(7, 4 << 20);
@@ -187,7 +207,11 @@ fn replies_hold_at_most_a_quarter_of_the_ring(backend: Backend) {
 /// each is closed, its buffers come back, and a well-behaved client is
 /// served all along.
 fn peers_that_reset_mid_reply_lose_nothing_for_others(backend: Backend) {
-    let engine = util::echo_engine(util::config(backend));
+    resets_mid_reply(util::config(backend));
+}
+
+fn resets_mid_reply(cfg: Config) {
+    let engine = util::echo_engine(cfg);
     let addr = engine.local_addr();
     let mut good = util::connect(addr);
     for i in 0..60u64 {
@@ -208,5 +232,6 @@ both!(
     replies_keep_their_order_around_other_output,
     a_reply_larger_than_the_socket_takes_goes_in_parts,
     replies_hold_at_most_a_quarter_of_the_ring,
-    peers_that_reset_mid_reply_lose_nothing_for_others
+    peers_that_reset_mid_reply_lose_nothing_for_others,
+    fixed_send_buffers_carry_every_byte
 );

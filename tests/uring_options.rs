@@ -1,5 +1,6 @@
 //! The io_uring options for experimenters: SQPOLL, a registered ring
-//! descriptor, buffer rings on huge pages, incremental buffer consumption. Each serves echo correctly on
+//! descriptor, buffer rings on huge pages, incremental buffer consumption,
+//! fixed send buffers. Each serves echo correctly on
 //! its own and all together, says in the counters that it is in effect, and
 //! a setting the kernel refuses (or that makes no sense) stops the engine
 //! from starting with a reason, never silently. The epoll backend ignores
@@ -52,9 +53,22 @@ fn each_option_serves_and_says_so(backend: Backend) {
     let s = serve_and_check(with(backend, |c| c.buf_huge_pages = true), "huge pages");
     assert_eq!(s.huge_page_rings + s.thp_rings, u64::from(uring), "{s:?}");
     let s = serve_and_check(
+        with(backend, |c| c.fixed_send_buffers = true),
+        "fixed send buffers",
+    );
+    if uring {
+        // Replies from the registered buffers went with SEND_ZC, each
+        // buffer back only after its notification (the baseline wait).
+        assert!(
+            s.buffer_replies > 0 && s.zc_sends == s.buffer_replies,
+            "{s:?}"
+        );
+    }
+    let s = serve_and_check(
         with(backend, |c| {
             c.sqpoll_idle = Some(Duration::from_millis(20));
             c.sqpoll_cpu = Some(0);
+            c.fixed_send_buffers = true;
             c.register_ring = true;
             c.buf_huge_pages = true;
         }),

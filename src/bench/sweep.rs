@@ -46,6 +46,10 @@ pub const OPTIONS: &[SweepOption] = &[
         flags: &["--buf-inc"],
     },
     SweepOption {
+        name: "fixed-send-buffers",
+        flags: &["--fixed-send-buffers"],
+    },
+    SweepOption {
         name: "fixed-files",
         flags: &["--fixed-files=16384"],
     },

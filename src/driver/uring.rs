@@ -61,6 +61,9 @@ pub(crate) struct UringDriver {
     /// The buffer the core kept out of its ring in the last receive (its
     /// bytes are a reply): group and buffer id.
     pub(super) kept: Option<(u16, u16)>,
+    /// Replies go with SEND_ZC from the shared ring registered as a fixed
+    /// buffer (`Config::fixed_send_buffers`).
+    pub(super) fixed_replies: bool,
     /// By shared-ring buffer id, the reply being sent from that buffer
     /// (a reply's completion names only its buffer).
     pub(super) replies: Vec<Reply>,
@@ -73,6 +76,8 @@ pub(crate) struct Reply {
     pub(crate) generation: u32,
     pub(crate) off: u32,
     pub(crate) len: u32,
+    /// A SEND_ZC reply's result, kept until its notification.
+    pub(crate) first: i32,
 }
 
 impl UringDriver {
@@ -145,7 +150,19 @@ impl UringDriver {
             },
             kept: None,
             replies: vec![Reply::default(); usize::from(cfg.buf_count)],
+            fixed_replies: false,
         };
+        if cfg.fixed_send_buffers && !cfg.buf_incremental {
+            d.groups
+                .register_fixed(d.ring.raw())
+                .map_err(|e| crate::Error::Unsupported {
+                    feature: "fixed send buffers",
+                    detail: format!(
+                        "registering the shared buffer ring (IORING_REGISTER_BUFFERS): {e}"
+                    ),
+                })?;
+            d.fixed_replies = true;
+        }
         if cfg.register_ring {
             d.ring
                 .register_fd()
@@ -256,7 +273,7 @@ impl UringDriver {
         out: &mut Vec<Completion>,
         timers: &mut Vec<Instant>,
         closes_in_flight: &mut usize,
-        replies: &[Reply],
+        replies: &mut [Reply],
         rewake: &mut bool,
     ) {
         let (key, generation) = (c.token.key(), c.token.generation());
@@ -297,11 +314,19 @@ impl UringDriver {
             }
             OpKind::Reply => {
                 // The key is the buffer id (shared ring).
-                if let Some(r) = replies.get(key) {
+                if let Some(r) = replies.get_mut(key) {
+                    let notif = io_uring::cqueue::notif(c.flags);
+                    if c.more() && !notif {
+                        // A SEND_ZC's result: reported with the
+                        // notification, when the kernel is done with the
+                        // buffer.
+                        r.first = c.res;
+                        return;
+                    }
                     out.push(Completion::Sent {
                         key: r.key as usize,
                         generation: r.generation,
-                        res: c.res,
+                        res: if notif { r.first } else { c.res },
                         buf: SentBuf::Provided {
                             bgid: crate::uring::groups::SHARED,
                             bid: key as u16,

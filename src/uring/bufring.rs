@@ -180,6 +180,14 @@ impl BufRing {
         unsafe { std::slice::from_raw_parts(self.buf_ptr(bid), len) }
     }
 
+    /// Where the buffers are: their start and total length.
+    pub(crate) fn buffer_area(&self) -> (*mut u8, usize) {
+        (
+            self.buf_ptr(0),
+            usize::from(self.entries) * self.buf_size as usize,
+        )
+    }
+
     /// Whether the kernel consumes this ring's buffers incrementally.
     #[inline]
     pub(crate) fn is_incremental(&self) -> bool {

@@ -35,6 +35,9 @@ pub(crate) struct Groups {
     pub(crate) in_use: usize,
     /// What backs the shared ring, when it was asked to be on huge pages.
     pub(crate) pages: Option<HugePages>,
+    /// The shared ring's buffers are registered buffer 0: replies go from
+    /// them with SEND_ZC ([`Groups::register_fixed`]).
+    fixed: bool,
 }
 
 impl Groups {
@@ -48,6 +51,7 @@ impl Groups {
     ) -> io::Result<Groups> {
         let (shared, pages) = BufRing::mapped(ring, SHARED, shared_entries, buf_size, huge, inc)?;
         Ok(Groups {
+            fixed: false,
             pages,
             rings: vec![Some(shared)],
             idle: Vec::new(),
@@ -91,6 +95,27 @@ impl Groups {
         Some(id)
     }
 
+    /// Register the shared ring's buffers as the ring's fixed buffer 0
+    /// (IORING_REGISTER_BUFFERS, Linux 5.1): replies from them then go with
+    /// SEND_ZC from registered memory, whose pages the kernel pinned once
+    /// instead of on every send.
+    pub(crate) fn register_fixed(&mut self, ring: &IoUring) -> io::Result<()> {
+        let Some(shared) = self.rings.first().and_then(Option::as_ref) else {
+            return Err(io::Error::from_raw_os_error(libc::ENOENT));
+        };
+        let (base, len) = shared.buffer_area();
+        let iov = libc::iovec {
+            iov_base: base.cast(),
+            iov_len: len,
+        };
+        // SAFETY: the buffer area is part of the shared ring's mapping,
+        // which lives as long as these groups; the driver drops its ring
+        // (and with it this registration) before its groups.
+        unsafe { ring.submitter().register_buffers(&[iov])? };
+        self.fixed = true;
+        Ok(())
+    }
+
     /// Send bytes `off..off + len` of the shared ring's taken buffer `bid`
     /// on `target` (a reply straight from the buffer it arrived in), as
     /// `token`. `false` (nothing submitted): `bid` is not a taken buffer
@@ -111,13 +136,14 @@ impl Groups {
             return false;
         }
         let ptr = bytes[off as usize..].as_ptr();
+        let fixed = self.fixed.then_some(0);
         // SAFETY: `ptr` points at `len` bytes of the shared ring's mapping,
         // which lives as long as these groups; the driver drops its ring
         // (cancelling what is in flight, synchronously) before its groups.
         // The buffer is taken: the kernel does not fill it again until it
         // is recycled, which the worker does only when this send's last
         // completion has been reaped (`Driver::give_back`).
-        unsafe { ring.submit_provided_send(target, ptr, len, token) };
+        unsafe { ring.submit_provided_send(target, ptr, len, token, fixed) };
         true
     }
 

@@ -329,24 +329,37 @@ impl Ring {
     /// Send `len` bytes at `ptr`, bytes of a provided buffer, as `token`.
     ///
     /// # Safety
-    /// `ptr..ptr + len` must be the bytes of that provided buffer, in a
+    /// `ptr..ptr + len` must be the bytes of that provided buffer (and
+    /// with `fixed`, inside that registered buffer), in a
     /// buffer ring that stays mapped until this ring is dropped (the
     /// driver's groups are dropped after it), and the buffer must not be
     /// given back to its ring until this operation's last completion has
     /// been reaped (the kernel would fill it while it is being sent).
+    /// With `fixed`: the bytes lie in registered buffer `fixed` and go
+    /// with SEND_ZC from it (a result, then a notification when the
+    /// kernel is done with the bytes).
     pub(crate) unsafe fn submit_provided_send(
         &mut self,
         target: Target,
         ptr: *const u8,
         len: u32,
         token: Token,
+        fixed: Option<u16>,
     ) {
         let flags = libc::MSG_NOSIGNAL;
-        let sqe = match target {
-            Target::Fd(fd) => opcode::Send::new(types::Fd(fd), ptr, len)
+        let sqe = match (target, fixed) {
+            (Target::Fd(fd), None) => opcode::Send::new(types::Fd(fd), ptr, len)
                 .flags(flags)
                 .build(),
-            Target::Fixed(i) => opcode::Send::new(types::Fixed(i), ptr, len)
+            (Target::Fixed(i), None) => opcode::Send::new(types::Fixed(i), ptr, len)
+                .flags(flags)
+                .build(),
+            (Target::Fd(fd), Some(b)) => opcode::SendZc::new(types::Fd(fd), ptr, len)
+                .buf_index(Some(b))
+                .flags(flags)
+                .build(),
+            (Target::Fixed(i), Some(b)) => opcode::SendZc::new(types::Fixed(i), ptr, len)
+                .buf_index(Some(b))
                 .flags(flags)
                 .build(),
         };

@@ -109,9 +109,13 @@ impl Driver {
             generation,
             off,
             len,
+            first: 0,
         };
         d.provided_in_flight += 1;
         d.stats.add(&d.stats.buffer_replies, 1);
+        if d.fixed_replies {
+            d.stats.add(&d.stats.zc_sends, 1);
+        }
         true
     }
 

@@ -89,6 +89,30 @@ pub(crate) enum Op {
     Timeout { after: Duration },
 }
 
+/// A SEND of `len` bytes at `ptr` on `target` with MSG_NOSIGNAL; with
+/// `zc` a SEND_ZC instead, from registered buffer `b` when `zc` is
+/// `Some(Some(b))`. Building it reads nothing; submitting it is the unsafe
+/// step.
+fn send_sqe(target: Target, ptr: *const u8, len: u32, zc: Option<Option<u16>>) -> squeue::Entry {
+    let flags = libc::MSG_NOSIGNAL;
+    match (target, zc) {
+        (Target::Fd(fd), None) => opcode::Send::new(types::Fd(fd), ptr, len)
+            .flags(flags)
+            .build(),
+        (Target::Fixed(i), None) => opcode::Send::new(types::Fixed(i), ptr, len)
+            .flags(flags)
+            .build(),
+        (Target::Fd(fd), Some(buf)) => opcode::SendZc::new(types::Fd(fd), ptr, len)
+            .buf_index(buf)
+            .flags(flags)
+            .build(),
+        (Target::Fixed(i), Some(buf)) => opcode::SendZc::new(types::Fixed(i), ptr, len)
+            .buf_index(buf)
+            .flags(flags)
+            .build(),
+    }
+}
+
 /// A recvmsg header that points at nothing (only its name and control
 /// lengths are set), so submitting it hands the kernel no pointer.
 #[derive(Clone, Copy)]
@@ -262,22 +286,7 @@ impl Ring {
             Op::Close { fd } => plain(opcode::Close::new(types::Fd(fd)).build()),
             Op::Send { target, buf, zc } => {
                 let len = u32::try_from(buf.len()).unwrap_or(u32::MAX);
-                let ptr = buf.as_ptr();
-                let flags = libc::MSG_NOSIGNAL;
-                let sqe = match (target, zc) {
-                    (Target::Fd(fd), false) => opcode::Send::new(types::Fd(fd), ptr, len)
-                        .flags(flags)
-                        .build(),
-                    (Target::Fixed(i), false) => opcode::Send::new(types::Fixed(i), ptr, len)
-                        .flags(flags)
-                        .build(),
-                    (Target::Fd(fd), true) => opcode::SendZc::new(types::Fd(fd), ptr, len)
-                        .flags(flags)
-                        .build(),
-                    (Target::Fixed(i), true) => opcode::SendZc::new(types::Fixed(i), ptr, len)
-                        .flags(flags)
-                        .build(),
-                };
+                let sqe = send_sqe(target, buf.as_ptr(), len, zc.then_some(None));
                 self.hold(sqe, token, Held::Bytes(buf), zc);
                 return;
             }
@@ -346,23 +355,7 @@ impl Ring {
         token: Token,
         fixed: Option<u16>,
     ) {
-        let flags = libc::MSG_NOSIGNAL;
-        let sqe = match (target, fixed) {
-            (Target::Fd(fd), None) => opcode::Send::new(types::Fd(fd), ptr, len)
-                .flags(flags)
-                .build(),
-            (Target::Fixed(i), None) => opcode::Send::new(types::Fixed(i), ptr, len)
-                .flags(flags)
-                .build(),
-            (Target::Fd(fd), Some(b)) => opcode::SendZc::new(types::Fd(fd), ptr, len)
-                .buf_index(Some(b))
-                .flags(flags)
-                .build(),
-            (Target::Fixed(i), Some(b)) => opcode::SendZc::new(types::Fixed(i), ptr, len)
-                .buf_index(Some(b))
-                .flags(flags)
-                .build(),
-        };
+        let sqe = send_sqe(target, ptr, len, fixed.map(Some));
         // SAFETY: the pointer is valid until the last completion (this
         // function's contract).
         unsafe { self.push(&sqe.user_data(token.to_user_data())) };

@@ -57,6 +57,66 @@ impl Contender {
     }
 }
 
+/// The command line of ringnet serving `mode`'s server (echo, or http for
+/// http) on `backend` with one worker pinned to `server_cpu`, then
+/// `extra`; with `tls`, the certificate and key every contender serves.
+fn ringnet_args(
+    mode: Mode,
+    server_cpu: usize,
+    backend: &str,
+    extra: &[String],
+    tls: Option<&(PathBuf, PathBuf)>,
+) -> Vec<String> {
+    let serve_mode = if mode == Mode::Http { "http" } else { "echo" };
+    let cpu = server_cpu.to_string();
+    let mut args: Vec<String> = [
+        "serve",
+        serve_mode,
+        "--addr",
+        "127.0.0.1:0",
+        "--workers",
+        "1",
+        "--cpus",
+        &cpu,
+        "--backend",
+        backend,
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend(extra.iter().cloned());
+    args.extend(tls_args(tls));
+    args
+}
+
+/// `--tls-cert CERT --tls-key KEY`, when serving TLS.
+fn tls_args(tls: Option<&(PathBuf, PathBuf)>) -> Vec<String> {
+    tls.map_or_else(Vec::new, |(cert, key)| {
+        vec![
+            "--tls-cert".to_string(),
+            cert.display().to_string(),
+            "--tls-key".to_string(),
+            key.display().to_string(),
+        ]
+    })
+}
+
+impl Contender {
+    /// Ringnet on io_uring for `mode` (see [`contenders`]) with the extra
+    /// serve `flags`, named `name`.
+    pub(crate) fn uring(
+        name: &str,
+        mode: Mode,
+        server_cpu: usize,
+        flags: &[String],
+        tls: Option<&(PathBuf, PathBuf)>,
+    ) -> Contender {
+        Contender {
+            name: name.to_string(),
+            launch: Launch::Ringnet(ringnet_args(mode, server_cpu, "uring", flags, tls)),
+        }
+    }
+}
+
 /// The contenders for `mode`: ringnet on io_uring and on epoll, and (except
 /// for http) the tokio reference echo server. `uring_args` are added to the
 /// io_uring contender's command line (to compare its tuning settings).
@@ -66,52 +126,26 @@ pub fn contenders(
     uring_args: &[String],
     tls: Option<&(PathBuf, PathBuf)>,
 ) -> Vec<Contender> {
-    let serve_mode = if mode == Mode::Http { "http" } else { "echo" };
-    let cpu = server_cpu.to_string();
-    let ringnet = |backend: &str| {
-        [
-            "serve",
-            serve_mode,
-            "--addr",
-            "127.0.0.1:0",
-            "--workers",
-            "1",
-            "--cpus",
-            &cpu,
-            "--backend",
-            backend,
-        ]
-        .map(String::from)
-        .to_vec()
-    };
-    let mut uring = ringnet("uring");
-    uring.extend(uring_args.iter().cloned());
-    let mut all = vec![("io_uring", uring), ("epoll", ringnet("epoll"))];
+    let mut all = vec![
+        Contender::uring("io_uring", mode, server_cpu, uring_args, tls),
+        Contender {
+            name: "epoll".into(),
+            launch: Launch::Ringnet(ringnet_args(mode, server_cpu, "epoll", &[], tls)),
+        },
+    ];
     if mode != Mode::Http {
-        all.push((
-            "tokio",
-            ["serve-tokio", "--addr", "127.0.0.1:0", "--cpu", &cpu]
-                .map(String::from)
-                .to_vec(),
-        ));
-    }
-    if let Some((cert, key)) = tls {
         // Every contender serves TLS with the same certificate.
-        for (_, args) in &mut all {
-            args.extend([
-                "--tls-cert".to_string(),
-                cert.display().to_string(),
-                "--tls-key".to_string(),
-                key.display().to_string(),
-            ]);
-        }
-    }
-    all.into_iter()
-        .map(|(name, args)| Contender {
-            name: name.to_string(),
+        let mut args: Vec<String> = ["serve-tokio", "--addr", "127.0.0.1:0", "--cpu"]
+            .map(String::from)
+            .to_vec();
+        args.push(server_cpu.to_string());
+        args.extend(tls_args(tls));
+        all.push(Contender {
+            name: "tokio".into(),
             launch: Launch::Ringnet(args),
-        })
-        .collect()
+        });
+    }
+    all
 }
 
 /// A running server child; terminated and reaped on drop.

@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::compare::{contenders, median, ratio_by_round, run_rounds, Contender};
+use super::compare::{median, ratio_by_round, run_rounds, Contender};
 use super::report::fmt_duration;
 use super::{BenchError, Mode, Options, RunResult};
 
@@ -114,16 +114,13 @@ pub fn sweep(
             o.name == "defaults" || only.map_or(true, |only| only.iter().any(|n| n == o.name))
         })
         .collect();
-    let mut servers: Vec<Contender> = Vec::with_capacity(chosen.len());
-    for o in &chosen {
-        let flags: Vec<String> = o.flags.iter().map(|f| f.to_string()).collect();
-        let mut c = contenders(template.mode, server_cpu, &flags, tls)
-            .into_iter()
-            .find(|c| c.name == "io_uring")
-            .ok_or_else(|| BenchError::Usage("no io_uring server to sweep".into()))?;
-        c.name = o.name.to_string();
-        servers.push(c);
-    }
+    let servers: Vec<Contender> = chosen
+        .iter()
+        .map(|o| {
+            let flags: Vec<String> = o.flags.iter().map(|f| f.to_string()).collect();
+            Contender::uring(o.name, template.mode, server_cpu, &flags, tls)
+        })
+        .collect();
     let results = run_rounds(exe, &servers, template, runs, load_cpu)?;
     Ok(Sweep {
         mode: template.mode,

@@ -61,9 +61,6 @@ pub(crate) struct UringDriver {
     /// The buffer the core kept out of its ring in the last receive (its
     /// bytes are a reply): group and buffer id.
     pub(super) kept: Option<(u16, u16)>,
-    /// Replies go with SEND_ZC from the shared ring registered as a fixed
-    /// buffer (`Config::fixed_send_buffers`).
-    pub(super) fixed_replies: bool,
     /// By shared-ring buffer id, the reply being sent from that buffer
     /// (a reply's completion names only its buffer).
     pub(super) replies: Vec<Reply>,
@@ -150,7 +147,6 @@ impl UringDriver {
             },
             kept: None,
             replies: vec![Reply::default(); usize::from(cfg.buf_count)],
-            fixed_replies: false,
         };
         if cfg.fixed_send_buffers && !cfg.buf_incremental {
             d.groups
@@ -161,7 +157,6 @@ impl UringDriver {
                         "registering the shared buffer ring (IORING_REGISTER_BUFFERS): {e}"
                     ),
                 })?;
-            d.fixed_replies = true;
         }
         if cfg.register_ring {
             d.ring

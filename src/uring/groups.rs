@@ -116,6 +116,12 @@ impl Groups {
         Ok(())
     }
 
+    /// Replies from the shared ring go with SEND_ZC from its registered
+    /// buffers ([`Groups::register_fixed`] succeeded).
+    pub(crate) fn replies_are_fixed(&self) -> bool {
+        self.fixed
+    }
+
     /// Send bytes `off..off + len` of the shared ring's taken buffer `bid`
     /// on `target` (a reply straight from the buffer it arrived in), as
     /// `token`. `false` (nothing submitted): `bid` is not a taken buffer

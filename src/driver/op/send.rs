@@ -113,7 +113,7 @@ impl Driver {
         };
         d.provided_in_flight += 1;
         d.stats.add(&d.stats.buffer_replies, 1);
-        if d.fixed_replies {
+        if d.groups.replies_are_fixed() {
             d.stats.add(&d.stats.zc_sends, 1);
         }
         true

@@ -318,20 +318,29 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
         (Some(c), Some(k)) => Some((c.clone(), k.clone())),
         _ => None,
     };
-    if a.sweep {
+    // --compare and --sweep start the servers themselves: this binary, on
+    // `--server-cpu`, the load on the first `--cpu` (default 1).
+    let started_here = if a.compare || a.sweep {
+        let how = if a.sweep { "--sweep" } else { "--compare" };
         if a.tls != server_tls.is_some() {
-            bail!("--sweep --tls needs --tls-cert and --tls-key for the servers it starts (and --tls-ca to trust them)");
+            bail!("{how} --tls needs --tls-cert and --tls-key for the servers it starts (and --tls-ca to trust them)");
         }
         let exe =
             std::env::current_exe().map_err(|e| anyhow!("cannot find the ringnet binary: {e}"))?;
         let load_cpu = a.cpu.first().copied().unwrap_or(1);
         eprintln!(
-            "ringnet bench --sweep {}: servers pinned to CPU {}, load to CPU {load_cpu}, {} rounds",
+            "ringnet bench {how} {}: servers pinned to CPU {}, load to CPU {load_cpu}, {} rounds",
             a.mode, a.server_cpu, a.runs
         );
+        Some((exe, load_cpu))
+    } else {
+        None
+    };
+    if let (true, Some((exe, load_cpu))) = (a.sweep, &started_here) {
+        let (exe, load_cpu) = (exe.as_path(), *load_cpu);
         let only = (!a.sweep_options.is_empty()).then_some(a.sweep_options.as_slice());
         let sweep = ringnet::bench::sweep::sweep(
-            &exe,
+            exe,
             &opts,
             a.runs,
             (a.server_cpu, load_cpu),
@@ -345,9 +354,6 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    if a.compare && a.tls != server_tls.is_some() {
-        bail!("--compare --tls needs --tls-cert and --tls-key for the servers it starts (and --tls-ca to trust them)");
-    }
     let extra = ringnet::bench::compare::Extra {
         against: a
             .against
@@ -359,16 +365,10 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
     if !a.compare && (!extra.against.is_empty() || extra.only.is_some()) {
         bail!("--against and --contenders go with --compare");
     }
-    if a.compare {
-        let exe =
-            std::env::current_exe().map_err(|e| anyhow!("cannot find the ringnet binary: {e}"))?;
-        let load_cpu = a.cpu.first().copied().unwrap_or(1);
-        eprintln!(
-            "ringnet bench --compare {}: servers pinned to CPU {}, load to CPU {load_cpu}, {} runs each",
-            a.mode, a.server_cpu, a.runs
-        );
+    if let Some((exe, load_cpu)) = &started_here {
+        let (exe, load_cpu) = (exe.as_path(), *load_cpu);
         let cmp = ringnet::bench::compare::compare(
-            &exe,
+            exe,
             &opts,
             a.runs,
             (a.server_cpu, load_cpu),

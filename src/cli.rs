@@ -187,6 +187,10 @@ pub(crate) struct ServeArgs {
     /// Registered-descriptor table size per ring (0: plain descriptors).
     #[arg(long, default_value_t = Config::default().fixed_files)]
     fixed_files: u32,
+    /// Accept straight into the registered-descriptor table (io_uring;
+    /// needs --fixed-files): accepted connections get no plain descriptor.
+    #[arg(long)]
+    accept_direct: bool,
     /// Seconds a graceful close waits for the peer after shutting down the
     /// write side [default: 2].
     #[arg(long, value_name = "SECS", value_parser = parse_secs, allow_negative_numbers = true)]
@@ -255,6 +259,9 @@ impl ServeArgs {
         if low >= high {
             bail!("--low-watermark ({low}) must be below --high-watermark ({high})");
         }
+        if self.accept_direct && self.fixed_files == 0 {
+            bail!("--accept-direct needs a registered-descriptor table: give --fixed-files N");
+        }
         // A partial frame or line waits unconsumed until it is complete, so
         // the input limit must hold the largest one with its header.
         let longest_message = match self.mode {
@@ -294,6 +301,7 @@ impl ServeArgs {
             defer_taskrun: !self.no_defer_taskrun,
             max_connections: self.max_connections,
             fixed_files: self.fixed_files,
+            accept_direct: self.accept_direct,
             recv_bundle: self.recv_bundle,
             send_zc_threshold: self.send_zc_threshold,
             batch_wait: Duration::from_micros(self.batch_wait_us),

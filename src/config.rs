@@ -131,6 +131,21 @@ pub struct Config {
     /// table and its recvs and sends name it by index, sparing the kernel a
     /// file lookup and reference count per operation. 0 turns it off.
     pub fixed_files: u32,
+    /// Accept straight into the registered-file table (io_uring,
+    /// IORING_FILE_INDEX_ALLOC, Linux 5.19; needs `fixed_files`): the
+    /// kernel puts each accepted connection in a free entry of the table
+    /// and never gives it a plain descriptor, which spares the process's
+    /// descriptor table and the registration of each connection.
+    ///
+    /// Such a connection has no plain descriptor, so [`crate::Conn::peer_addr`],
+    /// [`crate::Conn::local_addr`], [`crate::Conn::peer_credentials`] and
+    /// [`crate::Conn::socket`] return an `Unsupported` error for it. Outbound
+    /// connections keep plain descriptors (the kernel allocates the whole
+    /// table). When the table is full the kernel closes the connection it
+    /// could not place (counted as `direct_table_full`), and the worker
+    /// accepts with plain descriptors until a quarter of the table is free
+    /// again. The epoll driver ignores it.
+    pub accept_direct: bool,
     /// Receive with bundles (IORING_RECVSEND_BUNDLE, Linux 6.10) where the
     /// kernel has them: one completion may carry several consecutive
     /// buffers, fewer completions for bulk input.
@@ -269,6 +284,7 @@ impl Default for Config {
             cq_entries: 4096,
             defer_taskrun: true,
             fixed_files: 0,
+            accept_direct: false,
             recv_bundle: false,
             send_zc_threshold: 0,
             sqpoll_idle: None,
@@ -445,6 +461,11 @@ impl Config {
                 "fixed_files must be at most 1048576, got {}",
                 self.fixed_files
             ));
+        }
+        if self.accept_direct && self.fixed_files == 0 {
+            return bad(
+                "accept_direct needs a registered-file table: set fixed_files above 0".into(),
+            );
         }
         if self.send_low_watermark >= self.send_high_watermark {
             return bad(format!(

@@ -87,7 +87,10 @@ pub(crate) enum Pressure {
 #[derive(Debug)]
 pub(crate) struct ConnCore {
     pub(crate) id: ConnId,
-    pub(crate) sock: Socket,
+    /// The plain descriptor; `None` for a connection io_uring accepted
+    /// straight into its registered-file table (`Config::accept_direct`),
+    /// which the driver reaches by table index alone.
+    pub(crate) sock: Option<Socket>,
     pub(crate) phase: Phase,
     /// Output queued by the handler: `out[sent..]` is not yet written
     /// (epoll writes from it in place; io_uring lends the whole buffer to
@@ -174,7 +177,7 @@ impl ConnCore {
     /// connected out); `timed`: input timeouts are on, starting now.
     pub(crate) fn new(
         id: ConnId,
-        sock: Socket,
+        sock: Option<Socket>,
         listener: Option<u16>,
         timed: Option<Instant>,
     ) -> ConnCore {
@@ -339,6 +342,25 @@ impl ConnCore {
                 origin: keep.then_some(r),
             });
         }
+    }
+
+    /// The plain descriptor, or why there is none.
+    pub(crate) fn socket(&self) -> std::io::Result<&Socket> {
+        self.sock.as_ref().ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                "accepted straight into io_uring's registered-descriptor table \
+                 (accept_direct): the connection has no plain descriptor",
+            )
+        })
+    }
+
+    /// The plain descriptor, or -1 for a connection in the registered table
+    /// alone (the driver names it by index then).
+    #[inline]
+    pub(crate) fn raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.sock.as_ref().map_or(-1, |s| s.as_raw_fd())
     }
 
     /// The index of the listener the connection came through (`None`:
@@ -570,7 +592,12 @@ mod tests {
 
     fn core() -> ConnCore {
         let sock = Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
-        ConnCore::new(ConnId::new(0, 1, 1), sock, Some(0), Some(Instant::now()))
+        ConnCore::new(
+            ConnId::new(0, 1, 1),
+            Some(sock),
+            Some(0),
+            Some(Instant::now()),
+        )
     }
 
     #[test]

@@ -472,28 +472,34 @@ impl Conn<'_> {
 
     /// The peer's address (`getpeername(2)`): an IP address, or for a
     /// Unix socket usually [`UnixAddr::Unnamed`](crate::UnixAddr::Unnamed)
-    /// (clients seldom bind).
+    /// (clients seldom bind). An `Unsupported` error for a connection
+    /// accepted straight into the registered-descriptor table
+    /// ([`Config::accept_direct`](crate::Config::accept_direct)), which has
+    /// no plain descriptor to ask.
     pub fn peer_addr(&self) -> io::Result<Address> {
-        Address::from_sock_addr(&self.core.sock.peer_addr()?)
+        Address::from_sock_addr(&self.core.socket()?.peer_addr()?)
     }
 
-    /// The local address of the connection (`getsockname(2)`).
+    /// The local address of the connection (`getsockname(2)`); like
+    /// [`Conn::peer_addr`], an `Unsupported` error with `accept_direct`.
     pub fn local_addr(&self) -> io::Result<Address> {
-        Address::from_sock_addr(&self.core.sock.local_addr()?)
+        Address::from_sock_addr(&self.core.socket()?.local_addr()?)
     }
 
     /// For a Unix socket connection, the peer process's credentials as
     /// they were when it connected (SO_PEERCRED); an error for an IP
     /// connection.
     pub fn peer_credentials(&self) -> io::Result<PeerCredentials> {
-        PeerCredentials::of(&self.core.sock)
+        PeerCredentials::of(self.core.socket()?)
     }
 
     /// The connection's socket, to read or set options (TCP_NODELAY,
     /// SO_RCVBUF, SO_SNDBUF, ...) with socket2. Do not read, write or close
-    /// it directly: the engine owns its I/O.
-    pub fn socket(&self) -> socket2::SockRef<'_> {
-        socket2::SockRef::from(&self.core.sock)
+    /// it directly: the engine owns its I/O. An `Unsupported` error for a
+    /// connection accepted straight into the registered-descriptor table
+    /// ([`Config::accept_direct`](crate::Config::accept_direct)).
+    pub fn socket(&self) -> io::Result<socket2::SockRef<'_>> {
+        Ok(socket2::SockRef::from(self.core.socket()?))
     }
 
     /// On a connection from a TLS listener, what its handshake negotiated
@@ -565,7 +571,7 @@ mod tests {
             .expect("socket");
         ConnCore::new(
             ConnId::new(0, 1, 1),
-            sock,
+            Some(sock),
             Some(0),
             Some(std::time::Instant::now()),
         )

@@ -183,8 +183,8 @@ struct BenchArgs {
     sweep: bool,
     /// With --sweep: only these options (comma-separated: sqpoll,
     /// register-ring, huge-pages, buf-inc, fixed-send-buffers, fixed-files,
-    /// recv-bundle, send-zc,
-    /// batch-wait, coop-taskrun, per-conn-buffers).
+    /// accept-direct, recv-bundle, send-zc, batch-wait, coop-taskrun,
+    /// per-conn-buffers).
     #[arg(long, value_delimiter = ',', requires = "sweep")]
     sweep_options: Vec<String>,
     /// The server to drive (not with --compare): HOST:PORT, NAME:PORT,

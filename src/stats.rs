@@ -96,6 +96,14 @@ counters! {
     group_fallbacks,
     /// Connections installed in the ring's registered-descriptor table.
     fixed_installs,
+    /// Connections accepted straight into the registered-descriptor table
+    /// (`Config::accept_direct`).
+    direct_accepts,
+    /// Times the registered-descriptor table was full for an accept
+    /// straight into it: the kernel closed that connection, and the worker
+    /// accepted with plain descriptors until a quarter of the table was free
+    /// again.
+    direct_table_full,
     /// Buffers that arrived in recv completions carrying several (bundles).
     bundled_buffers,
     /// Sends made with SEND_ZC.

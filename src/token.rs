@@ -59,11 +59,14 @@ pub enum OpKind {
     /// A reply sent straight from a provided buffer: its key is the
     /// buffer id, and the driver's reply table names the connection.
     Reply = 12,
+    /// The worker's accept straight into the registered-file table
+    /// (`Config::accept_direct`): its completions name table entries.
+    AcceptDirect = 13,
 }
 
 impl OpKind {
     /// Every kind, in value order.
-    pub(crate) const ALL: [OpKind; 12] = [
+    pub(crate) const ALL: [OpKind; 13] = [
         OpKind::Accept,
         OpKind::Recv,
         OpKind::Send,
@@ -76,6 +79,7 @@ impl OpKind {
         OpKind::FilesUpdate,
         OpKind::Connect,
         OpKind::Reply,
+        OpKind::AcceptDirect,
     ];
 
     #[inline]
@@ -251,7 +255,7 @@ mod tests {
     fn unknown_kinds_are_rejected() {
         assert_eq!(Token::from_user_data(0), None);
         assert_eq!(Token::from_user_data(0xff << 56), None);
-        assert_eq!(Token::from_user_data(13 << 56), None);
+        assert_eq!(Token::from_user_data(14 << 56), None);
         for kind in OpKind::ALL {
             assert!((kind as u8) < 128, "the top bit marks held operations");
         }

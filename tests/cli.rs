@@ -323,6 +323,19 @@ fn watermarks_out_of_order_are_refused() {
     );
 }
 
+/// Accepting into the registered table without a table is refused,
+/// naming both flags.
+#[test]
+fn accept_direct_without_fixed_files_is_refused() {
+    let out = run(&["serve", "echo", "--addr", "127.0.0.1:0", "--accept-direct"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("--accept-direct") && stderr.contains("--fixed-files"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn kernel_caps_are_logged_once_with_the_value_that_applies() {
     let server = Server::start_capturing(
@@ -728,7 +741,7 @@ fn bench_sweep_compares_options_with_the_defaults() {
         "--sweep",
         "echo",
         "--sweep-options",
-        "register-ring,huge-pages",
+        "huge-pages,accept-direct",
         "--runs",
         "1",
         "--conns",
@@ -750,7 +763,7 @@ fn bench_sweep_compares_options_with_the_defaults() {
         .iter()
         .filter_map(|o| o["option"].as_str())
         .collect();
-    assert_eq!(names, ["defaults", "register-ring", "huge-pages"]);
+    assert_eq!(names, ["defaults", "huge-pages", "accept-direct"]);
     for o in options {
         assert!(o["ratio_to_defaults"].as_f64().is_some(), "{o}");
         for r in o["runs"].as_array().expect("runs") {

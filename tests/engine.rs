@@ -584,7 +584,7 @@ impl ringnet::Handler for ReportOptions {
     type State = ();
 
     fn on_open(&mut self, conn: &mut ringnet::Conn<'_>) {
-        let sock = conn.socket();
+        let sock = conn.socket().expect("a plain descriptor");
         let on = sock.tcp_nodelay().expect("getsockopt TCP_NODELAY");
         let rcv = sock.recv_buffer_size().expect("getsockopt SO_RCVBUF") as u64;
         let snd = sock.send_buffer_size().expect("getsockopt SO_SNDBUF") as u64;

@@ -54,6 +54,10 @@ pub const OPTIONS: &[SweepOption] = &[
         flags: &["--fixed-files=16384"],
     },
     SweepOption {
+        name: "accept-direct",
+        flags: &["--fixed-files=16384", "--accept-direct"],
+    },
+    SweepOption {
         name: "recv-bundle",
         flags: &["--recv-bundle"],
     },

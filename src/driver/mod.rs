@@ -46,6 +46,7 @@ mod op;
 pub(crate) mod uring;
 
 use std::io;
+use std::os::fd::RawFd;
 use std::time::Instant;
 
 use socket2::Socket;
@@ -55,20 +56,29 @@ pub(crate) use op::send::SendStart;
 
 use crate::config::Backend;
 
-/// What a driver keeps per connection, in the core's slot (4 bytes).
+/// What a driver keeps per connection, in the core's slot (6 bytes).
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct DriverConn {
     /// io_uring: the buffer group the connection receives into.
     bgid: u16,
-    /// io_uring: `FIXED`; epoll: `REGISTERED`, `READ`, `WRITE`.
+    /// io_uring with `FIXED`: the connection's entry in the registered-file
+    /// table, low 16 bits (`index_hi`: the next 8; the table has at most
+    /// 2^20 entries).
+    index_lo: u16,
+    index_hi: u8,
+    /// io_uring: `FIXED`, `DIRECT`; epoll: `REGISTERED`, `READ`, `WRITE`.
     flags: u8,
 }
 
 impl DriverConn {
+    /// io_uring: operations name the table entry [`DriverConn::index`].
     const FIXED: u8 = 1;
     const REGISTERED: u8 = 2;
     const READ: u8 = 4;
     const WRITE: u8 = 8;
+    /// io_uring: the table entry is the connection's only descriptor (it
+    /// was accepted straight into the table).
+    const DIRECT: u8 = 16;
 
     #[inline]
     fn has(self, f: u8) -> bool {
@@ -83,6 +93,41 @@ impl DriverConn {
             self.flags &= !f;
         }
     }
+
+    /// The connection's registered-file table entry (with `FIXED`).
+    #[inline]
+    fn index(self) -> u32 {
+        u32::from(self.index_lo) | u32::from(self.index_hi) << 16
+    }
+
+    #[inline]
+    fn set_index(&mut self, index: u32) {
+        debug_assert!(index < 1 << 24);
+        self.index_lo = index as u16;
+        self.index_hi = (index >> 16) as u8;
+    }
+
+    /// How io_uring operations name the connection whose plain descriptor
+    /// (if any) is `fd`.
+    #[inline]
+    fn target(self, fd: RawFd) -> crate::uring::ring::Target {
+        use crate::uring::ring::Target;
+        if self.has(DriverConn::FIXED) {
+            Target::Fixed(self.index())
+        } else {
+            Target::Fd(fd)
+        }
+    }
+}
+
+/// A new connection's descriptor as the driver reports it.
+#[derive(Debug)]
+pub(crate) enum NewConn {
+    /// A plain descriptor.
+    Plain(Socket),
+    /// An entry of io_uring's registered-file table, the connection's only
+    /// descriptor (`Config::accept_direct`).
+    Direct(u32),
 }
 
 /// How a receive event reached the core.
@@ -125,7 +170,7 @@ pub(crate) enum SentBuf {
 pub(crate) enum Completion {
     /// A connection from listener `listener` (its index in the worker's
     /// listeners).
-    Accepted { listener: u16, sock: Socket },
+    Accepted { listener: u16, conn: NewConn },
     /// The accept on listener `listener` stopped: `errno` 0 when it just
     /// ended (re-arm), `ECANCELED` when it was cancelled, else the errno
     /// (back off or re-arm).

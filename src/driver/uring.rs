@@ -17,13 +17,13 @@ use std::time::Instant;
 use io_uring::types;
 use socket2::Socket;
 
-use super::{Completion, RecvEvent, SentBuf};
+use super::{Completion, NewConn, RecvEvent, SentBuf};
 use crate::config::Config;
 use crate::stats::WorkerStats;
 use crate::token::{OpKind, Token};
 use crate::uring::groups::Groups;
 use crate::uring::mmap::HugePages;
-use crate::uring::ring::{Cqe, Held, Op, Ring};
+use crate::uring::ring::{Cqe, Held, Op, Ring, Target};
 
 pub(crate) struct UringDriver {
     // Field order matters: the ring (which cancels what is in flight when
@@ -34,6 +34,8 @@ pub(crate) struct UringDriver {
     wake: RawFd,
     /// Registered-file table size (0: plain descriptors only).
     pub(super) fixed_files: usize,
+    /// The accepts in flight, and whether they go into the table.
+    pub(super) accepts: Accepts,
     /// Recv with bundles (configured and supported by the kernel).
     pub(super) bundle: bool,
     pub(super) zc_threshold: usize,
@@ -66,6 +68,98 @@ pub(crate) struct UringDriver {
     pub(super) replies: Vec<Reply>,
 }
 
+/// A worker's accepts: which kind is in flight on each listener, and the
+/// entries of the registered-file table they have filled.
+#[derive(Debug, Default)]
+pub(crate) struct Accepts {
+    /// By listener index, the accept in flight on it.
+    pub(crate) arms: Vec<AcceptArm>,
+    /// Accept straight into the table (`Config::accept_direct`).
+    pub(crate) direct: bool,
+    /// Table entries held by connections accepted into it.
+    in_use: usize,
+    /// An accept into the table met a full table: accept with plain
+    /// descriptors until a quarter of it is free again.
+    table_full: bool,
+    /// The kind new accepts should take changed: the accepts in flight of
+    /// the other kind are to be cancelled and armed again.
+    switch: bool,
+}
+
+impl Accepts {
+    /// The kind of accept to arm now.
+    pub(crate) fn kind(&self) -> OpKind {
+        if self.direct && !self.table_full {
+            OpKind::AcceptDirect
+        } else {
+            OpKind::Accept
+        }
+    }
+
+    /// Listener `listener`'s accept of kind `kind` posted a completion
+    /// (`res`, `more`): what the core hears of it.
+    fn completed(&mut self, listener: u16, kind: OpKind, res: i32, more: bool) -> AcceptEvent {
+        let slot = usize::from(listener);
+        let direct = kind == OpKind::AcceptDirect;
+        if res >= 0 && direct {
+            self.in_use += 1;
+        }
+        if more {
+            return AcceptEvent::Going;
+        }
+        let arm = self.arms.get_mut(slot).map(std::mem::take);
+        let errno = if res < 0 { -res } else { 0 };
+        match errno {
+            // The table is full: the kernel closed the connection it took.
+            // Accept with plain descriptors until entries are free.
+            libc::ENFILE if direct => {
+                self.table_full = true;
+                self.switch = true;
+                AcceptEvent::TableFull
+            }
+            // Cancelled to switch kinds: the core arms it again.
+            libc::ECANCELED if arm == Some(AcceptArm::Switching) => AcceptEvent::Ended(0),
+            _ => AcceptEvent::Ended(errno),
+        }
+    }
+
+    /// A connection accepted into the table released its entry.
+    fn released(&mut self, table: usize) {
+        self.in_use = self.in_use.saturating_sub(1);
+        if self.table_full && self.in_use <= table * 3 / 4 {
+            self.table_full = false;
+            self.switch = true;
+        }
+    }
+}
+
+/// What an accept's completion means for the core.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AcceptEvent {
+    /// The accept goes on.
+    Going,
+    /// The accept ended with this errno (0: by itself, or to switch kinds).
+    Ended(i32),
+    /// An accept into the table ended on a full table (the core re-arms;
+    /// the next accept takes plain descriptors).
+    TableFull,
+}
+
+/// The accept in flight on a listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum AcceptArm {
+    /// None.
+    #[default]
+    Idle,
+    /// With plain descriptors.
+    Plain,
+    /// Straight into the registered-file table.
+    Direct,
+    /// Cancelled to be armed again the other way (into the table, or
+    /// not): its end is reported as a plain end, which the core re-arms.
+    Switching,
+}
+
 /// A reply in flight from a provided buffer: whose, and which bytes.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Reply {
@@ -75,6 +169,18 @@ pub(crate) struct Reply {
     pub(crate) len: u32,
     /// A SEND_ZC reply's result, kept until its notification.
     pub(crate) first: i32,
+}
+
+/// The parts of the driver that typing a completion updates (borrowed
+/// apart from the ring, which is reaping).
+struct Parts<'a> {
+    timers: &'a mut Vec<Instant>,
+    closes_in_flight: &'a mut usize,
+    replies: &'a mut [Reply],
+    accepts: &'a mut Accepts,
+    stats: &'a WorkerStats,
+    /// The wake poll ended and must be armed again.
+    rewake: &'a mut bool,
 }
 
 impl UringDriver {
@@ -117,6 +223,15 @@ impl UringDriver {
         } else {
             0
         };
+        if cfg.accept_direct && fixed_files == 0 {
+            return Err(crate::Error::Unsupported {
+                feature: "accept into the registered-descriptor table",
+                detail: format!(
+                    "registering a sparse table of {} descriptors (Linux 5.19) failed",
+                    cfg.fixed_files
+                ),
+            });
+        }
         let bundle = cfg.recv_bundle && raw.params().is_feature_recvsend_bundle();
         let batch_us = u32::try_from(cfg.batch_wait.as_micros()).unwrap_or(u32::MAX);
         let batch = (batch_us > 0 && raw.params().is_feature_min_timeout())
@@ -127,6 +242,10 @@ impl UringDriver {
             stats,
             wake: wake.as_raw_fd(),
             fixed_files,
+            accepts: Accepts {
+                direct: cfg.accept_direct,
+                ..Accepts::default()
+            },
             bundle,
             zc_threshold: cfg.send_zc_threshold,
             per_conn_groups: cfg.buffers == crate::config::BufferMode::PerConnection,
@@ -193,6 +312,44 @@ impl UringDriver {
         }
     }
 
+    /// Close table entry `index`, held by a connection accepted into it
+    /// (closing it closes the socket).
+    pub(super) fn close_direct(&mut self, index: u32, token: Token) {
+        self.ring.submit(
+            Op::Close {
+                target: Target::Fixed(index),
+            },
+            token,
+        );
+        self.closes_in_flight += 1;
+        self.accepts.released(self.fixed_files);
+        if self.accepts.switch {
+            self.switch_accepts();
+        }
+    }
+
+    /// Cancel the accepts in flight of the other kind than new ones take
+    /// now; each is armed again the new way when its end comes.
+    fn switch_accepts(&mut self) {
+        self.accepts.switch = false;
+        let want = self.accepts.kind();
+        for (i, arm) in self.accepts.arms.iter_mut().enumerate() {
+            let kind = match *arm {
+                AcceptArm::Plain => OpKind::Accept,
+                AcceptArm::Direct => OpKind::AcceptDirect,
+                AcceptArm::Idle | AcceptArm::Switching => continue,
+            };
+            if kind != want {
+                let target = Token::new(kind, i as u32, 0);
+                self.ring.submit(
+                    Op::Cancel { target },
+                    Token::new(OpKind::AcceptCancel, i as u32, 0),
+                );
+                *arm = AcceptArm::Switching;
+            }
+        }
+    }
+
     fn arm_wake(&mut self) {
         self.ring
             .submit(Op::PollMulti { fd: self.wake }, Token::worker(OpKind::Wake));
@@ -237,12 +394,25 @@ impl UringDriver {
             timers,
             closes_in_flight,
             replies,
+            accepts,
+            stats,
             ..
         } = self;
         let mut rewake = false;
         let (dropped, overflow) = ring.reap(|c| {
-            Self::convert(c, out, timers, closes_in_flight, replies, &mut rewake);
+            let mut parts = Parts {
+                timers,
+                closes_in_flight,
+                replies,
+                accepts,
+                stats,
+                rewake: &mut rewake,
+            };
+            Self::convert(c, out, &mut parts);
         });
+        if self.accepts.switch {
+            self.switch_accepts();
+        }
         self.stats.set(&self.stats.cq_dropped, u64::from(dropped));
         if dropped != self.dropped_seen {
             // The kernel dropped completions (out of memory for its
@@ -260,34 +430,33 @@ impl UringDriver {
         Ok(())
     }
 
-    /// Type one completion (`rewake`: the wake poll ended and must be
-    /// armed again).
+    /// Type one completion.
     #[inline]
-    fn convert(
-        c: Cqe,
-        out: &mut Vec<Completion>,
-        timers: &mut Vec<Instant>,
-        closes_in_flight: &mut usize,
-        replies: &mut [Reply],
-        rewake: &mut bool,
-    ) {
+    fn convert(c: Cqe, out: &mut Vec<Completion>, p: &mut Parts<'_>) {
         let (key, generation) = (c.token.key(), c.token.generation());
         match c.token.kind() {
-            OpKind::Accept => {
-                let more = c.more();
-                let listener = key as u16;
-                if let Some(fd) = c.fd {
-                    out.push(Completion::Accepted {
-                        listener,
-                        sock: Socket::from(fd),
-                    });
+            kind @ (OpKind::Accept | OpKind::AcceptDirect) => {
+                let (listener, more) = (key as u16, c.more());
+                let conn = match c.fd {
+                    Some(fd) => Some(NewConn::Plain(Socket::from(fd))),
+                    None if kind == OpKind::AcceptDirect && c.res >= 0 => {
+                        p.stats.add(&p.stats.direct_accepts, 1);
+                        Some(NewConn::Direct(c.res as u32))
+                    }
+                    None => None,
+                };
+                if let Some(conn) = conn {
+                    out.push(Completion::Accepted { listener, conn });
                 }
-                if !more {
-                    out.push(Completion::AcceptEnded {
-                        listener,
-                        errno: if c.res < 0 { -c.res } else { 0 },
-                    });
-                }
+                let errno = match p.accepts.completed(listener, kind, c.res, more) {
+                    AcceptEvent::Going => return,
+                    AcceptEvent::Ended(errno) => errno,
+                    AcceptEvent::TableFull => {
+                        p.stats.add(&p.stats.direct_table_full, 1);
+                        0
+                    }
+                };
+                out.push(Completion::AcceptEnded { listener, errno });
             }
             OpKind::Recv => out.push(Completion::Recv {
                 key,
@@ -309,7 +478,7 @@ impl UringDriver {
             }
             OpKind::Reply => {
                 // The key is the buffer id (shared ring).
-                if let Some(r) = replies.get_mut(key) {
+                if let Some(r) = p.replies.get_mut(key) {
                     let notif = io_uring::cqueue::notif(c.flags);
                     if c.more() && !notif {
                         // A SEND_ZC's result: reported with the
@@ -348,18 +517,18 @@ impl UringDriver {
                 res: Some(c.res),
             }),
             OpKind::Wake => {
-                *rewake |= !c.more();
+                *p.rewake |= !c.more();
                 out.push(Completion::Wake);
             }
             OpKind::Timer => {
                 // Timers fire in deadline order: this was the earliest.
-                if let Some(i) = (0..timers.len()).min_by_key(|&i| timers[i]) {
-                    timers.swap_remove(i);
+                if let Some(i) = (0..p.timers.len()).min_by_key(|&i| p.timers[i]) {
+                    p.timers.swap_remove(i);
                 }
                 out.push(Completion::Timer);
             }
             // A failed close of a socket still releases the descriptor.
-            OpKind::Close => *closes_in_flight -= 1,
+            OpKind::Close => *p.closes_in_flight -= 1,
             // Acknowledgements: the operations they target post their own
             // completions.
             OpKind::Cancel | OpKind::AcceptCancel => {}

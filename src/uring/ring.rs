@@ -41,8 +41,11 @@ pub(crate) enum Target {
 /// Every operation the engine submits.
 #[derive(Debug)]
 pub(crate) enum Op {
-    /// Multishot accept on a listener (5.19).
-    AcceptMulti { fd: RawFd },
+    /// Multishot accept on a listener (5.19); with `direct`, each
+    /// connection goes straight into a free entry of the ring's
+    /// registered-file table (IORING_FILE_INDEX_ALLOC) and the completion
+    /// names that entry instead of a descriptor.
+    AcceptMulti { fd: RawFd, direct: bool },
     /// Multishot poll for readability (the wake eventfd).
     PollMulti { fd: RawFd },
     /// Multishot recvmsg over buffer group `bgid` (6.0); `msghdr` (see
@@ -73,14 +76,15 @@ pub(crate) enum Op {
         buf: Vec<u8>,
         zc: bool,
     },
-    /// `shutdown(fd, SHUT_WR)`.
-    ShutdownWrite { fd: RawFd },
-    /// Cancel every request on `fd` (5.19).
-    CancelFd { fd: RawFd },
+    /// `shutdown(SHUT_WR)` on `target`.
+    ShutdownWrite { target: Target },
+    /// Cancel every request on `target` (5.19).
+    CancelFd { target: Target },
     /// Cancel the request submitted as `target` (held or not).
     Cancel { target: Token },
-    /// Close a descriptor.
-    Close { fd: RawFd },
+    /// Close a descriptor, or release a registered-file entry (and the
+    /// socket it holds).
+    Close { target: Target },
     /// Put `fd` (or -1: clear the entry) at registered-file index `index`.
     UpdateFile { index: u32, fd: RawFd },
     /// Connect `fd` to `addr`.
@@ -252,9 +256,10 @@ impl Ring {
     pub(crate) fn submit(&mut self, op: Op, token: Token) {
         let plain = |sqe: squeue::Entry| sqe.user_data(token.to_user_data());
         let sqe = match op {
-            Op::AcceptMulti { fd } => plain(
+            Op::AcceptMulti { fd, direct } => plain(
                 opcode::AcceptMulti::new(types::Fd(fd))
-                    .flags(libc::SOCK_CLOEXEC)
+                    .allocate_file_index(direct)
+                    .flags(if direct { 0 } else { libc::SOCK_CLOEXEC })
                     .build(),
             ),
             Op::PollMulti { fd } => plain(
@@ -274,16 +279,27 @@ impl Ring {
                     opcode::RecvMultiBundle::new(types::Fixed(i), bgid).build()
                 }
             }),
-            Op::ShutdownWrite { fd } => {
-                plain(opcode::Shutdown::new(types::Fd(fd), libc::SHUT_WR).build())
-            }
-            Op::CancelFd { fd } => plain(
-                opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fd(fd)).all()).build(),
+            Op::ShutdownWrite { target } => plain(match target {
+                Target::Fd(fd) => opcode::Shutdown::new(types::Fd(fd), libc::SHUT_WR).build(),
+                Target::Fixed(i) => opcode::Shutdown::new(types::Fixed(i), libc::SHUT_WR).build(),
+            }),
+            Op::CancelFd { target } => plain(
+                opcode::AsyncCancel2::new(
+                    match target {
+                        Target::Fd(fd) => types::CancelBuilder::fd(types::Fd(fd)),
+                        Target::Fixed(i) => types::CancelBuilder::fd(types::Fixed(i)),
+                    }
+                    .all(),
+                )
+                .build(),
             ),
             Op::Cancel { target } => {
                 plain(opcode::AsyncCancel::new(self.user_data_of(target)).build())
             }
-            Op::Close { fd } => plain(opcode::Close::new(types::Fd(fd)).build()),
+            Op::Close { target } => plain(match target {
+                Target::Fd(fd) => opcode::Close::new(types::Fd(fd)).build(),
+                Target::Fixed(i) => opcode::Close::new(types::Fixed(i)).build(),
+            }),
             Op::Send { target, buf, zc } => {
                 let len = u32::try_from(buf.len()).unwrap_or(u32::MAX);
                 let sqe = send_sqe(target, buf.as_ptr(), len, zc.then_some(None));

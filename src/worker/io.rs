@@ -2,7 +2,6 @@
 //! the lingering close and teardown. Each function decides from the
 //! connection's phase and its operations in flight, and asks the driver.
 
-use std::os::fd::AsRawFd;
 use std::time::Instant;
 
 use super::deadlines::Due;
@@ -17,7 +16,7 @@ impl<H: Handler> Worker<H> {
     /// Arm connection `key`'s receive.
     pub(super) fn arm_recv(&mut self, key: usize) {
         let slot = &mut self.conns[key];
-        let fd = slot.core.sock.as_raw_fd();
+        let fd = slot.core.raw_fd();
         match self
             .driver
             .arm_recv(key, slot.generation(), &mut slot.drv, fd)
@@ -38,7 +37,7 @@ impl<H: Handler> Worker<H> {
             plain,
         } = self.lend();
         let slot = &mut conns[key];
-        let (generation, fd) = (slot.generation(), slot.core.sock.as_raw_fd());
+        let (generation, fd) = (slot.generation(), slot.core.raw_fd());
         let Slot { core, state, .. } = slot;
         let (mut failed, mut partial) = (None, false);
         let mut tls = TlsEvents::default();
@@ -203,7 +202,10 @@ impl<H: Handler> Worker<H> {
         let core = &mut self.conns[key].core;
         if tls.failed {
             st.add(&st.tls_failures, 1);
-            let peer = core.sock.peer_addr().ok().and_then(|a| a.as_socket());
+            let peer = core
+                .socket()
+                .ok()
+                .and_then(|s| s.peer_addr().ok()?.as_socket());
             log::info!(
                 "TLS with {} closed: {}",
                 peer.map_or_else(|| "a peer".to_string(), |a| a.to_string()),
@@ -267,7 +269,7 @@ impl<H: Handler> Worker<H> {
             slot.core.reply_sent(written, len, Instant::now);
             if written < len {
                 let generation = slot.generation();
-                let fd = slot.core.sock.as_raw_fd();
+                let fd = slot.core.raw_fd();
                 let rest = (off + written, len - written);
                 if self
                     .driver
@@ -351,7 +353,7 @@ impl<H: Handler> Worker<H> {
         // call (read while a receive is armed, write while output is
         // blocked); io_uring has nothing to do.
         let slot = &mut self.conns[key];
-        let (read, fd) = (slot.has(op::RECV), slot.core.sock.as_raw_fd());
+        let (read, fd) = (slot.has(op::RECV), slot.core.raw_fd());
         if let Err(e) = self
             .driver
             .sync_interest(key, generation, &mut slot.drv, fd, read, blocked)
@@ -373,7 +375,7 @@ impl<H: Handler> Worker<H> {
             Pressure::Pause => {
                 self.ctx.stats.add(&self.ctx.stats.paused, 1);
                 if slot.has(op::RECV) {
-                    let fd = slot.core.sock.as_raw_fd();
+                    let fd = slot.core.raw_fd();
                     match self
                         .driver
                         .stop_recv(key, slot.generation(), &mut slot.drv, fd)
@@ -446,7 +448,10 @@ impl<H: Handler> Worker<H> {
         let slot = &mut self.conns[key];
         slot.core.linger();
         let generation = slot.generation();
-        if self.driver.shutdown_write(key, generation, &slot.core.sock) {
+        if self
+            .driver
+            .shutdown_write(key, generation, slot.drv, slot.core.sock.as_ref())
+        {
             slot.ops |= op::SHUT;
         }
         let conn = self.conns[key].core.id;
@@ -501,8 +506,8 @@ impl<H: Handler> Worker<H> {
         let slot = &mut self.conns[key];
         slot.core.phase = Phase::Closed;
         if slot.has(op::RECV | op::SEND | op::SHUT) {
-            let fd = slot.core.sock.as_raw_fd();
-            if !self.driver.cancel(key, slot.generation(), fd) {
+            let fd = slot.core.raw_fd();
+            if !self.driver.cancel(key, slot.generation(), slot.drv, fd) {
                 // Nothing was with the kernel (epoll): done now.
                 slot.ops &= !(op::RECV | op::SEND | op::SHUT);
             }

@@ -282,7 +282,7 @@ impl<H: Handler> Worker<H> {
 
     fn dispatch(&mut self, c: Completion) {
         match c {
-            Completion::Accepted { listener, sock } => self.on_accepted(listener, sock),
+            Completion::Accepted { listener, conn } => self.on_accepted(listener, conn),
             Completion::AcceptEnded { listener, errno } => self.on_accept_ended(listener, errno),
             Completion::Recv {
                 key,
@@ -515,6 +515,6 @@ mod tests {
     fn a_slot_stays_small() {
         let size = std::mem::size_of::<super::Slot<()>>();
         assert!(size <= 80, "Slot grew to {size} bytes");
-        assert_eq!(std::mem::size_of::<super::DriverConn>(), 4);
+        assert_eq!(std::mem::size_of::<super::DriverConn>(), 6);
     }
 }

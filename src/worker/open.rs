@@ -6,14 +6,12 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use socket2::Socket;
-
 use super::deadlines::Due;
 use super::{op, Accept, Pending, Slot, Worker};
 use crate::bus::Command;
 use crate::conn::{ConnCore, Delivery};
 use crate::connect::{socket_for, ConnectError, ConnectRequest};
-use crate::driver::{Driver, DriverConn};
+use crate::driver::{Driver, DriverConn, NewConn};
 use crate::handler::{CloseReason, Handler};
 use crate::tls::session::TlsConn;
 use crate::token::ConnId;
@@ -52,14 +50,15 @@ impl<H: Handler> Worker<H> {
     }
 
     /// A connection came through listener `listener`.
-    pub(super) fn on_accepted(&mut self, listener: u16, sock: Socket) {
+    pub(super) fn on_accepted(&mut self, listener: u16, conn: NewConn) {
         if !self.ctx.bus.try_admit() {
             // At max_connections: accepted and closed at once.
             self.ctx.stats.add(&self.ctx.stats.refused, 1);
+            self.driver.discard(conn);
             return;
         }
         self.ctx.stats.add(&self.ctx.stats.accepted, 1);
-        self.open(sock, Origin::Listener(listener));
+        self.open(conn, Origin::Listener(listener));
     }
 
     /// The accept on `listener` stopped: re-arm now, or after
@@ -93,7 +92,7 @@ impl<H: Handler> Worker<H> {
     /// accepted while the worker shuts down (its accept had taken it before
     /// the cancel) is opened and closed gracefully at once, like the
     /// others: its peer sees the end of the stream, not a reset.
-    pub(super) fn open(&mut self, sock: Socket, from: Origin) {
+    pub(super) fn open(&mut self, conn: NewConn, from: Origin) {
         let generation = self.next_generation();
         let key = self.conns.vacant_entry().key();
         let (listener, origin) = match from {
@@ -117,6 +116,7 @@ impl<H: Handler> Worker<H> {
                 log::warn!("cannot start a TLS session: {e}");
                 self.ctx.stats.add(&self.ctx.stats.tls_failures, 1);
                 self.ctx.bus.release();
+                self.driver.discard(conn);
                 if let Some(req) = origin {
                     self.connect_failed(&req, ConnectError::Tls(e.to_string()));
                 }
@@ -124,24 +124,28 @@ impl<H: Handler> Worker<H> {
             }
         };
         let mut drv = DriverConn::default();
-        let registering =
-            match self
-                .driver
-                .open_conn(key, generation, &mut drv, sock.as_raw_fd(), outbound)
-            {
-                Ok(r) => r,
-                Err(_) => {
-                    // Dropped: closed at once, never seen by the handler.
-                    self.ctx.bus.release();
-                    if let Some(req) = origin {
-                        self.attempt_failed(req, ConnectError::Os(libc::EIO));
-                    }
-                    return;
+        let registering = match self
+            .driver
+            .open_conn(key, generation, &mut drv, &conn, outbound)
+        {
+            Ok(r) => r,
+            Err(_) => {
+                // Closed at once, never seen by the handler.
+                self.driver.discard(conn);
+                self.ctx.bus.release();
+                if let Some(req) = origin {
+                    self.attempt_failed(req, ConnectError::Os(libc::EIO));
                 }
-            };
+                return;
+            }
+        };
         let cfg = &self.ctx.cfg;
         let now = (cfg.input_timeouts() || outbound).then(Instant::now);
         let id = ConnId::new(self.ctx.index, key, generation);
+        let sock = match conn {
+            NewConn::Plain(sock) => Some(sock),
+            NewConn::Direct(_) => None,
+        };
         let mut core = ConnCore::new(id, sock, listener, now.filter(|_| cfg.input_timeouts()));
         if let Some(now) = now {
             core.set_origin(origin, now);
@@ -269,7 +273,7 @@ impl<H: Handler> Worker<H> {
                 self.ctx.bus.admit();
                 // The backoff starts over only once the connection has
                 // stayed up (`ConnectRequest::after_close`).
-                return self.open(sock, Origin::Connect(req));
+                return self.open(NewConn::Plain(sock), Origin::Connect(req));
             }
             // Given up meanwhile (it may still have connected): reported
             // as what gave it up, and the socket closed.

@@ -142,7 +142,12 @@ mod tests {
     fn core() -> ConnCore {
         let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
             .expect("socket");
-        ConnCore::new(ConnId::new(0, 1, 1), sock, Some(0), Some(Instant::now()))
+        ConnCore::new(
+            ConnId::new(0, 1, 1),
+            Some(sock),
+            Some(0),
+            Some(Instant::now()),
+        )
     }
 
     fn ms(n: u64) -> Duration {

@@ -4,7 +4,14 @@
 //! * io_uring: one multishot accept (5.19). It allocates the descriptor
 //!   before taking the connection off the backlog, so on EMFILE/ENFILE it
 //!   ends and the connection stays queued; the core backs off before
-//!   re-arming. It reads RLIMIT_NOFILE when submitted.
+//!   re-arming. It reads RLIMIT_NOFILE when submitted. With
+//!   `accept_direct` it puts each connection in a free entry of the
+//!   registered-file table instead (IORING_FILE_INDEX_ALLOC), which it can
+//!   only look for after taking the connection: on a full table that
+//!   connection is closed and the accept ends with ENFILE; the driver then
+//!   arms plain accepts until a quarter of the table is free again, and
+//!   switches back (cancelling the accepts of the other kind; the core
+//!   hears a plain end and re-arms).
 //! * epoll: the listener in the set, level-triggered; each wake-up accepts
 //!   up to [`ACCEPT_BATCH`] connections with `accept4(SOCK_NONBLOCK |
 //!   SOCK_CLOEXEC)`.
@@ -12,7 +19,8 @@
 use std::os::fd::RawFd;
 
 use super::super::epoll::{EpollDriver, ACCEPT_BATCH};
-use super::super::{Completion, Driver};
+use super::super::uring::AcceptArm;
+use super::super::{Completion, Driver, NewConn};
 use crate::sys::epoll;
 use crate::token::{OpKind, Token};
 use crate::uring::ring::Op;
@@ -27,13 +35,26 @@ impl Driver {
         fd: RawFd,
         exclusive: bool,
     ) -> std::io::Result<()> {
-        let token = Token::new(OpKind::Accept, u32::from(index), 0);
         match self {
             Driver::Uring(d) => {
-                d.ring.submit(Op::AcceptMulti { fd }, token);
+                let kind = d.accepts.kind();
+                let direct = kind == OpKind::AcceptDirect;
+                let token = Token::new(kind, u32::from(index), 0);
+                d.ring.submit(Op::AcceptMulti { fd, direct }, token);
+                let arms = &mut d.accepts.arms;
+                let slot = usize::from(index);
+                if arms.len() <= slot {
+                    arms.resize(slot + 1, AcceptArm::Idle);
+                }
+                arms[slot] = if direct {
+                    AcceptArm::Direct
+                } else {
+                    AcceptArm::Plain
+                };
                 Ok(())
             }
             Driver::Epoll(d) => {
+                let token = Token::new(OpKind::Accept, u32::from(index), 0);
                 let slot = usize::from(index);
                 if d.listening.len() <= slot {
                     d.listening.resize(slot + 1, None);
@@ -55,7 +76,14 @@ impl Driver {
     pub(crate) fn stop_accept(&mut self, index: u16) -> bool {
         match self {
             Driver::Uring(d) => {
-                let target = Token::new(OpKind::Accept, u32::from(index), 0);
+                let kind = match d.accepts.arms.get(usize::from(index)) {
+                    Some(AcceptArm::Direct) => OpKind::AcceptDirect,
+                    Some(AcceptArm::Plain) => OpKind::Accept,
+                    // Being cancelled already (to switch kinds): its end
+                    // follows.
+                    _ => return true,
+                };
+                let target = Token::new(kind, u32::from(index), 0);
                 d.ring.submit(
                     Op::Cancel { target },
                     Token::new(OpKind::AcceptCancel, u32::from(index), 0),
@@ -81,7 +109,7 @@ impl EpollDriver {
             match epoll::accept_nonblocking(fd) {
                 Ok(sock) => out.push(Completion::Accepted {
                     listener: index,
-                    sock,
+                    conn: NewConn::Plain(sock),
                 }),
                 Err(e) => match e.raw_os_error() {
                     Some(libc::EAGAIN) => return,

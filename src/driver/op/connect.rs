@@ -11,7 +11,7 @@ use std::os::fd::{AsRawFd, RawFd};
 
 use socket2::{SockAddr, Socket};
 
-use super::super::Driver;
+use super::super::{Driver, DriverConn};
 use crate::sys::epoll;
 use crate::token::{OpKind, Token};
 use crate::uring::ring::Op;
@@ -56,7 +56,7 @@ impl Driver {
     /// Give up an attempt (timeout, shutdown). `true`: its completion
     /// follows (`ECANCELED`); `false`: dropping the socket ends it.
     pub(crate) fn abort_connect(&mut self, key: usize, generation: u32, fd: RawFd) -> bool {
-        self.cancel(key, generation, fd)
+        self.cancel(key, generation, DriverConn::default(), fd)
     }
 
     /// How a finished attempt went: io_uring's result, or epoll's

@@ -20,7 +20,7 @@ use super::super::uring::UringDriver;
 use super::super::{Driver, DriverConn, RecvEvent};
 use crate::conn::Flow;
 use crate::token::{OpKind, Token};
-use crate::uring::ring::{Op, Target};
+use crate::uring::ring::Op;
 
 /// How a receive event ended, for the core.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,13 +52,8 @@ impl Driver {
     ) -> io::Result<()> {
         match self {
             Driver::Uring(d) => {
-                let target = if dc.has(DriverConn::FIXED) {
-                    Target::Fixed(key as u32)
-                } else {
-                    Target::Fd(fd)
-                };
                 let op = Op::RecvMulti {
-                    target,
+                    target: dc.target(fd),
                     bgid: dc.bgid,
                     bundle: d.bundle,
                 };

@@ -8,14 +8,14 @@
 //!   asks for `EPOLLOUT` and goes on when the socket is writable.
 
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::RawFd;
 
 use super::super::epoll::interest;
 use super::super::{Driver, DriverConn};
 use crate::conn::ConnCore;
 use crate::driver::uring::Reply;
 use crate::token::{OpKind, Token};
-use crate::uring::ring::{Op, Target};
+use crate::uring::ring::Op;
 
 /// What a send call did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,11 +42,7 @@ impl Driver {
     ) -> SendStart {
         match self {
             Driver::Uring(d) => {
-                let target = if dc.has(DriverConn::FIXED) {
-                    Target::Fixed(key as u32)
-                } else {
-                    Target::Fd(core.sock.as_raw_fd())
-                };
+                let target = dc.target(core.raw_fd());
                 let buf = core.lend();
                 let zc = d.zc_threshold > 0 && buf.len() >= d.zc_threshold;
                 if zc {
@@ -58,7 +54,11 @@ impl Driver {
                 SendStart::InFlight
             }
             Driver::Epoll(_) => {
-                match core.sock.send_with_flags(core.unsent(), libc::MSG_NOSIGNAL) {
+                // An epoll connection always has its plain descriptor.
+                let Ok(sock) = core.socket() else {
+                    return SendStart::Failed(libc::EBADF);
+                };
+                match sock.send_with_flags(core.unsent(), libc::MSG_NOSIGNAL) {
                     Ok(n) => SendStart::Wrote(n),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => SendStart::WouldBlock,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => SendStart::Wrote(0),
@@ -85,11 +85,7 @@ impl Driver {
         let Driver::Uring(d) = self else {
             return false;
         };
-        let target = if dc.has(DriverConn::FIXED) {
-            Target::Fixed(key as u32)
-        } else {
-            Target::Fd(fd)
-        };
+        let target = dc.target(fd);
         let token = Token::new(OpKind::Reply, u32::from(bid), 0);
         let Some(entry) = d.replies.get_mut(usize::from(bid)) else {
             d.give_back(bgid, bid);

@@ -1,6 +1,6 @@
 //! Accepting straight into io_uring's registered-descriptor table
 //! (`Config::accept_direct`). On io_uring the connections get no plain
-//! descriptor (the process's descriptor count does not grow with them),
+//! descriptor (none of the process's descriptors is their server side),
 //! are served like any other, and say so when asked for what only a plain
 //! descriptor can tell; a full table costs the one connection the kernel
 //! could not place, after which the worker accepts with plain descriptors
@@ -23,9 +23,31 @@ fn direct(backend: Backend, table: u32) -> Config {
     }
 }
 
-fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd")
+/// How many of this process's descriptors are the server's side of a
+/// connection on `port` (sockets in /proc/net/tcp with that local port,
+/// not listening, whose inode a descriptor of ours names); other tests'
+/// sockets in the same process do not count.
+fn server_side_fds(port: u16) -> usize {
+    let ours: std::collections::HashSet<String> = std::fs::read_dir("/proc/self/fd")
         .expect("/proc/self/fd")
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|l| {
+            let l = l.to_string_lossy().into_owned();
+            Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
+        })
+        .collect();
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let local_port = f[1]
+                .rsplit(':')
+                .next()
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
+            local_port == Some(port) && f[3] != "0A" && ours.contains(f[9])
+        })
         .count()
 }
 
@@ -62,7 +84,6 @@ fn connections_live_in_the_table(backend: Backend) {
     let uring = backend == Backend::Uring;
     let engine = Engine::start(direct(backend, 256), |_| Peer).expect("engine starts");
     let addr = engine.local_addr();
-    let before = open_fds();
     let mut held: Vec<_> = (0..40).map(|_| util::connect(addr)).collect();
     let mut firsts = Vec::new();
     for s in &mut held {
@@ -72,16 +93,15 @@ fn connections_live_in_the_table(backend: Backend) {
         firsts.push(line);
         util::ping(s, b"still there");
     }
-    let added = open_fds() - before;
+    let server_fds = server_side_fds(addr.port());
     if uring {
-        // 40 client sockets; the server's side has no descriptors.
-        assert!(added < 40 + 8, "{added} descriptors for 40 connections");
+        assert_eq!(server_fds, 0, "the server's side has no descriptors");
         for l in &firsts {
             assert!(l.starts_with("unsupported "), "{l}");
             assert!(l.contains("accept_direct"), "the error says why: {l}");
         }
     } else {
-        assert!(added >= 80, "{added} descriptors for 40 connections");
+        assert_eq!(server_fds, 40, "a descriptor per connection");
         for l in &firsts {
             assert!(l.starts_with("peer 127.0.0.1:"), "{l}");
         }
@@ -208,6 +228,33 @@ fn refused_connections_give_their_entries_back(backend: Backend) {
     engine.shutdown().expect("shutdown");
 }
 
+/// A shutdown closes connections in the table gracefully: each peer reads
+/// its last echo, then the end of the stream (a write-side shutdown named
+/// by table entry), not a reset.
+fn shutdown_ends_direct_connections_gracefully(backend: Backend) {
+    // Lingering and the shutdown outlast the clients' 20 s read timeout:
+    // only the write-side shutdown can end their streams in time.
+    let engine = util::echo_engine(Config {
+        linger: Duration::from_secs(60),
+        shutdown_timeout: Duration::from_secs(60),
+        ..direct(backend, 16)
+    });
+    let addr = engine.local_addr();
+    let mut conns: Vec<_> = (0..3).map(|_| util::connect(addr)).collect();
+    for (i, c) in conns.iter_mut().enumerate() {
+        util::ping(c, &util::pattern(i as u64, 1000));
+    }
+    let stopping = std::thread::spawn(move || engine.shutdown());
+    for c in &mut conns {
+        let mut rest = Vec::new();
+        c.read_to_end(&mut rest)
+            .expect("end of stream, not a reset");
+        assert!(rest.is_empty(), "{} bytes after the echo", rest.len());
+    }
+    drop(conns);
+    stopping.join().expect("shutdown thread").expect("shutdown");
+}
+
 /// Without a table there is nothing to accept into: the engine does not
 /// start, and says which setting is missing.
 fn accept_direct_without_a_table_is_refused(backend: Backend) {
@@ -228,5 +275,6 @@ both!(
     connections_live_in_the_table,
     a_full_table_costs_one_connection_then_falls_back,
     refused_connections_give_their_entries_back,
+    shutdown_ends_direct_connections_gracefully,
     accept_direct_without_a_table_is_refused
 );

@@ -11,8 +11,11 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 macro_rules! counters {
     ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
-        /// Live counters of one worker.
+        /// Live counters of one worker. Laid out in the order written, from
+        /// a cache line's start: those every connection updates come first,
+        /// in one line.
         #[derive(Debug, Default)]
+        #[repr(C, align(64))]
         pub struct WorkerStats { $($(#[$doc])* pub(crate) $name: AtomicU64,)* }
 
         /// A copy of a worker's counters at one moment (or a sum of several).
@@ -38,10 +41,6 @@ macro_rules! counters {
 counters! {
     /// Connections accepted.
     accepted,
-    /// Outbound connections made.
-    connected,
-    /// Outbound connection requests that failed (every address tried).
-    connect_failures,
     /// Connections fully closed (descriptor released, slot freed).
     closed,
     /// Connections open now (slots in the slab).
@@ -50,6 +49,20 @@ counters! {
     bytes_in,
     /// Bytes sent.
     bytes_out,
+    /// Provided buffers a completion named and the worker has not given back
+    /// to their ring (from the rings' own records; 0 between batches unless
+    /// a buffer leaked).
+    buffers_in_use,
+    /// Replies sent straight from the provided buffer their bytes arrived
+    /// in (io_uring: the handler sent bytes it was lent), without a copy.
+    buffer_replies,
+    /// Times the worker's loop came back from waiting for the kernel
+    /// (`io_uring_enter` with a wait, `epoll_wait`): batches processed.
+    waits,
+    /// Outbound connections made.
+    connected,
+    /// Outbound connection requests that failed (every address tried).
+    connect_failures,
     /// Multishot recvs that ended with ENOBUFS and were re-armed.
     enobufs,
     /// Multishot recvs re-armed (after ENOBUFS, or after a full CQ ended them).
@@ -84,10 +97,6 @@ counters! {
     shutdown_graceful,
     /// Connections still open at the shutdown deadline, closed regardless.
     shutdown_forced,
-    /// Provided buffers a completion named and the worker has not given back
-    /// to their ring (from the rings' own records; 0 between batches unless
-    /// a buffer leaked).
-    buffers_in_use,
     /// Per-connection buffer rings owned by open connections.
     groups_in_use,
     /// Per-connection buffer rings registered and idle in the pool.
@@ -119,15 +128,9 @@ counters! {
     partial_buffers,
     /// Rings whose descriptor is registered (`Config::register_ring`).
     registered_rings,
-    /// Replies sent straight from the provided buffer their bytes arrived
-    /// in (io_uring: the handler sent bytes it was lent), without a copy.
-    buffer_replies,
     /// Connections closed because a broadcast or `send_to` found their
     /// output queue past `max_queued_output` (slow consumers).
     output_limit_closes,
-    /// Times the worker's loop came back from waiting for the kernel
-    /// (`io_uring_enter` with a wait, `epoll_wait`): batches processed.
-    waits,
     /// TLS handshakes completed (the handler heard `on_open`).
     tls_handshakes,
     /// TLS sessions alive now (handshaking or open). Each holds a rustls

@@ -12,6 +12,7 @@
 //! for `EPOLLIN|EPOLLRDHUP` while the core receives and for `EPOLLOUT`
 //! only while output waits for the socket.
 
+use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
@@ -34,6 +35,8 @@ pub(crate) struct EpollDriver {
     /// The one read buffer, lent to the handler for each read.
     pub(super) buf: Vec<u8>,
     events: Vec<Event>,
+    /// The completions of the batch the last wait found, not yet taken.
+    ready: VecDeque<Completion>,
     /// Each listener's descriptor while it is in the set (by index).
     pub(super) listening: Vec<Option<RawFd>>,
     pub(super) stats: Arc<WorkerStats>,
@@ -55,15 +58,28 @@ impl EpollDriver {
             ep,
             buf: vec![0u8; buf_size],
             events: Vec::with_capacity(MAX_EVENTS),
+            ready: VecDeque::new(),
             listening: Vec::new(),
             stats,
         })
     }
 
-    pub(super) fn wait(
+    /// The next completion of the batch.
+    pub(super) fn next(&mut self) -> Option<Completion> {
+        self.ready.pop_front()
+    }
+
+    pub(super) fn wait(&mut self, deadline: Option<Instant>) -> io::Result<()> {
+        let mut out = std::mem::take(&mut self.ready);
+        let res = self.wait_into(deadline, &mut out);
+        self.ready = out;
+        res
+    }
+
+    fn wait_into(
         &mut self,
         deadline: Option<Instant>,
-        out: &mut Vec<Completion>,
+        out: &mut VecDeque<Completion>,
     ) -> io::Result<()> {
         let mut events = std::mem::take(&mut self.events);
         // With a deadline, wait to the nanosecond (a millisecond timeout
@@ -84,7 +100,7 @@ impl EpollDriver {
             }
         }
         if deadline.is_some() {
-            out.push(Completion::Timer);
+            out.push_back(Completion::Timer);
         }
         for ev in &events {
             let Some(tok) = Token::from_user_data(ev.data) else {
@@ -93,18 +109,18 @@ impl EpollDriver {
             let (key, generation) = (tok.key(), tok.generation());
             match tok.kind() {
                 OpKind::Accept => self.accept_batch(key as u16, out),
-                OpKind::Wake => out.push(Completion::Wake),
-                OpKind::Connect => out.push(Completion::Connected {
+                OpKind::Wake => out.push_back(Completion::Wake),
+                OpKind::Connect => out.push_back(Completion::Connected {
                     key,
                     generation,
                     res: None,
                 }),
                 OpKind::Recv => {
                     if ev.events & epoll::OUT != 0 {
-                        out.push(Completion::Writable { key, generation });
+                        out.push_back(Completion::Writable { key, generation });
                     }
                     if ev.events & (epoll::IN | epoll::RDHUP | epoll::HUP_ERR) != 0 {
-                        out.push(Completion::Recv {
+                        out.push_back(Completion::Recv {
                             key,
                             generation,
                             ev: RecvEvent::Readable,

@@ -33,8 +33,9 @@
 //! * Accepts and outbound connects report [`Completion::Accepted`],
 //!   [`Completion::AcceptEnded`] and [`Completion::Connected`].
 //! * [`Driver::wait`] waits for completions, but no longer than the core's
-//!   nearest deadline, and appends them in order; [`Completion::Timer`]
-//!   says deadlines may be due (the core reads the clock only then).
+//!   nearest deadline; [`Driver::next`] then hands them over one at a
+//!   time, in order; [`Completion::Timer`] says deadlines may be due (the
+//!   core reads the clock only then).
 //!
 //! A completion names its connection by slab key and generation; the core
 //! drops those whose slot holds another generation (stale). Each
@@ -234,15 +235,24 @@ impl Driver {
     }
 
     /// Wait for completions (none when some are already waiting), at most
-    /// until `deadline`, and append them to `out`.
-    pub(crate) fn wait(
-        &mut self,
-        deadline: Option<Instant>,
-        out: &mut Vec<Completion>,
-    ) -> io::Result<()> {
+    /// until `deadline`; they are then taken one at a time with
+    /// [`Driver::next`].
+    #[inline]
+    pub(crate) fn wait(&mut self, deadline: Option<Instant>) -> io::Result<()> {
         match self {
-            Driver::Uring(d) => d.wait(deadline, out),
-            Driver::Epoll(d) => d.wait(deadline, out),
+            Driver::Uring(d) => d.wait(deadline),
+            Driver::Epoll(d) => d.wait(deadline),
+        }
+    }
+
+    /// The next completion of the batch the last [`Driver::wait`] found;
+    /// `None` at its end (completions that arrive meanwhile wait for the
+    /// next batch). io_uring types each one straight from the CQ.
+    #[inline]
+    pub(crate) fn next(&mut self) -> Option<Completion> {
+        match self {
+            Driver::Uring(d) => d.next(),
+            Driver::Epoll(d) => d.next(),
         }
     }
 

@@ -36,6 +36,9 @@ pub(crate) struct UringDriver {
     pub(super) fixed_files: usize,
     /// The accepts in flight, and whether they go into the table.
     pub(super) accepts: Accepts,
+    /// A completion to report next (an accept's end, after the connection
+    /// its last completion carried).
+    follows: Option<Completion>,
     /// Recv with bundles (configured and supported by the kernel).
     pub(super) bundle: bool,
     pub(super) zc_threshold: usize,
@@ -171,18 +174,6 @@ pub(crate) struct Reply {
     pub(crate) first: i32,
 }
 
-/// The parts of the driver that typing a completion updates (borrowed
-/// apart from the ring, which is reaping).
-struct Parts<'a> {
-    timers: &'a mut Vec<Instant>,
-    closes_in_flight: &'a mut usize,
-    replies: &'a mut [Reply],
-    accepts: &'a mut Accepts,
-    stats: &'a WorkerStats,
-    /// The wake poll ended and must be armed again.
-    rewake: &'a mut bool,
-}
-
 impl UringDriver {
     /// Build the worker's ring (on the worker's thread: SINGLE_ISSUER binds
     /// it), its buffer groups and registered-file table, and arm the wake
@@ -246,6 +237,7 @@ impl UringDriver {
                 direct: cfg.accept_direct,
                 ..Accepts::default()
             },
+            follows: None,
             bundle,
             zc_threshold: cfg.send_zc_threshold,
             per_conn_groups: cfg.buffers == crate::config::BufferMode::PerConnection,
@@ -375,11 +367,7 @@ impl UringDriver {
         self.timers.push(deadline);
     }
 
-    pub(super) fn wait(
-        &mut self,
-        deadline: Option<Instant>,
-        out: &mut Vec<Completion>,
-    ) -> io::Result<()> {
+    pub(super) fn wait(&mut self, deadline: Option<Instant>) -> io::Result<()> {
         if let Some(t) = deadline {
             self.arm_timer(t);
         }
@@ -389,32 +377,9 @@ impl UringDriver {
         if self.ring.submit_and_wait(self.batch, &self.batch_ts)? {
             self.stats.add(&self.stats.waits, 1);
         }
-        let UringDriver {
-            ring,
-            timers,
-            closes_in_flight,
-            replies,
-            accepts,
-            stats,
-            ..
-        } = self;
-        let mut rewake = false;
-        let (dropped, overflow) = ring.reap(|c| {
-            let mut parts = Parts {
-                timers,
-                closes_in_flight,
-                replies,
-                accepts,
-                stats,
-                rewake: &mut rewake,
-            };
-            Self::convert(c, out, &mut parts);
-        });
-        if self.accepts.switch {
-            self.switch_accepts();
-        }
-        self.stats.set(&self.stats.cq_dropped, u64::from(dropped));
+        let (dropped, overflow) = self.ring.ready();
         if dropped != self.dropped_seen {
+            self.stats.set(&self.stats.cq_dropped, u64::from(dropped));
             // The kernel dropped completions (out of memory for its
             // overflow list): a timer's may be among them, so forget the
             // timers in flight and arm afresh rather than wait for ever.
@@ -424,15 +389,29 @@ impl UringDriver {
         if overflow {
             self.stats.add(&self.stats.cq_overflows, 1);
         }
-        if rewake {
-            self.arm_wake();
-        }
         Ok(())
     }
 
-    /// Type one completion.
+    /// The batch's next completion, typed straight from the CQ; `None` at
+    /// its end.
     #[inline]
-    fn convert(c: Cqe, out: &mut Vec<Completion>, p: &mut Parts<'_>) {
+    pub(super) fn next(&mut self) -> Option<Completion> {
+        if let Some(c) = self.follows.take() {
+            return Some(c);
+        }
+        loop {
+            let c = self.ring.next_cqe()?;
+            if let Some(c) = self.convert(c) {
+                return Some(c);
+            }
+        }
+    }
+
+    /// Type one completion: what the core hears of it, if anything (an
+    /// accept's last completion may carry a connection too: its end then
+    /// follows, from `follows`).
+    #[inline]
+    fn convert(&mut self, c: Cqe) -> Option<Completion> {
         let (key, generation) = (c.token.key(), c.token.generation());
         match c.token.kind() {
             kind @ (OpKind::Accept | OpKind::AcceptDirect) => {
@@ -440,25 +419,31 @@ impl UringDriver {
                 let conn = match c.fd {
                     Some(fd) => Some(NewConn::Plain(Socket::from(fd))),
                     None if kind == OpKind::AcceptDirect && c.res >= 0 => {
-                        p.stats.add(&p.stats.direct_accepts, 1);
+                        self.stats.add(&self.stats.direct_accepts, 1);
                         Some(NewConn::Direct(c.res as u32))
                     }
                     None => None,
                 };
-                if let Some(conn) = conn {
-                    out.push(Completion::Accepted { listener, conn });
-                }
-                let errno = match p.accepts.completed(listener, kind, c.res, more) {
-                    AcceptEvent::Going => return,
+                let accepted = conn.map(|conn| Completion::Accepted { listener, conn });
+                let errno = match self.accepts.completed(listener, kind, c.res, more) {
+                    AcceptEvent::Going => return accepted,
                     AcceptEvent::Ended(errno) => errno,
                     AcceptEvent::TableFull => {
-                        p.stats.add(&p.stats.direct_table_full, 1);
+                        self.stats.add(&self.stats.direct_table_full, 1);
+                        self.switch_accepts();
                         0
                     }
                 };
-                out.push(Completion::AcceptEnded { listener, errno });
+                let ended = Completion::AcceptEnded { listener, errno };
+                match accepted {
+                    Some(a) => {
+                        self.follows = Some(ended);
+                        Some(a)
+                    }
+                    None => Some(ended),
+                }
             }
-            OpKind::Recv => out.push(Completion::Recv {
+            OpKind::Recv => Some(Completion::Recv {
                 key,
                 generation,
                 ev: RecvEvent::Uring {
@@ -466,72 +451,74 @@ impl UringDriver {
                     flags: c.flags,
                 },
             }),
-            OpKind::Send => {
-                if let Some(Held::Bytes(buf)) = c.held {
-                    out.push(Completion::Sent {
-                        key,
-                        generation,
-                        res: c.res,
-                        buf: SentBuf::Bytes(buf),
-                    });
-                }
-            }
+            OpKind::Send => match c.held {
+                Some(Held::Bytes(buf)) => Some(Completion::Sent {
+                    key,
+                    generation,
+                    res: c.res,
+                    buf: SentBuf::Bytes(buf),
+                }),
+                _ => None,
+            },
             OpKind::Reply => {
                 // The key is the buffer id (shared ring).
-                if let Some(r) = p.replies.get_mut(key) {
-                    let notif = io_uring::cqueue::notif(c.flags);
-                    if c.more() && !notif {
-                        // A SEND_ZC's result: reported with the
-                        // notification, when the kernel is done with the
-                        // buffer.
-                        r.first = c.res;
-                        return;
-                    }
-                    out.push(Completion::Sent {
-                        key: r.key as usize,
-                        generation: r.generation,
-                        res: if notif { r.first } else { c.res },
-                        buf: SentBuf::Provided {
-                            bgid: crate::uring::groups::SHARED,
-                            bid: key as u16,
-                            off: r.off,
-                            len: r.len,
-                        },
-                    });
+                let r = self.replies.get_mut(key)?;
+                let notif = io_uring::cqueue::notif(c.flags);
+                if c.more() && !notif {
+                    // A SEND_ZC's result: reported with the notification,
+                    // when the kernel is done with the buffer.
+                    r.first = c.res;
+                    return None;
                 }
+                Some(Completion::Sent {
+                    key: r.key as usize,
+                    generation: r.generation,
+                    res: if notif { r.first } else { c.res },
+                    buf: SentBuf::Provided {
+                        bgid: crate::uring::groups::SHARED,
+                        bid: key as u16,
+                        off: r.off,
+                        len: r.len,
+                    },
+                })
             }
-            OpKind::ShutdownWrite => out.push(Completion::ShutDown { key, generation }),
-            OpKind::FilesUpdate => {
-                // Only installs are reported; a clear's completion is not.
-                if matches!(c.held, Some(Held::Fd(ref fd)) if **fd >= 0) {
-                    out.push(Completion::Registered {
-                        key,
-                        generation,
-                        ok: c.res == 1,
-                    });
-                }
-            }
-            OpKind::Connect => out.push(Completion::Connected {
+            OpKind::ShutdownWrite => Some(Completion::ShutDown { key, generation }),
+            // Only installs are reported; a clear's completion is not.
+            OpKind::FilesUpdate => match c.held {
+                Some(Held::Fd(ref fd)) if **fd >= 0 => Some(Completion::Registered {
+                    key,
+                    generation,
+                    ok: c.res == 1,
+                }),
+                _ => None,
+            },
+            OpKind::Connect => Some(Completion::Connected {
                 key,
                 generation,
                 res: Some(c.res),
             }),
             OpKind::Wake => {
-                *p.rewake |= !c.more();
-                out.push(Completion::Wake);
+                if !c.more() {
+                    self.arm_wake();
+                }
+                Some(Completion::Wake)
             }
             OpKind::Timer => {
                 // Timers fire in deadline order: this was the earliest.
-                if let Some(i) = (0..p.timers.len()).min_by_key(|&i| p.timers[i]) {
-                    p.timers.swap_remove(i);
+                let timers = &mut self.timers;
+                if let Some(i) = (0..timers.len()).min_by_key(|&i| timers[i]) {
+                    timers.swap_remove(i);
                 }
-                out.push(Completion::Timer);
+                Some(Completion::Timer)
             }
-            // A failed close of a socket still releases the descriptor.
-            OpKind::Close => *p.closes_in_flight -= 1,
+            OpKind::Close => {
+                // A failed close of a socket still releases the descriptor.
+                self.closes_in_flight -= 1;
+                None
+            }
             // Acknowledgements: the operations they target post their own
             // completions.
-            OpKind::Cancel | OpKind::AcceptCancel => {}
+            OpKind::Cancel | OpKind::AcceptCancel => None,
         }
     }
 }

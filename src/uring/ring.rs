@@ -201,7 +201,10 @@ pub(crate) struct Ring {
     ring: IoUring,
     store: Store,
     /// Raw completions moved aside when a submit met EBUSY; reaped first.
-    backlog: Vec<(u64, i32, u32)>,
+    backlog: std::collections::VecDeque<(u64, i32, u32)>,
+    /// Raw completions of the batch [`Ring::ready`] counted not yet taken
+    /// by [`Ring::next_cqe`].
+    batch_left: usize,
     /// A submit error that is not transient.
     fatal: Option<io::Error>,
     /// The ring's index among this thread's registered ring descriptors
@@ -235,7 +238,8 @@ impl Ring {
                 held_multishot: Vec::new(),
                 in_flight: 0,
             },
-            backlog: Vec::new(),
+            backlog: std::collections::VecDeque::new(),
+            batch_left: 0,
             fatal: None,
         }
     }
@@ -572,11 +576,45 @@ impl Ring {
         Ok(())
     }
 
+    /// Start a batch with the completions ready now (set-aside ones
+    /// included), to take one at a time with [`Ring::next_cqe`]; ones that
+    /// arrive meanwhile wait for the next batch. Returns the kernel's count
+    /// of dropped completions and whether it holds completions back in its
+    /// overflow list.
+    pub(crate) fn ready(&mut self) -> (u32, bool) {
+        let overflow = self.ring.submission().cq_overflow();
+        let cq = self.ring.completion();
+        self.batch_left = self.backlog.len() + cq.len();
+        (cq.overflow(), overflow)
+    }
+
+    /// The batch's next completion, converted: set-aside ones first, then
+    /// straight from the CQ, whose head moves past each entry as it is
+    /// read (no copy of the batch is made). `None` at the end of the batch.
+    #[inline]
+    pub(crate) fn next_cqe(&mut self) -> Option<Cqe> {
+        while self.batch_left > 0 {
+            self.batch_left -= 1;
+            let (ud, res, flags) = match self.backlog.pop_front() {
+                Some(raw) => raw,
+                None => {
+                    let c = self.ring.completion().next()?;
+                    (c.user_data(), c.result(), c.flags())
+                }
+            };
+            if let Some(c) = self.store.convert(ud, res, flags) {
+                return Some(c);
+            }
+        }
+        None
+    }
+
     /// Move every completion (set-aside ones first) into `out`, converted.
     /// Returns the kernel's count of dropped completions and whether it
     /// holds completions back in its overflow list.
     pub(crate) fn reap(&mut self, mut f: impl FnMut(Cqe)) -> (u32, bool) {
         let overflow = self.ring.submission().cq_overflow();
+        self.batch_left = 0;
         if !self.backlog.is_empty() {
             for (ud, res, flags) in std::mem::take(&mut self.backlog) {
                 if let Some(c) = self.store.convert(ud, res, flags) {

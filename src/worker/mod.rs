@@ -23,9 +23,10 @@
 //! operation on it is in flight.
 //!
 //! # Life of a completion
-//! `Driver::wait` returns a batch of typed completions, each naming its
-//! connection by key and generation (a stale one is dropped). Each is
-//! dispatched; then the deadlines due are handled, queued requests run,
+//! `Driver::wait` waits for a batch of completions, which `Driver::next`
+//! hands over one at a time, typed, each naming its connection by key and
+//! generation (a stale one is dropped). Each is dispatched as it comes;
+//! then the deadlines due are handled, queued requests run,
 //! receives that ended are armed again (every buffer is back by then), and
 //! dirty connections are flushed in the order they became dirty.
 
@@ -167,7 +168,6 @@ pub(crate) struct Worker<H: Handler> {
     dirty: Vec<usize>,
     /// Connections whose receive is armed again after the batch.
     rearm: Vec<(usize, u32)>,
-    completions: Vec<Completion>,
     /// Plaintext decrypted from a TLS connection's input (reused).
     plain: Vec<u8>,
     /// An error that ends the loop.
@@ -230,7 +230,6 @@ impl<H: Handler> Worker<H> {
             pending: Slab::new(),
             dirty: Vec::new(),
             rearm: Vec::new(),
-            completions: Vec::new(),
             plain: Vec::new(),
             fatal: None,
         };
@@ -245,7 +244,6 @@ impl<H: Handler> Worker<H> {
     pub(crate) fn run(mut self) -> std::io::Result<()> {
         self.with_ctx(|h, ctx| h.on_start(ctx));
         self.after_batch();
-        let mut done = Vec::new();
         loop {
             if let Some(e) = self.fatal.take() {
                 return Err(e);
@@ -258,11 +256,10 @@ impl<H: Handler> Worker<H> {
             {
                 return Ok(());
             }
-            std::mem::swap(&mut done, &mut self.completions);
             let deadline = self.deadlines.next();
-            self.driver.wait(deadline, &mut done)?;
+            self.driver.wait(deadline)?;
             let mut timer = false;
-            for c in done.drain(..) {
+            while let Some(c) = self.driver.next() {
                 match c {
                     Completion::Timer => timer = true,
                     c => self.dispatch(c),

@@ -101,13 +101,17 @@ impl Driver {
 impl EpollDriver {
     /// Listener `index` is readable: accept what is queued (at most a
     /// batch).
-    pub(in crate::driver) fn accept_batch(&mut self, index: u16, out: &mut Vec<Completion>) {
+    pub(in crate::driver) fn accept_batch(
+        &mut self,
+        index: u16,
+        out: &mut std::collections::VecDeque<Completion>,
+    ) {
         let Some(&Some(fd)) = self.listening.get(usize::from(index)) else {
             return;
         };
         for _ in 0..ACCEPT_BATCH {
             match epoll::accept_nonblocking(fd) {
-                Ok(sock) => out.push(Completion::Accepted {
+                Ok(sock) => out.push_back(Completion::Accepted {
                     listener: index,
                     conn: NewConn::Plain(sock),
                 }),
@@ -119,7 +123,7 @@ impl EpollDriver {
                     // backs off before listening again.
                     errno => {
                         self.unlisten(index);
-                        out.push(Completion::AcceptEnded {
+                        out.push_back(Completion::AcceptEnded {
                             listener: index,
                             errno: errno.unwrap_or(libc::EIO),
                         });

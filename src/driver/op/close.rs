@@ -37,15 +37,15 @@ impl Driver {
     ) -> io::Result<bool> {
         match self {
             Driver::Uring(d) => {
-                dc.bgid = if d.per_conn_groups {
-                    d.groups.acquire(d.ring.raw()).unwrap_or_else(|| {
+                if d.per_conn_groups {
+                    dc.bgid = d.groups.acquire(d.ring.raw()).unwrap_or_else(|| {
                         d.stats.add(&d.stats.group_fallbacks, 1);
                         SHARED
-                    })
+                    });
+                    d.sync_group_stats();
                 } else {
-                    SHARED
-                };
-                d.sync_group_stats();
+                    dc.bgid = SHARED;
+                }
                 let fd = match conn {
                     NewConn::Direct(index) => {
                         dc.set_index(*index);
@@ -184,8 +184,10 @@ impl Driver {
                     );
                     d.closes_in_flight += 1;
                 }
-                d.groups.release(d.ring.raw(), dc.bgid);
-                d.sync_group_stats();
+                if dc.bgid != SHARED {
+                    d.groups.release(d.ring.raw(), dc.bgid);
+                    d.sync_group_stats();
+                }
             }
             // Closing the descriptor takes it out of the epoll set.
             Driver::Epoll(_) => drop(sock),

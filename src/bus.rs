@@ -119,13 +119,12 @@ impl LiveTable {
     /// Connection `id` (of this worker) closed.
     pub(crate) fn close(&self, id: ConnId) {
         self.with_entry(id.key(), false, |e| {
-            // Only the current connection's entry is cleared.
-            let _ = e.compare_exchange(
-                id.generation() | LIVE_BIT,
-                0,
-                Ordering::Release,
-                Ordering::Relaxed,
-            );
+            // Only the current connection's entry is cleared. The worker is
+            // the table's one writer, so a load and a store do (no locked
+            // read-modify-write).
+            if e.load(Ordering::Relaxed) == id.generation() | LIVE_BIT {
+                e.store(0, Ordering::Release);
+            }
         });
     }
 

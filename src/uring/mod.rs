@@ -16,6 +16,7 @@ pub(crate) mod groups;
 pub(crate) mod mmap;
 pub mod probe;
 pub(crate) mod ring;
+mod store;
 pub(crate) mod udp;
 
 use io_uring::IoUring;

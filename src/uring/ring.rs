@@ -16,18 +16,16 @@
 //! its notification (the kernel is done with the bytes only then).
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
-use io_uring::{cqueue, opcode, squeue, types, IoUring};
+use io_uring::{opcode, squeue, types, IoUring};
 use slab::Slab;
 use socket2::SockAddr;
 
-use crate::token::{OpKind, Token};
-
-/// `user_data` bit marking an operation whose memory sits in `held`; the
-/// low 32 bits are then the held slot, and the real token is kept there.
-const HELD: u64 = 1 << 63;
+pub(crate) use super::store::{Cqe, Held};
+use super::store::{HeldOp, Store, HELD};
+use crate::token::Token;
 
 /// Which descriptor an operation names.
 #[derive(Debug, Clone, Copy)]
@@ -143,57 +141,6 @@ pub(crate) fn recvmsg_header(namelen: u32) -> RecvMsgHeader {
     let mut h: libc::msghdr = unsafe { std::mem::zeroed() };
     h.msg_namelen = namelen;
     RecvMsgHeader(h)
-}
-
-/// Memory an in-flight operation points at.
-#[derive(Debug)]
-pub(crate) enum Held {
-    /// A send's bytes (the heap buffer does not move with the `Vec`).
-    Bytes(Vec<u8>),
-    /// A connect's address (only kept alive, never read back).
-    Addr(#[allow(dead_code)] Box<SockAddr>),
-    /// A timeout's duration (only kept alive, never read back).
-    Timespec(#[allow(dead_code)] Box<types::Timespec>),
-    /// The source cell of a files update.
-    Fd(Box<RawFd>),
-    /// A recvmsg's header (only kept alive, never read back).
-    MsgHdr(#[allow(dead_code)] Box<libc::msghdr>),
-    /// A datagram's bytes and its destination (only kept alive).
-    Datagram(
-        #[allow(dead_code)] Vec<u8>,
-        #[allow(dead_code)] Box<SockAddr>,
-    ),
-}
-
-#[derive(Debug)]
-struct HeldOp {
-    token: Token,
-    mem: Held,
-    /// A SEND_ZC: its result comes first (with `F_MORE`), then a
-    /// notification once the kernel is done with the bytes.
-    zc: bool,
-    /// A SEND_ZC's result, kept until its notification.
-    first_res: Option<i32>,
-}
-
-/// One completion, converted once.
-#[derive(Debug)]
-pub(crate) struct Cqe {
-    pub(crate) token: Token,
-    pub(crate) res: i32,
-    pub(crate) flags: u32,
-    /// The memory the operation held, on its last completion.
-    pub(crate) held: Option<Held>,
-    /// An accepted descriptor, owned from here on.
-    pub(crate) fd: Option<OwnedFd>,
-}
-
-impl Cqe {
-    /// More completions will follow for this operation (multishot).
-    #[inline]
-    pub(crate) fn more(&self) -> bool {
-        cqueue::more(self.flags)
-    }
 }
 
 /// A ring, the memory its operations hold, and completions set aside.
@@ -631,70 +578,6 @@ impl Ring {
             }
         }
         (dropped, overflow)
-    }
-}
-
-/// The memory in-flight operations hold, and how many operations are in
-/// flight.
-struct Store {
-    held: Slab<HeldOp>,
-    /// Held multishot operations (the only held ones anyone cancels by
-    /// token), with their slots.
-    held_multishot: Vec<(Token, usize)>,
-    /// Operations submitted whose last completion has not been reaped.
-    in_flight: usize,
-}
-
-impl Store {
-    #[inline]
-    fn convert(&mut self, ud: u64, res: i32, flags: u32) -> Option<Cqe> {
-        let last = !cqueue::more(flags);
-        if last {
-            self.in_flight = self.in_flight.saturating_sub(1);
-        }
-        let (token, res, held) = if ud & HELD != 0 {
-            let slot = (ud & u64::from(u32::MAX)) as usize;
-            let op = self.held.get_mut(slot)?;
-            let token = op.token;
-            if !last {
-                if op.zc {
-                    // A SEND_ZC's result: reported with the notification,
-                    // when the kernel is done with the bytes.
-                    op.first_res = Some(res);
-                    return None;
-                }
-                // A multishot operation goes on; its memory stays held.
-                return Some(Cqe {
-                    token,
-                    res,
-                    flags,
-                    held: None,
-                    fd: None,
-                });
-            }
-            let op = self.held.remove(slot);
-            self.held_multishot.retain(|&(_, s)| s != slot);
-            let res = if cqueue::notif(flags) {
-                op.first_res.unwrap_or(res)
-            } else {
-                res
-            };
-            (token, res, Some(op.mem))
-        } else {
-            (Token::from_user_data(ud)?, res, None)
-        };
-        let fd = (token.kind() == OpKind::Accept && res >= 0).then(|| {
-            // SAFETY: a non-negative accept result is a descriptor the kernel
-            // has just installed for this process and nobody else owns.
-            unsafe { OwnedFd::from_raw_fd(res) }
-        });
-        Some(Cqe {
-            token,
-            res,
-            flags,
-            held,
-            fd,
-        })
     }
 }
 

@@ -84,9 +84,6 @@ pub(crate) struct Accepts {
     /// An accept into the table met a full table: accept with plain
     /// descriptors until a quarter of it is free again.
     table_full: bool,
-    /// The kind new accepts should take changed: the accepts in flight of
-    /// the other kind are to be cancelled and armed again.
-    switch: bool,
 }
 
 impl Accepts {
@@ -117,7 +114,6 @@ impl Accepts {
             // Accept with plain descriptors until entries are free.
             libc::ENFILE if direct => {
                 self.table_full = true;
-                self.switch = true;
                 AcceptEvent::TableFull
             }
             // Cancelled to switch kinds: the core arms it again.
@@ -126,13 +122,15 @@ impl Accepts {
         }
     }
 
-    /// A connection accepted into the table released its entry.
-    fn released(&mut self, table: usize) {
+    /// A connection accepted into the table released its entry. `true`:
+    /// a quarter of the table is free again, so new accepts go into it.
+    fn released(&mut self, table: usize) -> bool {
         self.in_use = self.in_use.saturating_sub(1);
-        if self.table_full && self.in_use <= table * 3 / 4 {
+        let room = self.table_full && self.in_use <= table * 3 / 4;
+        if room {
             self.table_full = false;
-            self.switch = true;
         }
+        room
     }
 }
 
@@ -314,8 +312,7 @@ impl UringDriver {
             token,
         );
         self.closes_in_flight += 1;
-        self.accepts.released(self.fixed_files);
-        if self.accepts.switch {
+        if self.accepts.released(self.fixed_files) {
             self.switch_accepts();
         }
     }
@@ -323,7 +320,6 @@ impl UringDriver {
     /// Cancel the accepts in flight of the other kind than new ones take
     /// now; each is armed again the new way when its end comes.
     fn switch_accepts(&mut self) {
-        self.accepts.switch = false;
         let want = self.accepts.kind();
         for (i, arm) in self.accepts.arms.iter_mut().enumerate() {
             let kind = match *arm {

@@ -252,7 +252,17 @@ impl<H: Handler> Worker<H> {
         self.ctx.stats.add(&self.ctx.stats.bytes_out, res as u64);
         slot.core.returned(buf, res as usize, Instant::now);
         // The remainder of a short send goes next, before anything newer.
-        self.mark_dirty(key);
+        self.flush_after_send(key);
+    }
+
+    /// A send completed: the connection is flushed after the batch, unless
+    /// a flush would find nothing to do (open, not paused, nothing queued:
+    /// no send to start, no pressure to relieve, no close to finish).
+    fn flush_after_send(&mut self, key: usize) {
+        let core = &self.conns[key].core;
+        if core.phase != Phase::Open || core.has_output() {
+            self.mark_dirty(key);
+        }
     }
 
     /// A reply sent straight from a receive buffer finished: the rest of
@@ -283,7 +293,7 @@ impl<H: Handler> Worker<H> {
                 return;
             }
             self.driver.give_back(buf.0, buf.1);
-            self.mark_dirty(key);
+            self.flush_after_send(key);
             return;
         }
         self.driver.give_back(buf.0, buf.1);

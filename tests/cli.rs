@@ -764,6 +764,17 @@ fn bench_sweep_compares_options_with_the_defaults() {
         .filter_map(|o| o["option"].as_str())
         .collect();
     assert_eq!(names, ["defaults", "huge-pages", "accept-direct"]);
+    // Each round's run shows the server's CPU per operation as it goes.
+    let progress = String::from_utf8_lossy(&out.stderr);
+    let run_lines: Vec<&str> = progress
+        .lines()
+        .filter(|l| l.trim_start().starts_with("run "))
+        .collect();
+    assert_eq!(run_lines.len(), 3, "{progress}");
+    assert!(
+        run_lines.iter().all(|l| l.contains("server CPU/op")),
+        "{progress}"
+    );
     for o in options {
         assert!(o["ratio_to_defaults"].as_f64().is_some(), "{o}");
         for r in o["runs"].as_array().expect("runs") {

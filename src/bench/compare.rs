@@ -377,8 +377,14 @@ pub(crate) fn run_rounds(
                 ..template.clone()
             };
             let r = run(&opts)?;
+            // The server's CPU per operation of each run, so the rounds
+            // behind the medians (and the machine's speed flips) show.
+            let cpu = r
+                .cpu_per_op()
+                .map(|c| format!("  server CPU/op {}", fmt_duration(c)))
+                .unwrap_or_default();
             eprintln!(
-                "  run {round}/{runs} {:<9} {:>10.0} {}/s  p99 {}  errors {}",
+                "  run {round}/{runs} {:<9} {:>10.0} {}/s  p99 {}  errors {}{cpu}",
                 c.name,
                 r.ops_per_sec(),
                 template.mode.unit(),

@@ -36,7 +36,7 @@ pub(crate) struct EpollDriver {
     pub(super) buf: Vec<u8>,
     events: Vec<Event>,
     /// The completions of the batch the last wait found, not yet taken.
-    ready: VecDeque<Completion>,
+    pub(super) ready: VecDeque<Completion>,
     /// Each listener's descriptor while it is in the set (by index).
     pub(super) listening: Vec<Option<RawFd>>,
     pub(super) stats: Arc<WorkerStats>,
@@ -69,18 +69,9 @@ impl EpollDriver {
         self.ready.pop_front()
     }
 
+    /// Wait for readiness (at most until `deadline`) and queue what it
+    /// means in `ready`, for [`EpollDriver::next`].
     pub(super) fn wait(&mut self, deadline: Option<Instant>) -> io::Result<()> {
-        let mut out = std::mem::take(&mut self.ready);
-        let res = self.wait_into(deadline, &mut out);
-        self.ready = out;
-        res
-    }
-
-    fn wait_into(
-        &mut self,
-        deadline: Option<Instant>,
-        out: &mut VecDeque<Completion>,
-    ) -> io::Result<()> {
         let mut events = std::mem::take(&mut self.events);
         // With a deadline, wait to the nanosecond (a millisecond timeout
         // would round up and fire timers up to a millisecond late).
@@ -100,7 +91,7 @@ impl EpollDriver {
             }
         }
         if deadline.is_some() {
-            out.push_back(Completion::Timer);
+            self.ready.push_back(Completion::Timer);
         }
         for ev in &events {
             let Some(tok) = Token::from_user_data(ev.data) else {
@@ -108,19 +99,20 @@ impl EpollDriver {
             };
             let (key, generation) = (tok.key(), tok.generation());
             match tok.kind() {
-                OpKind::Accept => self.accept_batch(key as u16, out),
-                OpKind::Wake => out.push_back(Completion::Wake),
-                OpKind::Connect => out.push_back(Completion::Connected {
+                OpKind::Accept => self.accept_batch(key as u16),
+                OpKind::Wake => self.ready.push_back(Completion::Wake),
+                OpKind::Connect => self.ready.push_back(Completion::Connected {
                     key,
                     generation,
                     res: None,
                 }),
                 OpKind::Recv => {
                     if ev.events & epoll::OUT != 0 {
-                        out.push_back(Completion::Writable { key, generation });
+                        self.ready
+                            .push_back(Completion::Writable { key, generation });
                     }
                     if ev.events & (epoll::IN | epoll::RDHUP | epoll::HUP_ERR) != 0 {
-                        out.push_back(Completion::Recv {
+                        self.ready.push_back(Completion::Recv {
                             key,
                             generation,
                             ev: RecvEvent::Readable,

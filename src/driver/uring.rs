@@ -161,6 +161,27 @@ pub(crate) enum AcceptArm {
     Switching,
 }
 
+impl AcceptArm {
+    /// The armed accept of `kind` (`Accept` or `AcceptDirect`).
+    pub(crate) fn armed(kind: OpKind) -> AcceptArm {
+        if kind == OpKind::AcceptDirect {
+            AcceptArm::Direct
+        } else {
+            AcceptArm::Plain
+        }
+    }
+
+    /// The kind of the accept in flight, if one is armed and not being
+    /// cancelled.
+    pub(crate) fn kind(self) -> Option<OpKind> {
+        match self {
+            AcceptArm::Plain => Some(OpKind::Accept),
+            AcceptArm::Direct => Some(OpKind::AcceptDirect),
+            AcceptArm::Idle | AcceptArm::Switching => None,
+        }
+    }
+}
+
 /// A reply in flight from a provided buffer: whose, and which bytes.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Reply {
@@ -302,16 +323,17 @@ impl UringDriver {
         }
     }
 
+    /// Close `target`, counted until its completion (the worker does not
+    /// exit before its descriptors are released).
+    pub(super) fn submit_close(&mut self, target: Target, token: Token) {
+        self.ring.submit(Op::Close { target }, token);
+        self.closes_in_flight += 1;
+    }
+
     /// Close table entry `index`, held by a connection accepted into it
     /// (closing it closes the socket).
     pub(super) fn close_direct(&mut self, index: u32, token: Token) {
-        self.ring.submit(
-            Op::Close {
-                target: Target::Fixed(index),
-            },
-            token,
-        );
-        self.closes_in_flight += 1;
+        self.submit_close(Target::Fixed(index), token);
         if self.accepts.released(self.fixed_files) {
             self.switch_accepts();
         }
@@ -321,21 +343,24 @@ impl UringDriver {
     /// now; each is armed again the new way when its end comes.
     fn switch_accepts(&mut self) {
         let want = self.accepts.kind();
-        for (i, arm) in self.accepts.arms.iter_mut().enumerate() {
-            let kind = match *arm {
-                AcceptArm::Plain => OpKind::Accept,
-                AcceptArm::Direct => OpKind::AcceptDirect,
-                AcceptArm::Idle | AcceptArm::Switching => continue,
-            };
-            if kind != want {
-                let target = Token::new(kind, i as u32, 0);
-                self.ring.submit(
-                    Op::Cancel { target },
-                    Token::new(OpKind::AcceptCancel, i as u32, 0),
-                );
-                *arm = AcceptArm::Switching;
+        for i in 0..self.accepts.arms.len() {
+            match self.accepts.arms[i].kind() {
+                Some(kind) if kind != want => {
+                    self.cancel_accept(i as u16, kind);
+                    self.accepts.arms[i] = AcceptArm::Switching;
+                }
+                _ => {}
             }
         }
+    }
+
+    /// Cancel listener `listener`'s accept of `kind`; its end follows.
+    pub(super) fn cancel_accept(&mut self, listener: u16, kind: OpKind) {
+        let target = Token::new(kind, u32::from(listener), 0);
+        self.ring.submit(
+            Op::Cancel { target },
+            Token::new(OpKind::AcceptCancel, u32::from(listener), 0),
+        );
     }
 
     fn arm_wake(&mut self) {

@@ -556,28 +556,15 @@ impl Ring {
         None
     }
 
-    /// Move every completion (set-aside ones first) into `out`, converted.
-    /// Returns the kernel's count of dropped completions and whether it
-    /// holds completions back in its overflow list.
+    /// Hand every completion ready now (set-aside ones first), converted,
+    /// to `f`: a whole batch of [`Ring::ready`] and [`Ring::next_cqe`].
+    /// Returns what `ready` does.
     pub(crate) fn reap(&mut self, mut f: impl FnMut(Cqe)) -> (u32, bool) {
-        let overflow = self.ring.submission().cq_overflow();
-        self.batch_left = 0;
-        if !self.backlog.is_empty() {
-            for (ud, res, flags) in std::mem::take(&mut self.backlog) {
-                if let Some(c) = self.store.convert(ud, res, flags) {
-                    f(c);
-                }
-            }
+        let ready = self.ready();
+        while let Some(c) = self.next_cqe() {
+            f(c);
         }
-        // Straight from the CQ, one pass: the head moves when `cq` drops.
-        let mut cq = self.ring.completion();
-        let dropped = cq.overflow();
-        for c in &mut cq {
-            if let Some(c) = self.store.convert(c.user_data(), c.result(), c.flags()) {
-                f(c);
-            }
-        }
-        (dropped, overflow)
+        ready
     }
 }
 

@@ -46,11 +46,7 @@ impl Driver {
                 if arms.len() <= slot {
                     arms.resize(slot + 1, AcceptArm::Idle);
                 }
-                arms[slot] = if direct {
-                    AcceptArm::Direct
-                } else {
-                    AcceptArm::Plain
-                };
+                arms[slot] = AcceptArm::armed(kind);
                 Ok(())
             }
             Driver::Epoll(d) => {
@@ -76,18 +72,16 @@ impl Driver {
     pub(crate) fn stop_accept(&mut self, index: u16) -> bool {
         match self {
             Driver::Uring(d) => {
-                let kind = match d.accepts.arms.get(usize::from(index)) {
-                    Some(AcceptArm::Direct) => OpKind::AcceptDirect,
-                    Some(AcceptArm::Plain) => OpKind::Accept,
-                    // Being cancelled already (to switch kinds): its end
-                    // follows.
-                    _ => return true,
-                };
-                let target = Token::new(kind, u32::from(index), 0);
-                d.ring.submit(
-                    Op::Cancel { target },
-                    Token::new(OpKind::AcceptCancel, u32::from(index), 0),
-                );
+                // Being cancelled already (to switch kinds): its end
+                // follows all the same.
+                if let Some(kind) = d
+                    .accepts
+                    .arms
+                    .get(usize::from(index))
+                    .and_then(|a| a.kind())
+                {
+                    d.cancel_accept(index, kind);
+                }
                 true
             }
             Driver::Epoll(d) => {
@@ -101,17 +95,13 @@ impl Driver {
 impl EpollDriver {
     /// Listener `index` is readable: accept what is queued (at most a
     /// batch).
-    pub(in crate::driver) fn accept_batch(
-        &mut self,
-        index: u16,
-        out: &mut std::collections::VecDeque<Completion>,
-    ) {
+    pub(in crate::driver) fn accept_batch(&mut self, index: u16) {
         let Some(&Some(fd)) = self.listening.get(usize::from(index)) else {
             return;
         };
         for _ in 0..ACCEPT_BATCH {
             match epoll::accept_nonblocking(fd) {
-                Ok(sock) => out.push_back(Completion::Accepted {
+                Ok(sock) => self.ready.push_back(Completion::Accepted {
                     listener: index,
                     conn: NewConn::Plain(sock),
                 }),
@@ -123,7 +113,7 @@ impl EpollDriver {
                     // backs off before listening again.
                     errno => {
                         self.unlisten(index);
-                        out.push_back(Completion::AcceptEnded {
+                        self.ready.push_back(Completion::AcceptEnded {
                             listener: index,
                             errno: errno.unwrap_or(libc::EIO),
                         });

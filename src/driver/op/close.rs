@@ -175,14 +175,10 @@ impl Driver {
                         .submit(op, Token::new(OpKind::FilesUpdate, key as u32, generation));
                 }
                 if let Some(sock) = sock {
-                    let fd = sock.into_raw_fd();
-                    d.ring.submit(
-                        Op::Close {
-                            target: Target::Fd(fd),
-                        },
+                    d.submit_close(
+                        Target::Fd(sock.into_raw_fd()),
                         Token::new(OpKind::Close, key as u32, generation),
                     );
-                    d.closes_in_flight += 1;
                 }
                 if dc.bgid != SHARED {
                     d.groups.release(d.ring.raw(), dc.bgid);

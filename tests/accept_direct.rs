@@ -28,25 +28,11 @@ fn direct(backend: Backend, table: u32) -> Config {
 /// not listening, whose inode a descriptor of ours names); other tests'
 /// sockets in the same process do not count.
 fn server_side_fds(port: u16) -> usize {
-    let ours: std::collections::HashSet<String> = std::fs::read_dir("/proc/self/fd")
-        .expect("/proc/self/fd")
-        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
-        .filter_map(|l| {
-            let l = l.to_string_lossy().into_owned();
-            Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
-        })
-        .collect();
-    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
-    table
-        .lines()
-        .skip(1)
-        .filter(|line| {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            let local_port = f[1]
-                .rsplit(':')
-                .next()
-                .and_then(|p| u16::from_str_radix(p, 16).ok());
-            local_port == Some(port) && f[3] != "0A" && ours.contains(f[9])
+    let ours = util::own_socket_inodes();
+    util::tcp4_sockets()
+        .iter()
+        .filter(|s| {
+            s.local.port() == port && s.state != util::TCP_LISTEN && ours.contains(&s.inode)
         })
         .count()
 }

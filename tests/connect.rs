@@ -5,7 +5,7 @@
 mod util;
 
 use std::collections::HashSet;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::time::{Duration, Instant};
 
@@ -109,47 +109,6 @@ fn black_hole() -> (socket2::Socket, Vec<socket2::Socket>, SocketAddr) {
         },
     );
     (l, fillers, addr)
-}
-
-/// One IPv4 TCP socket of this network namespace, as `/proc/net/tcp`
-/// lists it.
-struct TcpEntry {
-    local: SocketAddr,
-    remote: SocketAddr,
-    state: u8,
-    /// For a listening socket: connections waiting in its accept queue.
-    rx_queue: u32,
-}
-
-/// `st` in `/proc/net/tcp` (the kernel's TCP_* states).
-const TCP_SYN_SENT: u8 = 0x02;
-const TCP_LISTEN: u8 = 0x0a;
-
-fn tcp4_sockets() -> Vec<TcpEntry> {
-    let table = std::fs::read_to_string("/proc/net/tcp").expect("read /proc/net/tcp");
-    table
-        .lines()
-        .skip(1)
-        .map(|line| {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            let (_, rx_queue) = f[4].split_once(':').expect("tx_queue:rx_queue");
-            TcpEntry {
-                local: proc_net_addr(f[1]),
-                remote: proc_net_addr(f[2]),
-                state: u8::from_str_radix(f[3], 16).expect("state"),
-                rx_queue: u32::from_str_radix(rx_queue, 16).expect("rx_queue"),
-            }
-        })
-        .collect()
-}
-
-/// `0100007F:1F90`: the address as the kernel prints its 32-bit value
-/// (network order bytes read as a host number), then the port.
-fn proc_net_addr(field: &str) -> SocketAddr {
-    let (ip, port) = field.split_once(':').expect("address:port");
-    let ip = u32::from_str_radix(ip, 16).expect("address");
-    let port = u16::from_str_radix(port, 16).expect("port");
-    SocketAddr::new(Ipv4Addr::from(ip.to_ne_bytes()).into(), port)
 }
 
 fn node_connects_out_and_serves_both_sides(backend: Backend) {

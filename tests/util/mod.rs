@@ -264,3 +264,60 @@ pub fn asleep_in(tid: u64, syscall: Option<libc::c_long>) -> bool {
         Err(_) => true,
     }
 }
+
+/// One IPv4 TCP socket of this network namespace, as `/proc/net/tcp`
+/// lists it.
+pub struct TcpEntry {
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    pub state: u8,
+    /// For a listening socket: connections waiting in its accept queue.
+    pub rx_queue: u32,
+    /// The socket's inode (what `/proc/self/fd/N` names as `socket:[N]`).
+    pub inode: String,
+}
+
+/// `st` in `/proc/net/tcp` (the kernel's TCP_* states).
+pub const TCP_SYN_SENT: u8 = 0x02;
+pub const TCP_LISTEN: u8 = 0x0a;
+
+pub fn tcp4_sockets() -> Vec<TcpEntry> {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("read /proc/net/tcp");
+    table
+        .lines()
+        .skip(1)
+        .map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let (_, rx_queue) = f[4].split_once(':').expect("tx_queue:rx_queue");
+            TcpEntry {
+                local: proc_net_addr(f[1]),
+                remote: proc_net_addr(f[2]),
+                state: u8::from_str_radix(f[3], 16).expect("state"),
+                rx_queue: u32::from_str_radix(rx_queue, 16).expect("rx_queue"),
+                inode: f[9].to_string(),
+            }
+        })
+        .collect()
+}
+
+/// `0100007F:1F90`: the address as the kernel prints its 32-bit value
+/// (network order bytes read as a host number), then the port.
+fn proc_net_addr(field: &str) -> SocketAddr {
+    let (ip, port) = field.split_once(':').expect("address:port");
+    let ip = u32::from_str_radix(ip, 16).expect("address");
+    let port = u16::from_str_radix(port, 16).expect("port");
+    SocketAddr::new(std::net::Ipv4Addr::from(ip.to_ne_bytes()).into(), port)
+}
+
+/// The inodes of this process's sockets (`/proc/self/fd` links named
+/// `socket:[N]`).
+pub fn own_socket_inodes() -> std::collections::HashSet<String> {
+    std::fs::read_dir("/proc/self/fd")
+        .expect("/proc/self/fd")
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|l| {
+            let l = l.to_string_lossy().into_owned();
+            Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
+        })
+        .collect()
+}

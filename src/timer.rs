@@ -57,6 +57,10 @@ pub struct TimerQueue<T> {
     seq: u32,
     origin: Instant,
     id: u32,
+    /// The nearest deadline while known (`None`: to be found again); a
+    /// worker asks for it on every turn of its loop, and most turns change
+    /// no timer.
+    nearest: Option<Option<Instant>>,
 }
 
 impl<T> TimerQueue<T> {
@@ -75,6 +79,7 @@ impl<T> TimerQueue<T> {
             seq: 0,
             origin,
             id,
+            nearest: Some(None),
         }
     }
 
@@ -112,6 +117,10 @@ impl<T> TimerQueue<T> {
         let seq = self.seq;
         let slot = self.slots.insert(Entry { at, seq, payload }) as u32;
         self.heap.push(Reverse((at, seq, slot)));
+        if let Some(nearest) = self.nearest {
+            let when = self.instant(at);
+            self.nearest = Some(Some(nearest.map_or(when, |n| n.min(when))));
+        }
         self.bound();
         self.key(slot, seq)
     }
@@ -127,6 +136,7 @@ impl<T> TimerQueue<T> {
     #[inline]
     pub fn cancel(&mut self, key: TimerKey) -> Option<T> {
         self.entry(key)?;
+        self.nearest = None;
         let payload = self.slots.remove(key.slot as usize).payload;
         self.bound();
         Some(payload)
@@ -184,9 +194,16 @@ impl<T> TimerQueue<T> {
     /// The nearest deadline of an armed timer.
     #[inline]
     pub fn next_deadline(&mut self) -> Option<Instant> {
+        if let Some(nearest) = self.nearest {
+            return nearest;
+        }
         self.skip_stale();
-        let &Reverse((at, _, _)) = self.heap.peek()?;
-        Some(self.instant(at))
+        let nearest = self
+            .heap
+            .peek()
+            .map(|&Reverse((at, _, _))| self.instant(at));
+        self.nearest = Some(nearest);
+        nearest
     }
 
     /// The earliest timer due by `now`, left armed: take it with
@@ -208,6 +225,7 @@ impl<T> TimerQueue<T> {
     #[inline]
     pub fn pop_due(&mut self, now: Instant) -> Option<(TimerKey, T)> {
         let (key, _) = self.next_due(now)?;
+        self.nearest = None;
         self.heap.pop();
         let entry = self.slots.remove(key.slot as usize);
         Some((key, entry.payload))
@@ -221,6 +239,7 @@ impl<T> TimerQueue<T> {
             return false;
         }
         let ticks = self.ticks(at);
+        self.nearest = None;
         // The old heap entry goes stale (its deadline no longer matches).
         if let Some(e) = self.slots.get_mut(key.slot as usize) {
             e.at = ticks;
@@ -238,6 +257,7 @@ impl<T> TimerQueue<T> {
 
     /// Rebuild the heap from the live timers.
     fn compact(&mut self) {
+        self.nearest = None;
         let live: Vec<_> = self
             .slots
             .iter()
@@ -279,6 +299,58 @@ mod tests {
         assert_eq!(fired, vec![4, 1, 3, 2], "by deadline, then arming order");
         assert_eq!(q.next_deadline(), Some(t0 + ms(30)));
         assert_eq!(q.len(), 1);
+    }
+
+    /// The nearest deadline is kept between changes; after each kind of
+    /// change (arm, cancel, reschedule, fire, retain) it is still the
+    /// earliest of the live timers.
+    #[test]
+    fn the_nearest_deadline_follows_every_change() {
+        let t0 = Instant::now();
+        let mut q = TimerQueue::new(t0);
+        // (key, deadline in ms, payload)
+        let mut live: Vec<(TimerKey, u64, u64)> = Vec::new();
+        let mut x = 12345u64;
+        let mut rand = move |n: u64| {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (x >> 33) % n
+        };
+        for step in 0..5000u64 {
+            match rand(6) {
+                0 | 1 => {
+                    let d = rand(1000);
+                    live.push((q.arm(t0 + ms(d), step), d, step));
+                }
+                2 if !live.is_empty() => {
+                    let (k, _, p) = live.swap_remove(rand(live.len() as u64) as usize);
+                    assert_eq!(q.cancel(k), Some(p));
+                }
+                3 if !live.is_empty() => {
+                    let i = rand(live.len() as u64) as usize;
+                    let d = rand(1000);
+                    assert!(q.reschedule(live[i].0, t0 + ms(d)));
+                    live[i].1 = d;
+                }
+                4 => {
+                    let now = t0 + ms(rand(200));
+                    while let Some((k, p)) = q.pop_due(now) {
+                        let i = live.iter().position(|l| l.0 == k).expect("a live timer");
+                        let (_, d, lp) = live.swap_remove(i);
+                        assert!(t0 + ms(d) <= now && lp == p);
+                    }
+                }
+                _ => {
+                    let cut = rand(7);
+                    q.retain(|&p| p % 7 != cut);
+                    live.retain(|l| l.2 % 7 != cut);
+                }
+            }
+            let want = live.iter().map(|l| t0 + ms(l.1)).min();
+            assert_eq!(q.next_deadline(), want, "step {step}");
+            assert_eq!(q.len(), live.len());
+        }
     }
 
     #[test]

@@ -192,7 +192,9 @@ impl<H: Handler> Worker<H> {
             self.driver.submit_now();
             return;
         }
-        self.mark_dirty(key);
+        if got != Received::Armed || self.flush_needed(key) {
+            self.mark_dirty(key);
+        }
     }
 
     /// What a TLS connection's input did: count it, and a handshake just
@@ -256,13 +258,25 @@ impl<H: Handler> Worker<H> {
     }
 
     /// A send completed: the connection is flushed after the batch, unless
-    /// a flush would find nothing to do (open, not paused, nothing queued:
-    /// no send to start, no pressure to relieve, no close to finish).
+    /// a flush would find nothing to do.
     fn flush_after_send(&mut self, key: usize) {
-        let core = &self.conns[key].core;
-        if core.phase != Phase::Open || core.has_output() {
+        if self.flush_needed(key) {
             self.mark_dirty(key);
         }
+    }
+
+    /// Whether a flush of connection `key` would do anything: only an open
+    /// connection (not paused, closing or closed) with nothing queued to
+    /// send, no output over the high watermark and no send in flight
+    /// outside the write-timeout watch can skip it. A reply sent straight
+    /// from its buffer leaves nothing queued, so most replies skip it.
+    fn flush_needed(&self, key: usize) -> bool {
+        let slot = &self.conns[key];
+        let core = &slot.core;
+        core.phase != Phase::Open
+            || core.has_output()
+            || core.queued() > self.ctx.cfg.send_high_watermark
+            || slot.ops & (op::SEND | op::WATCHED) == op::SEND
     }
 
     /// A reply sent straight from a receive buffer finished: the rest of

@@ -400,22 +400,28 @@ impl<H: Handler> Worker<H> {
     /// more; they are flushed in this pass too).
     fn after_batch(&mut self) {
         self.sweep_deadlines(false);
-        let cmds = std::mem::take(&mut self.requests);
-        self.run_commands(cmds);
-        let rearm = std::mem::take(&mut self.rearm);
-        for &(key, generation) in &rearm {
-            let ok = self.conns.get(key).is_some_and(|s| {
-                s.generation() == generation
-                    && !s.has(op::RECV | op::RECV_DONE | op::REG)
-                    && s.core.wants_input()
-            });
-            if ok {
-                self.ctx.stats.add(&self.ctx.stats.recv_rearms, 1);
-                self.arm_recv(key);
-            }
+        // Most batches bring no request and no ended receive: nothing to
+        // take out of the worker for them.
+        if !self.requests.is_empty() {
+            let cmds = std::mem::take(&mut self.requests);
+            self.run_commands(cmds);
         }
-        self.rearm = rearm;
-        self.rearm.clear();
+        if !self.rearm.is_empty() {
+            let rearm = std::mem::take(&mut self.rearm);
+            for &(key, generation) in &rearm {
+                let ok = self.conns.get(key).is_some_and(|s| {
+                    s.generation() == generation
+                        && !s.has(op::RECV | op::RECV_DONE | op::REG)
+                        && s.core.wants_input()
+                });
+                if ok {
+                    self.ctx.stats.add(&self.ctx.stats.recv_rearms, 1);
+                    self.arm_recv(key);
+                }
+            }
+            self.rearm = rearm;
+            self.rearm.clear();
+        }
         let mut next = 0;
         while let Some(&key) = self.dirty.get(next) {
             next += 1;

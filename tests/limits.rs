@@ -1,6 +1,7 @@
 //! Limits and shutdown, in a test process of their own (descriptor counts
 //! are process-wide): max_connections, shutdown with a deadline (counts,
-//! nothing left behind), and a burst through 8 buffers and an 8-entry CQ.
+//! nothing left behind), descriptors released as connections close, and a
+//! burst through 8 buffers and an 8-entry CQ.
 
 mod util;
 
@@ -137,6 +138,44 @@ fn shutdown_with_a_deadline(backend: Backend) {
         std::thread::sleep(Duration::from_millis(10));
     }
     assert_eq!(open_fds(), fds_before, "no descriptor left behind");
+}
+
+/// Each connection's descriptor is released as soon as it closes, while
+/// the server goes on serving (on io_uring a close posts no completion when
+/// it succeeds, so nothing waits for one): 100 connections come and go,
+/// half of them reset by their peers, and the process holds the same
+/// sockets as before they came.
+fn closed_connections_release_their_descriptors(backend: Backend) {
+    let _t = TURN.lock().unwrap_or_else(|p| p.into_inner());
+    let engine = echo_engine(config(backend));
+    let addr = engine.local_addr();
+    let mut steady = connect(addr);
+    ping(&mut steady, b"steady");
+    let sockets_before = own_socket_inodes();
+    for i in 0..100u32 {
+        let mut s = connect(addr);
+        ping(&mut s, &i.to_be_bytes());
+        if i % 2 == 0 {
+            socket2::SockRef::from(&s)
+                .set_linger(Some(Duration::ZERO))
+                .expect("linger 0");
+        }
+    }
+    wait_stats(&engine, Duration::from_secs(10), "100 closes", |s| {
+        s.accepted == 101 && s.closed == 100
+    });
+    let counted = std::time::Instant::now();
+    let mut now = own_socket_inodes();
+    while now != sockets_before && counted.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(10));
+        now = own_socket_inodes();
+    }
+    let left: Vec<_> = now.difference(&sockets_before).collect();
+    assert!(left.is_empty(), "{backend}: sockets left open: {left:?}");
+    ping(&mut steady, b"still served");
+    drop(steady);
+    wait_baseline(&engine);
+    engine.shutdown().expect("shutdown");
 }
 
 /// io_uring only: 8 buffers of 64 bytes and an 8-entry CQ under a burst of
@@ -458,6 +497,14 @@ fn shutdown_with_a_deadline_uring() {
 #[test]
 fn shutdown_with_a_deadline_epoll() {
     shutdown_with_a_deadline(Backend::Epoll);
+}
+#[test]
+fn closed_connections_release_their_descriptors_uring() {
+    closed_connections_release_their_descriptors(Backend::Uring);
+}
+#[test]
+fn closed_connections_release_their_descriptors_epoll() {
+    closed_connections_release_their_descriptors(Backend::Epoll);
 }
 #[test]
 fn tiny_ring_and_cq_under_burst_uring() {

@@ -44,6 +44,34 @@ fn probe_finds_the_features_the_engine_needs() {
     }
 }
 
+/// The engine's closes post no completion when they succeed: the probe
+/// closes a socket through the engine's submission path and checks that
+/// nothing completed, that the socket's peer saw the end, and that a close
+/// that fails still completes (EBADF). A kernel with multishot recv (6.0,
+/// which the engine needs) has CQE_SKIP_SUCCESS (5.17).
+#[test]
+fn probe_finds_closes_complete_only_on_failure() {
+    let Some(report) = report_or_skip("probe_finds_closes_complete_only_on_failure") else {
+        return;
+    };
+    let recv = report
+        .feature("multishot recv")
+        .expect("multishot recv listed");
+    if !recv.supported {
+        eprintln!(
+            "skipped: no multishot recv (Linux 6.0) here: {}",
+            recv.detail
+        );
+        return;
+    }
+    let skip = report
+        .feature("CQE_SKIP_SUCCESS")
+        .expect("CQE_SKIP_SUCCESS listed");
+    assert_eq!(skip.since, "5.17");
+    assert!(skip.supported, "{}", skip.detail);
+    assert!(skip.detail.contains("EBADF"), "{}", skip.detail);
+}
+
 #[cfg(feature = "tools")]
 #[test]
 fn probe_cli_prints_json() {

@@ -265,10 +265,17 @@ impl Driver {
         }
     }
 
-    /// Operations the driver still waits for on its own (closes in flight).
-    pub(crate) fn busy(&self) -> bool {
+    /// Operations the driver still waits for on its own (closes in flight;
+    /// closes that complete only on failure are submitted here first).
+    pub(crate) fn busy(&mut self) -> bool {
         match self {
-            Driver::Uring(d) => d.closes_in_flight > 0,
+            Driver::Uring(d) => {
+                if d.closes_in_flight > 0 && d.ring.closes_complete_on_failure_only() {
+                    d.ring.submit_pending();
+                    d.settle_closes();
+                }
+                d.closes_in_flight > 0
+            }
             Driver::Epoll(_) => false,
         }
     }

@@ -323,8 +323,12 @@ impl UringDriver {
         }
     }
 
-    /// Close `target`, counted until its completion (the worker does not
-    /// exit before its descriptors are released).
+    /// Close `target`, counted until it is over (the worker does not exit
+    /// before its descriptors are released): until its completion, or,
+    /// when a close completes only on failure, until the kernel has taken
+    /// it ([`UringDriver::settle_closes`]). A connection's close then
+    /// costs no completion, and the batch that closes connections no
+    /// second wait for their completions.
     pub(super) fn submit_close(&mut self, target: Target, token: Token) {
         self.ring.submit(Op::Close { target }, token);
         self.closes_in_flight += 1;
@@ -398,6 +402,7 @@ impl UringDriver {
         if self.ring.submit_and_wait(self.batch, &self.batch_ts)? {
             self.stats.add(&self.stats.waits, 1);
         }
+        self.settle_closes();
         let (dropped, overflow) = self.ring.ready();
         if dropped != self.dropped_seen {
             self.stats.set(&self.stats.cq_dropped, u64::from(dropped));
@@ -411,6 +416,19 @@ impl UringDriver {
             self.stats.add(&self.stats.cq_overflows, 1);
         }
         Ok(())
+    }
+
+    /// Closes submitted without a completion on success are over once the
+    /// kernel has taken every queued SQE (a socket's close runs as it is
+    /// submitted).
+    #[inline]
+    pub(super) fn settle_closes(&mut self) {
+        if self.closes_in_flight > 0
+            && self.ring.closes_complete_on_failure_only()
+            && self.ring.all_submitted()
+        {
+            self.closes_in_flight = 0;
+        }
     }
 
     /// The batch's next completion, typed straight from the CQ; `None` at
@@ -534,7 +552,10 @@ impl UringDriver {
             }
             OpKind::Close => {
                 // A failed close of a socket still releases the descriptor.
-                self.closes_in_flight -= 1;
+                // Counted down here only when every close completes.
+                if !self.ring.closes_complete_on_failure_only() {
+                    self.closes_in_flight -= 1;
+                }
                 None
             }
             // Acknowledgements: the operations they target post their own

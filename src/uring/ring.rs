@@ -177,6 +177,11 @@ struct RsrcUpdate {
 
 impl Ring {
     pub(crate) fn new(ring: IoUring) -> Ring {
+        // A close needs no completion when it succeeds: it runs while it is
+        // submitted (a socket's close never waits), so once the SQ is empty
+        // it is done. Not with SQPOLL, whose thread submits on its own time.
+        let skip_closes =
+            ring.params().is_feature_skip_cqe_on_success() && !ring.params().is_setup_sqpoll();
         Ring {
             registered: None,
             ring,
@@ -184,6 +189,7 @@ impl Ring {
                 held: Slab::new(),
                 held_multishot: Vec::new(),
                 in_flight: 0,
+                skip_closes,
             },
             backlog: std::collections::VecDeque::new(),
             batch_left: 0,
@@ -247,10 +253,21 @@ impl Ring {
             Op::Cancel { target } => {
                 plain(opcode::AsyncCancel::new(self.user_data_of(target)).build())
             }
-            Op::Close { target } => plain(match target {
-                Target::Fd(fd) => opcode::Close::new(types::Fd(fd)).build(),
-                Target::Fixed(i) => opcode::Close::new(types::Fixed(i)).build(),
-            }),
+            Op::Close { target } => {
+                let sqe = plain(match target {
+                    Target::Fd(fd) => opcode::Close::new(types::Fd(fd)).build(),
+                    Target::Fixed(i) => opcode::Close::new(types::Fixed(i)).build(),
+                });
+                if !self.store.skip_closes {
+                    sqe
+                } else {
+                    // Only a failure completes: not counted in flight.
+                    let sqe = sqe.flags(squeue::Flags::SKIP_SUCCESS);
+                    // SAFETY: a close points at no memory.
+                    unsafe { self.push_entry(&sqe, false) };
+                    return;
+                }
+            }
             Op::Send { target, buf, zc } => {
                 let len = u32::try_from(buf.len()).unwrap_or(u32::MAX);
                 let sqe = send_sqe(target, buf.as_ptr(), len, zc.then_some(None));
@@ -365,19 +382,41 @@ impl Ring {
     /// unmoved and not otherwise written (read, for a receive buffer), until
     /// the operation's last completion has been reaped.
     unsafe fn push(&mut self, sqe: &squeue::Entry) {
+        // SAFETY: this function's contract.
+        unsafe { self.push_entry(sqe, true) }
+    }
+
+    /// [`Ring::push`], counted in flight until its last completion or not
+    /// (`counted`: an operation that completes only on failure).
+    ///
+    /// # Safety
+    /// As for [`Ring::push`].
+    unsafe fn push_entry(&mut self, sqe: &squeue::Entry, counted: bool) {
         if self.fatal.is_some() {
             return;
         }
         loop {
             // SAFETY: the caller keeps what `sqe` points at alive (above).
             if unsafe { self.ring.submission().push(sqe) }.is_ok() {
-                self.store.in_flight += 1;
+                self.store.in_flight += usize::from(counted);
                 return;
             }
             if !self.flush() {
                 return;
             }
         }
+    }
+
+    /// Whether a close completes only when it fails (IORING_FEAT_CQE_SKIP,
+    /// Linux 5.17, without SQPOLL): a successful one is over once
+    /// [`Ring::all_submitted`] says so.
+    pub(crate) fn closes_complete_on_failure_only(&self) -> bool {
+        self.store.skip_closes
+    }
+
+    /// Whether every queued SQE has been taken by the kernel.
+    pub(crate) fn all_submitted(&mut self) -> bool {
+        self.ring.submission().is_empty()
     }
 
     /// Hand queued SQEs to the kernel without waiting. `false` on an error

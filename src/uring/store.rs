@@ -75,13 +75,18 @@ pub(super) struct Store {
     pub(super) held_multishot: Vec<(Token, usize)>,
     /// Operations submitted whose last completion has not been reaped.
     pub(super) in_flight: usize,
+    /// Closes are submitted with CQE_SKIP_SUCCESS and not counted in
+    /// flight: a close's completion reports a failure.
+    pub(super) skip_closes: bool,
 }
 
 impl Store {
     #[inline]
     pub(super) fn convert(&mut self, ud: u64, res: i32, flags: u32) -> Option<Cqe> {
         let last = !cqueue::more(flags);
-        if last {
+        // A close's completion when closes skip theirs: one never counted.
+        let uncounted = self.skip_closes && (ud >> 56) as u8 == OpKind::Close as u8;
+        if last && !uncounted {
             self.in_flight = self.in_flight.saturating_sub(1);
         }
         let (token, res, held) = if ud & HELD != 0 {

@@ -88,6 +88,7 @@ const ACCEPT_DIRECT: &str = "accept into fixed table";
 const FIXED_BUFFERS: &str = "fixed buffers";
 const NAPI: &str = "NAPI busy poll";
 const ZCRX: &str = "zero-copy receive";
+const CQE_SKIP_SUCCESS: &str = "CQE_SKIP_SUCCESS";
 
 /// Run `f` on a short-lived thread of its own (or, if no thread can be
 /// spawned, on this one).
@@ -186,6 +187,7 @@ fn probe_here() -> ProbeReport {
         bundles.into_feature(RECV_BUNDLES, "6.10"),
         nodrop.into_feature(NODROP, "5.5"),
         min_wait.into_feature(MIN_WAIT, "6.12"),
+        newer::probe_silent_closes().into_feature(CQE_SKIP_SUCCESS, "5.17"),
         newer::probe_registered_ring().into_feature(REGISTERED_RING, "5.18"),
         newer::probe_huge_pages().into_feature(HUGE_PAGES, "2.6.38"),
         newer::probe_incremental_buffers().into_feature(INCREMENTAL_BUFFERS, "6.12"),
@@ -302,6 +304,7 @@ mod tests {
                 RECV_BUNDLES,
                 NODROP,
                 MIN_WAIT,
+                CQE_SKIP_SUCCESS,
                 REGISTERED_RING,
                 HUGE_PAGES,
                 INCREMENTAL_BUFFERS,

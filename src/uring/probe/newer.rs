@@ -2,12 +2,12 @@
 //! experimenters: each is tried for real where this machine allows, and
 //! says how it was tested.
 
-use std::io::Write as _;
+use std::io::{Read as _, Write as _};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, IntoRawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicU16, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use io_uring::{cqueue, opcode, types, IoUring, Probe};
 
@@ -15,7 +15,7 @@ use super::features::Outcome;
 use super::{io_text, RING_ENTRIES};
 use crate::token::{OpKind, Token};
 use crate::uring::mmap::{AnonMap, HugePages};
-use crate::uring::ring::{Op, Ring};
+use crate::uring::ring::{Op, Ring, Target};
 
 /// Wait up to `limit` for one completion; `None` when none came.
 fn wait_one(ring: &mut IoUring, limit: Duration) -> Option<cqueue::Entry> {
@@ -56,6 +56,63 @@ pub(super) fn probe_registered_ring() -> Outcome {
         Outcome::yes("registered the ring's descriptor; a wait named by its index completed")
     } else {
         Outcome::no("a wait named by the registered index returned without the completion")
+    }
+}
+
+/// Closes that complete only when they fail (IORING_FEAT_CQE_SKIP, 5.17),
+/// as the engine submits them: through its own submission path, one end
+/// of a socket pair is closed and a close of descriptor -1 is tried; the
+/// first must post no completion and leave its peer at end of stream, the
+/// second must complete with EBADF.
+pub(super) fn probe_silent_closes() -> Outcome {
+    let raw = match IoUring::new(RING_ENTRIES) {
+        Ok(r) => r,
+        Err(e) => return Outcome::no(format!("ring setup: {}", io_text(&e))),
+    };
+    let mut ring = Ring::new(raw);
+    if !ring.closes_complete_on_failure_only() {
+        return Outcome::no("IORING_FEAT_CQE_SKIP not reported: every close completes");
+    }
+    let (closed, mut peer) = match UnixStream::pair() {
+        Ok(p) => p,
+        Err(e) => return Outcome::no(format!("socketpair: {}", io_text(&e))),
+    };
+    let close = |target| Op::Close { target };
+    ring.submit(
+        close(Target::Fd(closed.into_raw_fd())),
+        Token::worker(OpKind::Close),
+    );
+    ring.submit(close(Target::Fd(-1)), Token::worker(OpKind::Close));
+    ring.submit(
+        Op::Timeout {
+            after: Duration::from_millis(1),
+        },
+        Token::worker(OpKind::Timer),
+    );
+    let (mut closes, mut fired) = (Vec::new(), false);
+    let general = types::Timespec::from(Duration::from_millis(100));
+    let until = Instant::now() + Duration::from_secs(1);
+    while !fired && Instant::now() < until {
+        if let Err(e) = ring.submit_and_wait(None, &general) {
+            return Outcome::no(format!("io_uring_enter: {}", io_text(&e)));
+        }
+        ring.reap(|c| match c.token.kind() {
+            OpKind::Close => closes.push(c.res),
+            OpKind::Timer => fired = true,
+            _ => {}
+        });
+    }
+    let _ = peer.set_nonblocking(true);
+    let at_eof = matches!(peer.read(&mut [0u8; 1]), Ok(0));
+    match (closes.as_slice(), at_eof) {
+        ([res], true) if *res == -libc::EBADF => Outcome::yes(
+            "a socket closed with CQE_SKIP_SUCCESS posted no completion and its peer saw \
+             the end of stream; a close of -1 completed with EBADF",
+        ),
+        (_, false) => Outcome::no("the close was submitted but its peer did not see the end"),
+        _ => Outcome::no(format!(
+            "close completions {closes:?}: expected only the failed one's (EBADF)"
+        )),
     }
 }
 

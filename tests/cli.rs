@@ -771,10 +771,17 @@ fn bench_sweep_compares_options_with_the_defaults() {
         .filter(|l| l.trim_start().starts_with("run "))
         .collect();
     assert_eq!(run_lines.len(), 3, "{progress}");
-    assert!(
-        run_lines.iter().all(|l| l.contains("server CPU/op")),
-        "{progress}"
-    );
+    // In µs to two decimals: rounds differ by less than a table's figure.
+    for line in &run_lines {
+        let figure = line
+            .split("server CPU/op ")
+            .nth(1)
+            .unwrap_or_else(|| panic!("no CPU/op in {line:?}"));
+        let (us, unit) = figure.split_once(' ').expect("a figure and its unit");
+        assert_eq!(unit.trim(), "µs", "{line}");
+        assert_eq!(us.split_once('.').map(|(_, d)| d.len()), Some(2), "{line}");
+        assert!(us.parse::<f64>().is_ok_and(|v| v > 0.0), "{line}");
+    }
     for o in options {
         assert!(o["ratio_to_defaults"].as_f64().is_some(), "{o}");
         for r in o["runs"].as_array().expect("runs") {

@@ -84,9 +84,9 @@ impl Store {
     #[inline]
     pub(super) fn convert(&mut self, ud: u64, res: i32, flags: u32) -> Option<Cqe> {
         let last = !cqueue::more(flags);
-        // A close's completion when closes skip theirs: one never counted.
-        let uncounted = self.skip_closes && (ud >> 56) as u8 == OpKind::Close as u8;
-        if last && !uncounted {
+        // Not a close's completion when closes skip theirs: one never
+        // counted (an operation counts down at its last completion).
+        if last && !(self.skip_closes && (ud >> 56) as u8 == OpKind::Close as u8) {
             self.in_flight = self.in_flight.saturating_sub(1);
         }
         let (token, res, held) = if ud & HELD != 0 {

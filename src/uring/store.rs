@@ -84,8 +84,9 @@ impl Store {
     #[inline]
     pub(super) fn convert(&mut self, ud: u64, res: i32, flags: u32) -> Option<Cqe> {
         let last = !cqueue::more(flags);
-        // Not a close's completion when closes skip theirs: one never
-        // counted (an operation counts down at its last completion).
+        // An operation counts down at its last completion, except a close
+        // when closes skip theirs: never counted, it completes only on
+        // failure.
         if last && !(self.skip_closes && (ud >> 56) as u8 == OpKind::Close as u8) {
             self.in_flight = self.in_flight.saturating_sub(1);
         }

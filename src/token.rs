@@ -126,6 +126,13 @@ impl Token {
             | u64::from(self.key)
     }
 
+    /// Whether `user_data` names an operation of `kind`, without decoding
+    /// the rest.
+    #[inline]
+    pub(crate) fn names(v: u64, kind: OpKind) -> bool {
+        (v >> 56) as u8 == kind as u8
+    }
+
     /// Decode a completion's `user_data`; `None` for a value the engine never
     /// submits (a zero or unknown kind).
     #[inline]

@@ -269,13 +269,7 @@ impl Driver {
     /// closes that complete only on failure are submitted here first).
     pub(crate) fn busy(&mut self) -> bool {
         match self {
-            Driver::Uring(d) => {
-                if d.closes_in_flight > 0 && d.ring.closes_complete_on_failure_only() {
-                    d.ring.submit_pending();
-                    d.settle_closes();
-                }
-                d.closes_in_flight > 0
-            }
+            Driver::Uring(d) => d.busy(),
             Driver::Epoll(_) => false,
         }
     }

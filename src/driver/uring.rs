@@ -44,9 +44,10 @@ pub(crate) struct UringDriver {
     pub(super) zc_threshold: usize,
     /// Each connection takes a buffer ring of its own from the pool.
     pub(super) per_conn_groups: bool,
-    /// Closes submitted and not completed: the worker does not exit before
-    /// they are, or their descriptors would leak.
-    pub(super) closes_in_flight: usize,
+    /// Closes submitted and not over (completed, or, when closes complete
+    /// only on failure, taken by the kernel): the worker does not exit
+    /// before they are, or their descriptors would leak.
+    closes_in_flight: usize,
     /// Deadlines of the worker timers in flight.
     timers: Vec<Instant>,
     /// The kernel's count of dropped completions, last seen.
@@ -418,11 +419,21 @@ impl UringDriver {
         Ok(())
     }
 
+    /// Whether closes are still to be waited for before the worker exits;
+    /// closes that complete only on failure are submitted now.
+    pub(super) fn busy(&mut self) -> bool {
+        if self.closes_in_flight > 0 && self.ring.closes_complete_on_failure_only() {
+            self.ring.submit_pending();
+            self.settle_closes();
+        }
+        self.closes_in_flight > 0
+    }
+
     /// Closes submitted without a completion on success are over once the
     /// kernel has taken every queued SQE (a socket's close runs as it is
     /// submitted).
     #[inline]
-    pub(super) fn settle_closes(&mut self) {
+    fn settle_closes(&mut self) {
         if self.closes_in_flight > 0
             && self.ring.closes_complete_on_failure_only()
             && self.ring.all_submitted()

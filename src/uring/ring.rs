@@ -258,15 +258,14 @@ impl Ring {
                     Target::Fd(fd) => opcode::Close::new(types::Fd(fd)).build(),
                     Target::Fixed(i) => opcode::Close::new(types::Fixed(i)).build(),
                 });
-                if !self.store.skip_closes {
-                    sqe
-                } else {
+                if self.store.skip_closes {
                     // Only a failure completes: not counted in flight.
                     let sqe = sqe.flags(squeue::Flags::SKIP_SUCCESS);
                     // SAFETY: a close points at no memory.
                     unsafe { self.push_entry(&sqe, false) };
                     return;
                 }
+                sqe
             }
             Op::Send { target, buf, zc } => {
                 let len = u32::try_from(buf.len()).unwrap_or(u32::MAX);

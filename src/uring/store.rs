@@ -87,7 +87,7 @@ impl Store {
         // An operation counts down at its last completion, except a close
         // when closes skip theirs: never counted, it completes only on
         // failure.
-        if last && !(self.skip_closes && (ud >> 56) as u8 == OpKind::Close as u8) {
+        if last && !(self.skip_closes && Token::names(ud, OpKind::Close)) {
             self.in_flight = self.in_flight.saturating_sub(1);
         }
         let (token, res, held) = if ud & HELD != 0 {

@@ -77,12 +77,10 @@ pub(super) fn probe_silent_closes() -> Outcome {
         Ok(p) => p,
         Err(e) => return Outcome::no(format!("socketpair: {}", io_text(&e))),
     };
-    let close = |target| Op::Close { target };
-    ring.submit(
-        close(Target::Fd(closed.into_raw_fd())),
-        Token::worker(OpKind::Close),
-    );
-    ring.submit(close(Target::Fd(-1)), Token::worker(OpKind::Close));
+    for fd in [closed.into_raw_fd(), -1] {
+        let target = Target::Fd(fd);
+        ring.submit(Op::Close { target }, Token::worker(OpKind::Close));
+    }
     ring.submit(
         Op::Timeout {
             after: Duration::from_millis(1),

@@ -282,6 +282,7 @@ impl ConnCore {
     /// On a TLS connection, take ciphertext `input` (see `TlsConn::feed`):
     /// plaintext into `plain`, the session's records into the output.
     /// `None` on a plain connection.
+    #[inline]
     pub(crate) fn feed_tls(
         &mut self,
         input: &[u8],

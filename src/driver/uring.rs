@@ -23,7 +23,7 @@ use crate::stats::WorkerStats;
 use crate::token::{OpKind, Token};
 use crate::uring::groups::Groups;
 use crate::uring::mmap::HugePages;
-use crate::uring::ring::{Cqe, Held, Op, Ring, Target};
+use crate::uring::ring::{Held, Op, Ring, Target};
 
 pub(crate) struct UringDriver {
     // Field order matters: the ring (which cancels what is in flight when
@@ -315,6 +315,7 @@ impl UringDriver {
 
     /// Give a provided buffer back to its ring, out of the count of those
     /// taken.
+    #[inline]
     pub(super) fn give_back(&mut self, bgid: u16, bid: u16) {
         if let Some(ring) = self.groups.get_mut(bgid) {
             if ring.recycle(bid) {
@@ -444,63 +445,129 @@ impl UringDriver {
 
     /// The batch's next completion, typed straight from the CQ; `None` at
     /// its end.
-    #[inline]
+    #[inline(always)]
     pub(super) fn next(&mut self) -> Option<Completion> {
-        if let Some(c) = self.follows.take() {
-            return Some(c);
+        if self.follows.is_some() {
+            return self.follows.take();
         }
         loop {
-            let c = self.ring.next_cqe()?;
-            if let Some(c) = self.convert(c) {
-                return Some(c);
+            let (ud, res, flags) = self.ring.next_raw()?;
+            let c = if Ring::is_held(ud) {
+                self.convert_held(ud, res, flags)
+            } else {
+                Token::from_user_data(ud).and_then(|token| self.convert(token, res, flags))
+            };
+            if c.is_some() {
+                return c;
             }
         }
     }
 
-    /// Type one completion: what the core hears of it, if anything (an
-    /// accept's last completion may carry a connection too: its end then
-    /// follows, from `follows`).
+    /// Type the completion of an operation that holds no memory: what the
+    /// core hears of it, if anything (an accept's last completion may
+    /// carry a connection too: its end then follows, from `follows`).
     #[inline]
-    fn convert(&mut self, c: Cqe) -> Option<Completion> {
-        let (key, generation) = (c.token.key(), c.token.generation());
-        match c.token.kind() {
-            kind @ (OpKind::Accept | OpKind::AcceptDirect) => {
-                let (listener, more) = (key as u16, c.more());
-                let conn = match c.fd {
-                    Some(fd) => Some(NewConn::Plain(Socket::from(fd))),
-                    None if kind == OpKind::AcceptDirect && c.res >= 0 => {
-                        self.stats.add(&self.stats.direct_accepts, 1);
-                        Some(NewConn::Direct(c.res as u32))
-                    }
-                    None => None,
-                };
-                let accepted = conn.map(|conn| Completion::Accepted { listener, conn });
-                let errno = match self.accepts.completed(listener, kind, c.res, more) {
-                    AcceptEvent::Going => return accepted,
-                    AcceptEvent::Ended(errno) => errno,
-                    AcceptEvent::TableFull => {
-                        self.stats.add(&self.stats.direct_table_full, 1);
-                        self.switch_accepts();
-                        0
-                    }
-                };
-                let ended = Completion::AcceptEnded { listener, errno };
-                match accepted {
-                    Some(a) => {
-                        self.follows = Some(ended);
-                        Some(a)
-                    }
-                    None => Some(ended),
-                }
-            }
+    fn convert(&mut self, token: Token, res: i32, flags: u32) -> Option<Completion> {
+        let (key, generation) = (token.key(), token.generation());
+        let more = io_uring::cqueue::more(flags);
+        match token.kind() {
             OpKind::Recv => Some(Completion::Recv {
                 key,
                 generation,
-                ev: RecvEvent::Uring {
-                    res: c.res,
-                    flags: c.flags,
-                },
+                ev: RecvEvent::Uring { res, flags },
             }),
+            OpKind::Reply => {
+                // The key is the buffer id (shared ring).
+                let r = self.replies.get_mut(key)?;
+                let notif = io_uring::cqueue::notif(flags);
+                if more && !notif {
+                    // A SEND_ZC's result: reported with the notification,
+                    // when the kernel is done with the buffer.
+                    r.first = res;
+                    return None;
+                }
+                Some(Completion::Sent {
+                    key: r.key as usize,
+                    generation: r.generation,
+                    res: if notif { r.first } else { res },
+                    buf: SentBuf::Provided {
+                        bgid: crate::uring::groups::SHARED,
+                        bid: key as u16,
+                        off: r.off,
+                        len: r.len,
+                    },
+                })
+            }
+            kind @ (OpKind::Accept | OpKind::AcceptDirect) => {
+                self.accept_completed(kind, key as u16, res, more, token)
+            }
+            OpKind::ShutdownWrite => Some(Completion::ShutDown { key, generation }),
+            OpKind::Wake => {
+                if !more {
+                    self.arm_wake();
+                }
+                Some(Completion::Wake)
+            }
+            OpKind::Close => {
+                // A failed close of a socket still releases the descriptor.
+                // Counted down here only when every close completes.
+                if !self.ring.closes_complete_on_failure_only() {
+                    self.closes_in_flight -= 1;
+                }
+                None
+            }
+            // Acknowledgements: the operations they target post their own
+            // completions. The other kinds hold memory (`convert_held`).
+            OpKind::Cancel | OpKind::AcceptCancel => None,
+            OpKind::Send | OpKind::FilesUpdate | OpKind::Connect | OpKind::Timer => None,
+        }
+    }
+
+    /// An accept's completion on listener `listener`.
+    fn accept_completed(
+        &mut self,
+        kind: OpKind,
+        listener: u16,
+        res: i32,
+        more: bool,
+        token: Token,
+    ) -> Option<Completion> {
+        let conn = match crate::uring::ring::accepted(token, res) {
+            Some(fd) => Some(NewConn::Plain(Socket::from(fd))),
+            None if kind == OpKind::AcceptDirect && res >= 0 => {
+                self.stats.add(&self.stats.direct_accepts, 1);
+                Some(NewConn::Direct(res as u32))
+            }
+            None => None,
+        };
+        let accepted = conn.map(|conn| Completion::Accepted { listener, conn });
+        let errno = match self.accepts.completed(listener, kind, res, more) {
+            AcceptEvent::Going => return accepted,
+            AcceptEvent::Ended(errno) => errno,
+            AcceptEvent::TableFull => {
+                self.stats.add(&self.stats.direct_table_full, 1);
+                self.switch_accepts();
+                0
+            }
+        };
+        let ended = Completion::AcceptEnded { listener, errno };
+        match accepted {
+            Some(a) => {
+                self.follows = Some(ended);
+                Some(a)
+            }
+            None => Some(ended),
+        }
+    }
+
+    /// Type the completion of an operation that holds memory (a send's
+    /// bytes, a files update's source, a connect's address, a timer's
+    /// timespec), given back on its last completion.
+    #[inline(never)]
+    fn convert_held(&mut self, ud: u64, res: i32, flags: u32) -> Option<Completion> {
+        let c = self.ring.take_held(ud, res, flags)?;
+        let (key, generation) = (c.token.key(), c.token.generation());
+        match c.token.kind() {
             OpKind::Send => match c.held {
                 Some(Held::Bytes(buf)) => Some(Completion::Sent {
                     key,
@@ -510,29 +577,6 @@ impl UringDriver {
                 }),
                 _ => None,
             },
-            OpKind::Reply => {
-                // The key is the buffer id (shared ring).
-                let r = self.replies.get_mut(key)?;
-                let notif = io_uring::cqueue::notif(c.flags);
-                if c.more() && !notif {
-                    // A SEND_ZC's result: reported with the notification,
-                    // when the kernel is done with the buffer.
-                    r.first = c.res;
-                    return None;
-                }
-                Some(Completion::Sent {
-                    key: r.key as usize,
-                    generation: r.generation,
-                    res: if notif { r.first } else { c.res },
-                    buf: SentBuf::Provided {
-                        bgid: crate::uring::groups::SHARED,
-                        bid: key as u16,
-                        off: r.off,
-                        len: r.len,
-                    },
-                })
-            }
-            OpKind::ShutdownWrite => Some(Completion::ShutDown { key, generation }),
             // Only installs are reported; a clear's completion is not.
             OpKind::FilesUpdate => match c.held {
                 Some(Held::Fd(ref fd)) if **fd >= 0 => Some(Completion::Registered {
@@ -547,12 +591,6 @@ impl UringDriver {
                 generation,
                 res: Some(c.res),
             }),
-            OpKind::Wake => {
-                if !c.more() {
-                    self.arm_wake();
-                }
-                Some(Completion::Wake)
-            }
             OpKind::Timer => {
                 // Timers fire in deadline order: this was the earliest.
                 let timers = &mut self.timers;
@@ -561,17 +599,7 @@ impl UringDriver {
                 }
                 Some(Completion::Timer)
             }
-            OpKind::Close => {
-                // A failed close of a socket still releases the descriptor.
-                // Counted down here only when every close completes.
-                if !self.ring.closes_complete_on_failure_only() {
-                    self.closes_in_flight -= 1;
-                }
-                None
-            }
-            // Acknowledgements: the operations they target post their own
-            // completions.
-            OpKind::Cancel | OpKind::AcceptCancel => None,
+            _ => None,
         }
     }
 }

@@ -10,10 +10,13 @@
 //! can hand the kernel a pointer to a temporary; the one step whose
 //! soundness rests on that bookkeeping, [`Ring::push`], is an `unsafe fn`.
 //!
-//! Completions are converted once ([`Ring::reap`]): the `user_data` is
-//! decoded into its [`Token`], held memory is returned, an accepted
-//! descriptor becomes an [`OwnedFd`], and a SEND_ZC's result is joined with
-//! its notification (the kernel is done with the bytes only then).
+//! Completions are read once, in place ([`Ring::next_raw`]), and counted.
+//! The worker's driver types most of them straight from their raw parts;
+//! a held operation's goes through [`Ring::take_held`], which returns its
+//! memory and joins a SEND_ZC's result with its notification (the kernel
+//! is done with the bytes only then). [`Ring::reap`] converts every one
+//! into a [`Cqe`] for the simpler users (UDP, the probe). An accepted
+//! descriptor becomes an `OwnedFd` in one place ([`accepted`]).
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
@@ -23,7 +26,7 @@ use io_uring::{opcode, squeue, types, IoUring};
 use slab::Slab;
 use socket2::SockAddr;
 
-pub(crate) use super::store::{Cqe, Held};
+pub(crate) use super::store::{accepted, Cqe, Held};
 use super::store::{HeldOp, Store, HELD};
 use crate::token::Token;
 
@@ -390,6 +393,7 @@ impl Ring {
     ///
     /// # Safety
     /// As for [`Ring::push`].
+    #[inline]
     unsafe fn push_entry(&mut self, sqe: &squeue::Entry, counted: bool) {
         if self.fatal.is_some() {
             return;
@@ -573,25 +577,53 @@ impl Ring {
         (cq.overflow(), overflow)
     }
 
-    /// The batch's next completion, converted: set-aside ones first, then
-    /// straight from the CQ, whose head moves past each entry as it is
-    /// read (no copy of the batch is made). `None` at the end of the batch.
+    /// The batch's next completion as the kernel wrote it (`user_data`,
+    /// result, flags), counted: set-aside ones first, then straight from
+    /// the CQ, whose head moves past each entry as it is read (no copy of
+    /// the batch is made). `None` at the end of the batch. A held
+    /// operation's completion ([`Ring::is_held`]) must be passed to
+    /// [`Ring::take_held`], which gives its memory back.
+    #[inline]
+    pub(crate) fn next_raw(&mut self) -> Option<(u64, i32, u32)> {
+        if self.batch_left == 0 {
+            return None;
+        }
+        self.batch_left -= 1;
+        let (ud, res, flags) = match self.backlog.pop_front() {
+            Some(raw) => raw,
+            None => {
+                let c = self.ring.completion().next()?;
+                (c.user_data(), c.result(), c.flags())
+            }
+        };
+        self.store.finish(ud, flags);
+        Some((ud, res, flags))
+    }
+
+    /// Whether a completion's `user_data` is that of an operation whose
+    /// memory the ring holds.
+    #[inline]
+    pub(crate) fn is_held(ud: u64) -> bool {
+        ud & HELD != 0
+    }
+
+    /// A held operation's completion, converted: its memory is given back
+    /// on its last completion; `None` for a SEND_ZC's first completion
+    /// (its result comes with the notification) or an unknown slot.
+    pub(crate) fn take_held(&mut self, ud: u64, res: i32, flags: u32) -> Option<Cqe> {
+        self.store.take_held(ud, res, flags)
+    }
+
+    /// The batch's next completion, converted ([`Ring::next_raw`], then
+    /// held memory given back and an accepted descriptor owned).
     #[inline]
     pub(crate) fn next_cqe(&mut self) -> Option<Cqe> {
-        while self.batch_left > 0 {
-            self.batch_left -= 1;
-            let (ud, res, flags) = match self.backlog.pop_front() {
-                Some(raw) => raw,
-                None => {
-                    let c = self.ring.completion().next()?;
-                    (c.user_data(), c.result(), c.flags())
-                }
-            };
+        loop {
+            let (ud, res, flags) = self.next_raw()?;
             if let Some(c) = self.store.convert(ud, res, flags) {
                 return Some(c);
             }
         }
-        None
     }
 
     /// Hand every completion ready now (set-aside ones first), converted,

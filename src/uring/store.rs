@@ -1,7 +1,8 @@
-//! The memory in-flight operations point at, and the one conversion of a
-//! raw completion into a [`Cqe`]: the `user_data` decoded into its
-//! [`Token`], held memory given back on the last completion, an accepted
-//! descriptor owned, a SEND_ZC's result joined with its notification.
+//! The memory in-flight operations point at and the count of operations in
+//! flight: a held operation's completion converted into a [`Cqe`] (held
+//! memory given back on the last completion, a SEND_ZC's result joined
+//! with its notification), and the one place an accepted descriptor is
+//! owned ([`accepted`]).
 
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
@@ -14,6 +15,18 @@ use crate::token::{OpKind, Token};
 /// `user_data` bit marking an operation whose memory sits in `held`; the
 /// low 32 bits are then the held slot, and the real token is kept there.
 pub(super) const HELD: u64 = 1 << 63;
+
+/// The descriptor a plain accept's completion (`token`, `res`) installed,
+/// owned from here on.
+#[inline]
+pub(crate) fn accepted(token: Token, res: i32) -> Option<OwnedFd> {
+    (token.kind() == OpKind::Accept && res >= 0).then(|| {
+        // SAFETY: a non-negative accept result is a descriptor the kernel
+        // has just installed for this process and nobody else owns (each
+        // completion is read once).
+        unsafe { OwnedFd::from_raw_fd(res) }
+    })
+}
 
 /// Memory an in-flight operation points at.
 #[derive(Debug)]
@@ -54,8 +67,6 @@ pub(crate) struct Cqe {
     pub(crate) flags: u32,
     /// The memory the operation held, on its last completion.
     pub(crate) held: Option<Held>,
-    /// An accepted descriptor, owned from here on.
-    pub(crate) fd: Option<OwnedFd>,
 }
 
 impl Cqe {
@@ -81,57 +92,67 @@ pub(super) struct Store {
 }
 
 impl Store {
+    /// Count an operation down at its last completion, except a close when
+    /// closes skip theirs: never counted, it completes only on failure.
     #[inline]
-    pub(super) fn convert(&mut self, ud: u64, res: i32, flags: u32) -> Option<Cqe> {
+    pub(super) fn finish(&mut self, ud: u64, flags: u32) {
         let last = !cqueue::more(flags);
-        // An operation counts down at its last completion, except a close
-        // when closes skip theirs: never counted, it completes only on
-        // failure.
         if last && !(self.skip_closes && Token::names(ud, OpKind::Close)) {
             self.in_flight = self.in_flight.saturating_sub(1);
         }
-        let (token, res, held) = if ud & HELD != 0 {
-            let slot = (ud & u64::from(u32::MAX)) as usize;
-            let op = self.held.get_mut(slot)?;
-            let token = op.token;
-            if !last {
-                if op.zc {
-                    // A SEND_ZC's result: reported with the notification,
-                    // when the kernel is done with the bytes.
-                    op.first_res = Some(res);
-                    return None;
-                }
-                // A multishot operation goes on; its memory stays held.
-                return Some(Cqe {
-                    token,
-                    res,
-                    flags,
-                    held: None,
-                    fd: None,
-                });
-            }
-            let op = self.held.remove(slot);
-            self.held_multishot.retain(|&(_, s)| s != slot);
-            let res = if cqueue::notif(flags) {
-                op.first_res.unwrap_or(res)
-            } else {
-                res
-            };
-            (token, res, Some(op.mem))
-        } else {
-            (Token::from_user_data(ud)?, res, None)
-        };
-        let fd = (token.kind() == OpKind::Accept && res >= 0).then(|| {
-            // SAFETY: a non-negative accept result is a descriptor the kernel
-            // has just installed for this process and nobody else owns.
-            unsafe { OwnedFd::from_raw_fd(res) }
-        });
+    }
+
+    /// Convert one completion (already counted by [`Store::finish`]).
+    #[inline]
+    pub(super) fn convert(&mut self, ud: u64, res: i32, flags: u32) -> Option<Cqe> {
+        if ud & HELD != 0 {
+            return self.take_held(ud, res, flags);
+        }
+        let token = Token::from_user_data(ud)?;
+        // Accepts are typed by the driver, which reads raw completions
+        // (`Ring::next_raw`); a descriptor accepted here is closed.
+        drop(accepted(token, res));
         Some(Cqe {
             token,
             res,
             flags,
-            held,
-            fd,
+            held: None,
+        })
+    }
+
+    /// Convert the completion of an operation whose memory is held (`ud`
+    /// has [`HELD`]), giving the memory back on its last completion.
+    pub(crate) fn take_held(&mut self, ud: u64, res: i32, flags: u32) -> Option<Cqe> {
+        let slot = (ud & u64::from(u32::MAX)) as usize;
+        let op = self.held.get_mut(slot)?;
+        let token = op.token;
+        if cqueue::more(flags) {
+            if op.zc {
+                // A SEND_ZC's result: reported with the notification, when
+                // the kernel is done with the bytes.
+                op.first_res = Some(res);
+                return None;
+            }
+            // A multishot operation goes on; its memory stays held.
+            return Some(Cqe {
+                token,
+                res,
+                flags,
+                held: None,
+            });
+        }
+        let op = self.held.remove(slot);
+        self.held_multishot.retain(|&(_, s)| s != slot);
+        let res = if cqueue::notif(flags) {
+            op.first_res.unwrap_or(res)
+        } else {
+            res
+        };
+        Some(Cqe {
+            token,
+            res,
+            flags,
+            held: Some(op.mem),
         })
     }
 }

@@ -260,10 +260,7 @@ impl<H: Handler> Worker<H> {
             self.driver.wait(deadline)?;
             let mut timer = false;
             while let Some(c) = self.driver.next() {
-                match c {
-                    Completion::Timer => timer = true,
-                    c => self.dispatch(c),
-                }
+                timer |= self.dispatch(c);
             }
             if timer {
                 if let Some(t) = self.deadlines.next() {
@@ -277,7 +274,10 @@ impl<H: Handler> Worker<H> {
         }
     }
 
-    fn dispatch(&mut self, c: Completion) {
+    /// Act on one completion; `true` for the worker timer's (deadlines may
+    /// be due: checked once, after the batch).
+    #[inline(always)]
+    fn dispatch(&mut self, c: Completion) -> bool {
         match c {
             Completion::Accepted { listener, conn } => self.on_accepted(listener, conn),
             Completion::AcceptEnded { listener, errno } => self.on_accept_ended(listener, errno),
@@ -326,8 +326,9 @@ impl<H: Handler> Worker<H> {
                 res,
             } => self.on_connected(key, generation, res),
             Completion::Wake => self.on_wake(),
-            Completion::Timer => {}
+            Completion::Timer => return true,
         }
+        false
     }
 
     /// Whether slot `key` still holds the connection of `generation`; a

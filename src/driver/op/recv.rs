@@ -100,6 +100,7 @@ impl Driver {
     /// `take`, which says whether to go on, and (io_uring) whether it keeps
     /// the chunk's provided buffer out of its ring because a reply is sent
     /// straight from it ([`Driver::kept`] names it then).
+    #[inline]
     pub(crate) fn receive(
         &mut self,
         dc: DriverConn,
@@ -131,12 +132,56 @@ impl UringDriver {
     /// Lend the buffers a recv completion names to `take`, and give them
     /// back. Buffers taken and not given back (by the ring's own records)
     /// are added up in `buffers_in_use`: 0 unless one leaked.
+    ///
+    /// The common completion (bytes in one whole buffer) is taken here,
+    /// where `take` is inlined; the others in [`UringDriver::receive_other`].
+    #[inline(always)]
     fn receive(
         &mut self,
         dc: DriverConn,
         res: i32,
         flags: u32,
         mut take: impl FnMut(&[u8]) -> (Flow, bool),
+    ) -> Received {
+        let (Some(bid), Some(ring)) = (cqueue::buffer_select(flags), self.groups.get_mut(dc.bgid))
+        else {
+            return self.receive_other(dc, res, flags, &mut take);
+        };
+        if res <= 0 || self.bundle || ring.is_incremental() {
+            return self.receive_other(dc, res, flags, &mut take);
+        }
+        let st = &self.stats;
+        st.add(&st.bytes_in, res as u64);
+        // One buffer: lent, then kept for a reply or given back.
+        let taken = ring.take(bid);
+        let (_, keep) = take(ring.filled(bid, res as usize));
+        let returned = if keep && self.kept.is_none() {
+            self.kept = Some((dc.bgid, bid));
+            false
+        } else {
+            ring.recycle(bid)
+        };
+        if taken != returned {
+            self.lent_total =
+                (self.lent_total + u64::from(taken)).saturating_sub(u64::from(returned));
+            st.set(&st.buffers_in_use, self.lent_total);
+        }
+        if cqueue::more(flags) {
+            Received::Armed
+        } else {
+            Received::Ended
+        }
+    }
+
+    /// [`UringDriver::receive`] of the other completions: an end or an
+    /// error, a bundle, an incremental buffer's part.
+    #[inline(never)]
+    fn receive_other(
+        &mut self,
+        dc: DriverConn,
+        res: i32,
+        flags: u32,
+        take: &mut impl FnMut(&[u8]) -> (Flow, bool),
     ) -> Received {
         let st = &self.stats;
         let buffer = cqueue::buffer_select(flags);

@@ -129,6 +129,7 @@ pub const MIN_PERIOD: Duration = Duration::from_millis(1);
 /// dropped. Returns whether a partial message began that needs a
 /// read-timeout entry, or the close reason if the held-back bytes exceed
 /// `limit`.
+#[inline]
 pub(crate) fn deliver<H: Handler + ?Sized>(
     core: &mut ConnCore,
     handler: &mut H,

@@ -11,6 +11,7 @@ impl Handler for Echo {
 
     fn on_open(&mut self, _conn: &mut Conn<'_>) {}
 
+    #[inline]
     fn on_data(&mut self, conn: &mut Conn<'_>, _: &mut (), data: &[u8]) -> usize {
         conn.send(data);
         data.len()

@@ -7,9 +7,9 @@ use std::time::Instant;
 use super::deadlines::Due;
 use super::timeouts::{write_check, write_check_interval, Watch, WriteCheck};
 use super::{op, Lent, Slot, Worker};
-use crate::conn::{Flow, Phase, Pressure};
+use crate::conn::{ConnCore, Flow, Phase, Pressure};
 use crate::driver::{Received, RecvEvent, SendStart, SentBuf};
-use crate::handler::{deliver, CloseReason, Conn, Handler};
+use crate::handler::{deliver, CloseReason, Conn, Env, Handler};
 use crate::reply::LentReply;
 
 impl<H: Handler> Worker<H> {
@@ -33,80 +33,36 @@ impl<H: Handler> Worker<H> {
             driver,
             conns,
             handler,
-            mut env,
+            env,
             plain,
         } = self.lend();
         let slot = &mut conns[key];
         let (generation, fd) = (slot.generation(), slot.core.raw_fd());
         let Slot { core, state, .. } = slot;
-        let (mut failed, mut partial) = (None, false);
-        let mut tls = TlsEvents::default();
-        // io_uring with room: a reply of the bytes lent goes straight from
-        // their buffer (`Conn::send`).
-        let zero_copy = driver.reply_room();
-        let mut lent = LentReply::default();
-        let mut claim = None;
-        let got = driver.receive(slot.drv, fd, ev, |bytes| {
-            if core.is_closed() {
-                return (Flow::Stop, false);
-            }
-            if core.is_closing() {
-                // Input after the close is read and discarded.
-                return (core.flow(), false);
-            }
-            let data: &[u8] = match core.feed_tls(bytes, plain) {
-                None => bytes,
-                Some(Err(why)) => {
-                    // Its alert goes out, then the connection closes.
-                    tls.failed = true;
-                    core.close(CloseReason::Tls(why));
-                    return (core.flow(), false);
-                }
-                Some(Ok(fed)) => {
-                    if fed.opened {
-                        tls.opened = true;
-                        *state = Some(handler.on_open(&mut Conn {
-                            core,
-                            env: env.reborrow(),
-                        }));
-                    }
-                    tls.peer_closed |= fed.peer_closed;
-                    tls.handshaking |= core.tls_handshaking();
-                    plain
-                }
-            };
-            // No state: the handshake is not over (nor the handler told).
-            let Some(state) = state.as_mut() else {
-                return (core.flow(), false);
-            };
-            if data.is_empty() {
-                return (core.flow(), false);
-            }
-            let mut reach = env.reborrow();
-            if zero_copy && claim.is_none() && std::ptr::eq(data, bytes) {
-                lent.lend(bytes);
-                reach.lent = Some(&mut lent);
-            }
-            let res = deliver(core, handler, state, data, limit, reach);
-            plain.clear();
-            let keep = match lent.claimed.take() {
-                Some(c) => {
-                    claim = Some(c);
-                    true
-                }
-                None => false,
-            };
-            match res {
-                Ok(began) => {
-                    partial |= began;
-                    (core.flow(), keep)
-                }
-                Err(reason) => {
-                    failed = Some(reason);
-                    (Flow::Stop, keep)
-                }
-            }
-        });
+        let mut intake = Intake {
+            core,
+            state,
+            handler,
+            env,
+            plain,
+            limit,
+            // io_uring with room: a reply of the bytes lent goes straight
+            // from their buffer (`Conn::send`).
+            zero_copy: driver.reply_room(),
+            lent: LentReply::default(),
+            claim: None,
+            failed: None,
+            partial: false,
+            tls: TlsEvents::default(),
+        };
+        let got = driver.receive(slot.drv, fd, ev, |bytes| intake.take(bytes));
+        let Intake {
+            claim,
+            mut failed,
+            partial,
+            tls,
+            ..
+        } = intake;
         if let Some(buf) = driver.kept() {
             // The handler replied with bytes of this buffer: send them from
             // it, unless the connection is over.
@@ -557,6 +513,98 @@ impl<H: Handler> Worker<H> {
         self.ctx.bus.release();
         st.add(&st.closed, 1);
         st.sub(&st.open, 1);
+    }
+}
+
+/// One receive's input on its way to the handler: what each chunk is
+/// handed with, and what came of the chunks (the handler's reply claim, a
+/// failure, a partial message, TLS events).
+struct Intake<'a, H: Handler> {
+    core: &'a mut ConnCore,
+    state: &'a mut Option<H::State>,
+    handler: &'a mut H,
+    env: Env<'a>,
+    /// Plaintext out of a TLS session.
+    plain: &'a mut Vec<u8>,
+    /// `max_unconsumed`.
+    limit: usize,
+    /// A reply may claim the buffer lent.
+    zero_copy: bool,
+    lent: LentReply,
+    /// The bytes of the buffer a reply claimed (offset, length).
+    claim: Option<(u32, u32)>,
+    failed: Option<CloseReason>,
+    /// A message began and is not complete (for `read_timeout`).
+    partial: bool,
+    tls: TlsEvents,
+}
+
+impl<H: Handler> Intake<'_, H> {
+    /// Hand one chunk of input to the handler (through TLS first, if the
+    /// connection speaks it): whether to go on, and whether the chunk's
+    /// buffer is kept for a reply sent straight from it.
+    #[inline(always)]
+    fn take(&mut self, bytes: &[u8]) -> (Flow, bool) {
+        let core = &mut *self.core;
+        if core.is_closed() {
+            return (Flow::Stop, false);
+        }
+        if core.is_closing() {
+            // Input after the close is read and discarded.
+            return (core.flow(), false);
+        }
+        let data: &[u8] = match core.feed_tls(bytes, self.plain) {
+            None => bytes,
+            Some(Err(why)) => {
+                // Its alert goes out, then the connection closes.
+                self.tls.failed = true;
+                core.close(CloseReason::Tls(why));
+                return (core.flow(), false);
+            }
+            Some(Ok(fed)) => {
+                if fed.opened {
+                    self.tls.opened = true;
+                    *self.state = Some(self.handler.on_open(&mut Conn {
+                        core,
+                        env: self.env.reborrow(),
+                    }));
+                }
+                self.tls.peer_closed |= fed.peer_closed;
+                self.tls.handshaking |= core.tls_handshaking();
+                self.plain
+            }
+        };
+        // No state: the handshake is not over (nor the handler told).
+        let Some(state) = self.state.as_mut() else {
+            return (core.flow(), false);
+        };
+        if data.is_empty() {
+            return (core.flow(), false);
+        }
+        let mut reach = self.env.reborrow();
+        if self.zero_copy && self.claim.is_none() && std::ptr::eq(data, bytes) {
+            self.lent.lend(bytes);
+            reach.lent = Some(&mut self.lent);
+        }
+        let res = deliver(core, self.handler, state, data, self.limit, reach);
+        self.plain.clear();
+        let keep = match self.lent.claimed.take() {
+            Some(c) => {
+                self.claim = Some(c);
+                true
+            }
+            None => false,
+        };
+        match res {
+            Ok(began) => {
+                self.partial |= began;
+                (core.flow(), keep)
+            }
+            Err(reason) => {
+                self.failed = Some(reason);
+                (Flow::Stop, keep)
+            }
+        }
     }
 }
 

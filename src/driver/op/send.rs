@@ -74,6 +74,7 @@ impl Driver {
     /// back in [`super::super::SentBuf::Provided`] and stays out of its
     /// ring until [`Driver::give_back`]. `false` (nothing submitted, the
     /// buffer given back): not a buffer the core holds.
+    #[inline]
     pub(crate) fn send_provided(
         &mut self,
         key: usize,

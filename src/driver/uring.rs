@@ -59,7 +59,8 @@ pub(crate) struct UringDriver {
     batch_ts: types::Timespec,
     /// The buffers of one recv completion (reused).
     pub(super) recv_bufs: Vec<(u16, usize)>,
-    /// Buffers taken from the rings and not given back (`buffers_in_use`).
+    /// Buffers taken from the rings and not given back (published as
+    /// `buffers_in_use` before each wait and at the end).
     pub(super) lent_total: u64,
     /// Provided buffers replies are being sent from, and how many may be.
     pub(super) provided_in_flight: usize,
@@ -320,7 +321,6 @@ impl UringDriver {
         if let Some(ring) = self.groups.get_mut(bgid) {
             if ring.recycle(bid) {
                 self.lent_total = self.lent_total.saturating_sub(1);
-                self.stats.set(&self.stats.buffers_in_use, self.lent_total);
             }
         }
     }
@@ -401,6 +401,7 @@ impl UringDriver {
         if let Some(e) = self.ring.take_fatal() {
             return Err(e);
         }
+        self.stats.set(&self.stats.buffers_in_use, self.lent_total);
         if self.ring.submit_and_wait(self.batch, &self.batch_ts)? {
             self.stats.add(&self.stats.waits, 1);
         }
@@ -423,6 +424,7 @@ impl UringDriver {
     /// Whether closes are still to be waited for before the worker exits;
     /// closes that complete only on failure are submitted now.
     pub(super) fn busy(&mut self) -> bool {
+        self.stats.set(&self.stats.buffers_in_use, self.lent_total);
         if self.closes_in_flight > 0 && self.ring.closes_complete_on_failure_only() {
             self.ring.submit_pending();
             self.settle_closes();
@@ -452,13 +454,14 @@ impl UringDriver {
         }
         loop {
             let (ud, res, flags) = self.ring.next_raw()?;
-            let c = if Ring::is_held(ud) {
-                self.convert_held(ud, res, flags)
-            } else {
-                Token::from_user_data(ud).and_then(|token| self.convert(token, res, flags))
-            };
-            if c.is_some() {
-                return c;
+            if Ring::is_held(ud) {
+                if let Some(c) = self.convert_held(ud, res, flags) {
+                    return Some(c);
+                }
+            } else if let Some(token) = Token::from_user_data(ud) {
+                if let Some(c) = self.convert(token, res, flags) {
+                    return Some(c);
+                }
             }
         }
     }

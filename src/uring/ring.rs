@@ -333,6 +333,7 @@ impl Ring {
     /// With `fixed`: the bytes lie in registered buffer `fixed` and go
     /// with SEND_ZC from it (a result, then a notification when the
     /// kernel is done with the bytes).
+    #[inline(always)]
     pub(crate) unsafe fn submit_provided_send(
         &mut self,
         target: Target,

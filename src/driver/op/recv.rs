@@ -131,7 +131,8 @@ impl Driver {
 impl UringDriver {
     /// Lend the buffers a recv completion names to `take`, and give them
     /// back. Buffers taken and not given back (by the ring's own records)
-    /// are added up in `buffers_in_use`: 0 unless one leaked.
+    /// are added up in `lent_total` (`buffers_in_use` between batches): 0
+    /// unless one leaked.
     ///
     /// The common completion (bytes in one whole buffer) is taken here,
     /// where `take` is inlined; the others in [`UringDriver::receive_other`].
@@ -164,7 +165,6 @@ impl UringDriver {
         if taken != returned {
             self.lent_total =
                 (self.lent_total + u64::from(taken)).saturating_sub(u64::from(returned));
-            st.set(&st.buffers_in_use, self.lent_total);
         }
         if cqueue::more(flags) {
             Received::Armed
@@ -229,7 +229,6 @@ impl UringDriver {
                 }
                 if taken != returned {
                     self.lent_total = (self.lent_total + taken).saturating_sub(returned);
-                    st.set(&st.buffers_in_use, self.lent_total);
                 }
                 return if cqueue::more(flags) {
                     Received::Armed
@@ -282,7 +281,6 @@ impl UringDriver {
         };
         if taken != returned {
             self.lent_total = (self.lent_total + taken).saturating_sub(returned);
-            st.set(&st.buffers_in_use, self.lent_total);
         }
         got
     }

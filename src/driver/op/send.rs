@@ -74,7 +74,7 @@ impl Driver {
     /// back in [`super::super::SentBuf::Provided`] and stays out of its
     /// ring until [`Driver::give_back`]. `false` (nothing submitted, the
     /// buffer given back): not a buffer the core holds.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn send_provided(
         &mut self,
         key: usize,
@@ -118,6 +118,7 @@ impl Driver {
 
     /// io_uring: give provided buffer `bid` of group `bgid` back to its
     /// ring (a reply sent from it is done). Nothing on epoll.
+    #[inline]
     pub(crate) fn give_back(&mut self, bgid: u16, bid: u16) {
         if let Driver::Uring(d) = self {
             d.provided_in_flight = d.provided_in_flight.saturating_sub(1);

@@ -50,8 +50,8 @@ counters! {
     /// Bytes sent.
     bytes_out,
     /// Provided buffers a completion named and the worker has not given back
-    /// to their ring (from the rings' own records; 0 between batches unless
-    /// a buffer leaked).
+    /// to their ring (from the rings' own records, published before each
+    /// wait: 0 between batches unless a buffer leaked).
     buffers_in_use,
     /// Replies sent straight from the provided buffer their bytes arrived
     /// in (io_uring: the handler sent bytes it was lent), without a copy.

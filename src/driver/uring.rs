@@ -501,9 +501,7 @@ impl UringDriver {
                     },
                 })
             }
-            kind @ (OpKind::Accept | OpKind::AcceptDirect) => {
-                self.accept_completed(kind, key as u16, res, more, token)
-            }
+            OpKind::Accept | OpKind::AcceptDirect => self.accept_completed(token, res, more),
             OpKind::ShutdownWrite => Some(Completion::ShutDown { key, generation }),
             OpKind::Wake => {
                 if !more {
@@ -526,15 +524,9 @@ impl UringDriver {
         }
     }
 
-    /// An accept's completion on listener `listener`.
-    fn accept_completed(
-        &mut self,
-        kind: OpKind,
-        listener: u16,
-        res: i32,
-        more: bool,
-        token: Token,
-    ) -> Option<Completion> {
+    /// An accept's completion (its token's key is the listener's index).
+    fn accept_completed(&mut self, token: Token, res: i32, more: bool) -> Option<Completion> {
+        let (kind, listener) = (token.kind(), token.key() as u16);
         let conn = match crate::uring::ring::accepted(token, res) {
             Some(fd) => Some(NewConn::Plain(Socket::from(fd))),
             None if kind == OpKind::AcceptDirect && res >= 0 => {

@@ -174,7 +174,8 @@ impl UringDriver {
     }
 
     /// [`UringDriver::receive`] of the other completions: an end or an
-    /// error, a bundle, an incremental buffer's part.
+    /// error, a bundle, an incremental buffer's part (never one whole
+    /// buffer without bundles).
     #[inline(never)]
     fn receive_other(
         &mut self,
@@ -236,38 +237,28 @@ impl UringDriver {
                     Received::Ended
                 };
             }
-            if !self.bundle {
-                // One buffer: lent, then kept for a reply or given back.
-                taken += u64::from(ring.take(bid));
-                let (_, keep) = take(ring.filled(bid, res as usize));
+            // A bundle (one buffer without bundles is taken by `receive`):
+            // the consecutive ring entries from `bid`.
+            let bufs = &mut self.recv_bufs;
+            ring.bundle_into(bid, res as usize, bufs);
+            if bufs.len() > 1 {
+                st.add(&st.bundled_buffers, bufs.len() as u64);
+            }
+            for &(b, _) in bufs.iter() {
+                taken += u64::from(ring.take(b));
+            }
+            let mut flow = Flow::More;
+            for &(b, n) in bufs.iter() {
+                // Bytes already taken from the socket are delivered even
+                // when paused; a teardown drops the rest.
+                let mut keep = false;
+                if flow != Flow::Stop {
+                    (flow, keep) = take(ring.filled(b, n));
+                }
                 if keep && self.kept.is_none() {
-                    self.kept = Some((dc.bgid, bid));
+                    self.kept = Some((dc.bgid, b));
                 } else {
-                    returned += u64::from(ring.recycle(bid));
-                }
-            } else {
-                // A bundle: the consecutive ring entries from `bid`.
-                let bufs = &mut self.recv_bufs;
-                ring.bundle_into(bid, res as usize, bufs);
-                if bufs.len() > 1 {
-                    st.add(&st.bundled_buffers, bufs.len() as u64);
-                }
-                for &(b, _) in bufs.iter() {
-                    taken += u64::from(ring.take(b));
-                }
-                let mut flow = Flow::More;
-                for &(b, n) in bufs.iter() {
-                    // Bytes already taken from the socket are delivered
-                    // even when paused; a teardown drops the rest.
-                    let mut keep = false;
-                    if flow != Flow::Stop {
-                        (flow, keep) = take(ring.filled(b, n));
-                    }
-                    if keep && self.kept.is_none() {
-                        self.kept = Some((dc.bgid, b));
-                    } else {
-                        returned += u64::from(ring.recycle(b));
-                    }
+                    returned += u64::from(ring.recycle(b));
                 }
             }
             if cqueue::more(flags) {

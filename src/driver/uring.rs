@@ -518,7 +518,8 @@ impl UringDriver {
                 None
             }
             // Acknowledgements: the operations they target post their own
-            // completions. The other kinds hold memory (`convert_held`).
+            // completions. The other kinds hold memory (`convert_held`):
+            // without it there is nothing to report.
             OpKind::Cancel | OpKind::AcceptCancel => None,
             OpKind::Send | OpKind::FilesUpdate | OpKind::Connect | OpKind::Timer => None,
         }
@@ -594,7 +595,8 @@ impl UringDriver {
                 }
                 Some(Completion::Timer)
             }
-            _ => None,
+            // A kind that holds no memory is typed in one place.
+            _ => self.convert(c.token, c.res, c.flags),
         }
     }
 }

@@ -153,7 +153,7 @@ pub(crate) struct Ring {
     /// Raw completions moved aside when a submit met EBUSY; reaped first.
     backlog: std::collections::VecDeque<(u64, i32, u32)>,
     /// Raw completions of the batch [`Ring::ready`] counted not yet taken
-    /// by [`Ring::next_cqe`].
+    /// by [`Ring::next_raw`].
     batch_left: usize,
     /// A submit error that is not transient.
     fatal: Option<io::Error>,
@@ -567,7 +567,7 @@ impl Ring {
     }
 
     /// Start a batch with the completions ready now (set-aside ones
-    /// included), to take one at a time with [`Ring::next_cqe`]; ones that
+    /// included), to take one at a time with [`Ring::next_raw`]; ones that
     /// arrive meanwhile wait for the next batch. Returns the kernel's count
     /// of dropped completions and whether it holds completions back in its
     /// overflow list.
@@ -615,25 +615,15 @@ impl Ring {
         self.store.take_held(ud, res, flags)
     }
 
-    /// The batch's next completion, converted ([`Ring::next_raw`], then
-    /// held memory given back and an accepted descriptor owned).
-    #[inline]
-    pub(crate) fn next_cqe(&mut self) -> Option<Cqe> {
-        loop {
-            let (ud, res, flags) = self.next_raw()?;
-            if let Some(c) = self.store.convert(ud, res, flags) {
-                return Some(c);
-            }
-        }
-    }
-
-    /// Hand every completion ready now (set-aside ones first), converted,
-    /// to `f`: a whole batch of [`Ring::ready`] and [`Ring::next_cqe`].
-    /// Returns what `ready` does.
+    /// Hand every completion ready now (set-aside ones first), converted
+    /// (held memory given back), to `f`: a whole batch of [`Ring::ready`]
+    /// and [`Ring::next_raw`]. Returns what `ready` does.
     pub(crate) fn reap(&mut self, mut f: impl FnMut(Cqe)) -> (u32, bool) {
         let ready = self.ready();
-        while let Some(c) = self.next_cqe() {
-            f(c);
+        while let Some((ud, res, flags)) = self.next_raw() {
+            if let Some(c) = self.store.convert(ud, res, flags) {
+                f(c);
+            }
         }
         ready
     }

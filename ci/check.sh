@@ -35,19 +35,8 @@ fi
 step "cargo doc (warnings are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps
 
-step "tests: cargo test"
-# The TLS tests drive the engine with clients nobody here wrote: Python's
-# ssl, openssl s_client and curl.
-need=()
-command -v openssl >/dev/null 2>&1 || need+=(openssl)
-command -v curl >/dev/null 2>&1 || need+=(curl)
-command -v python3 >/dev/null 2>&1 || need+=(python3)
-command -v wrk >/dev/null 2>&1 || need+=(wrk)
-if [ ${#need[@]} -gt 0 ]; then
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
-cargo test
+step "tests: ci/test.sh (installs the test clients, then cargo test)"
+bash ci/test.sh
 
 step "smoke: ringnet serve under nc and wrk"
 bash ci/smoke.sh

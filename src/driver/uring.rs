@@ -446,7 +446,9 @@ impl UringDriver {
     }
 
     /// The batch's next completion, typed straight from the CQ; `None` at
-    /// its end.
+    /// its end. The two kinds of a reply's round trip, a receive and a
+    /// reply sent from its buffer, are told apart first by comparing the
+    /// kind byte: no table lookup to decode it, no jump through a table.
     #[inline(always)]
     pub(super) fn next(&mut self) -> Option<Completion> {
         if self.follows.is_some() {
@@ -454,6 +456,20 @@ impl UringDriver {
         }
         loop {
             let (ud, res, flags) = self.ring.next_raw()?;
+            if Token::names(ud, OpKind::Recv) {
+                let token = Token::new(OpKind::Recv, ud as u32, (ud >> 32) as u32);
+                return Some(Completion::Recv {
+                    key: token.key(),
+                    generation: token.generation(),
+                    ev: RecvEvent::Uring { res, flags },
+                });
+            }
+            if Token::names(ud, OpKind::Reply) {
+                match self.reply_completed(ud as u32 as usize, res, flags) {
+                    Some(c) => return Some(c),
+                    None => continue,
+                }
+            }
             if Ring::is_held(ud) {
                 if let Some(c) = self.convert_held(ud, res, flags) {
                     return Some(c);
@@ -464,6 +480,31 @@ impl UringDriver {
                 }
             }
         }
+    }
+
+    /// A reply's completion: `bid` is the shared ring's buffer it was sent
+    /// from, and the reply table names the connection.
+    #[inline(always)]
+    fn reply_completed(&mut self, bid: usize, res: i32, flags: u32) -> Option<Completion> {
+        let r = self.replies.get_mut(bid)?;
+        let notif = io_uring::cqueue::notif(flags);
+        if io_uring::cqueue::more(flags) && !notif {
+            // A SEND_ZC's result: reported with the notification, when the
+            // kernel is done with the buffer.
+            r.first = res;
+            return None;
+        }
+        Some(Completion::Sent {
+            key: r.key as usize,
+            generation: r.generation,
+            res: if notif { r.first } else { res },
+            buf: SentBuf::Provided {
+                bgid: crate::uring::groups::SHARED,
+                bid: bid as u16,
+                off: r.off,
+                len: r.len,
+            },
+        })
     }
 
     /// Type the completion of an operation that holds no memory: what the
@@ -479,28 +520,8 @@ impl UringDriver {
                 generation,
                 ev: RecvEvent::Uring { res, flags },
             }),
-            OpKind::Reply => {
-                // The key is the buffer id (shared ring).
-                let r = self.replies.get_mut(key)?;
-                let notif = io_uring::cqueue::notif(flags);
-                if more && !notif {
-                    // A SEND_ZC's result: reported with the notification,
-                    // when the kernel is done with the buffer.
-                    r.first = res;
-                    return None;
-                }
-                Some(Completion::Sent {
-                    key: r.key as usize,
-                    generation: r.generation,
-                    res: if notif { r.first } else { res },
-                    buf: SentBuf::Provided {
-                        bgid: crate::uring::groups::SHARED,
-                        bid: key as u16,
-                        off: r.off,
-                        len: r.len,
-                    },
-                })
-            }
+            // The key is the buffer id (shared ring).
+            OpKind::Reply => self.reply_completed(key, res, flags),
             OpKind::Accept | OpKind::AcceptDirect => self.accept_completed(token, res, more),
             OpKind::ShutdownWrite => Some(Completion::ShutDown { key, generation }),
             OpKind::Wake => {

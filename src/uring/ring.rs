@@ -98,6 +98,7 @@ pub(crate) enum Op {
 /// `zc` a SEND_ZC instead, from registered buffer `b` when `zc` is
 /// `Some(Some(b))`. Building it reads nothing; submitting it is the unsafe
 /// step.
+#[inline(always)]
 fn send_sqe(target: Target, ptr: *const u8, len: u32, zc: Option<Option<u16>>) -> squeue::Entry {
     let flags = libc::MSG_NOSIGNAL;
     match (target, zc) {
@@ -342,10 +343,10 @@ impl Ring {
         token: Token,
         fixed: Option<u16>,
     ) {
-        let sqe = send_sqe(target, ptr, len, fixed.map(Some));
+        let sqe = send_sqe(target, ptr, len, fixed.map(Some)).user_data(token.to_user_data());
         // SAFETY: the pointer is valid until the last completion (this
         // function's contract).
-        unsafe { self.push(&sqe.user_data(token.to_user_data())) };
+        unsafe { self.push_entry(&sqe, true) };
     }
 
     /// The `user_data` an operation submitted as `token` carries (a held
@@ -394,7 +395,7 @@ impl Ring {
     ///
     /// # Safety
     /// As for [`Ring::push`].
-    #[inline]
+    #[inline(always)]
     unsafe fn push_entry(&mut self, sqe: &squeue::Entry, counted: bool) {
         if self.fatal.is_some() {
             return;

@@ -588,7 +588,7 @@ impl<H: Handler> Intake<'_, H> {
         }
         let res = deliver(core, self.handler, state, data, self.limit, reach);
         self.plain.clear();
-        let keep = match self.lent.claimed.take() {
+        let keep = match self.lent.take_claim() {
             Some(c) => {
                 self.claim = Some(c);
                 true

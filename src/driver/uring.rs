@@ -394,6 +394,10 @@ impl UringDriver {
         self.timers.push(deadline);
     }
 
+    /// Submit what is queued and wait for a batch: inlined into the
+    /// worker's loop, so that the wait's system call returns straight to
+    /// it (see [`Ring::submit_and_wait`]).
+    #[inline(always)]
     pub(super) fn wait(&mut self, deadline: Option<Instant>) -> io::Result<()> {
         if let Some(t) = deadline {
             self.arm_timer(t);

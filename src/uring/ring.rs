@@ -473,6 +473,13 @@ impl Ring {
     /// aside). With `batch` (`(count, min-wait µs)`, Linux 6.12), wait for
     /// `count` completions but at most the min-wait, then for any, bounded by
     /// `general`. Returns whether the call waited.
+    ///
+    /// Inlined into the worker's loop with [`Ring::enter`], so that one
+    /// return (from the system call's wrapper) separates the kernel from
+    /// the loop: the kernel's deep call paths overwrite the CPU's return
+    /// predictions, and each user-space return after the call would be
+    /// mispredicted.
+    #[inline(always)]
     pub(crate) fn submit_and_wait(
         &mut self,
         batch: Option<(usize, u32)>,
@@ -482,12 +489,12 @@ impl Ring {
         let res = match batch {
             Some((nr, us)) if want == 1 => {
                 let args = types::SubmitArgs::new().min_wait_usec(us).timespec(general);
-                self.ring.submitter().submit_with_args(nr, &args)
+                self.ring
+                    .submitter()
+                    .submit_with_args(nr, &args)
+                    .map(|_| ())
             }
-            _ => match self.registered {
-                Some(index) => self.enter_registered(index, want).map(|()| 0),
-                None => self.ring.submit_and_wait(want),
-            },
+            _ => self.enter(want),
         };
         if let Err(e) = res {
             self.transient(e)?;
@@ -526,15 +533,20 @@ impl Ring {
         Ok(())
     }
 
-    /// Submit what is queued and wait for `want` completions, naming the
-    /// ring by its registered `index` (io_uring_enter(2) with
-    /// IORING_ENTER_REGISTERED_RING): the crate's own calls pass the plain
+    /// Submit what is queued and wait for `want` completions: one
+    /// io_uring_enter(2), naming the ring by its registered index
+    /// (IORING_ENTER_REGISTERED_RING) when it has one ([`Ring::register_fd`];
+    /// the crate's own calls always pass the plain descriptor), else by its
     /// descriptor.
-    fn enter_registered(&mut self, index: u32, want: usize) -> io::Result<()> {
+    #[inline(always)]
+    fn enter(&mut self, want: usize) -> io::Result<()> {
         let sq = self.ring.submission();
         let (to_submit, wakeup, overflow) = (sq.len(), sq.need_wakeup(), sq.cq_overflow());
         drop(sq);
-        let mut flags = IORING_ENTER_REGISTERED_RING;
+        let (target, mut flags) = match self.registered {
+            Some(index) => (index as libc::c_long, IORING_ENTER_REGISTERED_RING),
+            None => (libc::c_long::from(self.ring.as_raw_fd()), 0),
+        };
         if want > 0 || overflow {
             flags |= IORING_ENTER_GETEVENTS;
         }
@@ -547,13 +559,13 @@ impl Ring {
             }
         }
         // SAFETY: io_uring_enter(2) with no argument pointer (NULL, size
-        // 0); `index` is this thread's registration of this ring. The SQEs
-        // it submits were queued through `push`, whose contract keeps
-        // their memory valid.
+        // 0) on this ring's descriptor, or on `index`, this thread's
+        // registration of this ring. The SQEs it submits were queued
+        // through `push`, whose contract keeps their memory valid.
         let rc = unsafe {
             libc::syscall(
                 libc::SYS_io_uring_enter,
-                index,
+                target,
                 to_submit as libc::c_uint,
                 want as libc::c_uint,
                 flags,

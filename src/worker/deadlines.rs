@@ -74,7 +74,8 @@ impl Deadlines {
         self.engine.arm(after(now, d), due);
     }
 
-    /// The nearest deadline of either queue.
+    /// The nearest deadline of either queue (asked before each wait).
+    #[inline]
     pub(super) fn next(&mut self) -> Option<Instant> {
         [self.engine.next_deadline(), self.handler.next_deadline()]
             .into_iter()

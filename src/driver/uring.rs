@@ -380,12 +380,18 @@ impl UringDriver {
         st.set(&st.groups_idle, self.groups.idle() as u64);
     }
 
-    /// Make sure a timer fires by `deadline`.
-    #[inline]
+    /// Make sure a timer fires by `deadline` (asked before each wait;
+    /// nearly always one is armed by then).
+    #[inline(always)]
     fn arm_timer(&mut self, deadline: Instant) {
-        if self.timers.iter().any(|&t| t <= deadline) {
-            return;
+        if !self.timers.iter().any(|&t| t <= deadline) {
+            self.add_timer(deadline);
         }
+    }
+
+    /// Arm one more worker timer, for `deadline`.
+    #[inline(never)]
+    fn add_timer(&mut self, deadline: Instant) {
         let after = deadline
             .saturating_duration_since(Instant::now())
             .max(std::time::Duration::from_millis(1));
@@ -405,10 +411,14 @@ impl UringDriver {
         if let Some(e) = self.ring.take_fatal() {
             return Err(e);
         }
-        self.stats.set(&self.stats.buffers_in_use, self.lent_total);
-        if self.ring.submit_and_wait(self.batch, &self.batch_ts)? {
-            self.stats.add(&self.stats.waits, 1);
+        // The counters are written before the call, while their cache line
+        // is still at hand: after it, the kernel's work has pushed it out.
+        let st = &self.stats;
+        st.set(&st.buffers_in_use, self.lent_total);
+        if self.ring.will_wait() {
+            st.add(&st.waits, 1);
         }
+        self.ring.submit_and_wait(self.batch, &self.batch_ts)?;
         self.settle_closes();
         let (dropped, overflow) = self.ring.ready();
         if dropped != self.dropped_seen {

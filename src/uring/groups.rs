@@ -126,7 +126,7 @@ impl Groups {
     /// on `target` (a reply straight from the buffer it arrived in), as
     /// `token`. `false` (nothing submitted): `bid` is not a taken buffer
     /// of the shared ring with that many bytes.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn send_reply(
         &mut self,
         ring: &mut Ring,

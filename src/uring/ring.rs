@@ -469,10 +469,17 @@ impl Ring {
         }
     }
 
+    /// Whether the next [`Ring::submit_and_wait`] waits: not when
+    /// completions were set aside.
+    #[inline]
+    pub(crate) fn will_wait(&self) -> bool {
+        self.backlog.is_empty()
+    }
+
     /// Submit and wait for a completion (none when completions were set
     /// aside). With `batch` (`(count, min-wait µs)`, Linux 6.12), wait for
     /// `count` completions but at most the min-wait, then for any, bounded by
-    /// `general`. Returns whether the call waited.
+    /// `general`.
     ///
     /// Inlined into the worker's loop with [`Ring::enter`], so that one
     /// return (from the system call's wrapper) separates the kernel from
@@ -484,8 +491,8 @@ impl Ring {
         &mut self,
         batch: Option<(usize, u32)>,
         general: &types::Timespec,
-    ) -> io::Result<bool> {
-        let want = usize::from(self.backlog.is_empty());
+    ) -> io::Result<()> {
+        let want = usize::from(self.will_wait());
         let res = match batch {
             Some((nr, us)) if want == 1 => {
                 let args = types::SubmitArgs::new().min_wait_usec(us).timespec(general);
@@ -499,7 +506,7 @@ impl Ring {
         if let Err(e) = res {
             self.transient(e)?;
         }
-        Ok(want > 0)
+        Ok(())
     }
 
     /// Register the ring's own descriptor with the kernel for this thread
@@ -584,6 +591,7 @@ impl Ring {
     /// arrive meanwhile wait for the next batch. Returns the kernel's count
     /// of dropped completions and whether it holds completions back in its
     /// overflow list.
+    #[inline(always)]
     pub(crate) fn ready(&mut self) -> (u32, bool) {
         let overflow = self.ring.submission().cq_overflow();
         let cq = self.ring.completion();

@@ -75,7 +75,7 @@ impl Deadlines {
     }
 
     /// The nearest deadline of either queue (asked before each wait).
-    #[inline]
+    #[inline(always)]
     pub(super) fn next(&mut self) -> Option<Instant> {
         [self.engine.next_deadline(), self.handler.next_deadline()]
             .into_iter()

@@ -153,10 +153,9 @@ pub(crate) struct Ring {
     store: Store,
     /// Raw completions moved aside when a submit met EBUSY; reaped first.
     backlog: std::collections::VecDeque<(u64, i32, u32)>,
-    /// The raw completions of the batch [`Ring::ready`] took off the CQ
-    /// (reused), and how many [`Ring::next_raw`] has handed out.
-    batch: Vec<(u64, i32, u32)>,
-    batch_taken: usize,
+    /// Raw completions of the batch [`Ring::ready`] counted not yet taken
+    /// by [`Ring::next_raw`].
+    batch_left: usize,
     /// A submit error that is not transient.
     fatal: Option<io::Error>,
     /// The ring's index among this thread's registered ring descriptors
@@ -197,8 +196,7 @@ impl Ring {
                 skip_closes,
             },
             backlog: std::collections::VecDeque::new(),
-            batch: Vec::new(),
-            batch_taken: 0,
+            batch_left: 0,
             fatal: None,
         }
     }
@@ -589,36 +587,37 @@ impl Ring {
     }
 
     /// Start a batch with the completions ready now (set-aside ones
-    /// first), to take one at a time with [`Ring::next_raw`]; ones that
-    /// arrive meanwhile wait for the next batch. The batch is copied off
-    /// the CQ in one pass, which moves the CQ head once. Returns the
-    /// kernel's count of dropped completions and whether it holds
-    /// completions back in its overflow list.
+    /// included), to take one at a time with [`Ring::next_raw`]; ones that
+    /// arrive meanwhile wait for the next batch. Returns the kernel's count
+    /// of dropped completions and whether it holds completions back in its
+    /// overflow list.
     #[inline(always)]
     pub(crate) fn ready(&mut self) -> (u32, bool) {
         let overflow = self.ring.submission().cq_overflow();
-        // What the last batch left untaken (nothing, in the engine's
-        // loops) goes first.
-        self.batch.drain(..self.batch_taken.min(self.batch.len()));
-        self.batch_taken = 0;
-        if !self.backlog.is_empty() {
-            self.batch.extend(self.backlog.drain(..));
-        }
         let cq = self.ring.completion();
-        let dropped = cq.overflow();
-        self.batch
-            .extend(cq.map(|c| (c.user_data(), c.result(), c.flags())));
-        (dropped, overflow)
+        self.batch_left = self.backlog.len() + cq.len();
+        (cq.overflow(), overflow)
     }
 
     /// The batch's next completion as the kernel wrote it (`user_data`,
-    /// result, flags), counted. `None` at the end of the batch. A held
+    /// result, flags), counted: set-aside ones first, then straight from
+    /// the CQ, whose head moves past each entry as it is read (no copy of
+    /// the batch is made). `None` at the end of the batch. A held
     /// operation's completion ([`Ring::is_held`]) must be passed to
     /// [`Ring::take_held`], which gives its memory back.
     #[inline]
     pub(crate) fn next_raw(&mut self) -> Option<(u64, i32, u32)> {
-        let &(ud, res, flags) = self.batch.get(self.batch_taken)?;
-        self.batch_taken += 1;
+        if self.batch_left == 0 {
+            return None;
+        }
+        self.batch_left -= 1;
+        let (ud, res, flags) = match self.backlog.pop_front() {
+            Some(raw) => raw,
+            None => {
+                let c = self.ring.completion().next()?;
+                (c.user_data(), c.result(), c.flags())
+            }
+        };
         self.store.finish(ud, flags);
         Some((ud, res, flags))
     }

@@ -73,8 +73,9 @@ counters! {
     accept_rearms,
     /// Completions dropped because their slot had been reused.
     stale,
-    /// Batches in which the kernel had completions held back because the CQ
-    /// was full (IORING_SQ_CQ_OVERFLOW; they are delivered later, NODROP).
+    /// Waits that began with completions held back by the kernel because
+    /// the CQ was full (IORING_SQ_CQ_OVERFLOW; they are delivered later,
+    /// NODROP).
     cq_overflows,
     /// Completions the kernel dropped (its CQ overflow counter; stays 0 on a
     /// kernel with NODROP unless it runs out of memory).

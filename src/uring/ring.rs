@@ -158,6 +158,9 @@ pub(crate) struct Ring {
     batch_left: usize,
     /// A submit error that is not transient.
     fatal: Option<io::Error>,
+    /// The kernel held completions back in its overflow list when the last
+    /// wait began.
+    overflow_seen: bool,
     /// The ring's index among this thread's registered ring descriptors
     /// ([`Ring::register_fd`]), which the waits name it by.
     registered: Option<u32>,
@@ -198,6 +201,7 @@ impl Ring {
             backlog: std::collections::VecDeque::new(),
             batch_left: 0,
             fatal: None,
+            overflow_seen: false,
         }
     }
 
@@ -493,6 +497,12 @@ impl Ring {
         general: &types::Timespec,
     ) -> io::Result<()> {
         let want = usize::from(self.will_wait());
+        // The SQ's state is read before the call: after it, its lines have
+        // been pushed out by the kernel's work (see `Ring::ready`).
+        let sq = self.ring.submission();
+        let (to_submit, wakeup, overflow) = (sq.len(), sq.need_wakeup(), sq.cq_overflow());
+        drop(sq);
+        self.overflow_seen = overflow;
         let res = match batch {
             Some((nr, us)) if want == 1 => {
                 let args = types::SubmitArgs::new().min_wait_usec(us).timespec(general);
@@ -501,7 +511,7 @@ impl Ring {
                     .submit_with_args(nr, &args)
                     .map(|_| ())
             }
-            _ => self.enter(want),
+            _ => self.enter(want, to_submit, wakeup, overflow),
         };
         if let Err(e) = res {
             self.transient(e)?;
@@ -540,16 +550,20 @@ impl Ring {
         Ok(())
     }
 
-    /// Submit what is queued and wait for `want` completions: one
-    /// io_uring_enter(2), naming the ring by its registered index
+    /// Submit the `to_submit` SQEs queued and wait for `want` completions:
+    /// one io_uring_enter(2), naming the ring by its registered index
     /// (IORING_ENTER_REGISTERED_RING) when it has one ([`Ring::register_fd`];
     /// the crate's own calls always pass the plain descriptor), else by its
-    /// descriptor.
+    /// descriptor. `wakeup` and `overflow`: the SQ's flags (the SQ thread
+    /// sleeps; the kernel holds completions back).
     #[inline(always)]
-    fn enter(&mut self, want: usize) -> io::Result<()> {
-        let sq = self.ring.submission();
-        let (to_submit, wakeup, overflow) = (sq.len(), sq.need_wakeup(), sq.cq_overflow());
-        drop(sq);
+    fn enter(
+        &mut self,
+        want: usize,
+        to_submit: usize,
+        wakeup: bool,
+        overflow: bool,
+    ) -> io::Result<()> {
         let (target, mut flags) = match self.registered {
             Some(index) => (index as libc::c_long, IORING_ENTER_REGISTERED_RING),
             None => (libc::c_long::from(self.ring.as_raw_fd()), 0),
@@ -589,14 +603,15 @@ impl Ring {
     /// Start a batch with the completions ready now (set-aside ones
     /// included), to take one at a time with [`Ring::next_raw`]; ones that
     /// arrive meanwhile wait for the next batch. Returns the kernel's count
-    /// of dropped completions and whether it holds completions back in its
-    /// overflow list.
+    /// of dropped completions and whether it held completions back in its
+    /// overflow list when the last [`Ring::submit_and_wait`] began (read
+    /// then, not now: the SQ flags' line is cold after the wait, and the
+    /// wait itself flushes that list into the CQ as room allows).
     #[inline(always)]
     pub(crate) fn ready(&mut self) -> (u32, bool) {
-        let overflow = self.ring.submission().cq_overflow();
         let cq = self.ring.completion();
         self.batch_left = self.backlog.len() + cq.len();
-        (cq.overflow(), overflow)
+        (cq.overflow(), self.overflow_seen)
     }
 
     /// The batch's next completion as the kernel wrote it (`user_data`,

@@ -497,7 +497,8 @@ impl UringDriver {
     }
 
     /// A reply's completion: `bid` is the shared ring's buffer it was sent
-    /// from, and the reply table names the connection.
+    /// from (its `user_data` key), and the reply table names the
+    /// connection.
     #[inline(always)]
     fn reply_completed(&mut self, bid: usize, res: i32, flags: u32) -> Option<Completion> {
         let r = self.replies.get_mut(bid)?;
@@ -529,13 +530,8 @@ impl UringDriver {
         let (key, generation) = (token.key(), token.generation());
         let more = io_uring::cqueue::more(flags);
         match token.kind() {
-            OpKind::Recv => Some(Completion::Recv {
-                key,
-                generation,
-                ev: RecvEvent::Uring { res, flags },
-            }),
-            // The key is the buffer id (shared ring).
-            OpKind::Reply => self.reply_completed(key, res, flags),
+            // Typed by `next` before they come here (never held).
+            OpKind::Recv | OpKind::Reply => None,
             OpKind::Accept | OpKind::AcceptDirect => self.accept_completed(token, res, more),
             OpKind::ShutdownWrite => Some(Completion::ShutDown { key, generation }),
             OpKind::Wake => {
